@@ -1,0 +1,1 @@
+"""Dynamics services: face detection, animator, encoder and gateway, plus cross-cutting code."""

@@ -1,0 +1,1 @@
+"""Animator service: the LivePortrait networks, batched, served over gRPC (GPU)."""

@@ -1,0 +1,1 @@
+"""The `dynamics` command line."""

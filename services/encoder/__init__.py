@@ -1,0 +1,1 @@
+"""Encoder service: paste-back and FFmpeg H.264/AAC encoding, streamed (CPU)."""

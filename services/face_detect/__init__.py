@@ -1,0 +1,1 @@
+"""Face detection service: finds and tracks faces and computes LivePortrait crops (CPU)."""

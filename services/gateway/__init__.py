@@ -1,0 +1,1 @@
+"""Gateway: the REST API for the app and the orchestrator of the three gRPC services."""
