@@ -5,7 +5,8 @@ Lifecycle (Triton's initialize / execute / finalize):
     svc.start()          # binds; health says NOT_SERVING
     ... load the model, warm up ...
     svc.set_serving()    # readiness flips to SERVING
-    svc.stop(grace_s)    # health flips first, then in-flight RPCs get `grace_s` to finish
+    svc.stop(grace_s)    # health flips first; after `drain_delay_s` new RPCs are refused and
+                         # in-flight ones get `grace_s` to finish
 
 `serve_forever()` does all of that for `__main__` and installs the SIGTERM/SIGINT handlers.
 """
@@ -51,6 +52,7 @@ class GrpcService:
         port: int,
         metrics_port: int | None,
         grace_s: float = 10.0,
+        drain_delay_s: float = 0.0,
         max_workers: int = 8,
         maximum_concurrent_rpcs: int | None = None,
         host: str = "[::]",
@@ -58,6 +60,9 @@ class GrpcService:
         self.name = name
         self.service_names = list(service_names)
         self.grace_s = grace_s
+        # Time between "health says NOT_SERVING" and "stop accepting RPCs", so load balancers and
+        # Kubernetes endpoints see the flip before the listening socket closes.
+        self.drain_delay_s = drain_delay_s
         self._requested_port = port
         self._requested_metrics_port = metrics_port
         self._host = host
@@ -104,6 +109,8 @@ class GrpcService:
         grace = self.grace_s if grace_s is None else grace_s
         logger.info("%s draining", self.name, extra={"grace_s": grace})
         self.health.enter_graceful_shutdown()
+        if self.drain_delay_s > 0:
+            self._stopped.wait(self.drain_delay_s)
         self.server.stop(grace).wait()
         if self._metrics_http is not None:
             self._metrics_http.shutdown()

@@ -76,7 +76,10 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
             rgb = _to_rgb(img)
     except InvalidInputError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InvalidInputError(f"image is too large to decode safely: {exc}",
+                                reason="image_too_large") from None
+    except UnidentifiedImageError:
         raise InvalidInputError("file is not a supported image (PNG, JPEG, WebP, ...)",
                                 reason="bad_image") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
