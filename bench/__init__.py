@@ -1,0 +1,1 @@
+"""Benchmarks behind `dynamics bench`: each prints a table and compares ratios within one run."""
