@@ -1,0 +1,90 @@
+"""Parity of F, M, W, G and the S/R MLPs with the upstream reference outputs (modules.npz).
+
+The fixture checkpoints are loaded through the production loader (strict, spectral norm folded),
+then each network runs the recorded batch-2 inputs; tolerances are those of FIXTURES.md.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from services.animator.weights import LivePortraitModels, load_models
+
+pytestmark = pytest.mark.parity
+
+MODULE_TOL = 1e-4  # max|a-b| <= 1e-4 * max(1, max|ref|)
+DEFORMATION_TOL = 1e-5
+ME_HEADS = ("pitch", "yaw", "roll", "t", "exp", "scale", "kp")
+
+
+@pytest.fixture(scope="module")
+def ref(lp_fixtures) -> dict[str, np.ndarray]:
+    with np.load(lp_fixtures / "modules.npz") as data:
+        return {k: data[k] for k in data.files}
+
+
+@pytest.fixture(scope="module")
+def models(lp_fixtures) -> LivePortraitModels:
+    return load_models(lp_fixtures / "checkpoints")
+
+
+def _t(ref: dict[str, np.ndarray], key: str) -> torch.Tensor:
+    return torch.from_numpy(ref[key])
+
+
+def assert_close(name: str, got: torch.Tensor, expected: np.ndarray, tol: float = MODULE_TOL):
+    got = got.detach().cpu().numpy()
+    assert got.shape == expected.shape, f"{name}: shape {got.shape} != {expected.shape}"
+    err = float(np.abs(got - expected).max())
+    limit = tol * max(1.0, float(np.abs(expected).max()))
+    assert err <= limit, f"{name}: max|a-b| = {err:.3e} > {limit:.3e}"
+
+
+@torch.no_grad()
+def test_appearance_feature_extractor(models, ref):
+    assert_close("afe.out.f_s", models.F(_t(ref, "afe.in.x")), ref["afe.out.f_s"])
+
+
+@torch.no_grad()
+def test_motion_extractor_raw_heads(models, ref):
+    out = models.M(_t(ref, "me.in.x"))
+    assert set(out) == set(ME_HEADS)
+    for head in ME_HEADS:
+        assert_close(f"me.out.{head}", out[head], ref[f"me.out.{head}"])
+
+
+@torch.no_grad()
+def test_warping_module(models, ref):
+    args = (_t(ref, "wm.in.feature_3d"), _t(ref, "wm.in.kp_driving"), _t(ref, "wm.in.kp_source"))
+    out = models.W(*args)
+    assert_close("wm.out.out", out["out"], ref["wm.out.out"])
+    assert_close("wm.out.occlusion_map", out["occlusion_map"], ref["wm.out.occlusion_map"])
+    assert_close("wm.out.deformation", out["deformation"], ref["wm.out.deformation"],
+                 DEFORMATION_TOL)
+    dense = models.W.dense_motion_network(*args)
+    assert_close("wm.dense.mask", dense["mask"], ref["wm.dense.mask"])
+
+
+@torch.no_grad()
+def test_spade_generator(models, ref):
+    assert_close("sg.out.image", models.G(_t(ref, "sg.in.feature")), ref["sg.out.image"])
+
+
+@pytest.mark.parametrize("name", ["stitching", "lip", "eye"])
+@torch.no_grad()
+def test_stitching_retargeting_mlps(models, ref, name):
+    net = getattr(models, name)
+    assert_close(f"sr.{name}.out", net(_t(ref, f"sr.{name}.in")), ref[f"sr.{name}.out"])
+
+
+def test_parameter_counts_match_manifest(models, lp_fixtures):
+    counts = json.loads((lp_fixtures / "manifest.json").read_text())["n_parameters"]
+    got = models.param_counts()
+    names = {"F": "appearance_feature_extractor", "M": "motion_extractor", "W": "warping_module",
+             "G": "spade_generator", "stitching": "sr_stitching", "lip": "sr_lip",
+             "eye": "sr_eye"}
+    assert {names[k]: v for k, v in got.items()} == counts
