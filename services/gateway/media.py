@@ -1,0 +1,286 @@
+"""Hero-video handling with FFmpeg: probe and validate, trim, hash, decode frames as a stream.
+
+Every FFmpeg command is an argument list built with ffmpeg-python and run with a timeout; no
+shell strings. The trimmed video is a stream copy (no re-encode) into Matroska written with
+`+bitexact`, so the same input trims to the same bytes and its sha256 keys the motion cache.
+Matroska drops the display-matrix rotation, so the rotation is probed from the original and
+applied explicitly when decoding (and it is part of `VideoInfo`, hence of the cache key).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from fractions import Fraction
+from pathlib import Path
+
+import ffmpeg
+import numpy as np
+
+from services.common.errors import InvalidInputError
+
+MIB = 1024 * 1024
+_VIDEO_CODECS = frozenset(
+    {"h264", "hevc", "vp8", "vp9", "av1", "mpeg4", "mjpeg", "prores", "mpeg2video", "h263", "theora"}
+)
+
+
+class MediaError(InvalidInputError):
+    """The hero video or source photo is unusable; `reason` names the rule it broke."""
+
+    default_reason = "bad_video"
+
+
+@dataclass(frozen=True)
+class MediaLimits:
+    """What the gateway accepts before trimming."""
+
+    max_bytes: int = 200 * MIB
+    max_duration_s: float = 600.0
+    max_side: int = 4096
+    max_fps: float = 120.0
+    video_codecs: frozenset[str] = _VIDEO_CODECS
+    probe_timeout_s: float = 30.0
+    trim_timeout_s: float = 120.0
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """A probed video. `width`/`height` are as displayed (after `rotation`, degrees CCW)."""
+
+    width: int
+    height: int
+    fps: Fraction
+    duration_s: float
+    frames: int  # packet count of the trimmed file, or an estimate before trimming
+    has_audio: bool
+    codec: str
+    rotation: int
+    stream_index: int
+    size_bytes: int
+
+
+def _run(args: list[str], timeout_s: float, what: str) -> subprocess.CompletedProcess:
+    try:
+        done = subprocess.run(args, capture_output=True, timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise MediaError(f"{what} took longer than {timeout_s:.0f} s", reason="media_timeout") from exc
+    except FileNotFoundError as exc:
+        raise MediaError(f"{args[0]} is not installed", reason="ffmpeg_missing") from exc
+    return done
+
+
+def _stderr_tail(stderr: bytes, lines: int = 3) -> str:
+    text = stderr.decode("utf-8", "replace").strip().splitlines()
+    return " | ".join(text[-lines:]) or "no details"
+
+
+def _rotation(stream: dict) -> int:
+    """Display rotation in degrees counter-clockwise (0, 90, 180 or 270)."""
+    for side in stream.get("side_data_list") or []:
+        if "rotation" in side:
+            return int(round(float(side["rotation"]))) % 360
+    tag = (stream.get("tags") or {}).get("rotate")
+    return (-int(tag)) % 360 if tag and tag.lstrip("-").isdigit() else 0
+
+
+def _fps(stream: dict) -> Fraction | None:
+    for key in ("avg_frame_rate", "r_frame_rate"):
+        num, _, den = str(stream.get(key, "0/0")).partition("/")
+        try:
+            value = Fraction(int(num), int(den or 1))
+        except (ValueError, ZeroDivisionError):
+            continue
+        if value > 0:
+            return value.limit_denominator(1001 * 1000)
+    return None
+
+
+def _ffprobe(path: Path, limits: MediaLimits, *extra: str) -> dict:
+    args = ["ffprobe", "-v", "error", "-of", "json", "-show_format", "-show_streams", *extra]
+    done = _run([*args, str(path)], limits.probe_timeout_s, "probing the video")
+    if done.returncode != 0:
+        raise MediaError(
+            f"not a readable video ({_stderr_tail(done.stderr)})", reason="bad_video"
+        )
+    return json.loads(done.stdout or b"{}")
+
+
+def probe_video(path: Path, limits: MediaLimits = MediaLimits()) -> VideoInfo:
+    """Probe and validate a video file; raises `MediaError` with a precise reason."""
+    size = path.stat().st_size if path.is_file() else 0
+    if size == 0:
+        raise MediaError("the video file is empty", reason="empty_file")
+    if size > limits.max_bytes:
+        raise MediaError(f"the video is {size} bytes, over {limits.max_bytes}", reason="too_large")
+    data = _ffprobe(path, limits)
+    streams = data.get("streams") or []
+    video = [
+        s for s in streams
+        if s.get("codec_type") == "video" and not (s.get("disposition") or {}).get("attached_pic")
+    ]
+    if not video:
+        raise MediaError("the file has no video stream (audio-only?)", reason="no_video_stream")
+    stream = video[0]
+    codec = str(stream.get("codec_name", "unknown"))
+    if codec not in limits.video_codecs:
+        raise MediaError(f"video codec {codec!r} is not supported", reason="unsupported_codec")
+    width, height = int(stream.get("width") or 0), int(stream.get("height") or 0)
+    if width <= 0 or height <= 0:
+        raise MediaError("the video has no frame size", reason="bad_video")
+    if max(width, height) > limits.max_side:
+        raise MediaError(
+            f"the video is {width}x{height}, over the {limits.max_side} px limit",
+            reason="video_too_large",
+        )
+    fps = _fps(stream)
+    if fps is None or fps > limits.max_fps:
+        raise MediaError(f"unusable frame rate {fps}", reason="bad_frame_rate")
+    duration = float(stream.get("duration") or (data.get("format") or {}).get("duration") or 0.0)
+    if duration > limits.max_duration_s:
+        raise MediaError(
+            f"the video is {duration:.1f} s long, over the {limits.max_duration_s:.0f} s limit",
+            reason="video_too_long",
+        )
+    rotation = _rotation(stream)
+    if rotation in (90, 270):
+        width, height = height, width
+    return VideoInfo(
+        width=width, height=height, fps=fps, duration_s=duration,
+        frames=int(round(duration * fps)), has_audio=any(s.get("codec_type") == "audio" for s in streams),
+        codec=codec, rotation=rotation, stream_index=int(stream.get("index", 0)), size_bytes=size,
+    )
+
+
+def trim_video(
+    src: Path, dst: Path, seconds: float, limits: MediaLimits = MediaLimits()
+) -> VideoInfo:
+    """Copy the first `seconds` of `src` (video + first audio stream) to `dst` (Matroska).
+
+    Returns the info of the trimmed file, with the original's rotation and an exact packet
+    count in `frames`. Raises `MediaError` for unusable or frameless videos.
+    """
+    if not 0 < seconds <= limits.max_duration_s:
+        raise MediaError(f"seconds must be in (0, {limits.max_duration_s:.0f}]", reason="bad_option")
+    info = probe_video(src, limits)
+    inp = ffmpeg.input(str(src))
+    streams = [inp[str(info.stream_index)]] + ([inp["a:0"]] if info.has_audio else [])
+    args = (
+        ffmpeg.output(
+            *streams, str(dst), c="copy", t=f"{seconds:.3f}", format="matroska",
+            map_metadata=-1, map_chapters=-1, fflags="+bitexact", sn=None, dn=None,
+        )
+        .global_args("-nostdin", "-v", "error")
+        .overwrite_output()
+        .get_args()
+    )
+    done = _run(["ffmpeg", *args], limits.trim_timeout_s, "trimming the video")
+    if done.returncode != 0 or not dst.is_file():
+        raise MediaError(f"cannot trim the video ({_stderr_tail(done.stderr)})", reason="bad_video")
+    counted = _ffprobe(dst, limits, "-count_packets", "-select_streams", "v:0")
+    stream = (counted.get("streams") or [{}])[0]
+    frames = int(stream.get("nb_read_packets") or 0)
+    if frames == 0:
+        raise MediaError("the video has no frames", reason="no_frames")
+    duration = float((counted.get("format") or {}).get("duration") or frames / info.fps)
+    return replace(
+        info, frames=frames, duration_s=duration, stream_index=0, size_bytes=dst.stat().st_size
+    )
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(MIB), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def decoded_size(info: VideoInfo, max_side: int) -> tuple[int, int]:
+    """(width, height) of decoded frames: the display size, shrunk to fit `max_side`."""
+    scale = min(1.0, max_side / max(info.width, info.height))
+    return max(2, int(round(info.width * scale))), max(2, int(round(info.height * scale)))
+
+
+_ROTATE = {90: ("transpose", "cclock"), 270: ("transpose", "clock")}
+
+
+class FrameDecoder:
+    """Decodes a video to RGB frames one at a time through an FFmpeg pipe (never all in memory).
+
+    Use as a context manager or call `close()`; closing early kills FFmpeg.
+    """
+
+    def __init__(self, path: Path, info: VideoInfo, max_side: int = 1280) -> None:
+        self.width, self.height = decoded_size(info, max_side)
+        stream = ffmpeg.input(str(path), noautorotate=None)[str(info.stream_index)]
+        if info.rotation == 180:
+            stream = stream.filter("hflip").filter("vflip")
+        elif info.rotation in _ROTATE:
+            stream = stream.filter(*_ROTATE[info.rotation])
+        stream = stream.filter("scale", self.width, self.height)
+        args = (
+            stream.output("pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough")
+            .global_args("-nostdin", "-v", "error")
+            .get_args()
+        )
+        self._proc = subprocess.Popen(
+            ["ffmpeg", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        self._stderr = b""
+        self._drain = threading.Thread(target=self._read_stderr, daemon=True)
+        self._drain.start()
+        self.frames_read = 0
+
+    def _read_stderr(self) -> None:
+        assert self._proc.stderr is not None
+        for line in self._proc.stderr:
+            self._stderr = (self._stderr + line)[-4096:]
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        """Yield H x W x 3 uint8 RGB frames in order."""
+        frame_bytes = self.width * self.height * 3
+        assert self._proc.stdout is not None
+        while True:
+            data = self._proc.stdout.read(frame_bytes)
+            if len(data) < frame_bytes:
+                break
+            self.frames_read += 1
+            yield np.frombuffer(data, np.uint8).reshape(self.height, self.width, 3)  # H x W x 3
+        self._proc.wait()
+        self._drain.join(timeout=5)
+        if self.frames_read == 0:
+            raise MediaError(
+                f"no frame could be decoded ({_stderr_tail(self._stderr)})", reason="no_frames"
+            )
+
+    def close(self) -> None:
+        """Stop FFmpeg (if still running) and release its pipes."""
+        if self._proc.poll() is None:
+            self._proc.kill()
+        self._proc.wait()
+        self._drain.join(timeout=5)
+        for pipe in (self._proc.stdout, self._proc.stderr):
+            if pipe is not None:
+                pipe.close()
+
+    def __enter__(self) -> FrameDecoder:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def read_image_file(path: Path, max_bytes: int = 20 * MIB) -> bytes:
+    """The source photo's bytes, size-checked (the face_detect service decodes and validates)."""
+    size = path.stat().st_size if path.is_file() else 0
+    if size == 0:
+        raise MediaError("the source photo is empty", reason="empty_file")
+    if size > max_bytes:
+        raise MediaError(f"the photo is {size} bytes, over {max_bytes}", reason="too_large")
+    return path.read_bytes()
