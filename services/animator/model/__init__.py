@@ -22,8 +22,8 @@ from services.animator.model.warping_network import WarpingNetwork
 
 __all__ = [
     "AppearanceFeatureExtractor", "MotionExtractor", "WarpingNetwork", "SPADEGenerator",
-    "StitchingRetargetingNetwork", "ModelConfigError", "NETWORK_NAMES", "default_config_path",
-    "load_models_config", "build_networks",
+    "StitchingRetargetingNetwork", "ModelConfigError", "NETWORK_NAMES", "NAMED_CONFIGS",
+    "default_config_path", "named_config_path", "load_models_config", "build_networks",
 ]
 
 # network name -> (models.yaml block, class); stitching MLPs share one block with sub-blocks.
@@ -42,9 +42,21 @@ class ModelConfigError(ValueError):
     """A models.yaml-style config is missing a block or has an invalid hyper-parameter."""
 
 
+_CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+NAMED_CONFIGS = {"real": "models.yaml", "reduced": "models_reduced.yaml"}
+
+
 def default_config_path() -> Path:
     """The packaged human-model config (`services/animator/configs/models.yaml`)."""
-    return Path(__file__).resolve().parent.parent / "configs" / "models.yaml"
+    return _CONFIG_DIR / NAMED_CONFIGS["real"]
+
+
+def named_config_path(name: str) -> Path:
+    """Packaged config by name: 'real' (human model) or 'reduced' (the fixtures' width)."""
+    if name not in NAMED_CONFIGS:
+        raise ModelConfigError(f"unknown model config {name!r}; choose one of "
+                               f"{sorted(NAMED_CONFIGS)} or give a models.yaml path")
+    return _CONFIG_DIR / NAMED_CONFIGS[name]
 
 
 def load_models_config(path: str | Path | None = None) -> dict[str, Any]:

@@ -1,0 +1,112 @@
+"""`dynamics weights ...`: fetch real LivePortrait weights, write random ones, verify a folder.
+
+The lead wires `main(argv)` into the `dynamics` CLI; it returns a process exit code and prints
+one-line errors (no stack traces) for the failures an operator can fix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from services.animator.model import ModelConfigError
+from services.common.errors import DynamicsError
+
+EPILOG = """examples:
+  dynamics weights fetch ./weights            # real weights from KwaiVGI/LivePortrait (internet)
+  dynamics weights random --config reduced --seed 0 ./weights-tiny   # tiny random, for tests
+  dynamics weights verify ./weights           # strict load + summary
+
+A weights folder holds the upstream tree (liveportrait/base_models/*.pth,
+liveportrait/retargeting_models/stitching_retargeting_module.pth) or the five .pth files flat;
+a models.yaml in it overrides the packaged human-model config. Random weights are marked
+(DYNAMICS_RANDOM_WEIGHTS.json) and everything rendered from them is noise."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dynamics weights", description="Manage LivePortrait weights for the animator.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{fetch,random,verify}")
+    fetch = sub.add_parser("fetch", help="download and sha256-verify the real weights from the "
+                           "Hugging Face hub, write DYNAMICS_WEIGHTS_MANIFEST.json")
+    fetch.add_argument("dir", type=Path, help="destination folder (created)")
+    fetch.add_argument("--repo-id", default="KwaiVGI/LivePortrait", help="hub repository")
+    fetch.add_argument("--revision", default="main",
+                       help="branch, tag or commit (the manifest records the resolved commit)")
+    fetch.add_argument("--endpoint", default=None,
+                       help="hub endpoint URL (default: huggingface_hub's, e.g. HF_ENDPOINT)")
+    rand = sub.add_parser("random", help="write seeded RANDOM weights in the upstream format "
+                          "(for tests and local runs; output is noise)")
+    rand.add_argument("dir", type=Path, help="destination folder (created)")
+    rand.add_argument("--config", default="real",
+                      help="'real' (human model size, ~500 MB), 'reduced' (fixture width, ~4 MB) "
+                      "or a models.yaml path (default: real)")
+    rand.add_argument("--seed", type=int, default=0, help="generator seed (default: 0)")
+    rand.add_argument("--overwrite", action="store_true", help="replace existing weight files")
+    verify = sub.add_parser("verify", help="load a weights folder strictly (keys, shapes, "
+                            "sha256 against the manifest) and print a summary")
+    verify.add_argument("dir", type=Path, help="weights folder")
+    verify.add_argument("--config", type=Path, default=None,
+                        help="models.yaml to build the networks from (default: the folder's "
+                        "models.yaml, else the packaged human config)")
+    return parser
+
+
+def main(argv: list[str] | None = None, *, out: TextIO | None = None,
+         err: TextIO | None = None) -> int:
+    """Run one `dynamics weights` command; returns the exit code (0 ok, 1 failed, 2 usage)."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse already printed usage / help
+        return int(exc.code or 0)
+    try:
+        if args.command == "fetch":
+            return _fetch(args, out)
+        if args.command == "random":
+            return _random(args, out)
+        return _verify(args, out)
+    except (DynamicsError, ModelConfigError) as exc:
+        print(f"error: {getattr(exc, 'message', None) or exc}", file=err)
+        return 1
+
+
+def _fetch(args: argparse.Namespace, out: TextIO) -> int:
+    from services.animator.hub import fetch_weights
+
+    manifest = fetch_weights(args.dir, args.repo_id, args.revision, endpoint=args.endpoint)
+    print(f"fetched {args.repo_id}@{args.revision} into {args.dir}; manifest {manifest}", file=out)
+    return _verify(argparse.Namespace(dir=args.dir, config=None), out)
+
+
+def _random(args: argparse.Namespace, out: TextIO) -> int:
+    from services.animator.random_weights import write_random_weights
+
+    write_random_weights(args.dir, args.config, args.seed, overwrite=args.overwrite)
+    print(f"wrote RANDOM weights (config {args.config}, seed {args.seed}) to {args.dir}; "
+          "anything rendered from them is noise", file=out)
+    return 0
+
+
+def _verify(args: argparse.Namespace, out: TextIO) -> int:
+    from services.animator.weights import load_models
+
+    models = load_models(args.dir, config=args.config)
+    counts = models.param_counts()
+    print(f"weights:     {models.weights_dir} ({models.layout} layout)", file=out)
+    print(f"provenance:  {models.provenance}"
+          + ("  (RANDOM: output is noise)" if models.provenance == "random" else ""), file=out)
+    print(f"fingerprint: {models.fingerprint}", file=out)
+    for name, count in counts.items():
+        print(f"  {name:<10} {count:>12,d} parameters", file=out)
+    print(f"  {'total':<10} {sum(counts.values()):>12,d} parameters", file=out)
+    print("all keys and shapes match; every tensor is finite", file=out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
