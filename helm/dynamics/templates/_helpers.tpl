@@ -1,0 +1,169 @@
+{{/*
+Names, labels and shared pod pieces for every Dynamics component.
+Selectors use name + instance + component only, never the version, so upgrades keep them.
+*/}}
+
+{{- define "dynamics.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "dynamics.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "dynamics.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "dynamics.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "dynamics.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "dynamics.labels" -}}
+helm.sh/chart: {{ include "dynamics.chart" . }}
+{{ include "dynamics.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: dynamics
+{{- end -}}
+
+{{/* "<fullname>-<component>"; call with (dict "root" $ "component" "animator"). */}}
+{{- define "dynamics.componentName" -}}
+{{- printf "%s-%s" (include "dynamics.fullname" .root) .component | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "dynamics.componentSelectorLabels" -}}
+{{ include "dynamics.selectorLabels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "dynamics.componentLabels" -}}
+{{ include "dynamics.labels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "dynamics.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "dynamics.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Image reference; call with (dict "root" $ "base" .Values.images.cpu "override" .Values.encoder.image).
+A digest pins the base image and wins over any tag.
+*/}}
+{{- define "dynamics.image" -}}
+{{- $repo := default .base.repository .override.repository -}}
+{{- if and .base.digest (not .override.repository) -}}
+{{- printf "%s@%s" $repo .base.digest -}}
+{{- else -}}
+{{- $tag := default (default .root.Chart.AppVersion .base.tag) .override.tag -}}
+{{- printf "%s:%s" $repo $tag -}}
+{{- end -}}
+{{- end -}}
+
+{{/* gRPC address of a component inside the cluster; (dict "root" $ "component" "encoder" "port" 50053). */}}
+{{- define "dynamics.grpcAddress" -}}
+{{- printf "%s:%v" (include "dynamics.componentName" .) .port -}}
+{{- end -}}
+
+{{/* Pod-wide pieces: service account, pull secrets, security context. */}}
+{{- define "dynamics.podCommon" -}}
+serviceAccountName: {{ include "dynamics.serviceAccountName" . }}
+automountServiceAccountToken: false
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+securityContext:
+  {{- toYaml .Values.podSecurityContext | nindent 2 }}
+{{- end -}}
+
+{{/* Scheduling fields of a component; call with the component's values. */}}
+{{- define "dynamics.scheduling" -}}
+{{- with .nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/* The /tmp scratch volume every pod mounts (the root filesystem is read-only). */}}
+{{- define "dynamics.scratchVolume" -}}
+- name: scratch
+  emptyDir:
+    sizeLimit: {{ .Values.scratch.sizeLimit }}
+{{- end -}}
+
+{{- define "dynamics.scratchMount" -}}
+- name: scratch
+  mountPath: /tmp
+{{- end -}}
+
+{{/* Extra env from a name -> value map, sorted for stable output. */}}
+{{- define "dynamics.extraEnv" -}}
+{{- range $name, $value := . }}
+- name: {{ $name }}
+  value: {{ $value | toString | quote }}
+{{- end }}
+{{- end -}}
+
+{{/*
+Probes for a gRPC service: startup and readiness on the gRPC health service, liveness on TCP
+so a pod that is draining (health NOT_SERVING) is not restarted mid-job.
+Call with (dict "values" .Values.encoder "service" "dynamics.v1.EncoderService").
+*/}}
+{{- define "dynamics.grpcProbes" -}}
+startupProbe:
+  grpc:
+    port: {{ .values.ports.grpc }}
+    service: {{ .service }}
+  {{- toYaml .values.startupProbe | nindent 2 }}
+readinessProbe:
+  grpc:
+    port: {{ .values.ports.grpc }}
+    service: {{ .service }}
+  {{- toYaml .values.readinessProbe | nindent 2 }}
+livenessProbe:
+  tcpSocket:
+    port: grpc
+  {{- toYaml .values.livenessProbe | nindent 2 }}
+{{- end -}}
+
+{{/* Service drain time: the pod's grace period less 10 s for the endpoint removal to spread. */}}
+{{- define "dynamics.drainSeconds" -}}
+{{- max 1 (sub (int .terminationGracePeriodSeconds) 10) -}}
+{{- end -}}
+
+{{- define "dynamics.databaseSecretName" -}}
+{{- default (printf "%s-database" (include "dynamics.fullname" .)) .Values.database.postgresql.existingSecret -}}
+{{- end -}}
+
+{{/* Public base URL of the gateway (result links): the first Ingress host, if any. */}}
+{{- define "dynamics.gatewayPublicUrl" -}}
+{{- $g := .Values.gateway -}}
+{{- if $g.publicUrl -}}
+{{- $g.publicUrl -}}
+{{- else if and $g.ingress.enabled $g.ingress.hosts -}}
+{{- printf "%s://%s" (ternary "https" "http" (gt (len $g.ingress.tls) 0)) (index $g.ingress.hosts 0).host -}}
+{{- end -}}
+{{- end -}}
