@@ -1,0 +1,348 @@
+"""Persistent job store: create, read, paginate, claim with a lease, progress, finish.
+
+Every write a worker makes names the lease token it got from `claim`; once a lease has expired
+and another worker has re-claimed the job, the old worker's writes match no row, so it learns it
+lost the job and stops. That is what keeps one job from running twice at the same time.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from services.gateway.database import Database, Transaction
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+ACTIVE = ("queued", "running")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    status TEXT NOT NULL,
+    stage TEXT NOT NULL DEFAULT 'queued',
+    frames_done INTEGER NOT NULL DEFAULT 0,
+    frames_total INTEGER NOT NULL DEFAULT 0,
+    eta_seconds DOUBLE PRECISION,
+    timings TEXT NOT NULL DEFAULT '{}',
+    spec TEXT NOT NULL,
+    notify TEXT NOT NULL DEFAULT '{}',
+    error_code TEXT,
+    error_message TEXT,
+    result_key TEXT,
+    cache_hit INTEGER,
+    random_weights INTEGER,
+    idempotency_key TEXT,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    lease_token TEXT,
+    lease_expires DOUBLE PRECISION,
+    created_at DOUBLE PRECISION NOT NULL,
+    started_at DOUBLE PRECISION,
+    finished_at DOUBLE PRECISION,
+    updated_at DOUBLE PRECISION NOT NULL
+)
+"""
+_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (status, created_at)",
+    "CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, created_at)",
+    "CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs (owner, idempotency_key)",
+)
+_CLAIMABLE = (
+    "cancel_requested = 0 AND (status = 'queued' OR (status = 'running' AND lease_expires < ?))"
+)
+
+
+@dataclass
+class Job:
+    """One row of the job table, decoded."""
+
+    id: str
+    owner: str
+    status: str
+    stage: str
+    spec: dict[str, Any]
+    created_at: float
+    updated_at: float
+    frames_done: int = 0
+    frames_total: int = 0
+    eta_seconds: float | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    notify: dict[str, Any] = field(default_factory=dict)
+    error_code: str | None = None
+    error_message: str | None = None
+    result_key: str | None = None
+    cache_hit: bool | None = None
+    random_weights: bool | None = None
+    idempotency_key: str | None = None
+    cancel_requested: bool = False
+    attempts: int = 0
+    lease_token: str | None = None
+    lease_expires: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Job:
+        data = dict(row)
+        for key in ("spec", "timings", "notify"):
+            data[key] = json.loads(data[key]) if data[key] else {}
+        for key in ("cache_hit", "random_weights"):
+            data[key] = None if data[key] is None else bool(data[key])
+        data["cancel_requested"] = bool(data["cancel_requested"])
+        return cls(**data)
+
+
+def encode_cursor(job: Job) -> str:
+    raw = json.dumps([job.created_at, job.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[float, str]:
+    """Inverse of `encode_cursor`; raises ValueError on anything else."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created_at, job_id = json.loads(raw)
+        return float(created_at), str(job_id)
+    except Exception as exc:
+        raise ValueError("malformed page cursor") from exc
+
+
+class JobStore:
+    """Jobs in SQLite or PostgreSQL; `clock` is injectable so lease tests need no sleeping."""
+
+    def __init__(self, db: Database, clock: Callable[[], float] = time.time) -> None:
+        self.db = db
+        self.clock = clock
+        with db.transaction() as tx:
+            if db.dialect == "postgresql":
+                tx.query("SELECT pg_advisory_xact_lock(724411) AS locked")
+            tx.execute(_SCHEMA)
+            for statement in _INDEXES:
+                tx.execute(statement)
+
+    # ------------------------------------------------------------------ API side --
+
+    def create(
+        self,
+        owner: str,
+        spec: dict[str, Any],
+        *,
+        notify: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        job_id: str | None = None,
+    ) -> tuple[Job, bool]:
+        """Insert a queued job; with a known idempotency key return the earlier job instead.
+
+        Returns (job, created).
+        """
+        if idempotency_key:
+            earlier = self.get_by_idempotency_key(owner, idempotency_key)
+            if earlier is not None:
+                return earlier, False
+        now = self.clock()
+        job_id = job_id or uuid.uuid4().hex
+        try:
+            with self.db.transaction() as tx:
+                tx.execute(
+                    "INSERT INTO jobs (id, owner, status, stage, spec, notify, idempotency_key,"
+                    " created_at, updated_at) VALUES (?, ?, 'queued', 'queued', ?, ?, ?, ?, ?)",
+                    (job_id, owner, json.dumps(spec), json.dumps(notify or {}),
+                     idempotency_key, now, now),
+                )
+        except self.db.integrity_errors:
+            earlier = self.get_by_idempotency_key(owner, idempotency_key) if idempotency_key else None
+            if earlier is None:
+                raise
+            return earlier, False
+        job = self.get(job_id)
+        assert job is not None
+        return job, True
+
+    def get(self, job_id: str, owner: str | None = None) -> Job | None:
+        """The job, or None when it does not exist or belongs to someone else."""
+        sql, params = "SELECT * FROM jobs WHERE id = ?", [job_id]
+        if owner is not None:
+            sql, params = sql + " AND owner = ?", params + [owner]
+        with self.db.transaction() as tx:
+            rows = tx.query(sql, params)
+        return Job.from_row(rows[0]) if rows else None
+
+    def get_by_idempotency_key(self, owner: str, key: str) -> Job | None:
+        with self.db.transaction() as tx:
+            rows = tx.query(
+                "SELECT * FROM jobs WHERE owner = ? AND idempotency_key = ?", (owner, key)
+            )
+        return Job.from_row(rows[0]) if rows else None
+
+    def list(
+        self, owner: str, *, limit: int = 20, cursor: str | None = None, status: str | None = None
+    ) -> tuple[list[Job], str | None]:
+        """The owner's jobs, newest first; returns (page, cursor of the next page or None)."""
+        sql, params = "SELECT * FROM jobs WHERE owner = ?", [owner]
+        if status:
+            sql, params = sql + " AND status = ?", params + [status]
+        if cursor:
+            created_at, job_id = decode_cursor(cursor)
+            sql += " AND (created_at < ? OR (created_at = ? AND id < ?))"
+            params += [created_at, created_at, job_id]
+        sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
+        with self.db.transaction() as tx:
+            rows = tx.query(sql, params + [limit + 1])
+        jobs = [Job.from_row(row) for row in rows[:limit]]
+        more = len(rows) > limit
+        return jobs, (encode_cursor(jobs[-1]) if more and jobs else None)
+
+    def usage(self, owner: str, since: float) -> tuple[int, int, float | None]:
+        """(active jobs, jobs created since `since`, oldest creation time in that window)."""
+        with self.db.transaction() as tx:
+            active = tx.query(
+                "SELECT COUNT(*) AS n FROM jobs WHERE owner = ? AND status IN ('queued', 'running')",
+                (owner,),
+            )[0]["n"]
+            window = tx.query(
+                "SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM jobs"
+                " WHERE owner = ? AND created_at >= ?",
+                (owner, since),
+            )[0]
+        return int(active), int(window["n"]), window["oldest"]
+
+    def request_cancel(self, job_id: str, owner: str) -> Job | None:
+        """Cancel a queued job at once; flag a running one for its worker. None if not found."""
+        now = self.clock()
+        with self.db.transaction() as tx:
+            tx.execute(
+                "UPDATE jobs SET status = 'cancelled', stage = 'cancelled', cancel_requested = 1,"
+                " finished_at = ?, updated_at = ? WHERE id = ? AND owner = ? AND status = 'queued'",
+                (now, now, job_id, owner),
+            )
+            tx.execute(
+                "UPDATE jobs SET cancel_requested = 1, updated_at = ?"
+                " WHERE id = ? AND owner = ? AND status = 'running'",
+                (now, job_id, owner),
+            )
+        return self.get(job_id, owner)
+
+    def queue_depth(self) -> int:
+        with self.db.transaction() as tx:
+            return int(tx.query("SELECT COUNT(*) AS n FROM jobs WHERE status = 'queued'")[0]["n"])
+
+    # --------------------------------------------------------------- worker side --
+
+    def claim(self, worker_id: str, lease_s: float, max_attempts: int) -> Job | None:
+        """Take the oldest claimable job (queued, or running with an expired lease).
+
+        PostgreSQL locks the candidate row with FOR UPDATE SKIP LOCKED, so concurrent claimers
+        pass over each other; SQLite serialises writers and the single UPDATE is atomic.
+        """
+        now = self.clock()
+        token = f"{worker_id}:{uuid.uuid4().hex}"
+        with self.db.transaction() as tx:
+            self._reap_expired(tx, now, max_attempts)
+            lock = " FOR UPDATE SKIP LOCKED" if self.db.dialect == "postgresql" else ""
+            rows = tx.query(
+                "UPDATE jobs SET status = 'running', lease_token = ?, lease_expires = ?,"
+                " attempts = attempts + 1, started_at = COALESCE(started_at, ?), updated_at = ?"
+                " WHERE id = (SELECT id FROM jobs WHERE " + _CLAIMABLE +
+                " ORDER BY created_at, id LIMIT 1" + lock + ") RETURNING *",
+                (token, now + lease_s, now, now, now),
+            )
+        return Job.from_row(rows[0]) if rows else None
+
+    def _reap_expired(self, tx: Transaction, now: float, max_attempts: int) -> None:
+        """Settle expired leases that must not run again: cancelled, or out of attempts."""
+        tx.execute(
+            "UPDATE jobs SET status = 'cancelled', stage = 'cancelled', finished_at = ?,"
+            " updated_at = ?, lease_token = NULL WHERE status = 'running' AND lease_expires < ?"
+            " AND cancel_requested = 1",
+            (now, now, now),
+        )
+        tx.execute(
+            "UPDATE jobs SET status = 'failed', stage = 'failed', error_code = 'worker_lost',"
+            " error_message = ?, finished_at = ?, updated_at = ?, lease_token = NULL"
+            " WHERE status = 'running' AND lease_expires < ? AND attempts >= ?",
+            ("The job was interrupted too many times and was given up.", now, now, now,
+             max_attempts),
+        )
+
+    def renew(self, job_id: str, token: str, lease_s: float) -> tuple[bool, bool]:
+        """Extend the lease. Returns (still ours, cancel requested)."""
+        now = self.clock()
+        with self.db.transaction() as tx:
+            rows = tx.query(
+                "UPDATE jobs SET lease_expires = ? WHERE id = ? AND lease_token = ?"
+                " AND status = 'running' RETURNING cancel_requested",
+                (now + lease_s, job_id, token),
+            )
+        if not rows:
+            return False, False
+        return True, bool(rows[0]["cancel_requested"])
+
+    def progress(
+        self, job_id: str, token: str, *, stage: str, frames_done: int, frames_total: int,
+        eta_seconds: float | None, timings: dict[str, float],
+    ) -> bool:
+        """Record progress; False when the lease is no longer ours."""
+        return self._update_owned(
+            job_id, token,
+            "stage = ?, frames_done = ?, frames_total = ?, eta_seconds = ?, timings = ?",
+            [stage, frames_done, frames_total, eta_seconds, json.dumps(timings)],
+        )
+
+    def finish(
+        self, job_id: str, token: str, *, result_key: str, timings: dict[str, float],
+        cache_hit: bool, random_weights: bool, frames: int,
+    ) -> bool:
+        return self._update_owned(
+            job_id, token,
+            "status = 'succeeded', stage = 'done', result_key = ?, timings = ?, cache_hit = ?,"
+            " random_weights = ?, frames_done = ?, frames_total = ?, eta_seconds = 0,"
+            " finished_at = ?, lease_token = NULL",
+            [result_key, json.dumps(timings), int(cache_hit), int(random_weights), frames, frames,
+             self.clock()],
+        )
+
+    def fail(
+        self, job_id: str, token: str, *, code: str, message: str, timings: dict[str, float]
+    ) -> bool:
+        return self._update_owned(
+            job_id, token,
+            "status = 'failed', stage = 'failed', error_code = ?, error_message = ?, timings = ?,"
+            " eta_seconds = NULL, finished_at = ?, lease_token = NULL",
+            [code, message, json.dumps(timings), self.clock()],
+        )
+
+    def cancelled(self, job_id: str, token: str, *, timings: dict[str, float]) -> bool:
+        return self._update_owned(
+            job_id, token,
+            "status = 'cancelled', stage = 'cancelled', timings = ?, eta_seconds = NULL,"
+            " finished_at = ?, lease_token = NULL",
+            [json.dumps(timings), self.clock()],
+        )
+
+    def requeue(self, job_id: str, token: str, *, code: str, message: str) -> bool:
+        """Give a job back to the queue after a retryable failure (keeps the attempt count)."""
+        return self._update_owned(
+            job_id, token,
+            "status = 'queued', stage = 'queued', error_code = ?, error_message = ?,"
+            " lease_token = NULL, lease_expires = NULL",
+            [code, message],
+        )
+
+    def _update_owned(self, job_id: str, token: str, assignments: str, params: list) -> bool:
+        with self.db.transaction() as tx:
+            changed = tx.execute(
+                "UPDATE jobs SET " + assignments + ", updated_at = ?"
+                " WHERE id = ? AND lease_token = ? AND status = 'running'",
+                params + [self.clock(), job_id, token],
+            )
+        return changed == 1
