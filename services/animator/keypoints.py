@@ -83,6 +83,11 @@ class KpInfo:
         """B×K×3 keypoints x = s·(kp·R + exp) + t_xy."""
         return transform_keypoints(self.kp, self.rotation(), self.exp, self.scale, self.t)
 
+    @classmethod
+    def concat(cls, parts: list[KpInfo]) -> KpInfo:
+        """Concatenate several KpInfo along the batch."""
+        return cls(*(torch.cat([getattr(p, f) for p in parts]) for f in _FIELDS))
+
     def select(self, index: int) -> KpInfo:
         """The 1-sample KpInfo of batch element `index`."""
         sl = slice(index, index + 1)

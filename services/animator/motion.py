@@ -92,7 +92,7 @@ def expression_target(source: SourceMotion, drv: DrivingBatch, ref: MotionRefere
 
 
 def _lip_neutral(drv: DrivingBatch) -> torch.Tensor:
-    return torch.from_numpy(NEUTRAL_LIP).to(dtype=torch.float32, device=drv.exp.device)  # 1×21×3
+    return torch.tensor(NEUTRAL_LIP, dtype=torch.float32, device=drv.exp.device)  # 1×21×3
 
 
 def _row_mask(region: str, drv: DrivingBatch) -> torch.Tensor:
@@ -162,13 +162,13 @@ def stitch_and_retarget(x_d: torch.Tensor, source: SourceMotion, drv: DrivingBat
         if eye_delta is not None:
             x_d = x_d + eye_delta
     else:
-        x_d = _add_retargeting(x_s if options.relative else x_d, source, drv, options, nets)
+        x_d = add_retargeting(x_s if options.relative else x_d, source, drv, options, nets)
         if options.stitching:
             x_d = retargeting.stitch(nets.stitching, x_s, x_d)
     return x_s + (x_d - x_s) * options.driving_multiplier  # B×K×3
 
 
-def _add_retargeting(base: torch.Tensor, source: SourceMotion, drv: DrivingBatch,
+def add_retargeting(base: torch.Tensor, source: SourceMotion, drv: DrivingBatch,
                      options: MotionOptions, nets: Retargeters) -> torch.Tensor:
     """base + Δ_eye + Δ_lip (each only when its flag is on), B×K×3."""
     batch = drv.batch_size

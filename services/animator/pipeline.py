@@ -1,0 +1,324 @@
+"""AnimatorPipeline: LivePortrait inference composed from its networks (diffusers style).
+
+The source is prepared once (F and M, keypoints, lip normalisation, all kept on the device);
+driving motion then streams through `generate`, which runs the per-frame recipe and W + G on
+batches of B frames with f_s computed once per job and broadcast along the batch. Defaults
+are fp32 and eager; autocast (fp16/bf16, CUDA only) and torch.compile are explicit options.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from services.animator import motion, source_video
+from services.animator.keypoints import KpInfo, kp_info_from_motion_output
+from services.animator.motion_types import (DrivingBatch, DrivingFrame, MotionOptions,
+                                            Retargeters, SourceMotion)
+from services.common.errors import InvalidInputError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_INPUT_SIZE = 256
+
+
+@dataclass(frozen=True)
+class Ratios:
+    """Eye (left, right) and lip open ratios of one face (SPEC §5.5)."""
+
+    eye_left: float = 0.0
+    eye_right: float = 0.0
+    lip: float = 0.0
+
+
+@dataclass
+class SourceState:
+    """Everything a job needs from its source image, on the compute device."""
+
+    f_s: torch.Tensor  # 1×C×D×H×W appearance volume
+    motion: SourceMotion  # batch 1
+    kp_info: KpInfo
+    options: MotionOptions
+    lip_delta: torch.Tensor | None  # 1×K×3 lip normalisation, or None
+    reference: motion.MotionReference | None = None  # set from driving frame 0
+    frames_done: int = 0
+
+
+@dataclass
+class AnimatorOutput:
+    """One generated batch: uint8 frames plus the tensors parity tests compare."""
+
+    indices: list[int]
+    images: np.ndarray  # B×H×W×3 uint8 RGB
+    x_d: torch.Tensor  # B×K×3 driving keypoints fed to W
+    image: torch.Tensor  # B×3×H×W float in (0, 1), G's output
+    occlusion_map: torch.Tensor | None  # B×1×h×w
+    deformation: torch.Tensor  # B×D×h×w×3
+    random_weights: bool = False
+    seconds: float = 0.0
+
+
+@dataclass
+class AnimatorPipeline:
+    """The seven networks plus how to run them."""
+
+    F: nn.Module
+    M: nn.Module
+    W: nn.Module
+    G: nn.Module
+    stitching: nn.Module
+    lip: nn.Module
+    eye: nn.Module
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    input_size: int = DEFAULT_INPUT_SIZE
+    batch_size: int = 8
+    autocast_dtype: torch.dtype | None = None
+    provenance: str = "unknown"
+    fingerprint: str = ""
+    num_kp: int = 21
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        if self.autocast_dtype is not None and self.device.type != "cuda":
+            raise ValueError("autocast (fp16/bf16) is only supported on CUDA devices")
+        if self.random_weights:
+            logger.warning("animator runs on RANDOM weights: every generated frame is noise")
+
+    @classmethod
+    def from_weights(cls, weights_dir: str | Path, *, device: str | torch.device = "cpu",
+                     dtype: torch.dtype = torch.float32, batch_size: int = 8,
+                     autocast_dtype: torch.dtype | None = None, compile: bool = False,
+                     input_size: int | None = None, config=None) -> AnimatorPipeline:
+        """Load the upstream checkpoint files (strict) and build the pipeline.
+
+        `dtype` is the storage dtype of the weights (fp32 default); `autocast_dtype` runs F/M/W/G
+        under CUDA autocast instead. `input_size` defaults to the config's `image_size` or 256.
+        """
+        from services.animator.weights import load_models
+
+        models = load_models(weights_dir, device=device, dtype=dtype, config=config)
+        size = input_size or int(models.config.get("image_size", DEFAULT_INPUT_SIZE))
+        num_kp = int(models.config["model_params"]["motion_extractor_params"].get("num_kp", 21))
+        pipe = cls(F=models.F, M=models.M, W=models.W, G=models.G, stitching=models.stitching,
+                   lip=models.lip, eye=models.eye, device=torch.device(device), input_size=size,
+                   batch_size=batch_size, autocast_dtype=autocast_dtype,
+                   provenance=models.provenance, fingerprint=models.fingerprint, num_kp=num_kp)
+        if compile:
+            pipe.W = torch.compile(pipe.W)
+            pipe.G = torch.compile(pipe.G)
+        return pipe
+
+    @property
+    def random_weights(self) -> bool:
+        return self.provenance == "random"
+
+    @property
+    def retargeters(self) -> Retargeters:
+        return Retargeters(stitching=self.stitching, lip=self.lip, eye=self.eye)
+
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type="cuda", dtype=self.autocast_dtype)
+
+    def prepare_images(self, images: np.ndarray | Sequence[np.ndarray]) -> torch.Tensor:
+        """RGB uint8 crops (H×W×3 or N×H×W×3) → N×3×S×S float in [0, 1] (bilinear resize)."""
+        batch = [images] if isinstance(images, np.ndarray) and images.ndim == 3 else list(images)
+        if not batch:
+            raise InvalidInputError("no images given", reason="bad_image")
+        out = []
+        for img in batch:
+            img = np.asarray(img)
+            if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3 or min(img.shape[:2]) < 2:
+                raise InvalidInputError(f"expected an H×W×3 uint8 RGB crop, got {img.dtype} "
+                                        f"{img.shape}", reason="bad_image")
+            if img.shape[:2] != (self.input_size, self.input_size):
+                img = cv2.resize(img, (self.input_size, self.input_size))
+            out.append(img)
+        x = np.clip(np.stack(out).astype(np.float32) / 255.0, 0, 1)  # N×S×S×3
+        return torch.from_numpy(x).permute(0, 3, 1, 2).to(self.device)  # N×3×S×S
+
+    @torch.no_grad()
+    def kp_info(self, images: torch.Tensor) -> KpInfo:
+        """M on N×3×S×S prepared images → post-processed KpInfo (fp32)."""
+        with self._autocast():
+            raw = self.M(images)  # dict of N×k
+        return kp_info_from_motion_output({k: v.float() for k, v in raw.items()})
+
+    @torch.no_grad()
+    def appearance(self, images: torch.Tensor) -> torch.Tensor:
+        """F on N×3×S×S prepared images → f_s N×C×D×H×W (fp32)."""
+        with self._autocast():
+            return self.F(images).float()
+
+    def prepare_source(self, crop: np.ndarray | torch.Tensor, ratios: Ratios = Ratios(),
+                       options: MotionOptions = MotionOptions()) -> SourceState:
+        """Source crop (256×256 RGB uint8, or an already prepared 1×3×S×S tensor) → SourceState."""
+        image = crop.to(self.device) if isinstance(crop, torch.Tensor) else self.prepare_images(crop)
+        with self._lock:
+            info = self.kp_info(image)  # 1×…
+            f_s = self.appearance(image)  # 1×C×D×H×W
+        rot = info.rotation()  # 1×3×3
+        src = SourceMotion(
+            kp=info.kp, rot=rot, exp=info.exp, scale=info.scale, t=info.t,
+            x_s=info.transformed(),
+            eye_ratio=torch.tensor([[ratios.eye_left, ratios.eye_right]], device=self.device),
+            lip_ratio=torch.tensor([[ratios.lip]], device=self.device))
+        lip_delta = motion.source_lip_delta(src, options, self.retargeters)
+        return SourceState(f_s=f_s, motion=src, kp_info=info, options=options, lip_delta=lip_delta)
+
+    def extract_motion(self, crops: np.ndarray | Sequence[np.ndarray],
+                       ratios: Sequence[Ratios] | None = None, start_index: int = 0
+                       ) -> list[DrivingFrame]:
+        """Driving crops → per-frame motion (M in batches of `batch_size`)."""
+        crops = list(crops) if not isinstance(crops, np.ndarray) or crops.ndim == 4 else [crops]
+        ratios = list(ratios) if ratios is not None else [Ratios()] * len(crops)
+        if len(ratios) != len(crops):
+            raise InvalidInputError("one ratio triple per crop is needed", reason="bad_motion")
+        frames: list[DrivingFrame] = []
+        for lo in range(0, len(crops), self.batch_size):
+            images = self.prepare_images(crops[lo:lo + self.batch_size])
+            with self._lock:
+                info = self.kp_info(images)
+            frames += _frames_from_kp_info(info, ratios[lo:lo + self.batch_size], start_index + lo)
+        return frames
+
+    def generate(self, state: SourceState, motions: Sequence[DrivingFrame],
+                 start_index: int | None = None) -> Iterator[np.ndarray]:
+        """Yield one H×W×3 uint8 frame per driving motion, in order, computed B at a time."""
+        index = state.frames_done if start_index is None else start_index
+        for lo in range(0, len(motions), self.batch_size):
+            batch = self.run_batch(state, motions[lo:lo + self.batch_size], index + lo)
+            yield from batch.images
+
+    @torch.no_grad()
+    def run_batch(self, state: SourceState, motions: Sequence[DrivingFrame],
+                  start_index: int) -> AnimatorOutput:
+        """The per-frame recipe for up to B frames: keypoints, S/R, W, G, uint8."""
+        t0 = time.perf_counter()
+        # 1. validate
+        self._validate(state, motions, start_index)
+        drv = DrivingBatch.from_frames(motions, self.device)
+        with self._lock:
+            # 2. keypoints (motion recipe); frame 0 fixes the job's reference
+            if state.reference is None:
+                state.reference = motion.make_reference(state.motion, drv.head(1), state.options)
+            x_d = motion.driving_keypoints(state.motion, drv, state.reference, state.options)
+            x_d = motion.apply_expression_friendly(x_d, state.motion, state.reference,
+                                                   state.options)  # B×K×3
+            # 3. stitching / retargeting (S, R_eye, R_lip) and the driving multiplier
+            x_d = motion.stitch_and_retarget(x_d, state.motion, drv, state.options,
+                                             self.retargeters, lip_delta=state.lip_delta)
+            x_s = state.motion.x_s.expand_as(x_d)  # B×K×3
+            with self._autocast():
+                # 4. warp (W): f_s 1×C×D×H×W is broadcast along the batch inside W
+                warped = self.W(state.f_s, kp_driving=x_d, kp_source=x_s)
+                # 5. decode (G)
+                image = self.G(feature=warped["out"]).float()  # B×3×H×W
+            # 6. to uint8 with truncation (SPEC §15.4)
+            images = to_uint8(image)  # B×H×W×3
+        state.frames_done = start_index + len(motions)
+        occlusion = warped.get("occlusion_map")
+        return AnimatorOutput(
+            indices=list(range(start_index, start_index + len(motions))), images=images, x_d=x_d,
+            image=image, occlusion_map=None if occlusion is None else occlusion.float(),
+            deformation=warped["deformation"].float(), random_weights=self.random_weights,
+            seconds=time.perf_counter() - t0)
+
+    def _validate(self, state: SourceState, motions: Sequence[DrivingFrame], start: int) -> None:
+        if not motions:
+            raise InvalidInputError("no driving motion given", reason="bad_motion")
+        if state.reference is None and start != 0:
+            raise InvalidInputError("the first generated batch must start at driving frame 0",
+                                    reason="bad_motion")
+        for frame in motions:
+            if frame.expression.shape != (self.num_kp, 3):
+                raise InvalidInputError(f"frame {frame.index}: expression must be {self.num_kp}×3",
+                                        reason="bad_motion")
+
+    def prepare_source_video(self, crops: Sequence[np.ndarray] | torch.Tensor,
+                             ratios: Sequence[Ratios], options: MotionOptions
+                             ) -> source_video.SourceVideoState:
+        """N source-video crops (or prepared N×3×S×S) + their ratios → SourceVideoState."""
+        images = crops.to(self.device) if isinstance(crops, torch.Tensor) else \
+            self.prepare_images(crops)
+        if len(ratios) != images.shape[0]:
+            raise InvalidInputError("one ratio triple per source frame is needed", reason="bad_image")
+        with self._lock:
+            info = KpInfo.concat([self.kp_info(images[sl]) for sl in
+                                  source_video.batches(images.shape[0], self.batch_size)])
+        eye = torch.tensor([[r.eye_left, r.eye_right] for r in ratios], device=self.device)
+        lip = torch.tensor([[r.lip] for r in ratios], device=self.device)
+        src = source_video.source_motion_from_kp_info(info, eye, lip)
+        return source_video.SourceVideoState(motion=src, kp_info=info, options=options,
+                                             images=images)
+
+    @torch.no_grad()
+    def generate_source_video(self, state: source_video.SourceVideoState,
+                              motions: Sequence[DrivingFrame]) -> Iterator[AnimatorOutput]:
+        """v2v: smooth over all frames, then W + G per batch with each frame's own f_s."""
+        n_src = state.motion.x_s.shape[0]
+        frames, n = source_video.driving_for_source_video(motions, n_src, state.options)
+        src = _head_motion(state.motion, n)
+        drv = DrivingBatch.from_frames(frames, self.device)
+        x_d_all = source_video.video_keypoints(src, drv, state.options, self.retargeters)  # N×K×3
+        for sl in source_video.batches(n, self.batch_size):
+            t0 = time.perf_counter()
+            with self._lock:
+                f_s = state.f_s[sl] if state.f_s is not None else self.appearance(state.images[sl])
+                x_d, x_s = x_d_all[sl], src.x_s[sl]  # b×K×3
+                with self._autocast():
+                    warped = self.W(f_s, kp_driving=x_d, kp_source=x_s)
+                    image = self.G(feature=warped["out"]).float()  # b×3×H×W
+                images = to_uint8(image)
+            occlusion = warped.get("occlusion_map")
+            yield AnimatorOutput(
+                indices=list(range(sl.start, sl.stop)), images=images, x_d=x_d, image=image,
+                occlusion_map=None if occlusion is None else occlusion.float(),
+                deformation=warped["deformation"].float(), random_weights=self.random_weights,
+                seconds=time.perf_counter() - t0)
+
+    def warm_up(self) -> float:
+        """Run one frame end to end (source = mid-grey, driving = itself); returns seconds."""
+        t0 = time.perf_counter()
+        crop = np.full((self.input_size, self.input_size, 3), 128, dtype=np.uint8)
+        state = self.prepare_source(crop, Ratios(0.3, 0.3, 0.1))
+        frames = self.extract_motion(crop[None], [Ratios(0.3, 0.3, 0.1)])
+        next(self.generate(state, frames, 0))
+        seconds = time.perf_counter() - t0
+        logger.info("animator warm-up: one frame in %.2f s on %s", seconds, self.device)
+        return seconds
+
+
+def to_uint8(image: torch.Tensor) -> np.ndarray:
+    """B×3×H×W float → B×H×W×3 uint8 with upstream's clip-then-truncate conversion."""
+    scaled = (image.clamp(0, 1) * 255).clamp(0, 255)  # B×3×H×W
+    return scaled.to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()
+
+
+def _frames_from_kp_info(info: KpInfo, ratios: Sequence[Ratios], start: int) -> list[DrivingFrame]:
+    rot = info.rotation().cpu().numpy()  # N×3×3
+    frames = []
+    for i in range(info.batch_size):
+        frames.append(DrivingFrame(
+            index=start + i, scale=float(info.scale[i, 0]), rotation=rot[i],
+            expression=info.exp[i].cpu().numpy(), translation=info.t[i].cpu().numpy(),
+            keypoints=info.kp[i].cpu().numpy(),
+            eye_ratio=(ratios[i].eye_left, ratios[i].eye_right), lip_ratio=ratios[i].lip))
+    return frames
+
+
+def _head_motion(src: SourceMotion, n: int) -> SourceMotion:
+    return SourceMotion(*(getattr(src, f)[:n] for f in SourceMotion.__dataclass_fields__))
