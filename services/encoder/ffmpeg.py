@@ -1,0 +1,186 @@
+"""FFmpeg command lines (built with ffmpeg-python, never shell strings) and process handling.
+
+Two commands make a video: `video_encode_argv` reads raw RGB frames on stdin and writes H.264
+(libx264, yuv420p) at an exact rational frame rate while frames still arrive; when the job has
+audio, `mux_audio_argv` then copies that video stream and adds the hero video's audio as AAC,
+cut or padded to exactly the video's duration. Both finish with `+faststart`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import threading
+from fractions import Fraction
+from pathlib import Path
+
+import ffmpeg
+
+from services.common.errors import DynamicsError, InvalidInputError, UnavailableError
+
+logger = logging.getLogger(__name__)
+
+STDERR_TAIL_CHARS = 2000
+PROBE_TIMEOUT_S = 30.0
+_GLOBAL_ARGS = ("-hide_banner", "-nostats", "-loglevel", "error")
+
+
+class FFmpegError(DynamicsError):
+    """FFmpeg failed; the message carries the tail of its stderr."""
+
+    default_reason = "ffmpeg_failed"
+
+
+def seconds_arg(value: Fraction) -> str:
+    """A duration for -t / whole_dur with microsecond precision (FFmpeg's time base)."""
+    micros = round(value * 1_000_000)
+    return f"{micros // 1_000_000}.{micros % 1_000_000:06d}"
+
+
+def video_encode_argv(binary: str, *, width: int, height: int, fps: Fraction, crf: int,
+                      preset: str, output: Path, faststart: bool) -> list[str]:
+    """rawvideo rgb24 on stdin -> H.264 yuv420p MP4 at exactly `fps` (width/height even)."""
+    source = ffmpeg.input(
+        "pipe:0", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}",
+        framerate=f"{fps.numerator}/{fps.denominator}",
+    )
+    options = {"vcodec": "libx264", "pix_fmt": "yuv420p", "crf": crf, "preset": preset}
+    if faststart:
+        options["movflags"] = "+faststart"
+    stream = ffmpeg.output(source.video, str(output), **options).global_args(*_GLOBAL_ARGS)
+    return ffmpeg.compile(stream, cmd=binary, overwrite_output=True)
+
+
+def mux_audio_argv(binary: str, *, video: Path, audio_source: Path, duration: Fraction,
+                   bitrate: str, output: Path) -> list[str]:
+    """Copy the video stream and add the source's first audio stream as AAC of equal length.
+
+    The audio input is read for at most `duration` (-t) and padded with silence up to it
+    (apad whole_dur), so audio and video end together instead of `-shortest` cutting either.
+    """
+    length = seconds_arg(duration)
+    picture = ffmpeg.input(str(video))
+    sound = ffmpeg.input(str(audio_source), t=length)
+    padded = sound["a:0"].filter("apad", whole_dur=length)
+    stream = ffmpeg.output(
+        picture["v:0"], padded, str(output), vcodec="copy", acodec="aac",
+        audio_bitrate=bitrate, movflags="+faststart",
+    ).global_args(*_GLOBAL_ARGS, "-nostdin")
+    return ffmpeg.compile(stream, cmd=binary, overwrite_output=True)
+
+
+def _tail(path: Path) -> str:
+    try:
+        text = path.read_bytes()[-STDERR_TAIL_CHARS:].decode("utf-8", "replace").strip()
+    except OSError:
+        return ""
+    return text or "(no message)"
+
+
+class FFmpegProcess:
+    """One running FFmpeg with stdin as a pipe and stderr captured to a file."""
+
+    def __init__(self, argv: list[str], stderr_path: Path, *, stdin: bool) -> None:
+        self.argv = argv
+        self.stderr_path = stderr_path
+        self._lock = threading.Lock()
+        self._killed = False
+        with open(stderr_path, "wb") as err:
+            try:
+                self.proc = subprocess.Popen(
+                    argv, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL, stderr=err,
+                )
+            except OSError as exc:
+                raise UnavailableError(f"cannot start {argv[0]}: {exc}",
+                                       reason="no_ffmpeg") from exc
+        logger.debug("ffmpeg started", extra={"pid": self.proc.pid, "argv": " ".join(argv)})
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def write(self, data: bytes) -> None:
+        """Feed stdin; a dead FFmpeg becomes an FFmpegError with its message."""
+        try:
+            self.proc.stdin.write(data)
+        except (BrokenPipeError, ValueError, OSError):
+            self.proc.wait()
+            raise self._error() from None
+
+    def finish(self, timeout_s: float) -> None:
+        """Close stdin (if any), wait for the exit and raise FFmpegError when it failed."""
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            try:
+                self.proc.stdin.close()
+            except (BrokenPipeError, OSError):
+                pass
+        try:
+            self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise FFmpegError(f"ffmpeg did not finish within {timeout_s:.0f} s") from None
+        if self.proc.returncode != 0:
+            raise self._error()
+
+    def kill(self) -> None:
+        """Stop FFmpeg now (idempotent) and reap it, so no zombie stays behind."""
+        with self._lock:
+            if self.proc.poll() is None:
+                self._killed = True
+                self.proc.kill()
+            self.proc.wait()
+            if self.proc.stdin is not None:
+                try:
+                    self.proc.stdin.close()
+                except OSError:
+                    pass
+
+    def _error(self) -> FFmpegError:
+        if self._killed:
+            return FFmpegError("ffmpeg was stopped", reason="ffmpeg_killed")
+        tail = _tail(self.stderr_path)
+        return FFmpegError(f"ffmpeg exited with code {self.proc.returncode}: {tail}")
+
+
+def run_ffmpeg(argv: list[str], stderr_path: Path, timeout_s: float) -> None:
+    """Run an FFmpeg command to completion (no stdin), raising FFmpegError on failure."""
+    FFmpegProcess(argv, stderr_path, stdin=False).finish(timeout_s)
+
+
+def probe_has_audio(ffprobe: str, path: Path) -> bool:
+    """Whether a media file has an audio stream; unreadable files are the caller's fault."""
+    argv = [ffprobe, "-v", "error", "-show_streams", "-of", "json", str(path)]
+    try:
+        done = subprocess.run(argv, capture_output=True, timeout=PROBE_TIMEOUT_S, check=False)
+    except OSError as exc:
+        raise UnavailableError(f"cannot start {ffprobe}: {exc}", reason="no_ffmpeg") from exc
+    except subprocess.TimeoutExpired:
+        raise InvalidInputError("probing the audio source timed out", reason="bad_audio") from None
+    if done.returncode != 0:
+        tail = done.stderr.decode("utf-8", "replace").strip()[-STDERR_TAIL_CHARS:]
+        raise InvalidInputError(f"the audio source is not a readable media file: {tail}",
+                                reason="bad_audio")
+    streams = json.loads(done.stdout.decode("utf-8") or "{}").get("streams", [])
+    return any(s.get("codec_type") == "audio" for s in streams)
+
+
+def check_tools(ffmpeg_bin: str, ffprobe: str) -> str:
+    """Verify FFmpeg has libx264 and aac and that ffprobe runs; returns FFmpeg's version line."""
+    try:
+        version = subprocess.run([ffmpeg_bin, "-hide_banner", "-version"], capture_output=True,
+                                 timeout=PROBE_TIMEOUT_S, check=True)
+        encoders = subprocess.run([ffmpeg_bin, "-hide_banner", "-encoders"], capture_output=True,
+                                  timeout=PROBE_TIMEOUT_S, check=True)
+        subprocess.run([ffprobe, "-hide_banner", "-version"], capture_output=True,
+                       timeout=PROBE_TIMEOUT_S, check=True)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise UnavailableError(f"FFmpeg tools are not usable: {exc}", reason="no_ffmpeg") from exc
+    names = {line.split()[1] for line in encoders.stdout.decode().splitlines()
+             if len(line.split()) > 1 and line.startswith(" ")}
+    missing = [name for name in ("libx264", "aac") if name not in names]
+    if missing:
+        raise UnavailableError(f"{ffmpeg_bin} lacks the encoders {', '.join(missing)}",
+                               reason="no_ffmpeg")
+    return version.stdout.decode().splitlines()[0]
