@@ -83,7 +83,7 @@ def _rotation(stream: dict) -> int:
     """Display rotation in degrees counter-clockwise (0, 90, 180 or 270)."""
     for side in stream.get("side_data_list") or []:
         if "rotation" in side:
-            return int(round(float(side["rotation"]))) % 360
+            return round(float(side["rotation"])) % 360
     tag = (stream.get("tags") or {}).get("rotate")
     return (-int(tag)) % 360 if tag and tag.lstrip("-").isdigit() else 0
 
@@ -151,7 +151,8 @@ def probe_video(path: Path, limits: MediaLimits = MediaLimits()) -> VideoInfo:
         width, height = height, width
     return VideoInfo(
         width=width, height=height, fps=fps, duration_s=duration,
-        frames=int(round(duration * fps)), has_audio=any(s.get("codec_type") == "audio" for s in streams),
+        frames=round(duration * fps),
+        has_audio=any(s.get("codec_type") == "audio" for s in streams),
         codec=codec, rotation=rotation, stream_index=int(stream.get("index", 0)), size_bytes=size,
     )
 
@@ -192,6 +193,21 @@ def trim_video(
     )
 
 
+def extract_audio(src: Path, dst: Path, timeout_s: float = 60.0) -> Path:
+    """Copy the first audio stream of `src` into `dst` (Matroska): what the encoder muxes."""
+    args = (
+        ffmpeg.input(str(src))["a:0"]
+        .output(str(dst), c="copy", format="matroska", fflags="+bitexact")
+        .global_args("-nostdin", "-v", "error")
+        .overwrite_output()
+        .get_args()
+    )
+    done = _run(["ffmpeg", *args], timeout_s, "extracting the audio")
+    if done.returncode != 0 or not dst.is_file():
+        raise MediaError(f"cannot read the audio ({_stderr_tail(done.stderr)})", reason="bad_audio")
+    return dst
+
+
 def sha256_file(path: Path) -> str:
     """Hex sha256 of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
@@ -204,7 +220,7 @@ def sha256_file(path: Path) -> str:
 def decoded_size(info: VideoInfo, max_side: int) -> tuple[int, int]:
     """(width, height) of decoded frames: the display size, shrunk to fit `max_side`."""
     scale = min(1.0, max_side / max(info.width, info.height))
-    return max(2, int(round(info.width * scale))), max(2, int(round(info.height * scale)))
+    return max(2, round(info.width * scale)), max(2, round(info.height * scale))
 
 
 _ROTATE = {90: ("transpose", "cclock"), 270: ("transpose", "clock")}

@@ -23,7 +23,7 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args) -> None:  # keep test output quiet
         pass
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server API
+    def do_GET(self) -> None:
         path, _, query = self.path.partition("?")
         if path == "/video":
             self._send(self.body)

@@ -7,8 +7,8 @@ import threading
 from pathlib import Path
 
 import pytest
-
 from dynamics.v1 import common_pb2
+
 from services.gateway.motion_cache import FolderMotionCache, NullMotionCache, motion_cache_key
 
 SETTINGS = {"crop_driving_video": False, "driving_max_side": 1280, "rotation": 0}

@@ -1,0 +1,86 @@
+"""Firebase ID-token auth through firebase-admin, with Google's certificate URL pointed at a
+loopback server serving the test key's certificate; per-user isolation of jobs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.unit.gateway.gateway_harness import PROJECT, LocalEndpoint, TokenFactory, build_gateway
+
+BODY = {"source_url": "http://127.0.0.1:9/a.png", "driving_url": "http://127.0.0.1:9/v.mp4"}
+
+
+@pytest.fixture(scope="module")
+def tokens() -> TokenFactory:
+    return TokenFactory()
+
+
+@pytest.fixture
+def client(tmp_path, tokens):
+    certs = LocalEndpoint(static={"/certs": json.dumps(tokens.certs).encode()})
+    gateway = build_gateway(tmp_path, None, auth_mode="firebase", firebase_project_id=PROJECT,
+                            firebase_credentials="anonymous",
+                            firebase_cert_url=f"{certs.url}/certs")
+    with TestClient(gateway.app, raise_server_exceptions=False) as test_client:
+        yield test_client
+    gateway.close()
+    certs.close()
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_valid_token_creates_and_reads_own_job(client, tokens):
+    created = client.post("/v1/jobs", json=BODY, headers=bearer(tokens.token("alice")))
+    assert created.status_code == 202, created.text
+    job_id = created.json()["id"]
+    assert client.get(f"/v1/jobs/{job_id}", headers=bearer(tokens.token("alice"))).status_code == 200
+    assert client.app.state.gateway.store.get(job_id).owner == "alice"
+
+
+@pytest.mark.parametrize("headers, code", [
+    ({}, "missing_token"),
+    ({"Authorization": "Basic YWxpY2U6cHc="}, "malformed_authorization"),
+    ({"Authorization": "Bearer"}, "malformed_authorization"),
+    ({"Authorization": "Bearer not.a.jwt"}, "invalid_token"),
+])
+def test_missing_or_malformed_credentials_are_401(client, headers, code):
+    response = client.get("/v1/jobs", headers=headers)
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == code
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+
+
+def test_expired_wrong_audience_and_foreign_key_are_401(client, tokens):
+    expired = tokens.token("alice", expires_in=-600, issued_ago=4000)
+    assert client.get("/v1/jobs", headers=bearer(expired)).json()["error"]["code"] == "token_expired"
+    wrong_aud = tokens.token("alice", audience="another-project")
+    answer = client.get("/v1/jobs", headers=bearer(wrong_aud))
+    assert answer.status_code == 401 and answer.json()["error"]["code"] == "invalid_token"
+    forged = TokenFactory(kid=tokens.kid).token("alice")  # same kid, another private key
+    answer = client.post("/v1/jobs", json=BODY, headers=bearer(forged))
+    assert answer.status_code == 401 and answer.json()["error"]["code"] == "invalid_token"
+
+
+def test_other_users_jobs_are_404_and_not_listed(client, tokens):
+    alice, bob = bearer(tokens.token("alice")), bearer(tokens.token("bob"))
+    job_id = client.post("/v1/jobs", json=BODY, headers=alice).json()["id"]
+    for method, path in (("GET", f"/v1/jobs/{job_id}"), ("DELETE", f"/v1/jobs/{job_id}"),
+                         ("GET", f"/v1/jobs/{job_id}/result"), ("GET", f"/v1/jobs/{job_id}/events")):
+        answer = client.request(method, path, headers=bob)
+        assert answer.status_code == 404 and answer.json()["error"]["code"] == "not_found", path
+    assert client.get("/v1/jobs", headers=bob).json()["jobs"] == []
+    assert [j["id"] for j in client.get("/v1/jobs", headers=alice).json()["jobs"]] == [job_id]
+    assert client.get(f"/v1/jobs/{job_id}", headers=alice).json()["status"] == "queued"
+
+
+def test_idempotency_keys_do_not_cross_users(client, tokens):
+    key = {"Idempotency-Key": "same-key"}
+    a = client.post("/v1/jobs", json=BODY, headers=bearer(tokens.token("alice")) | key).json()
+    b = client.post("/v1/jobs", json=BODY, headers=bearer(tokens.token("bob")) | key).json()
+    a2 = client.post("/v1/jobs", json=BODY, headers=bearer(tokens.token("alice")) | key).json()
+    assert a["id"] != b["id"] and a2["id"] == a["id"]
