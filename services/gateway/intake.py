@@ -1,0 +1,159 @@
+"""Turning a `POST /v1/jobs` request into a validated job spec (JSON or streamed multipart)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+
+from services.common.errors import InvalidInputError
+from services.common.media import decode_image
+from services.gateway.config import MIB, GatewayConfig
+from services.gateway.fetch import FetchError, MediaFetcher
+from services.gateway.media import MediaLimits, probe_video
+from services.gateway.notify import check_webhook_url
+from services.gateway.schemas import ApiError, JobCreate
+from services.gateway.uploads import parse_multipart
+
+logger = logging.getLogger(__name__)
+
+MAX_JSON_BYTES = MIB
+_TEXT_FIELDS = set(JobCreate.model_fields)
+
+
+@dataclass
+class Intake:
+    """A request that passed validation: what to store for the job."""
+
+    spec: dict[str, Any]
+    notify: dict[str, Any]
+
+
+def validation_message(exc: ValidationError) -> str:
+    """One readable sentence from pydantic's first error."""
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+    return f"{where}: {first.get('msg', 'invalid value')}"
+
+
+async def _read_json(request: Request) -> JobCreate:
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_JSON_BYTES:
+            raise ApiError(413, "too_large", f"a JSON job body is limited to {MAX_JSON_BYTES} bytes")
+    try:
+        return JobCreate.model_validate_json(bytes(body))
+    except ValidationError as exc:
+        if any(err.get("type") == "json_invalid" for err in exc.errors()):
+            raise ApiError(400, "malformed_json", "the body is not valid JSON") from None
+        raise ApiError(422, "invalid_request", validation_message(exc)) from None
+
+
+def _form_to_model(fields: dict[str, str]) -> JobCreate:
+    data: dict[str, Any] = dict(fields)
+    if "options" in data:
+        try:
+            data["options"] = json.loads(data["options"])
+        except json.JSONDecodeError:
+            raise ApiError(422, "invalid_request", "options: must be a JSON object") from None
+    try:
+        return JobCreate.model_validate(data)
+    except ValidationError as exc:
+        raise ApiError(422, "invalid_request", validation_message(exc)) from None
+
+
+def _media_entry(name: str, url: str | None, path: Path | None) -> dict[str, str | None]:
+    if (url is None) == (path is None):
+        raise ApiError(
+            422, "invalid_request",
+            f"send exactly one of the file '{name}' or '{name}_url'",
+        )
+    return {"path": str(path) if path else None, "url": url}
+
+
+class JobIntake:
+    """Validates job requests against the gateway's limits."""
+
+    def __init__(self, config: GatewayConfig, fetcher: MediaFetcher) -> None:
+        self.config = config
+        self.fetcher = fetcher
+
+    async def read(self, request: Request, upload_dir: Path) -> Intake:
+        """Parse and validate the body; uploaded files end up in `upload_dir`."""
+        content_type = request.headers.get("content-type", "")
+        self._check_length(request)
+        paths: dict[str, Path] = {}
+        if content_type.startswith("application/json"):
+            job = await _read_json(request)
+        elif content_type.startswith("multipart/form-data"):
+            form = await parse_multipart(
+                content_type, request.stream(), upload_dir,
+                {"source": self.config.max_image_bytes, "driving": self.config.max_video_bytes},
+                _TEXT_FIELDS,
+            )
+            job, paths = _form_to_model(form.fields), form.files
+        else:
+            raise ApiError(415, "unsupported_media_type",
+                           "send application/json (URLs) or multipart/form-data (uploads)")
+        spec = {
+            "source": _media_entry("source", job.source_url, paths.get("source")),
+            "driving": _media_entry("driving", job.driving_url, paths.get("driving")),
+            "seconds": job.seconds,
+            "source_max_dim": job.source_max_dim,
+            "options": job.options.model_dump(),
+            "sequential": job.sequential,
+        }
+        self._check_limits(job)
+        await self._check_media(job, paths)
+        return Intake(spec=spec, notify={"fcm_token": job.fcm_token, "webhook_url": job.webhook_url})
+
+    def _check_length(self, request: Request) -> None:
+        declared = request.headers.get("content-length")
+        limit = self.config.max_image_bytes + self.config.max_video_bytes + MIB
+        if declared is not None:
+            if not declared.isdigit():
+                raise ApiError(400, "bad_request", "Content-Length is not a number")
+            if int(declared) > limit:
+                raise ApiError(413, "too_large", f"the request body is larger than {limit} bytes")
+
+    def _check_limits(self, job: JobCreate) -> None:
+        if job.seconds > self.config.max_seconds:
+            raise ApiError(422, "invalid_request",
+                           f"seconds: at most {self.config.max_seconds:g} seconds can be rendered")
+        if job.source_max_dim > self.config.max_source_dim:
+            raise ApiError(422, "invalid_request",
+                           f"source_max_dim: at most {self.config.max_source_dim}")
+
+    async def _check_media(self, job: JobCreate, paths: dict[str, Path]) -> None:
+        """Refuse bad URLs and unusable uploads now, with a precise reason, not at run time."""
+        try:
+            for url in (job.source_url, job.driving_url):
+                if url is not None:
+                    await run_in_threadpool(self.fetcher.check_url, url)
+        except FetchError as exc:
+            raise ApiError(422, exc.reason, exc.message) from None
+        if job.webhook_url is not None:
+            try:
+                await run_in_threadpool(check_webhook_url, job.webhook_url,
+                                        self.config.webhook_allow_private,
+                                        self.config.allow_http_urls)
+            except ValueError as exc:
+                raise ApiError(422, "invalid_webhook_url", str(exc)) from None
+        try:
+            if "source" in paths:
+                await run_in_threadpool(self._check_image, paths["source"])
+            if "driving" in paths:
+                limits = MediaLimits(max_bytes=self.config.max_video_bytes)
+                await run_in_threadpool(probe_video, paths["driving"], limits)
+        except InvalidInputError as exc:
+            raise ApiError(422, exc.reason, exc.message) from None
+
+    def _check_image(self, path: Path) -> None:
+        decode_image(path.read_bytes())

@@ -1,0 +1,64 @@
+"""Gateway Prometheus metrics, in a registry of their own (one per app instance)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+STAGES = ("fetch_trim", "detect", "motion", "animate", "encode", "upload")
+_STAGE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
+_JOB_BUCKETS = (1, 2, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300, 600, 1200, 1800)
+_WAIT_BUCKETS = (0.01, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800)
+
+
+class GatewayMetrics:
+    """The dynamics_* series the dashboards read."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.stage_seconds = Histogram(
+            "dynamics_stage_seconds", "Seconds spent in each stage of a job",
+            ["stage"], buckets=_STAGE_BUCKETS, registry=r,
+        )
+        self.job_seconds = Histogram(
+            "dynamics_job_seconds", "Seconds from claim to result of a successful job",
+            buckets=_JOB_BUCKETS, registry=r,
+        )
+        self.queue_wait_seconds = Histogram(
+            "dynamics_queue_wait_seconds", "Seconds a job waited in the queue before a worker took it",
+            buckets=_WAIT_BUCKETS, registry=r,
+        )
+        self.jobs_total = Counter(
+            "dynamics_jobs_total", "Jobs that reached a final state", ["status"], registry=r,
+        )
+        self.queue_depth = Gauge("dynamics_queue_depth", "Jobs waiting for a worker", registry=r)
+        self.job_gpu_seconds = Histogram(
+            "dynamics_job_gpu_seconds", "Accelerator seconds spent on one job",
+            buckets=_STAGE_BUCKETS, registry=r,
+        )
+        self.motion_cache_total = Counter(
+            "dynamics_motion_cache_total", "Motion-template cache lookups", ["result"], registry=r,
+        )
+        for stage in STAGES:
+            self.stage_seconds.labels(stage=stage)
+        for status in ("succeeded", "failed", "cancelled"):
+            self.jobs_total.labels(status=status)
+        for result in ("hit", "miss"):
+            self.motion_cache_total.labels(result=result)
+
+    def track_queue_depth(self, depth: Callable[[], int]) -> None:
+        """Read the queue depth from the store at every scrape."""
+        self.queue_depth.set_function(lambda: float(depth()))
+
+    def observe_timings(self, timings: dict[str, float]) -> None:
+        """Stage histograms from a finished job's timings (unknown keys are ignored)."""
+        for stage in STAGES:
+            if stage in timings:
+                self.stage_seconds.labels(stage=stage).observe(max(0.0, float(timings[stage])))
+        if "gpu_seconds" in timings:
+            self.job_gpu_seconds.observe(max(0.0, float(timings["gpu_seconds"])))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

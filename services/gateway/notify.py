@@ -1,0 +1,158 @@
+"""Tell the app a job ended: FCM push through firebase-admin and a signed webhook POST.
+
+Webhook requests carry `X-Dynamics-Timestamp` and
+`X-Dynamics-Signature: sha256=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`; receivers
+recompute the HMAC over the raw body and reject old timestamps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import json
+import logging
+import socket
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+logger = logging.getLogger(__name__)
+
+SIGNATURE_HEADER = "X-Dynamics-Signature"
+TIMESTAMP_HEADER = "X-Dynamics-Timestamp"
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    """The signature header value for one webhook body."""
+    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return "sha256=" + mac.hexdigest()
+
+
+def verify_signature(secret: str, timestamp: str, body: bytes, header: str) -> bool:
+    return hmac.compare_digest(sign(secret, timestamp, body), header)
+
+
+def check_webhook_url(url: str, allow_private: bool = False, allow_http: bool = False) -> None:
+    """Raise ValueError unless `url` is an https URL of a public host (checked again on send)."""
+    parts = urlsplit(url)
+    if parts.scheme != "https" and not (allow_http and parts.scheme == "http"):
+        raise ValueError("webhook_url must be an https URL")
+    if not parts.hostname:
+        raise ValueError("webhook_url has no host")
+    if allow_private:
+        return
+    try:
+        infos = socket.getaddrinfo(parts.hostname, parts.port or 443, proto=socket.IPPROTO_TCP)
+    except socket.gaierror:
+        raise ValueError(f"webhook host {parts.hostname!r} does not resolve") from None
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0])
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        if not address.is_global:
+            raise ValueError(f"webhook host {parts.hostname!r} is not a public address")
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """What a notification says about a job."""
+
+    job_id: str
+    status: str
+    result_url: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+
+    def payload(self) -> dict[str, Any]:
+        data = {"job_id": self.job_id, "status": self.status}
+        if self.result_url:
+            data["result_url"] = self.result_url
+        if self.error_code:
+            data["error"] = {"code": self.error_code, "message": self.error_message or ""}
+        return data
+
+
+class Notifier:
+    """Sends notifications on a small background pool so workers never wait on them."""
+
+    def __init__(
+        self, *, firebase_app: Any | None, fcm_endpoint: str | None, webhook_secret: str | None,
+        webhook_attempts: int = 4, webhook_backoff_s: float = 0.5,
+        webhook_allow_private: bool = False, allow_http: bool = False,
+    ) -> None:
+        self.firebase_app = firebase_app
+        self.fcm_endpoint = fcm_endpoint
+        self.webhook_secret = webhook_secret
+        self.webhook_attempts = webhook_attempts
+        self.webhook_backoff_s = webhook_backoff_s
+        self.webhook_allow_private = webhook_allow_private
+        self.allow_http = allow_http
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="notify")
+
+    def notify(self, event: JobEvent, fcm_token: str | None, webhook_url: str | None) -> list[Future]:
+        """Queue the push and the webhook for `event`; returns their futures."""
+        futures = []
+        if fcm_token and self.firebase_app is not None:
+            futures.append(self._pool.submit(self._guard, self.send_fcm, event, fcm_token))
+        if webhook_url:
+            futures.append(self._pool.submit(self._guard, self.send_webhook, event, webhook_url))
+        return futures
+
+    @staticmethod
+    def _guard(send: Any, event: JobEvent, target: str) -> bool:
+        try:
+            send(event, target)
+            return True
+        except Exception as exc:
+            logger.warning("notification for job %s failed: %s", event.job_id, exc)
+            return False
+
+    def send_fcm(self, event: JobEvent, token: str) -> str:
+        """One FCM v1 message (notification + data) to a device token; returns its name."""
+        from firebase_admin import messaging
+
+        if self.fcm_endpoint:
+            service = messaging._get_messaging_service(self.firebase_app)
+            service._fcm_url = self.fcm_endpoint
+        ok = event.status == "succeeded"
+        message = messaging.Message(
+            token=token,
+            data={k: v if isinstance(v, str) else json.dumps(v) for k, v in event.payload().items()},
+            notification=messaging.Notification(
+                title="Your video is ready" if ok else f"Your video {event.status.replace('_', ' ')}",
+                body="Tap to watch it." if ok else (event.error_message or "The job did not finish."),
+            ),
+        )
+        return messaging.send(message, app=self.firebase_app)
+
+    def send_webhook(self, event: JobEvent, url: str) -> int:
+        """POST the signed payload, retrying 5xx, 429 and network errors with backoff."""
+        check_webhook_url(url, self.webhook_allow_private, self.allow_http)
+        body = json.dumps(event.payload(), separators=(",", ":")).encode()
+        last: str = ""
+        for attempt in range(1, self.webhook_attempts + 1):
+            timestamp = str(int(time.time()))
+            headers = {"Content-Type": "application/json", TIMESTAMP_HEADER: timestamp}
+            if self.webhook_secret:
+                headers[SIGNATURE_HEADER] = sign(self.webhook_secret, timestamp, body)
+            try:
+                reply = httpx.post(url, content=body, headers=headers, timeout=10.0,
+                                   follow_redirects=False)
+                if reply.status_code < 300:
+                    return reply.status_code
+                last = f"HTTP {reply.status_code}"
+                if reply.status_code < 500 and reply.status_code != 429:
+                    break
+            except httpx.HTTPError as exc:
+                last = str(exc) or type(exc).__name__
+            if attempt < self.webhook_attempts:
+                time.sleep(self.webhook_backoff_s * 2 ** (attempt - 1))
+        raise RuntimeError(f"webhook {urlsplit(url).hostname} failed: {last}")
+
+    def close(self, wait: bool = True) -> None:
+        self._pool.shutdown(wait=wait)

@@ -1,0 +1,100 @@
+"""Assembles one gateway from its config: store, storage, auth, notifier, workers and the app.
+
+Used by `python -m services.gateway`, by `dynamics up` and by the tests, so all three run the
+same wiring.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI
+
+from services.gateway.app import create_app
+from services.gateway.auth import Authenticator, FirebaseAuth, NoAuth
+from services.gateway.config import GatewayConfig
+from services.gateway.database import Database
+from services.gateway.fetch import FetchPolicy, MediaFetcher
+from services.gateway.firebase_app import delete_firebase_app, make_firebase_app
+from services.gateway.intake import JobIntake
+from services.gateway.jobs import JobStore
+from services.gateway.metrics import GatewayMetrics
+from services.gateway.notify import Notifier
+from services.gateway.state import GatewayState
+from services.gateway.storage import FirebaseStorage, LocalStorage, ResultStorage
+from services.gateway.worker import WorkerPool
+
+logger = logging.getLogger(__name__)
+
+
+def fetch_policy(config: GatewayConfig) -> FetchPolicy:
+    """The URL policy for user media, shared by request validation and the orchestrator."""
+    return FetchPolicy(
+        allow_http=config.allow_http_urls,
+        max_bytes=max(config.max_image_bytes, config.max_video_bytes),
+        timeout_s=config.fetch_timeout_s,
+        trusted_networks=config.fetch_trusted_networks,
+    )
+
+
+def _needs_firebase(config: GatewayConfig) -> bool:
+    return (config.auth_mode == "firebase" or config.storage_backend == "firebase"
+            or config.firebase_project_id is not None)
+
+
+@dataclass
+class Gateway:
+    """A wired gateway; `app` is ready for uvicorn or a test client."""
+
+    config: GatewayConfig
+    state: GatewayState
+    app: FastAPI
+    notifier: Notifier
+    firebase_app: Any | None
+
+    @classmethod
+    def build(
+        cls, config: GatewayConfig, orchestrator: Any | None, *,
+        clock: Callable[[], float] = time.time, drain_s: float = 30.0,
+    ) -> Gateway:
+        """Everything but the workers' threads, which start with the app's lifespan.
+
+        `orchestrator=None` or `GATEWAY_WORKERS=0` makes an API-only replica.
+        """
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        store = JobStore(Database(config.effective_database_url), clock=clock)
+        firebase_app = make_firebase_app(config) if _needs_firebase(config) else None
+        auth: Authenticator = (FirebaseAuth(firebase_app, config.firebase_cert_url)
+                               if config.auth_mode == "firebase" else NoAuth())
+        storage: ResultStorage = (FirebaseStorage(firebase_app, config.storage_bucket)
+                                  if config.storage_backend == "firebase"
+                                  else LocalStorage(config.data_dir / "results"))
+        notifier = Notifier(
+            firebase_app=firebase_app, fcm_endpoint=config.fcm_endpoint,
+            webhook_secret=config.webhook_secret, webhook_attempts=config.webhook_attempts,
+            webhook_allow_private=config.webhook_allow_private,
+            allow_http=config.allow_http_urls,
+        )
+        metrics = GatewayMetrics()
+        pool = None
+        if orchestrator is not None and config.workers > 0:
+            pool = WorkerPool(config, store, orchestrator, storage, notifier, metrics)
+        state = GatewayState(
+            config=config, store=store, storage=storage, auth=auth, metrics=metrics,
+            intake=JobIntake(config, MediaFetcher(fetch_policy(config))), pool=pool,
+            drain_s=drain_s,
+        )
+        logger.info("gateway built: db=%s auth=%s storage=%s workers=%d", store.db.dialect,
+                    config.auth_mode, config.storage_backend, config.workers if pool else 0)
+        return cls(config, state, create_app(state), notifier, firebase_app)
+
+    def close(self) -> None:
+        """Release what `build` opened (call after the app has shut down)."""
+        self.notifier.close(wait=True)
+        self.state.store.db.close()
+        if self.firebase_app is not None:
+            delete_firebase_app(self.firebase_app)

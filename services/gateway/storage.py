@@ -1,0 +1,152 @@
+"""Where finished MP4s live: a local folder by default, or Firebase Storage.
+
+Results are addressed by a key (`results/<job id>.mp4`). The app fetches them through the
+gateway's `/v1/jobs/{id}/result`, which serves the file, streams the object, or redirects to a
+signed URL when the credentials can sign one.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Protocol, TypeVar
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+CHUNK = 1024 * 1024
+
+
+class StorageError(RuntimeError):
+    """The storage backend failed even after retries."""
+
+
+class ResultStorage(Protocol):
+    """What the workers and the result route need from a storage backend."""
+
+    def put(self, key: str, path: Path, content_type: str = "video/mp4") -> None: ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def local_path(self, key: str) -> Path | None: ...
+
+    def signed_url(self, key: str, expires_s: int = 3600) -> str | None: ...
+
+    def iter_bytes(self, key: str) -> Iterator[bytes]: ...
+
+    def delete(self, key: str) -> None: ...
+
+
+def result_key(job_id: str) -> str:
+    return f"results/{job_id}.mp4"
+
+
+def with_retries(action: Callable[[], T], what: str, attempts: int = 4, base_s: float = 0.5) -> T:
+    """Run `action`, retrying with exponential backoff; raise StorageError at the end."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return action()
+        except Exception as exc:
+            if attempt == attempts:
+                raise StorageError(f"{what} failed after {attempts} attempts: {exc}") from exc
+            delay = base_s * 2 ** (attempt - 1)
+            logger.warning("%s failed (attempt %d/%d), retrying in %.1fs: %s",
+                           what, attempt, attempts, delay, exc)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+class LocalStorage:
+    """Results in a folder on the gateway's disk."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if self.root.resolve() not in path.parents:
+            raise ValueError(f"storage key escapes the storage folder: {key!r}")
+        return path
+
+    def put(self, key: str, path: Path, content_type: str = "video/mp4") -> None:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".partial")
+        shutil.copyfile(path, partial)
+        partial.replace(target)
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def local_path(self, key: str) -> Path | None:
+        path = self._path(key)
+        return path if path.is_file() else None
+
+    def signed_url(self, key: str, expires_s: int = 3600) -> str | None:
+        return None
+
+    def iter_bytes(self, key: str) -> Iterator[bytes]:
+        with self._path(key).open("rb") as handle:
+            while chunk := handle.read(CHUNK):
+                yield chunk
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+
+class FirebaseStorage:
+    """Results in a Firebase Storage (Cloud Storage) bucket through firebase-admin.
+
+    Against `gcp-storage-emulator` the google-cloud-storage client follows
+    STORAGE_EMULATOR_HOST by itself; the App then carries anonymous credentials.
+    """
+
+    def __init__(self, app: object, bucket: str, attempts: int = 4, backoff_s: float = 0.5) -> None:
+        from firebase_admin import storage
+
+        self.bucket = storage.bucket(bucket, app=app)
+        self.attempts = attempts
+        self.backoff_s = backoff_s
+
+    def _retry(self, action: Callable[[], T], what: str) -> T:
+        return with_retries(action, what, self.attempts, self.backoff_s)
+
+    def put(self, key: str, path: Path, content_type: str = "video/mp4") -> None:
+        blob = self.bucket.blob(key)
+        self._retry(lambda: blob.upload_from_filename(str(path), content_type=content_type),
+                    f"upload of {key}")
+
+    def exists(self, key: str) -> bool:
+        return bool(self._retry(lambda: self.bucket.blob(key).exists(), f"lookup of {key}"))
+
+    def local_path(self, key: str) -> Path | None:
+        return None
+
+    def signed_url(self, key: str, expires_s: int = 3600) -> str | None:
+        """A V4 signed URL, or None when the credentials cannot sign (emulator, anonymous)."""
+        try:
+            return self.bucket.blob(key).generate_signed_url(
+                version="v4", expiration=expires_s, method="GET"
+            )
+        except Exception as exc:
+            logger.debug("cannot sign a URL for %s: %s", key, exc)
+            return None
+
+    def iter_bytes(self, key: str) -> Iterator[bytes]:
+        blob = self.bucket.blob(key)
+        reader = self._retry(lambda: blob.open("rb", chunk_size=CHUNK), f"download of {key}")
+        with reader:
+            while chunk := reader.read(CHUNK):
+                yield chunk
+
+    def delete(self, key: str) -> None:
+        from google.api_core.exceptions import NotFound
+
+        try:
+            self.bucket.blob(key).delete()
+        except NotFound:
+            pass

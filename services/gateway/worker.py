@@ -1,0 +1,271 @@
+"""Gateway workers: claim jobs, run the orchestrator under a renewed lease, record the outcome.
+
+A lease keeper thread renews the job's lease and reads the cancel flag a DELETE sets. When a
+renewal fails the lease was lost (this worker stalled past its lease and another took the job),
+so the run is cancelled and nothing more is written for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from services.gateway.config import GatewayConfig
+from services.gateway.jobs import Job, JobStore
+from services.gateway.metrics import GatewayMetrics
+from services.gateway.notify import JobEvent, Notifier
+from services.gateway.job_types import JobFailed, JobSpec, MediaInput, ProgressUpdate
+from services.gateway.storage import ResultStorage, StorageError, result_key
+
+logger = logging.getLogger(__name__)
+
+_PROGRESS_EVERY_S = 0.25
+
+
+def job_spec(job: Job) -> JobSpec:
+    """The orchestrator's view of a stored job."""
+    spec = job.spec
+
+    def media(entry: dict[str, Any]) -> MediaInput:
+        path = entry.get("path")
+        return MediaInput(path=Path(path) if path else None, url=entry.get("url"))
+
+    return JobSpec(
+        job_id=job.id,
+        source=media(spec["source"]),
+        driving=media(spec["driving"]),
+        seconds=float(spec.get("seconds", 10.0)),
+        source_max_dim=int(spec.get("source_max_dim", 1280)),
+        options=dict(spec.get("options", {})),
+        sequential=bool(spec.get("sequential", False)),
+    )
+
+
+class LeaseKeeper:
+    """Renews one job's lease every `every_s` and turns a DELETE or a lost lease into `cancel`."""
+
+    def __init__(self, store: JobStore, job: Job, lease_s: float, every_s: float) -> None:
+        self.store, self.job_id, self.token = store, job.id, job.lease_token or ""
+        self.lease_s, self.every_s = lease_s, every_s
+        self.cancel = threading.Event()
+        self.lost = False
+        self.user_cancelled = job.cancel_requested
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"lease-{job.id[:8]}", daemon=True)
+        if self.user_cancelled:
+            self.cancel.set()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every_s):
+            try:
+                ours, cancel_requested = self.store.renew(self.job_id, self.token, self.lease_s)
+            except Exception:
+                logger.warning("lease renewal of %s failed; will retry", self.job_id, exc_info=True)
+                continue
+            if not ours:
+                logger.warning("lost the lease of job %s; stopping it", self.job_id)
+                self.lost = True
+                self.cancel.set()
+                return
+            if cancel_requested and not self.user_cancelled:
+                logger.info("job %s cancelled by its owner", self.job_id)
+                self.user_cancelled = True
+                self.cancel.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5.0)
+
+
+@dataclass
+class _Run:
+    """State of one job while this worker runs it."""
+
+    job: Job
+    lease: LeaseKeeper
+    timings: dict[str, float] = field(default_factory=dict)
+    last_write: float = 0.0
+    last_stage: str = ""
+
+
+class WorkerPool:
+    """`count` threads, each claiming and running one job at a time."""
+
+    def __init__(
+        self, config: GatewayConfig, store: JobStore, orchestrator: Any, storage: ResultStorage,
+        notifier: Notifier | None, metrics: GatewayMetrics,
+    ) -> None:
+        self.config, self.store, self.orchestrator = config, store, orchestrator
+        self.storage, self.notifier, self.metrics = storage, notifier, metrics
+        self.worker_id = f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
+        self._stopping = threading.Event()
+        self._wake = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._running: dict[str, LeaseKeeper] = {}
+        self._lock = threading.Lock()
+
+    def start(self, count: int | None = None) -> None:
+        for index in range(self.config.workers if count is None else count):
+            thread = threading.Thread(target=self._loop, name=f"worker-{index}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def wake(self) -> None:
+        """A job was queued here: look now instead of at the next poll."""
+        self._wake.set()
+
+    def cancel_local(self, job_id: str) -> None:
+        """Cancel a job this process runs without waiting for the next lease renewal."""
+        with self._lock:
+            lease = self._running.get(job_id)
+        if lease is not None:
+            lease.user_cancelled = True
+            lease.cancel.set()
+
+    def stop(self, drain_s: float = 30.0) -> None:
+        """Stop claiming; let running jobs finish for `drain_s`, then interrupt and requeue them."""
+        self._stopping.set()
+        self._wake.set()
+        deadline = time.monotonic() + drain_s
+        for thread in self._threads:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            leftovers = list(self._running.values())
+        for lease in leftovers:
+            lease.cancel.set()
+        for thread in self._threads:
+            thread.join(timeout=30.0)
+        self._threads.clear()
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                job = self.run_once()
+            except Exception:
+                logger.exception("worker loop error; backing off")
+                job = None
+            if job is None:
+                self._wake.wait(self.config.poll_s)
+                self._wake.clear()
+
+    def run_once(self) -> Job | None:
+        """Claim and run at most one job; returns it, or None when the queue was empty."""
+        job = self.store.claim(self.worker_id, self.config.job_lease_s, self.config.max_attempts)
+        if job is None:
+            return None
+        lease = LeaseKeeper(self.store, job, self.config.job_lease_s, self.config.lease_heartbeat_s)
+        with self._lock:
+            self._running[job.id] = lease
+        lease.start()
+        try:
+            self._execute(_Run(job=job, lease=lease))
+        finally:
+            lease.stop()
+            with self._lock:
+                self._running.pop(job.id, None)
+        return job
+
+    def _execute(self, run: _Run) -> None:
+        job = run.job
+        if job.attempts == 1 and job.started_at is not None:
+            wait = max(0.0, job.started_at - job.created_at)
+            run.timings["queue_wait"] = wait
+            self.metrics.queue_wait_seconds.observe(wait)
+        work_dir = self.config.data_dir / "work" / job.id
+        shutil.rmtree(work_dir, ignore_errors=True)
+        work_dir.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        try:
+            result = self.orchestrator.run(
+                job_spec(job), work_dir,
+                on_progress=lambda update: self._on_progress(run, update),
+                cancel=run.lease.cancel,
+            )
+            if run.lease.cancel.is_set():
+                self._failed(run, "cancelled", "The job was cancelled.", False)
+                return
+            run.timings.update(result.timings)
+            upload_start = time.monotonic()
+            key = result_key(job.id)
+            self.storage.put(key, result.mp4_path)
+            run.timings["upload"] = time.monotonic() - upload_start
+            run.timings["total"] = time.monotonic() - started
+            self._succeed(run, key, result)
+        except JobFailed as exc:
+            self._failed(run, exc.code, exc.message, exc.retryable)
+        except StorageError as exc:
+            logger.error("job %s: %s", job.id, exc)
+            self._failed(run, "storage_unavailable", "The result could not be stored.", True)
+        except Exception:
+            logger.exception("job %s crashed", job.id)
+            self._failed(run, "internal", "An internal error stopped this job.", False)
+        finally:
+            shutil.rmtree(work_dir, ignore_errors=True)
+
+    def _on_progress(self, run: _Run, update: ProgressUpdate) -> None:
+        run.timings.update(update.timings)
+        now = time.monotonic()
+        if update.stage == run.last_stage and now - run.last_write < _PROGRESS_EVERY_S and \
+                update.frames_done < update.frames_total:
+            return
+        run.last_write, run.last_stage = now, update.stage
+        ours = self.store.progress(
+            run.job.id, run.job.lease_token or "", stage=update.stage,
+            frames_done=update.frames_done, frames_total=update.frames_total,
+            eta_seconds=update.eta_seconds, timings=run.timings,
+        )
+        if not ours and not run.lease.lost:
+            run.lease.lost = True
+            run.lease.cancel.set()
+
+    def _succeed(self, run: _Run, key: str, result: Any) -> None:
+        job, token = run.job, run.job.lease_token or ""
+        if not self.store.finish(job.id, token, result_key=key, timings=run.timings,
+                                 cache_hit=result.cache_hit, random_weights=result.random_weights,
+                                 frames=result.frames):
+            logger.warning("job %s finished after losing its lease; result discarded", job.id)
+            return
+        self.metrics.observe_timings(run.timings)
+        self.metrics.job_seconds.observe(run.timings["total"])
+        self.metrics.motion_cache_total.labels(result="hit" if result.cache_hit else "miss").inc()
+        self._settled(job, "succeeded")
+
+    def _failed(self, run: _Run, code: str, message: str, retryable: bool) -> None:
+        job, token, lease = run.job, run.job.lease_token or "", run.lease
+        if lease.lost:
+            logger.info("job %s stopped after losing its lease", job.id)
+            return
+        if lease.user_cancelled:
+            if self.store.cancelled(job.id, token, timings=run.timings):
+                self._settled(job, "cancelled")
+            return
+        if self._stopping.is_set() and lease.cancel.is_set():
+            self.store.requeue(job.id, token, code="interrupted", message="The gateway restarted.")
+            return
+        if retryable and job.attempts < self.config.max_attempts:
+            logger.warning("job %s attempt %d failed (%s); requeued", job.id, job.attempts, code)
+            self.store.requeue(job.id, token, code=code, message=message)
+            return
+        if self.store.fail(job.id, token, code=code, message=message, timings=run.timings):
+            self._settled(job, "failed", code, message)
+
+    def _settled(self, job: Job, status: str, code: str | None = None,
+                 message: str | None = None) -> None:
+        """Bookkeeping once a job is final: metric, uploaded inputs removed, notifications."""
+        self.metrics.jobs_total.labels(status=status).inc()
+        shutil.rmtree(self.config.upload_dir(job.id), ignore_errors=True)
+        if self.notifier is None:
+            return
+        url = f"{self.config.public_url}/v1/jobs/{job.id}/result" if status == "succeeded" else None
+        event = JobEvent(job.id, status, url, code, message)
+        self.notifier.notify(event, job.notify.get("fcm_token"), job.notify.get("webhook_url"))
