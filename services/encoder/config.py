@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -45,6 +46,9 @@ class EncoderConfig:
         if preset not in X264_PRESETS:
             raise ConfigError("ENCODER_PRESET", preset, "one of " + ", ".join(X264_PRESETS))
         tmp_dir = env_str(environ, "ENCODER_TMP_DIR", "") or None
+        bitrate = env_str(environ, "ENCODER_AUDIO_BITRATE", "128k")
+        if not re.fullmatch(r"[1-9][0-9]*[kKmM]?", bitrate):
+            raise ConfigError("ENCODER_AUDIO_BITRATE", bitrate, "a bit rate such as 128k")
         return cls(
             crf=env_int(environ, "ENCODER_CRF", DEFAULT_CRF, minimum=0, maximum=51),
             preset=preset,
@@ -55,7 +59,7 @@ class EncoderConfig:
             max_audio_bytes=env_int(
                 environ, "ENCODER_MAX_AUDIO_BYTES", 200 * 1024 * 1024, minimum=1
             ),
-            audio_bitrate=env_str(environ, "ENCODER_AUDIO_BITRATE", "128k"),
+            audio_bitrate=bitrate,
             port=env_port(environ, "ENCODER_PORT", 50053),
             metrics_port=env_port(environ, "ENCODER_METRICS_PORT", 9103),
             grace_s=env_float(environ, "ENCODER_GRACE_S", 10.0, minimum=0.0),

@@ -33,6 +33,7 @@ def test_values_from_environment():
     ("ENCODER_PRESET", "turbo", "veryfast"),
     ("ENCODER_MAX_FRAMES", "0", ">= 1"),
     ("ENCODER_PORT", "70000", "<= 65535"),
+    ("ENCODER_AUDIO_BITRATE", "lots", "128k"),
 ])
 def test_bad_values_name_the_variable(name, value, expected):
     with pytest.raises(ConfigError, match=name) as info:
