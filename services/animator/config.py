@@ -1,0 +1,80 @@
+"""Animator service settings, read once from the environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from services.common.config import (
+    ConfigError,
+    env_bool,
+    env_choice,
+    env_float,
+    env_int,
+    env_path,
+    env_port,
+)
+
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True)
+class AnimatorConfig:
+    """Everything the animator service needs; built by `from_env`, passed explicitly."""
+
+    weights_dir: Path
+    device: str = "cpu"  # resolved: "cpu" or "cuda"
+    dtype: str = "fp32"  # fp32 = eager fp32; fp16/bf16 = CUDA autocast
+    batch_size: int = 8
+    compile: bool = False
+    max_frames: int = 3000  # longest job (frames) one Animate call may stream
+    queue_frames: int = 16  # driving frames buffered per call before back-pressure
+    input_size: int = 0  # network input side; 0 = the weights' config (image_size) or 256
+    port: int = 50052
+    metrics_port: int = 9102
+    grace_s: float = 300.0
+    max_workers: int = 4
+    log_level: str = "INFO"
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        """None for fp32, else the CUDA autocast dtype."""
+        return None if self.dtype == "fp32" else DTYPES[self.dtype]
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> AnimatorConfig:
+        """Read ANIMATOR_* (and LOG_LEVEL) variables; raise ConfigError on bad values."""
+        device = _resolve_device(env_choice(environ, "ANIMATOR_DEVICE", DEVICES, "auto"))
+        dtype = env_choice(environ, "ANIMATOR_DTYPE", tuple(DTYPES), "fp32")
+        if dtype != "fp32" and device != "cuda":
+            raise ConfigError("ANIMATOR_DTYPE", dtype, "fp32 unless ANIMATOR_DEVICE is cuda")
+        return cls(
+            weights_dir=env_path(environ, "ANIMATOR_WEIGHTS_DIR", must_exist=True),
+            device=device,
+            dtype=dtype,
+            batch_size=env_int(environ, "ANIMATOR_BATCH_SIZE", 8, minimum=1, maximum=256),
+            compile=env_bool(environ, "ANIMATOR_COMPILE", False),
+            max_frames=env_int(environ, "ANIMATOR_MAX_FRAMES", 3000, minimum=1),
+            queue_frames=env_int(environ, "ANIMATOR_QUEUE_FRAMES", 16, minimum=1),
+            input_size=env_int(environ, "ANIMATOR_INPUT_SIZE", 0, minimum=0, maximum=4096),
+            port=env_port(environ, "ANIMATOR_PORT", 50052),
+            metrics_port=env_port(environ, "ANIMATOR_METRICS_PORT", 9102),
+            grace_s=env_float(environ, "ANIMATOR_GRACE_S", 300.0, minimum=0.0),
+            max_workers=env_int(environ, "ANIMATOR_MAX_WORKERS", 4, minimum=1, maximum=64),
+            log_level=env_choice(environ, "LOG_LEVEL", LOG_LEVELS, "info").upper(),
+        )
+
+
+def _resolve_device(choice: str) -> str:
+    if choice == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("ANIMATOR_DEVICE", choice, "cpu or auto: CUDA is not available here")
+    return choice
+

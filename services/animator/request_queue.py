@@ -1,0 +1,90 @@
+"""Bounded reading of a client stream on a helper thread (back-pressure for streaming RPCs).
+
+The reader converts each request with `convert` and puts it into a queue of `maxsize` items;
+when the consumer (the device loop) falls behind, `put` blocks, the reader stops pulling from
+gRPC and HTTP/2 flow control slows the client down. Nothing is buffered beyond `maxsize`.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from services.animator import metrics
+
+_END = object()
+_POLL_S = 0.1
+
+
+class BoundedReader:
+    """Pull `requests` on a daemon thread into a bounded queue; `stop()` ends it early."""
+
+    def __init__(self, requests: Iterator[Any], convert: Callable[[Any], Any], maxsize: int) -> None:
+        self._requests = requests
+        self._convert = convert
+        self._queue: queue.Queue = queue.Queue(maxsize=maxsize)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="animate-reader", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _put(self, item: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=_POLL_S)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        try:
+            for request in self._requests:
+                item = self._convert(request)
+                metrics.QUEUE_DEPTH.inc()
+                if not self._put(item):
+                    metrics.QUEUE_DEPTH.dec()
+                    return
+        except Exception as exc:  # noqa: BLE001 - handed to the consumer, which raises it
+            self._put(exc)
+            return
+        self._put(_END)
+
+    def get_batch(self, size: int, linger_s: float = 0.5) -> tuple[list[Any], bool]:
+        """Up to `size` items: blocks for the first, then waits at most `linger_s` per item.
+
+        Returns (items, ended). Raises the reader's exception once earlier items are consumed.
+        """
+        items: list[Any] = []
+        while len(items) < size and not self._stop.is_set():
+            try:
+                item = self._queue.get(timeout=linger_s if items else _POLL_S)
+            except queue.Empty:
+                if items:
+                    break
+                continue
+            if item is _END:
+                return items, True
+            if isinstance(item, Exception):
+                if items:  # deliver what came before the error first
+                    self._queue.put(item)
+                    break
+                raise item
+            metrics.QUEUE_DEPTH.dec()
+            items.append(item)
+        return items, False
+
+    def drain_gauge(self) -> None:
+        """Remove still-queued items from the queue-depth gauge (call when the RPC ends)."""
+        self.stop()
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is not _END and not isinstance(item, Exception):
+                metrics.QUEUE_DEPTH.dec()

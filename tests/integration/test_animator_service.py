@@ -1,0 +1,156 @@
+"""AnimatorService over a real gRPC server on loopback (port 0) with the fixture weights."""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+import numpy as np
+import pytest
+
+from dynamics.v1 import animator_pb2, animator_pb2_grpc, common_pb2
+from services.animator import metrics, templates
+from services.animator.motion_types import MotionOptions
+from services.animator.pipeline import AnimatorPipeline, Ratios
+from services.animator.servicer import SERVICE_NAME, AnimatorServicer, add_to_server
+from services.common.grpc_client import check_health, make_channel
+from services.common.grpc_server import GrpcService
+from services.common.media import array_to_raw, raw_to_array
+
+RATIOS = common_pb2.FaceRatios(eye_left=0.3, eye_right=0.28, lip=0.05)
+
+
+def _noise(seed: int, side: int = 64) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (side, side, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def pipeline(lp_fixtures) -> AnimatorPipeline:
+    return AnimatorPipeline.from_weights(lp_fixtures / "checkpoints", input_size=32, batch_size=2)
+
+
+@pytest.fixture(scope="module")
+def served(pipeline):
+    servicer = AnimatorServicer(max_frames=50, queue_frames=4)
+    service = GrpcService(name="animator-test", service_names=[SERVICE_NAME],
+                          register=lambda server: add_to_server(servicer, server), port=0,
+                          metrics_port=None, grace_s=5.0)
+    port = service.start()
+    channel = make_channel(f"127.0.0.1:{port}")
+    before = check_health(channel, SERVICE_NAME)
+    servicer.attach(pipeline)
+    service.set_serving()
+    yield animator_pb2_grpc.AnimatorServiceStub(channel), channel, before
+    channel.close()
+    service.stop(0)
+
+
+def test_health_flips_after_load(served):
+    _, channel, before = served
+    assert before == "NOT_SERVING"
+    assert check_health(channel, SERVICE_NAME) == "SERVING"
+
+
+def test_animate_streams_frames_in_order(served, pipeline, lp_fixtures):
+    stub = served[0]
+    tpl = templates.load_pickle_template(lp_fixtures / "template_3f.pkl")
+    frames = tpl.frames + tpl.frames[:2]  # 5 frames: batches of 2, 2, 1
+    source = _noise(1)
+    setup = animator_pb2.AnimateSetup(source_crop=array_to_raw(source), source_ratios=RATIOS,
+                                      total_frames=len(frames), job_id="it")
+    requests = [animator_pb2.AnimateRequest(setup=setup)]
+    requests += [animator_pb2.AnimateRequest(motion=templates.frame_to_proto(f)) for f in frames]
+    replies = list(stub.Animate(iter(requests), timeout=120))
+    assert [r.frame.index for r in replies] == list(range(len(frames)))
+    assert [r.progress.done for r in replies] == list(range(1, len(frames) + 1))
+    assert all(r.progress.total == len(frames) and not r.random_weights for r in replies)
+    state = pipeline.prepare_source(source, Ratios(0.3, 0.28, 0.05), MotionOptions())
+    expected = list(pipeline.generate(state, frames, 0))
+    for reply, image in zip(replies, expected):
+        got = raw_to_array(reply.frame.image)
+        assert got.shape == (64, 64, 3)
+        assert np.abs(got.astype(np.int16) - image.astype(np.int16)).max() <= 1
+
+
+def test_animate_from_crops_matches_extract_motion(served):
+    stub = served[0]
+    crops = [_noise(10 + i) for i in range(3)]
+    reqs = [animator_pb2.ExtractMotionRequest(config=animator_pb2.ExtractMotionConfig(
+        fps=common_pb2.Rational(num=30000, den=1001), total_frames=3))]
+    reqs += [animator_pb2.ExtractMotionRequest(crop=animator_pb2.DrivingCrop(
+        index=i, image=array_to_raw(c), ratios=RATIOS)) for i, c in enumerate(crops)]
+    template = stub.ExtractMotion(iter(reqs), timeout=60).template
+    assert len(template.frames) == 3 and template.num_kp == 21
+    assert (template.fps.num, template.fps.den) == (30000, 1001) and template.model_version
+    assert template.frames[2].ratios.eye_right == pytest.approx(0.28)
+
+    setup = animator_pb2.AnimateSetup(source_crop=array_to_raw(_noise(2)), source_ratios=RATIOS)
+    by_motion = [animator_pb2.AnimateRequest(setup=setup)]
+    by_motion += [animator_pb2.AnimateRequest(motion=f) for f in template.frames]
+    by_crop = [animator_pb2.AnimateRequest(setup=setup)]
+    by_crop += [animator_pb2.AnimateRequest(crop=animator_pb2.DrivingCrop(
+        index=i, image=array_to_raw(c), ratios=RATIOS)) for i, c in enumerate(crops)]
+    a = [raw_to_array(r.frame.image) for r in stub.Animate(iter(by_motion), timeout=60)]
+    b = [raw_to_array(r.frame.image) for r in stub.Animate(iter(by_crop), timeout=60)]
+    assert len(a) == len(b) == 3
+    for x, y in zip(a, b):
+        assert np.abs(x.astype(np.int16) - y.astype(np.int16)).max() <= 1
+
+
+@pytest.mark.parametrize("first", [
+    animator_pb2.AnimateRequest(crop=animator_pb2.DrivingCrop(index=0,
+                                                              image=array_to_raw(_noise(0)))),
+    animator_pb2.AnimateRequest(setup=animator_pb2.AnimateSetup(
+        source_crop=common_pb2.RawImage(width=4, height=4, channels=3, data=b"xx"))),
+    animator_pb2.AnimateRequest(setup=animator_pb2.AnimateSetup(
+        source_crop=array_to_raw(_noise(0)),
+        options=common_pb2.AnimationOptions(driving_multiplier=float("nan")))),
+], ids=["crop_first", "truncated_crop", "nan_multiplier"])
+def test_bad_first_message_is_invalid_argument(served, first):
+    with pytest.raises(grpc.RpcError) as err:
+        list(served[0].Animate(iter([first]), timeout=30))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and err.value.details()
+
+
+def test_bad_motion_and_bad_extract_are_invalid_argument(served):
+    setup = animator_pb2.AnimateSetup(source_crop=array_to_raw(_noise(3)), source_ratios=RATIOS)
+    bad = common_pb2.FrameMotion(index=0, scale=1.0, rotation=[1.0] * 9, expression=[0.0] * 5,
+                                 translation=[0.0] * 3)
+    reqs = [animator_pb2.AnimateRequest(setup=setup), animator_pb2.AnimateRequest(motion=bad)]
+    with pytest.raises(grpc.RpcError) as err:
+        list(served[0].Animate(iter(reqs), timeout=30))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "expression" in err.value.details()
+    crop_only = [animator_pb2.ExtractMotionRequest(crop=animator_pb2.DrivingCrop(
+        index=0, image=array_to_raw(_noise(0))))]
+    with pytest.raises(grpc.RpcError) as err:
+        served[0].ExtractMotion(iter(crop_only), timeout=30)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_too_many_frames_is_resource_exhausted(served):
+    setup = animator_pb2.AnimateSetup(source_crop=array_to_raw(_noise(3)), total_frames=51)
+    with pytest.raises(grpc.RpcError) as err:
+        list(served[0].Animate(iter([animator_pb2.AnimateRequest(setup=setup)]), timeout=30))
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_client_cancel_stops_the_job(served, lp_fixtures):
+    """After the client cancels an endless stream the server generates no more frames."""
+    tpl = templates.load_pickle_template(lp_fixtures / "template_3f.pkl")
+    setup = animator_pb2.AnimateSetup(source_crop=array_to_raw(_noise(4)), source_ratios=RATIOS)
+
+    def endless():
+        yield animator_pb2.AnimateRequest(setup=setup)
+        i = 0
+        while True:
+            yield animator_pb2.AnimateRequest(motion=templates.frame_to_proto(tpl.frames[i % 3]))
+            i += 1
+
+    call = served[0].Animate(endless(), timeout=60)
+    assert next(call).frame.index == 0
+    call.cancel()
+    time.sleep(1.0)
+    generated = metrics.FRAMES._value.get()
+    time.sleep(1.5)
+    assert metrics.FRAMES._value.get() == generated
+    assert metrics.QUEUE_DEPTH._value.get() == 0

@@ -1,0 +1,49 @@
+"""AnimatorConfig.from_env: defaults, parsing and precise errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from services.animator.config import AnimatorConfig
+from services.common.config import ConfigError
+
+
+def test_defaults(tmp_path):
+    cfg = AnimatorConfig.from_env({"ANIMATOR_WEIGHTS_DIR": str(tmp_path), "ANIMATOR_DEVICE": "cpu"})
+    assert (cfg.weights_dir, cfg.device, cfg.dtype, cfg.batch_size) == (tmp_path, "cpu", "fp32", 8)
+    assert (cfg.port, cfg.metrics_port, cfg.compile, cfg.autocast_dtype) == (50052, 9102, False, None)
+    assert cfg.log_level == "INFO"
+
+
+def test_values(tmp_path):
+    cfg = AnimatorConfig.from_env({
+        "ANIMATOR_WEIGHTS_DIR": str(tmp_path), "ANIMATOR_DEVICE": "cpu", "ANIMATOR_BATCH_SIZE": "4",
+        "ANIMATOR_COMPILE": "yes", "ANIMATOR_MAX_FRAMES": "500", "ANIMATOR_PORT": "0",
+        "ANIMATOR_METRICS_PORT": "0", "ANIMATOR_GRACE_S": "12.5", "LOG_LEVEL": "debug"})
+    assert (cfg.batch_size, cfg.compile, cfg.max_frames, cfg.port, cfg.grace_s) == (4, True, 500, 0, 12.5)
+    assert cfg.log_level == "DEBUG"
+
+
+@pytest.mark.parametrize("env, name", [
+    ({}, "ANIMATOR_WEIGHTS_DIR"),
+    ({"ANIMATOR_WEIGHTS_DIR": "/nonexistent/weights"}, "ANIMATOR_WEIGHTS_DIR"),
+    ({"ANIMATOR_DEVICE": "tpu"}, "ANIMATOR_DEVICE"),
+    ({"ANIMATOR_DTYPE": "int8"}, "ANIMATOR_DTYPE"),
+    ({"ANIMATOR_BATCH_SIZE": "0"}, "ANIMATOR_BATCH_SIZE"),
+    ({"ANIMATOR_COMPILE": "maybe"}, "ANIMATOR_COMPILE"),
+])
+def test_errors_name_the_variable(tmp_path, env, name):
+    base = {"ANIMATOR_WEIGHTS_DIR": str(tmp_path), "ANIMATOR_DEVICE": "cpu"}
+    if name == "ANIMATOR_WEIGHTS_DIR":
+        base.pop(name)
+    with pytest.raises(ConfigError, match=name):
+        AnimatorConfig.from_env({**base, **env})
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only refusal")
+def test_half_precision_needs_cuda(tmp_path):
+    with pytest.raises(ConfigError, match="ANIMATOR_DTYPE"):
+        AnimatorConfig.from_env({"ANIMATOR_WEIGHTS_DIR": str(tmp_path), "ANIMATOR_DTYPE": "fp16"})
+    with pytest.raises(ConfigError, match="ANIMATOR_DEVICE"):
+        AnimatorConfig.from_env({"ANIMATOR_WEIGHTS_DIR": str(tmp_path), "ANIMATOR_DEVICE": "cuda"})
