@@ -17,8 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.animator.checkpoint_format import (
-    BASE_DIR, BASE_FILES, MANIFEST_FILE, RANDOM_MARKER, RETARGETING_DIR, STITCHING_FILE,
-    TREE_ROOT)
+    BASE_DIR,
+    BASE_FILES,
+    MANIFEST_FILE,
+    RANDOM_MARKER,
+    RETARGETING_DIR,
+    STITCHING_FILE,
+    TREE_ROOT,
+)
 from services.common.errors import UnavailableError
 
 logger = logging.getLogger(__name__)
@@ -60,7 +66,7 @@ def list_remote_files(repo_id: str = DEFAULT_REPO_ID, revision: str = DEFAULT_RE
     try:
         info = HfApi(endpoint=endpoint, token=token).model_info(
             repo_id, revision=revision, files_metadata=True)
-    except Exception as exc:  # noqa: BLE001 - hub/network errors of many types become one line
+    except Exception as exc:  # hub and network errors of many types become one line
         raise WeightsFetchError(f"cannot list {where}: {_one_line(exc)}") from exc
     siblings = {s.rfilename: s for s in info.siblings or []}
     files = []
@@ -101,8 +107,8 @@ def fetch_weights(dest_dir: str | Path, repo_id: str = DEFAULT_REPO_ID,
                     commit)
         try:
             hf_hub_download(repo_id, remote.path, revision=commit, local_dir=dest_dir,
-                            endpoint=endpoint, token=token)
-        except Exception as exc:  # noqa: BLE001 - one line for the operator
+                            endpoint=endpoint, token=token, force_download=True)
+        except Exception as exc:  # one line for the operator
             raise WeightsFetchError(f"download of {remote.path} failed: {_one_line(exc)}") from exc
         if not _matches(target, remote):
             target.unlink(missing_ok=True)

@@ -19,11 +19,25 @@ import torch
 from torch import nn
 
 from services.animator.checkpoint_format import (
-    BASE_DIR, BASE_FILES, CONFIG_FILE, DDP_PREFIX, MANIFEST_FILE, RANDOM_MARKER,
-    RETARGETING_DIR, STITCHING_FILE, STITCHING_KEYS, TREE_ROOT, WeightsError, disk_layout,
-    tree_paths)
+    BASE_DIR,
+    BASE_FILES,
+    CONFIG_FILE,
+    DDP_PREFIX,
+    MANIFEST_FILE,
+    RANDOM_MARKER,
+    RETARGETING_DIR,
+    STITCHING_KEYS,
+    TREE_ROOT,
+    WeightsError,
+    disk_layout,
+    tree_paths,
+)
 from services.animator.model import (
-    NAMED_CONFIGS, build_networks, load_models_config, named_config_path)
+    NAMED_CONFIGS,
+    build_networks,
+    load_models_config,
+    named_config_path,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -24,9 +24,20 @@ import torch
 from torch import nn
 
 from services.animator.checkpoint_format import (
-    BASE_FILES, CONFIG_FILE, MANIFEST_FILE, RANDOM_MARKER, STITCHING_FILE, STITCHING_KEYS,
-    WeightFiles, WeightsError, disk_layout, fold_spectral_norm, locate_weight_files,
-    spectral_conv_prefixes, strip_ddp_prefix)
+    BASE_FILES,
+    CONFIG_FILE,
+    MANIFEST_FILE,
+    RANDOM_MARKER,
+    STITCHING_FILE,
+    STITCHING_KEYS,
+    WeightFiles,
+    WeightsError,
+    disk_layout,
+    fold_spectral_norm,
+    locate_weight_files,
+    spectral_conv_prefixes,
+    strip_ddp_prefix,
+)
 from services.animator.model import build_networks, default_config_path, load_models_config
 
 logger = logging.getLogger(__name__)
@@ -131,7 +142,7 @@ def read_checkpoint(path: Path) -> tuple[Any, str]:
         raise WeightsError(f"{path}: refused by the weights-only loader (holds objects other than "
                            f"tensors and plain containers; not a state dict or unsafe): "
                            f"{str(exc).splitlines()[0]}") from exc
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for corrupt archives
+    except Exception as exc:  # torch raises many types for corrupt archives
         raise WeightsError(f"{path}: not a readable PyTorch checkpoint (corrupt or truncated?): "
                            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
                            ) from exc

@@ -21,9 +21,18 @@ from services.animator.model.stitching_retargeting import StitchingRetargetingNe
 from services.animator.model.warping_network import WarpingNetwork
 
 __all__ = [
-    "AppearanceFeatureExtractor", "MotionExtractor", "WarpingNetwork", "SPADEGenerator",
-    "StitchingRetargetingNetwork", "ModelConfigError", "NETWORK_NAMES", "NAMED_CONFIGS",
-    "default_config_path", "named_config_path", "load_models_config", "build_networks",
+    "NAMED_CONFIGS",
+    "NETWORK_NAMES",
+    "AppearanceFeatureExtractor",
+    "ModelConfigError",
+    "MotionExtractor",
+    "SPADEGenerator",
+    "StitchingRetargetingNetwork",
+    "WarpingNetwork",
+    "build_networks",
+    "default_config_path",
+    "load_models_config",
+    "named_config_path",
 ]
 
 # network name -> (models.yaml block, class); stitching MLPs share one block with sub-blocks.

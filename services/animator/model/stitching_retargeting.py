@@ -8,6 +8,8 @@ Paper: LivePortrait §3.2 — stitching S (input x_s ⊕ x_d, 126 → 65: 63 key
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import torch
 from torch import nn
 
@@ -19,7 +21,7 @@ class StitchingRetargetingNetwork(nn.Module):
         super().__init__()
         sizes = [input_size, *hidden_sizes]
         layers: list[nn.Module] = []
-        for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+        for fan_in, fan_out in pairwise(sizes):
             layers += [nn.Linear(fan_in, fan_out), nn.ReLU(inplace=True)]
         layers.append(nn.Linear(sizes[-1], output_size))
         self.mlp = nn.Sequential(*layers)

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import copy
-import re
 import json
+import re
 
 import pytest
 import torch
 
 from services.animator.model import (
-    ModelConfigError, build_networks, default_config_path, load_models_config, named_config_path)
+    ModelConfigError,
+    build_networks,
+    default_config_path,
+    load_models_config,
+    named_config_path,
+)
 from services.animator.weights import load_models
 
 

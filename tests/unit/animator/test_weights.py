@@ -13,7 +13,12 @@ import pytest
 import torch
 
 from services.animator.checkpoint_format import (
-    BASE_FILES, RANDOM_MARKER, STITCHING_FILE, WeightsError, tree_paths)
+    BASE_FILES,
+    RANDOM_MARKER,
+    STITCHING_FILE,
+    WeightsError,
+    tree_paths,
+)
 from services.animator.random_weights import write_random_weights
 from services.animator.weights import load_models, read_checkpoint
 
@@ -107,8 +112,8 @@ def _break(flat: Path, name: str, edit) -> None:
     (BASE_FILES["W"], lambda s: s.pop("third.norm.running_var"),
      r"warping_module.pth: key mismatch: missing \['third.norm.running_var'\]"),
     (BASE_FILES["M"], lambda s: s.update({"detector.head.weight": torch.zeros(2)}),
-     r"motion_extractor.pth: key mismatch: missing \[\] \(0\), unexpected "
-     r"\['detector.head.weight'\]"),
+     (r"motion_extractor.pth: key mismatch: missing \[\] \(0\), unexpected "
+      r"\['detector.head.weight'\]")),
     (BASE_FILES["G"], lambda s: s.update({"fc.bias": torch.zeros(9)}),
      r"spade_generator.pth: 'fc.bias' has shape \(9,\), expected \(8,\)"),
     (BASE_FILES["F"], lambda s: s["second.weight"].view(-1)[3].fill_(float("nan")),
