@@ -2,7 +2,8 @@
 
 Both outputs are derived from `helm/dynamics/` and never edited by hand. `python helm/render.py`
 rewrites them; `--check` only compares and exits 1 on drift; `--out-dir DIR` writes the two files
-under DIR instead of the repository (the tests use it). Rendering uses helm-python-sdk, which
+under DIR instead of the repository (the tests use it); `--lint` runs `helm lint --strict` with
+every `ci/*-values.yaml`. Rendering uses helm-python-sdk, which
 bundles the Helm SDK, so no `helm` binary or cluster is needed.
 """
 
@@ -89,12 +90,30 @@ def render_rules() -> str:
     return header + body
 
 
+def lint() -> int:
+    """`helm lint --strict` with each CI values file; returns the number of failing sets."""
+    failures = 0
+    for values_file in sorted((CHART_DIR / "ci").glob("*-values.yaml")):
+        values = yaml.safe_load(values_file.read_text()) or {}
+        report = helm_python.lint(str(CHART_DIR), values, strict=True)
+        problems = [m for m in report["messages"] if m["severity"] >= 2] + report["errors"]
+        for message in report["messages"]:
+            print(f"{values_file.name}: [{message['severity']}] {message['path']}: "
+                  f"{message['error']}")
+        print(f"{values_file.name}: {'FAILED' if problems else 'ok'}")
+        failures += bool(problems)
+    return failures
+
+
 def main(argv: list[str] | None = None) -> int:
     """Write (or with --check, compare) the rendered files; returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="compare only; exit 1 on drift")
     parser.add_argument("--out-dir", type=Path, default=REPO_ROOT, help="root to write under")
+    parser.add_argument("--lint", action="store_true", help="helm lint --strict with ci/ values")
     args = parser.parse_args(argv)
+    if args.lint:
+        return 1 if lint() else 0
     outputs = {K8S_OUT: render_k8s(), RULES_OUT: render_rules()}
     drift = []
     for rel, text in outputs.items():
