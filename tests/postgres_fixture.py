@@ -4,7 +4,8 @@ PostgreSQL refuses to run as root, so when the tests run as root the cluster fol
 the `postgres` user and the server binaries run through `runuser -u postgres --`. The binaries
 come from POSTGRES_BIN, else the newest /usr/lib/postgresql/*/bin (Debian's layout).
 
-Import the fixtures into a conftest: `from tests.postgres_fixture import postgres_server, postgres_url`.
+Use it from a conftest:
+`from tests.postgres_fixture import postgres_server, postgres_url`.
 """
 
 from __future__ import annotations
@@ -26,8 +27,14 @@ import pytest
 
 def _bin_dir() -> Path | None:
     configured = os.environ.get("POSTGRES_BIN")
-    candidates = [configured] if configured else sorted(
-        glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name), reverse=True
+    candidates = (
+        [configured]
+        if configured
+        else sorted(
+            glob.glob("/usr/lib/postgresql/*/bin"),
+            key=lambda p: int(Path(p).parent.name),
+            reverse=True,
+        )
     )
     for candidate in candidates:
         if candidate and (Path(candidate) / "initdb").is_file():
@@ -64,9 +71,19 @@ class PostgresServer:
 
     def stop(self) -> None:
         subprocess.run(
-            self.runner + [str(self.bin_dir / "pg_ctl"), "-D", str(self.base / "data"),
-                           "-m", "immediate", "-w", "stop"],
-            capture_output=True, timeout=60, check=False,
+            self.runner
+            + [
+                str(self.bin_dir / "pg_ctl"),
+                "-D",
+                str(self.base / "data"),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
+            capture_output=True,
+            timeout=60,
+            check=False,
         )
 
 
@@ -84,15 +101,39 @@ def start_postgres() -> PostgresServer:
     port = _free_port()
     data, log = base / "data", base / "server.log"
     steps = [
-        [str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust",
-         "-E", "UTF8", "--no-sync"],
-        [str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60", "-o",
-         f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off "
-         "-c synchronous_commit=off -c full_page_writes=off -c max_connections=100",
-         "start"],
+        [
+            str(bin_dir / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ],
+        [
+            str(bin_dir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(log),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            (
+                f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off "
+                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=100"
+            ),
+            "start",
+        ],
     ]
     for argv in steps:
-        done = subprocess.run(runner + argv, capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            runner + argv, capture_output=True, text=True, timeout=120, check=False
+        )
         if done.returncode != 0:
             server_log = log.read_text() if log.exists() else ""
             shutil.rmtree(base, ignore_errors=True)

@@ -45,11 +45,15 @@ class NoAuth:
 def bearer_token(authorization: str | None) -> str:
     """The token of an `Authorization: Bearer <token>` header, or AuthError."""
     if not authorization:
-        raise AuthError("missing_token", "Send a Firebase ID token as 'Authorization: Bearer <token>'.")
+        raise AuthError(
+            "missing_token", "Send a Firebase ID token as 'Authorization: Bearer <token>'."
+        )
     scheme, _, token = authorization.strip().partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token or " " in token:
-        raise AuthError("malformed_authorization", "The Authorization header must be 'Bearer <token>'.")
+        raise AuthError(
+            "malformed_authorization", "The Authorization header must be 'Bearer <token>'."
+        )
     return token
 
 
@@ -67,7 +71,9 @@ class FirebaseAuth:
             client = fb_auth._get_client(app)
             verifier = client._token_verifier.id_token_verifier
             if not hasattr(verifier, "cert_url"):
-                raise RuntimeError("this firebase-admin version cannot override the certificate URL")
+                raise RuntimeError(
+                    "this firebase-admin version cannot override the certificate URL"
+                )
             verifier.cert_url = cert_url
 
     def authenticate(self, authorization: str | None) -> User:
@@ -78,8 +84,12 @@ class FirebaseAuth:
             raise AuthError("token_expired", "The ID token has expired; sign in again.") from None
         except fb_auth.CertificateFetchError as exc:
             logger.error("cannot fetch token certificates: %s", exc)
-            raise AuthError("auth_unavailable", "Token certificates are unavailable; retry later.") from None
+            raise AuthError(
+                "auth_unavailable", "Token certificates are unavailable; retry later."
+            ) from None
         except (fb_auth.InvalidIdTokenError, ValueError) as exc:
             logger.info("rejected ID token: %s", exc)
-            raise AuthError("invalid_token", "The ID token is not valid for this project.") from None
+            raise AuthError(
+                "invalid_token", "The ID token is not valid for this project."
+            ) from None
         return User(str(claims["uid"]))

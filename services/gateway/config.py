@@ -34,6 +34,11 @@ def _networks(environ: Mapping[str, str], name: str) -> tuple[str, ...]:
     return networks
 
 
+def _optional_path(environ: Mapping[str, str], name: str) -> Path | None:
+    raw = env_optional(environ, name)
+    return Path(raw).expanduser() if raw else None
+
+
 @dataclass(frozen=True)
 class GatewayConfig:
     """Everything the gateway process needs; built by `from_env` in `__main__`."""
@@ -71,6 +76,8 @@ class GatewayConfig:
     face_detect_addr: str = "localhost:50051"
     animator_addr: str = "localhost:50052"
     encoder_addr: str = "localhost:50053"
+    motion_cache_dir: Path | None = None  # None: <data_dir>/motion-cache
+    model_fingerprint: str = "unknown"
     sse_poll_s: float = 0.5
     log_level: str = "INFO"
 
@@ -82,6 +89,10 @@ class GatewayConfig:
     def upload_dir(self, job_id: str) -> Path:
         """Where a job's uploaded photo and video are kept until the job is final."""
         return self.data_dir / "uploads" / job_id
+
+    @property
+    def motion_cache_root(self) -> Path:
+        return self.motion_cache_dir or self.data_dir / "motion-cache"
 
     @property
     def sqlite_default_url(self) -> str:
@@ -99,12 +110,16 @@ class GatewayConfig:
         project_id = env_optional(environ, "FIREBASE_PROJECT_ID")
         bucket = env_optional(environ, "STORAGE_BUCKET")
         if auth_mode == "firebase" and not project_id:
-            raise ConfigError("FIREBASE_PROJECT_ID", None, "a project id when GATEWAY_AUTH_MODE=firebase")
+            raise ConfigError(
+                "FIREBASE_PROJECT_ID", None, "a project id when GATEWAY_AUTH_MODE=firebase"
+            )
         if storage_backend == "firebase" and not bucket:
             raise ConfigError("STORAGE_BUCKET", None, "a bucket name when STORAGE_BACKEND=firebase")
         port = env_port(environ, "GATEWAY_PORT", 8080)
         database_url = env_str(environ, "DATABASE_URL", "")
-        if database_url and not database_url.startswith(("sqlite:///", "postgresql://", "postgres://")):
+        if database_url and not database_url.startswith(
+            ("sqlite:///", "postgresql://", "postgres://")
+        ):
             raise ConfigError("DATABASE_URL", database_url, "sqlite:///PATH or postgresql://...")
         return cls(
             port=port,
@@ -118,7 +133,9 @@ class GatewayConfig:
             storage_backend=storage_backend,
             storage_bucket=bucket,
             storage_emulator_host=env_optional(environ, "STORAGE_EMULATOR_HOST"),
-            public_url=env_str(environ, "GATEWAY_PUBLIC_URL", f"http://localhost:{port}").rstrip("/"),
+            public_url=env_str(environ, "GATEWAY_PUBLIC_URL", f"http://localhost:{port}").rstrip(
+                "/"
+            ),
             workers=env_int(environ, "GATEWAY_WORKERS", 1, minimum=0, maximum=64),
             job_lease_s=env_float(environ, "JOB_LEASE_S", 60.0, minimum=1.0),
             heartbeat_s=env_float(environ, "JOB_HEARTBEAT_S", 0.0, minimum=0.0),
@@ -140,6 +157,8 @@ class GatewayConfig:
             face_detect_addr=env_str(environ, "FACE_DETECT_ADDR", "localhost:50051"),
             animator_addr=env_str(environ, "ANIMATOR_ADDR", "localhost:50052"),
             encoder_addr=env_str(environ, "ENCODER_ADDR", "localhost:50053"),
+            motion_cache_dir=_optional_path(environ, "MOTION_CACHE_DIR"),
+            model_fingerprint=env_str(environ, "MODEL_FINGERPRINT", "unknown"),
             sse_poll_s=env_float(environ, "SSE_POLL_S", 0.5, minimum=0.05),
             log_level=env_choice(
                 environ, "LOG_LEVEL", ("debug", "info", "warning", "error"), "info"

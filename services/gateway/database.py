@@ -54,7 +54,7 @@ class Database:
     def __init__(self, url: str) -> None:
         if url.startswith("sqlite:///"):
             self.dialect = "sqlite"
-            self._path = url[len("sqlite:///"):]
+            self._path = url[len("sqlite:///") :]
             if self._path != ":memory:":
                 Path(self._path).parent.mkdir(parents=True, exist_ok=True)
         elif url.startswith(("postgresql://", "postgres://")):

@@ -47,7 +47,9 @@ async def _read_json(request: Request) -> JobCreate:
     async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_JSON_BYTES:
-            raise ApiError(413, "too_large", f"a JSON job body is limited to {MAX_JSON_BYTES} bytes")
+            raise ApiError(
+                413, "too_large", f"a JSON job body is limited to {MAX_JSON_BYTES} bytes"
+            )
     try:
         return JobCreate.model_validate_json(bytes(body))
     except ValidationError as exc:
@@ -72,7 +74,8 @@ def _form_to_model(fields: dict[str, str]) -> JobCreate:
 def _media_entry(name: str, url: str | None, path: Path | None) -> dict[str, str | None]:
     if (url is None) == (path is None):
         raise ApiError(
-            422, "invalid_request",
+            422,
+            "invalid_request",
             f"send exactly one of the file '{name}' or '{name}_url'",
         )
     return {"path": str(path) if path else None, "url": url}
@@ -94,14 +97,19 @@ class JobIntake:
             job = await _read_json(request)
         elif content_type.startswith("multipart/form-data"):
             form = await parse_multipart(
-                content_type, request.stream(), upload_dir,
+                content_type,
+                request.stream(),
+                upload_dir,
                 {"source": self.config.max_image_bytes, "driving": self.config.max_video_bytes},
                 _TEXT_FIELDS,
             )
             job, paths = _form_to_model(form.fields), form.files
         else:
-            raise ApiError(415, "unsupported_media_type",
-                           "send application/json (URLs) or multipart/form-data (uploads)")
+            raise ApiError(
+                415,
+                "unsupported_media_type",
+                "send application/json (URLs) or multipart/form-data (uploads)",
+            )
         spec = {
             "source": _media_entry("source", job.source_url, paths.get("source")),
             "driving": _media_entry("driving", job.driving_url, paths.get("driving")),
@@ -112,7 +120,9 @@ class JobIntake:
         }
         self._check_limits(job)
         await self._check_media(job, paths)
-        return Intake(spec=spec, notify={"fcm_token": job.fcm_token, "webhook_url": job.webhook_url})
+        return Intake(
+            spec=spec, notify={"fcm_token": job.fcm_token, "webhook_url": job.webhook_url}
+        )
 
     def _check_length(self, request: Request) -> None:
         declared = request.headers.get("content-length")
@@ -125,11 +135,15 @@ class JobIntake:
 
     def _check_limits(self, job: JobCreate) -> None:
         if job.seconds > self.config.max_seconds:
-            raise ApiError(422, "invalid_request",
-                           f"seconds: at most {self.config.max_seconds:g} seconds can be rendered")
+            raise ApiError(
+                422,
+                "invalid_request",
+                f"seconds: at most {self.config.max_seconds:g} seconds can be rendered",
+            )
         if job.source_max_dim > self.config.max_source_dim:
-            raise ApiError(422, "invalid_request",
-                           f"source_max_dim: at most {self.config.max_source_dim}")
+            raise ApiError(
+                422, "invalid_request", f"source_max_dim: at most {self.config.max_source_dim}"
+            )
 
     async def _check_media(self, job: JobCreate, paths: dict[str, Path]) -> None:
         """Refuse bad URLs and unusable uploads now, with a precise reason, not at run time."""
@@ -141,9 +155,12 @@ class JobIntake:
             raise ApiError(422, exc.reason, exc.message) from None
         if job.webhook_url is not None:
             try:
-                await run_in_threadpool(check_webhook_url, job.webhook_url,
-                                        self.config.webhook_allow_private,
-                                        self.config.allow_http_urls)
+                await run_in_threadpool(
+                    check_webhook_url,
+                    job.webhook_url,
+                    self.config.webhook_allow_private,
+                    self.config.allow_http_urls,
+                )
             except ValueError as exc:
                 raise ApiError(422, "invalid_webhook_url", str(exc)) from None
         try:

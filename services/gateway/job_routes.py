@@ -8,6 +8,7 @@ import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, StreamingResponse
@@ -21,7 +22,9 @@ from services.gateway.state import GatewayState, get_state
 from services.gateway.storage import result_key
 
 _auth_header = APIKeyHeader(
-    name="Authorization", auto_error=False, scheme_name="FirebaseIdToken",
+    name="Authorization",
+    auto_error=False,
+    scheme_name="FirebaseIdToken",
     description="`Bearer <Firebase ID token>`",
 )
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
@@ -31,9 +34,14 @@ _SSE_KEEPALIVE_S = 15.0
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=_ERRORS)
 
 
-def current_user(request: Request, authorization: str | None = Depends(_auth_header)) -> User:
+def current_user(
+    request: Request, authorization: Annotated[str | None, Depends(_auth_header)]
+) -> User:
     """Authenticate the caller (runs in the thread pool: verification may fetch certificates)."""
     return get_state(request).auth.authenticate(authorization)
+
+
+CurrentUser = Annotated[User, Depends(current_user)]
 
 
 def _owned(state: GatewayState, job_id: str, user: User) -> Job:
@@ -45,16 +53,25 @@ def _owned(state: GatewayState, job_id: str, user: User) -> Job:
 
 def _multipart_schema() -> dict:
     properties = {name: {"type": "string"} for name in JobCreate.model_fields}
-    properties.update({"source": {"type": "string", "format": "binary"},
-                       "driving": {"type": "string", "format": "binary"},
-                       "options": {"type": "string", "description": "AnimationOptions as JSON"}})
+    properties.update(
+        {
+            "source": {"type": "string", "format": "binary"},
+            "driving": {"type": "string", "format": "binary"},
+            "options": {"type": "string", "description": "AnimationOptions as JSON"},
+        }
+    )
     return {"type": "object", "properties": properties}
 
 
-_CREATE_BODY = {"requestBody": {"required": True, "content": {
-    "application/json": {"schema": {"$ref": "#/components/schemas/JobCreate"}},
-    "multipart/form-data": {"schema": _multipart_schema()},
-}}}
+_CREATE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/JobCreate"}},
+            "multipart/form-data": {"schema": _multipart_schema()},
+        },
+    }
+}
 
 
 def _check_quota(state: GatewayState, user: User) -> None:
@@ -62,14 +79,20 @@ def _check_quota(state: GatewayState, user: User) -> None:
     now = time.time()
     active, recent, oldest = state.store.usage(user.uid, now - config.rate_limit_window_s)
     if active >= config.max_active_jobs:
-        raise ApiError(429, "too_many_active_jobs",
-                       f"at most {config.max_active_jobs} jobs may be queued or running at once",
-                       {"Retry-After": "30"})
+        raise ApiError(
+            429,
+            "too_many_active_jobs",
+            f"at most {config.max_active_jobs} jobs may be queued or running at once",
+            {"Retry-After": "30"},
+        )
     if recent >= config.rate_limit_jobs:
         retry = max(1, int((oldest or now) + config.rate_limit_window_s - now) + 1)
-        raise ApiError(429, "rate_limited",
-                       f"at most {config.rate_limit_jobs} jobs per {config.rate_limit_window_s:g} s",
-                       {"Retry-After": str(retry)})
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"at most {config.rate_limit_jobs} jobs per {config.rate_limit_window_s:g} s",
+            {"Retry-After": str(retry)},
+        )
 
 
 def _accepted(state: GatewayState, job: Job, replayed: bool) -> JSONResponse:
@@ -80,18 +103,27 @@ def _accepted(state: GatewayState, job: Job, replayed: bool) -> JSONResponse:
     return JSONResponse(body, status_code=202, headers=headers)
 
 
-@router.post("", status_code=202, response_model=JobView, openapi_extra=_CREATE_BODY,
-             summary="Queue a job: photo + hero video (uploads or https URLs)")
+@router.post(
+    "",
+    status_code=202,
+    response_model=JobView,
+    openapi_extra=_CREATE_BODY,
+    summary="Queue a job: photo + hero video (uploads or https URLs)",
+)
 async def create_job(
     request: Request,
-    user: User = Depends(current_user),
+    user: CurrentUser,
     idempotency_key: str | None = Header(None, alias="Idempotency-Key"),
 ) -> JSONResponse:
     state = get_state(request)
     if idempotency_key is not None:
         if not _IDEMPOTENCY_KEY.match(idempotency_key):
-            raise ApiError(400, "bad_idempotency_key", "Idempotency-Key must be 1-200 visible ASCII characters")
-        earlier = await run_in_threadpool(state.store.get_by_idempotency_key, user.uid, idempotency_key)
+            raise ApiError(
+                400, "bad_idempotency_key", "Idempotency-Key must be 1-200 visible ASCII characters"
+            )
+        earlier = await run_in_threadpool(
+            state.store.get_by_idempotency_key, user.uid, idempotency_key
+        )
         if earlier is not None:
             return _accepted(state, earlier, replayed=True)
     await run_in_threadpool(_check_quota, state, user)
@@ -100,8 +132,14 @@ async def create_job(
     try:
         intake = await state.intake.read(request, upload_dir)
         job, created = await run_in_threadpool(
-            lambda: state.store.create(user.uid, intake.spec, notify=intake.notify,
-                                       idempotency_key=idempotency_key, job_id=job_id))
+            lambda: state.store.create(
+                user.uid,
+                intake.spec,
+                notify=intake.notify,
+                idempotency_key=idempotency_key,
+                job_id=job_id,
+            )
+        )
     except BaseException:
         shutil.rmtree(upload_dir, ignore_errors=True)
         raise
@@ -115,7 +153,7 @@ async def create_job(
 @router.get("", response_model=JobPage, summary="The caller's jobs, newest first")
 def list_jobs(
     request: Request,
-    user: User = Depends(current_user),
+    user: CurrentUser,
     limit: int = Query(20, ge=1, le=100),
     cursor: str | None = Query(None, max_length=512),
     status: str | None = Query(None, pattern="^(queued|running|succeeded|failed|cancelled)$"),
@@ -125,17 +163,19 @@ def list_jobs(
         jobs, next_cursor = state.store.list(user.uid, limit=limit, cursor=cursor, status=status)
     except ValueError:
         raise ApiError(400, "bad_cursor", "the page cursor is malformed") from None
-    return JobPage(jobs=[job_view(j, state.config.public_url) for j in jobs], next_cursor=next_cursor)
+    return JobPage(
+        jobs=[job_view(j, state.config.public_url) for j in jobs], next_cursor=next_cursor
+    )
 
 
 @router.get("/{job_id}", response_model=JobView, summary="Status, progress, ETA, timings")
-def get_job(job_id: str, request: Request, user: User = Depends(current_user)) -> JobView:
+def get_job(job_id: str, request: Request, user: CurrentUser) -> JobView:
     state = get_state(request)
     return job_view(_owned(state, job_id, user), state.config.public_url)
 
 
 @router.delete("/{job_id}", response_model=JobView, summary="Cancel a job")
-def cancel_job(job_id: str, request: Request, user: User = Depends(current_user)) -> JobView:
+def cancel_job(job_id: str, request: Request, user: CurrentUser) -> JobView:
     state = get_state(request)
     _owned(state, job_id, user)
     job = state.store.request_cancel(job_id, user.uid)
@@ -146,9 +186,12 @@ def cancel_job(job_id: str, request: Request, user: User = Depends(current_user)
     return job_view(job, state.config.public_url)
 
 
-@router.get("/{job_id}/result", summary="The MP4 (or a redirect to a signed storage URL)",
-            responses={200: {"content": {"video/mp4": {}}}, 307: {"description": "signed URL"}})
-def get_result(job_id: str, request: Request, user: User = Depends(current_user)):
+@router.get(
+    "/{job_id}/result",
+    summary="The MP4 (or a redirect to a signed storage URL)",
+    responses={200: {"content": {"video/mp4": {}}}, 307: {"description": "signed URL"}},
+)
+def get_result(job_id: str, request: Request, user: CurrentUser):
     state = get_state(request)
     job = _owned(state, job_id, user)
     if job.status != "succeeded" or not job.result_key:
@@ -162,22 +205,31 @@ def get_result(job_id: str, request: Request, user: User = Depends(current_user)
         return RedirectResponse(signed, status_code=307)
     if not state.storage.exists(key):
         raise ApiError(404, "result_missing", "the stored result is gone")
-    return StreamingResponse(state.storage.iter_bytes(key), media_type="video/mp4",
-                             headers={"Content-Disposition": f'attachment; filename="{job.id}.mp4"'})
+    return StreamingResponse(
+        state.storage.iter_bytes(key),
+        media_type="video/mp4",
+        headers={"Content-Disposition": f'attachment; filename="{job.id}.mp4"'},
+    )
 
 
-@router.get("/{job_id}/events", summary="Server-sent events with the job's fields as they change",
-            responses={200: {"content": {"text/event-stream": {}}}})
-def job_events(job_id: str, request: Request, user: User = Depends(current_user)):
+@router.get(
+    "/{job_id}/events",
+    summary="Server-sent events with the job's fields as they change",
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+def job_events(job_id: str, request: Request, user: CurrentUser):
     state = get_state(request)
     _owned(state, job_id, user)
-    return StreamingResponse(_event_stream(state, request, job_id, user.uid),
-                             media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        _event_stream(state, request, job_id, user.uid),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
-async def _event_stream(state: GatewayState, request: Request, job_id: str,
-                        owner: str) -> AsyncIterator[str]:
+async def _event_stream(
+    state: GatewayState, request: Request, job_id: str, owner: str
+) -> AsyncIterator[str]:
     """`event: job` whenever the view changes; ends after a final state."""
     last, sent_at, number = "", time.monotonic(), 0
     while not await request.is_disconnected():

@@ -7,114 +7,25 @@ lost the job and stops. That is what keeps one job from running twice at the sam
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from services.gateway.database import Database, Transaction
-
-TERMINAL = ("succeeded", "failed", "cancelled")
-ACTIVE = ("queued", "running")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY,
-    owner TEXT NOT NULL,
-    status TEXT NOT NULL,
-    stage TEXT NOT NULL DEFAULT 'queued',
-    frames_done INTEGER NOT NULL DEFAULT 0,
-    frames_total INTEGER NOT NULL DEFAULT 0,
-    eta_seconds DOUBLE PRECISION,
-    timings TEXT NOT NULL DEFAULT '{}',
-    spec TEXT NOT NULL,
-    notify TEXT NOT NULL DEFAULT '{}',
-    error_code TEXT,
-    error_message TEXT,
-    result_key TEXT,
-    cache_hit INTEGER,
-    random_weights INTEGER,
-    idempotency_key TEXT,
-    cancel_requested INTEGER NOT NULL DEFAULT 0,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    lease_token TEXT,
-    lease_expires DOUBLE PRECISION,
-    created_at DOUBLE PRECISION NOT NULL,
-    started_at DOUBLE PRECISION,
-    finished_at DOUBLE PRECISION,
-    updated_at DOUBLE PRECISION NOT NULL
-)
-"""
-_INDEXES = (
-    "CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (status, created_at)",
-    "CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, created_at)",
-    "CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs (owner, idempotency_key)",
-)
-_CLAIMABLE = (
-    "cancel_requested = 0 AND (status = 'queued' OR (status = 'running' AND lease_expires < ?))"
+from services.gateway.job_record import (
+    ACTIVE,
+    CLAIMABLE,
+    INDEXES,
+    SCHEMA,
+    TERMINAL,
+    Job,
+    decode_cursor,
+    encode_cursor,
 )
 
-
-@dataclass
-class Job:
-    """One row of the job table, decoded."""
-
-    id: str
-    owner: str
-    status: str
-    stage: str
-    spec: dict[str, Any]
-    created_at: float
-    updated_at: float
-    frames_done: int = 0
-    frames_total: int = 0
-    eta_seconds: float | None = None
-    timings: dict[str, float] = field(default_factory=dict)
-    notify: dict[str, Any] = field(default_factory=dict)
-    error_code: str | None = None
-    error_message: str | None = None
-    result_key: str | None = None
-    cache_hit: bool | None = None
-    random_weights: bool | None = None
-    idempotency_key: str | None = None
-    cancel_requested: bool = False
-    attempts: int = 0
-    lease_token: str | None = None
-    lease_expires: float | None = None
-    started_at: float | None = None
-    finished_at: float | None = None
-
-    @property
-    def terminal(self) -> bool:
-        return self.status in TERMINAL
-
-    @classmethod
-    def from_row(cls, row: dict[str, Any]) -> Job:
-        data = dict(row)
-        for key in ("spec", "timings", "notify"):
-            data[key] = json.loads(data[key]) if data[key] else {}
-        for key in ("cache_hit", "random_weights"):
-            data[key] = None if data[key] is None else bool(data[key])
-        data["cancel_requested"] = bool(data["cancel_requested"])
-        return cls(**data)
-
-
-def encode_cursor(job: Job) -> str:
-    raw = json.dumps([job.created_at, job.id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[float, str]:
-    """Inverse of `encode_cursor`; raises ValueError on anything else."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created_at, job_id = json.loads(raw)
-        return float(created_at), str(job_id)
-    except Exception as exc:
-        raise ValueError("malformed page cursor") from exc
+__all__ = ["ACTIVE", "TERMINAL", "Job", "JobStore", "decode_cursor", "encode_cursor"]
 
 
 class JobStore:
@@ -126,8 +37,8 @@ class JobStore:
         with db.transaction() as tx:
             if db.dialect == "postgresql":
                 tx.query("SELECT pg_advisory_xact_lock(724411) AS locked")
-            tx.execute(_SCHEMA)
-            for statement in _INDEXES:
+            tx.execute(SCHEMA)
+            for statement in INDEXES:
                 tx.execute(statement)
 
     # ------------------------------------------------------------------ API side --
@@ -156,11 +67,20 @@ class JobStore:
                 tx.execute(
                     "INSERT INTO jobs (id, owner, status, stage, spec, notify, idempotency_key,"
                     " created_at, updated_at) VALUES (?, ?, 'queued', 'queued', ?, ?, ?, ?, ?)",
-                    (job_id, owner, json.dumps(spec), json.dumps(notify or {}),
-                     idempotency_key, now, now),
+                    (
+                        job_id,
+                        owner,
+                        json.dumps(spec),
+                        json.dumps(notify or {}),
+                        idempotency_key,
+                        now,
+                        now,
+                    ),
                 )
         except self.db.integrity_errors:
-            earlier = self.get_by_idempotency_key(owner, idempotency_key) if idempotency_key else None
+            earlier = (
+                self.get_by_idempotency_key(owner, idempotency_key) if idempotency_key else None
+            )
             if earlier is None:
                 raise
             return earlier, False
@@ -206,7 +126,8 @@ class JobStore:
         """(active jobs, jobs created since `since`, oldest creation time in that window)."""
         with self.db.transaction() as tx:
             active = tx.query(
-                "SELECT COUNT(*) AS n FROM jobs WHERE owner = ? AND status IN ('queued', 'running')",
+                "SELECT COUNT(*) AS n FROM jobs"
+                " WHERE owner = ? AND status IN ('queued', 'running')",
                 (owner,),
             )[0]["n"]
             window = tx.query(
@@ -252,8 +173,11 @@ class JobStore:
             rows = tx.query(
                 "UPDATE jobs SET status = 'running', lease_token = ?, lease_expires = ?,"
                 " attempts = attempts + 1, started_at = COALESCE(started_at, ?), updated_at = ?"
-                " WHERE id = (SELECT id FROM jobs WHERE " + _CLAIMABLE +
-                " ORDER BY created_at, id LIMIT 1" + lock + ") RETURNING *",
+                " WHERE id = (SELECT id FROM jobs WHERE "
+                + CLAIMABLE
+                + " ORDER BY created_at, id LIMIT 1"
+                + lock
+                + ") RETURNING *",
                 (token, now + lease_s, now, now, now),
             )
         return Job.from_row(rows[0]) if rows else None
@@ -270,8 +194,13 @@ class JobStore:
             "UPDATE jobs SET status = 'failed', stage = 'failed', error_code = 'worker_lost',"
             " error_message = ?, finished_at = ?, updated_at = ?, lease_token = NULL"
             " WHERE status = 'running' AND lease_expires < ? AND attempts >= ?",
-            ("The job was interrupted too many times and was given up.", now, now, now,
-             max_attempts),
+            (
+                "The job was interrupted too many times and was given up.",
+                now,
+                now,
+                now,
+                max_attempts,
+            ),
         )
 
     def renew(self, job_id: str, token: str, lease_s: float) -> tuple[bool, bool]:
@@ -288,34 +217,58 @@ class JobStore:
         return True, bool(rows[0]["cancel_requested"])
 
     def progress(
-        self, job_id: str, token: str, *, stage: str, frames_done: int, frames_total: int,
-        eta_seconds: float | None, timings: dict[str, float],
+        self,
+        job_id: str,
+        token: str,
+        *,
+        stage: str,
+        frames_done: int,
+        frames_total: int,
+        eta_seconds: float | None,
+        timings: dict[str, float],
     ) -> bool:
         """Record progress; False when the lease is no longer ours."""
         return self._update_owned(
-            job_id, token,
+            job_id,
+            token,
             "stage = ?, frames_done = ?, frames_total = ?, eta_seconds = ?, timings = ?",
             [stage, frames_done, frames_total, eta_seconds, json.dumps(timings)],
         )
 
     def finish(
-        self, job_id: str, token: str, *, result_key: str, timings: dict[str, float],
-        cache_hit: bool, random_weights: bool, frames: int,
+        self,
+        job_id: str,
+        token: str,
+        *,
+        result_key: str,
+        timings: dict[str, float],
+        cache_hit: bool,
+        random_weights: bool,
+        frames: int,
     ) -> bool:
         return self._update_owned(
-            job_id, token,
+            job_id,
+            token,
             "status = 'succeeded', stage = 'done', result_key = ?, timings = ?, cache_hit = ?,"
             " random_weights = ?, frames_done = ?, frames_total = ?, eta_seconds = 0,"
             " finished_at = ?, lease_token = NULL",
-            [result_key, json.dumps(timings), int(cache_hit), int(random_weights), frames, frames,
-             self.clock()],
+            [
+                result_key,
+                json.dumps(timings),
+                int(cache_hit),
+                int(random_weights),
+                frames,
+                frames,
+                self.clock(),
+            ],
         )
 
     def fail(
         self, job_id: str, token: str, *, code: str, message: str, timings: dict[str, float]
     ) -> bool:
         return self._update_owned(
-            job_id, token,
+            job_id,
+            token,
             "status = 'failed', stage = 'failed', error_code = ?, error_message = ?, timings = ?,"
             " eta_seconds = NULL, finished_at = ?, lease_token = NULL",
             [code, message, json.dumps(timings), self.clock()],
@@ -323,7 +276,8 @@ class JobStore:
 
     def cancelled(self, job_id: str, token: str, *, timings: dict[str, float]) -> bool:
         return self._update_owned(
-            job_id, token,
+            job_id,
+            token,
             "status = 'cancelled', stage = 'cancelled', timings = ?, eta_seconds = NULL,"
             " finished_at = ?, lease_token = NULL",
             [json.dumps(timings), self.clock()],
@@ -332,7 +286,8 @@ class JobStore:
     def requeue(self, job_id: str, token: str, *, code: str, message: str) -> bool:
         """Give a job back to the queue after a retryable failure (keeps the attempt count)."""
         return self._update_owned(
-            job_id, token,
+            job_id,
+            token,
             "status = 'queued', stage = 'queued', error_code = ?, error_message = ?,"
             " lease_token = NULL, lease_expires = NULL",
             [code, message],

@@ -19,27 +19,42 @@ class GatewayMetrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.stage_seconds = Histogram(
-            "dynamics_stage_seconds", "Seconds spent in each stage of a job",
-            ["stage"], buckets=_STAGE_BUCKETS, registry=r,
+            "dynamics_stage_seconds",
+            "Seconds spent in each stage of a job",
+            ["stage"],
+            buckets=_STAGE_BUCKETS,
+            registry=r,
         )
         self.job_seconds = Histogram(
-            "dynamics_job_seconds", "Seconds from claim to result of a successful job",
-            buckets=_JOB_BUCKETS, registry=r,
+            "dynamics_job_seconds",
+            "Seconds from claim to result of a successful job",
+            buckets=_JOB_BUCKETS,
+            registry=r,
         )
         self.queue_wait_seconds = Histogram(
-            "dynamics_queue_wait_seconds", "Seconds a job waited in the queue before a worker took it",
-            buckets=_WAIT_BUCKETS, registry=r,
+            "dynamics_queue_wait_seconds",
+            "Seconds a job waited in the queue before a worker took it",
+            buckets=_WAIT_BUCKETS,
+            registry=r,
         )
         self.jobs_total = Counter(
-            "dynamics_jobs_total", "Jobs that reached a final state", ["status"], registry=r,
+            "dynamics_jobs_total",
+            "Jobs that reached a final state",
+            ["status"],
+            registry=r,
         )
         self.queue_depth = Gauge("dynamics_queue_depth", "Jobs waiting for a worker", registry=r)
         self.job_gpu_seconds = Histogram(
-            "dynamics_job_gpu_seconds", "Accelerator seconds spent on one job",
-            buckets=_STAGE_BUCKETS, registry=r,
+            "dynamics_job_gpu_seconds",
+            "Accelerator seconds spent on one job",
+            buckets=_STAGE_BUCKETS,
+            registry=r,
         )
         self.motion_cache_total = Counter(
-            "dynamics_motion_cache_total", "Motion-template cache lookups", ["result"], registry=r,
+            "dynamics_motion_cache_total",
+            "Motion-template cache lookups",
+            ["result"],
+            registry=r,
         )
         for stage in STAGES:
             self.stage_seconds.labels(stage=stage)

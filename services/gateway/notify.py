@@ -81,9 +81,15 @@ class Notifier:
     """Sends notifications on a small background pool so workers never wait on them."""
 
     def __init__(
-        self, *, firebase_app: Any | None, fcm_endpoint: str | None, webhook_secret: str | None,
-        webhook_attempts: int = 4, webhook_backoff_s: float = 0.5,
-        webhook_allow_private: bool = False, allow_http: bool = False,
+        self,
+        *,
+        firebase_app: Any | None,
+        fcm_endpoint: str | None,
+        webhook_secret: str | None,
+        webhook_attempts: int = 4,
+        webhook_backoff_s: float = 0.5,
+        webhook_allow_private: bool = False,
+        allow_http: bool = False,
     ) -> None:
         self.firebase_app = firebase_app
         self.fcm_endpoint = fcm_endpoint
@@ -94,7 +100,9 @@ class Notifier:
         self.allow_http = allow_http
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="notify")
 
-    def notify(self, event: JobEvent, fcm_token: str | None, webhook_url: str | None) -> list[Future]:
+    def notify(
+        self, event: JobEvent, fcm_token: str | None, webhook_url: str | None
+    ) -> list[Future]:
         """Queue the push and the webhook for `event`; returns their futures."""
         futures = []
         if fcm_token and self.firebase_app is not None:
@@ -108,7 +116,7 @@ class Notifier:
         try:
             send(event, target)
             return True
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a failed notification must not fail the job
             logger.warning("notification for job %s failed: %s", event.job_id, exc)
             return False
 
@@ -122,10 +130,16 @@ class Notifier:
         ok = event.status == "succeeded"
         message = messaging.Message(
             token=token,
-            data={k: v if isinstance(v, str) else json.dumps(v) for k, v in event.payload().items()},
+            data={
+                k: v if isinstance(v, str) else json.dumps(v) for k, v in event.payload().items()
+            },
             notification=messaging.Notification(
-                title="Your video is ready" if ok else f"Your video {event.status.replace('_', ' ')}",
-                body="Tap to watch it." if ok else (event.error_message or "The job did not finish."),
+                title="Your video is ready"
+                if ok
+                else f"Your video {event.status.replace('_', ' ')}",
+                body="Tap to watch it."
+                if ok
+                else (event.error_message or "The job did not finish."),
             ),
         )
         return messaging.send(message, app=self.firebase_app)
@@ -141,8 +155,9 @@ class Notifier:
             if self.webhook_secret:
                 headers[SIGNATURE_HEADER] = sign(self.webhook_secret, timestamp, body)
             try:
-                reply = httpx.post(url, content=body, headers=headers, timeout=10.0,
-                                   follow_redirects=False)
+                reply = httpx.post(
+                    url, content=body, headers=headers, timeout=10.0, follow_redirects=False
+                )
                 if reply.status_code < 300:
                     return reply.status_code
                 last = f"HTTP {reply.status_code}"

@@ -41,9 +41,39 @@ def fetch_policy(config: GatewayConfig) -> FetchPolicy:
     )
 
 
+def real_orchestrator(config: GatewayConfig) -> tuple[Any, Callable[[], None]]:
+    """The orchestrator over the three services at the configured addresses, and its closer."""
+    from services.gateway.clients import ServiceClients, ServiceTargets
+    from services.gateway.media import MediaLimits
+    from services.gateway.motion_cache import FolderMotionCache
+    from services.gateway.orchestrator import Orchestrator, OrchestratorConfig
+
+    clients = ServiceClients(
+        ServiceTargets(
+            face_detect=config.face_detect_addr,
+            animator=config.animator_addr,
+            encoder=config.encoder_addr,
+        )
+    )
+    orchestrator = Orchestrator(
+        clients,
+        FolderMotionCache(config.motion_cache_root),
+        MediaFetcher(fetch_policy(config)),
+        OrchestratorConfig(
+            model_fingerprint=config.model_fingerprint,
+            max_image_bytes=config.max_image_bytes,
+            media_limits=MediaLimits(max_bytes=config.max_video_bytes),
+        ),
+    )
+    return orchestrator, clients.close
+
+
 def _needs_firebase(config: GatewayConfig) -> bool:
-    return (config.auth_mode == "firebase" or config.storage_backend == "firebase"
-            or config.firebase_project_id is not None)
+    return (
+        config.auth_mode == "firebase"
+        or config.storage_backend == "firebase"
+        or config.firebase_project_id is not None
+    )
 
 
 @dataclass
@@ -58,8 +88,12 @@ class Gateway:
 
     @classmethod
     def build(
-        cls, config: GatewayConfig, orchestrator: Any | None, *,
-        clock: Callable[[], float] = time.time, drain_s: float = 30.0,
+        cls,
+        config: GatewayConfig,
+        orchestrator: Any | None,
+        *,
+        clock: Callable[[], float] = time.time,
+        drain_s: float = 30.0,
     ) -> Gateway:
         """Everything but the workers' threads, which start with the app's lifespan.
 
@@ -68,14 +102,21 @@ class Gateway:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         store = JobStore(Database(config.effective_database_url), clock=clock)
         firebase_app = make_firebase_app(config) if _needs_firebase(config) else None
-        auth: Authenticator = (FirebaseAuth(firebase_app, config.firebase_cert_url)
-                               if config.auth_mode == "firebase" else NoAuth())
-        storage: ResultStorage = (FirebaseStorage(firebase_app, config.storage_bucket)
-                                  if config.storage_backend == "firebase"
-                                  else LocalStorage(config.data_dir / "results"))
+        auth: Authenticator = (
+            FirebaseAuth(firebase_app, config.firebase_cert_url)
+            if config.auth_mode == "firebase"
+            else NoAuth()
+        )
+        storage: ResultStorage = (
+            FirebaseStorage(firebase_app, config.storage_bucket)
+            if config.storage_backend == "firebase"
+            else LocalStorage(config.data_dir / "results")
+        )
         notifier = Notifier(
-            firebase_app=firebase_app, fcm_endpoint=config.fcm_endpoint,
-            webhook_secret=config.webhook_secret, webhook_attempts=config.webhook_attempts,
+            firebase_app=firebase_app,
+            fcm_endpoint=config.fcm_endpoint,
+            webhook_secret=config.webhook_secret,
+            webhook_attempts=config.webhook_attempts,
             webhook_allow_private=config.webhook_allow_private,
             allow_http=config.allow_http_urls,
         )
@@ -84,12 +125,22 @@ class Gateway:
         if orchestrator is not None and config.workers > 0:
             pool = WorkerPool(config, store, orchestrator, storage, notifier, metrics)
         state = GatewayState(
-            config=config, store=store, storage=storage, auth=auth, metrics=metrics,
-            intake=JobIntake(config, MediaFetcher(fetch_policy(config))), pool=pool,
+            config=config,
+            store=store,
+            storage=storage,
+            auth=auth,
+            metrics=metrics,
+            intake=JobIntake(config, MediaFetcher(fetch_policy(config))),
+            pool=pool,
             drain_s=drain_s,
         )
-        logger.info("gateway built: db=%s auth=%s storage=%s workers=%d", store.db.dialect,
-                    config.auth_mode, config.storage_backend, config.workers if pool else 0)
+        logger.info(
+            "gateway built: db=%s auth=%s storage=%s workers=%d",
+            store.db.dialect,
+            config.auth_mode,
+            config.storage_backend,
+            config.workers if pool else 0,
+        )
         return cls(config, state, create_app(state), notifier, firebase_app)
 
     def close(self) -> None:

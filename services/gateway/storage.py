@@ -53,8 +53,14 @@ def with_retries(action: Callable[[], T], what: str, attempts: int = 4, base_s: 
             if attempt == attempts:
                 raise StorageError(f"{what} failed after {attempts} attempts: {exc}") from exc
             delay = base_s * 2 ** (attempt - 1)
-            logger.warning("%s failed (attempt %d/%d), retrying in %.1fs: %s",
-                           what, attempt, attempts, delay, exc)
+            logger.warning(
+                "%s failed (attempt %d/%d), retrying in %.1fs: %s",
+                what,
+                attempt,
+                attempts,
+                delay,
+                exc,
+            )
             time.sleep(delay)
     raise AssertionError("unreachable")
 
@@ -117,8 +123,10 @@ class FirebaseStorage:
 
     def put(self, key: str, path: Path, content_type: str = "video/mp4") -> None:
         blob = self.bucket.blob(key)
-        self._retry(lambda: blob.upload_from_filename(str(path), content_type=content_type),
-                    f"upload of {key}")
+        self._retry(
+            lambda: blob.upload_from_filename(str(path), content_type=content_type),
+            f"upload of {key}",
+        )
 
     def exists(self, key: str) -> bool:
         return bool(self._retry(lambda: self.bucket.blob(key).exists(), f"lookup of {key}"))
@@ -132,7 +140,7 @@ class FirebaseStorage:
             return self.bucket.blob(key).generate_signed_url(
                 version="v4", expiration=expires_s, method="GET"
             )
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any signing failure means: stream instead
             logger.debug("cannot sign a URL for %s: %s", key, exc)
             return None
 

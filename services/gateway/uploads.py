@@ -46,10 +46,14 @@ class _Collector:
 
     def callbacks(self) -> dict:
         return {
-            "on_part_begin": self.part_begin, "on_header_field": self.header_field,
-            "on_header_value": self.header_value, "on_header_end": self.header_end,
-            "on_headers_finished": self.headers_finished, "on_part_data": self.part_data,
-            "on_part_end": self.part_end, "on_end": self.end,
+            "on_part_begin": self.part_begin,
+            "on_header_field": self.header_field,
+            "on_header_value": self.header_value,
+            "on_header_end": self.header_end,
+            "on_headers_finished": self.headers_finished,
+            "on_part_data": self.part_data,
+            "on_part_end": self.part_end,
+            "on_end": self.end,
         }
 
     def end(self) -> None:
@@ -109,7 +113,9 @@ class _Collector:
         try:
             self.form.fields[self._name] = self._text.decode("utf-8")
         except UnicodeDecodeError:
-            raise ApiError(400, "bad_multipart", f"form field {self._name!r} is not UTF-8") from None
+            raise ApiError(
+                400, "bad_multipart", f"form field {self._name!r} is not UTF-8"
+            ) from None
 
     def close(self) -> None:
         if self._file is not None:
@@ -117,8 +123,11 @@ class _Collector:
 
 
 async def parse_multipart(
-    content_type: str, body: AsyncIterator[bytes], dest: Path,
-    file_limits: Mapping[str, int], text_fields: set[str],
+    content_type: str,
+    body: AsyncIterator[bytes],
+    dest: Path,
+    file_limits: Mapping[str, int],
+    text_fields: set[str],
 ) -> ParsedForm:
     """Parse a multipart/form-data body; files in `file_limits` are written into `dest`."""
     _kind, params = parse_options_header(content_type)
@@ -134,7 +143,7 @@ async def parse_multipart(
         parser.finalize()
     except ApiError:
         raise
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the parser's own errors mean a malformed body
         raise ApiError(400, "bad_multipart", f"malformed multipart body: {exc}") from None
     finally:
         collector.close()

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from services.gateway.config import GatewayConfig
+from services.gateway.job_types import JobFailed, JobSpec, MediaInput, ProgressUpdate
 from services.gateway.jobs import Job, JobStore
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.notify import JobEvent, Notifier
-from services.gateway.job_types import JobFailed, JobSpec, MediaInput, ProgressUpdate
 from services.gateway.storage import ResultStorage, StorageError, result_key
 
 logger = logging.getLogger(__name__)
@@ -102,8 +102,13 @@ class WorkerPool:
     """`count` threads, each claiming and running one job at a time."""
 
     def __init__(
-        self, config: GatewayConfig, store: JobStore, orchestrator: Any, storage: ResultStorage,
-        notifier: Notifier | None, metrics: GatewayMetrics,
+        self,
+        config: GatewayConfig,
+        store: JobStore,
+        orchestrator: Any,
+        storage: ResultStorage,
+        notifier: Notifier | None,
+        metrics: GatewayMetrics,
     ) -> None:
         self.config, self.store, self.orchestrator = config, store, orchestrator
         self.storage, self.notifier, self.metrics = storage, notifier, metrics
@@ -187,7 +192,8 @@ class WorkerPool:
         started = time.monotonic()
         try:
             result = self.orchestrator.run(
-                job_spec(job), work_dir,
+                job_spec(job),
+                work_dir,
                 on_progress=lambda update: self._on_progress(run, update),
                 cancel=run.lease.cancel,
             )
@@ -215,14 +221,21 @@ class WorkerPool:
     def _on_progress(self, run: _Run, update: ProgressUpdate) -> None:
         run.timings.update(update.timings)
         now = time.monotonic()
-        if update.stage == run.last_stage and now - run.last_write < _PROGRESS_EVERY_S and \
-                update.frames_done < update.frames_total:
+        if (
+            update.stage == run.last_stage
+            and now - run.last_write < _PROGRESS_EVERY_S
+            and update.frames_done < update.frames_total
+        ):
             return
         run.last_write, run.last_stage = now, update.stage
         ours = self.store.progress(
-            run.job.id, run.job.lease_token or "", stage=update.stage,
-            frames_done=update.frames_done, frames_total=update.frames_total,
-            eta_seconds=update.eta_seconds, timings=run.timings,
+            run.job.id,
+            run.job.lease_token or "",
+            stage=update.stage,
+            frames_done=update.frames_done,
+            frames_total=update.frames_total,
+            eta_seconds=update.eta_seconds,
+            timings=run.timings,
         )
         if not ours and not run.lease.lost:
             run.lease.lost = True
@@ -230,9 +243,15 @@ class WorkerPool:
 
     def _succeed(self, run: _Run, key: str, result: Any) -> None:
         job, token = run.job, run.job.lease_token or ""
-        if not self.store.finish(job.id, token, result_key=key, timings=run.timings,
-                                 cache_hit=result.cache_hit, random_weights=result.random_weights,
-                                 frames=result.frames):
+        if not self.store.finish(
+            job.id,
+            token,
+            result_key=key,
+            timings=run.timings,
+            cache_hit=result.cache_hit,
+            random_weights=result.random_weights,
+            frames=result.frames,
+        ):
             logger.warning("job %s finished after losing its lease; result discarded", job.id)
             return
         self.metrics.observe_timings(run.timings)
@@ -259,8 +278,9 @@ class WorkerPool:
         if self.store.fail(job.id, token, code=code, message=message, timings=run.timings):
             self._settled(job, "failed", code, message)
 
-    def _settled(self, job: Job, status: str, code: str | None = None,
-                 message: str | None = None) -> None:
+    def _settled(
+        self, job: Job, status: str, code: str | None = None, message: str | None = None
+    ) -> None:
         """Bookkeeping once a job is final: metric, uploaded inputs removed, notifications."""
         self.metrics.jobs_total.labels(status=status).inc()
         shutil.rmtree(self.config.upload_dir(job.id), ignore_errors=True)

@@ -31,6 +31,7 @@ PROJECT = "dynamics-test"
 
 # ------------------------------------------------------------------ orchestrator stand-in --
 
+
 @dataclass
 class StandInOrchestrator:
     """Implements `Orchestrator.run` without the gRPC services: it walks the stages, reports
@@ -48,8 +49,14 @@ class StandInOrchestrator:
     started: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def run(self, spec: JobSpec, work_dir: Path, *, on_progress: Callable[[ProgressUpdate], None],
-            cancel: threading.Event) -> JobResult:
+    def run(
+        self,
+        spec: JobSpec,
+        work_dir: Path,
+        *,
+        on_progress: Callable[[ProgressUpdate], None],
+        cancel: threading.Event,
+    ) -> JobResult:
         begin = time.monotonic()
         self.started.set()
         try:
@@ -87,6 +94,7 @@ class StandInOrchestrator:
 
 # ------------------------------------------------------------------------ local endpoints --
 
+
 @dataclass
 class Recorded:
     method: str
@@ -101,8 +109,11 @@ class LocalEndpoint:
     `replies` is consumed one per request: (status, JSON body); the last entry repeats.
     """
 
-    def __init__(self, replies: list[tuple[int, object]] | None = None,
-                 static: dict[str, bytes] | None = None) -> None:
+    def __init__(
+        self,
+        replies: list[tuple[int, object]] | None = None,
+        static: dict[str, bytes] | None = None,
+    ) -> None:
         self.requests: list[Recorded] = []
         self.replies = list(replies or [(200, {"ok": True})])
         self.static = static or {}
@@ -115,11 +126,17 @@ class LocalEndpoint:
             def _answer(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                endpoint.requests.append(Recorded(self.command, self.path, dict(self.headers), body))
+                endpoint.requests.append(
+                    Recorded(self.command, self.path, dict(self.headers), body)
+                )
                 if self.path in endpoint.static:
                     status, payload = 200, endpoint.static[self.path]
                 else:
-                    reply = endpoint.replies.pop(0) if len(endpoint.replies) > 1 else endpoint.replies[0]
+                    reply = (
+                        endpoint.replies.pop(0)
+                        if len(endpoint.replies) > 1
+                        else endpoint.replies[0]
+                    )
                     status, payload = reply[0], json.dumps(reply[1]).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -144,6 +161,7 @@ class LocalEndpoint:
 
 # --------------------------------------------------------------------------- ID tokens --
 
+
 class TokenFactory:
     """Signs Firebase-shaped RS256 ID tokens with a test key; `certs` is what Google would serve."""
 
@@ -152,24 +170,36 @@ class TokenFactory:
         self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "securetoken test")])
         now = dt.datetime.now(dt.timezone.utc)
-        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-                .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
-                .not_valid_before(now - dt.timedelta(days=1))
-                .not_valid_after(now + dt.timedelta(days=1)).sign(self.key, hashes.SHA256()))
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(self.key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .sign(self.key, hashes.SHA256())
+        )
         self.certs = {kid: cert.public_bytes(serialization.Encoding.PEM).decode()}
 
-    def token(self, uid: str, *, audience: str | None = None, expires_in: int = 3600,
-              issued_ago: int = 10) -> str:
+    def token(
+        self, uid: str, *, audience: str | None = None, expires_in: int = 3600, issued_ago: int = 10
+    ) -> str:
         now = int(time.time())
         claims = {
             "iss": f"https://securetoken.google.com/{self.project}",
-            "aud": audience or self.project, "sub": uid, "user_id": uid,
-            "iat": now - issued_ago, "auth_time": now - issued_ago, "exp": now + expires_in,
+            "aud": audience or self.project,
+            "sub": uid,
+            "user_id": uid,
+            "iat": now - issued_ago,
+            "auth_time": now - issued_ago,
+            "exp": now + expires_in,
         }
         return jwt.encode(claims, self.key, algorithm="RS256", headers={"kid": self.kid})
 
 
 # ------------------------------------------------------------------------------- media --
+
 
 def png_bytes(size: tuple[int, int] = (96, 80)) -> bytes:
     buffer = io.BytesIO()
@@ -180,24 +210,54 @@ def png_bytes(size: tuple[int, int] = (96, 80)) -> bytes:
 def make_video(path: Path, seconds: float = 0.4) -> Path:
     """A tiny H.264 + AAC MP4 made by FFmpeg from its test sources."""
     subprocess.run(
-        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
-         "-f", "lavfi", "-i", f"testsrc=size=64x48:rate=10:duration={seconds}",
-         "-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}",
-         "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac",
-         "-shortest", str(path)],
-        check=True, timeout=60,
+        [
+            "ffmpeg",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            f"testsrc=size=64x48:rate=10:duration={seconds}",
+            "-f",
+            "lavfi",
+            "-i",
+            f"sine=frequency=440:duration={seconds}",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            "-shortest",
+            str(path),
+        ],
+        check=True,
+        timeout=60,
     )
     return path
 
 
 # ------------------------------------------------------------------------------ gateway --
 
+
 def gateway_config(tmp_path: Path, **overrides) -> GatewayConfig:
     """Local-mode defaults tuned for fast tests."""
     base = GatewayConfig(
-        port=0, data_dir=tmp_path / "gateway", auth_mode="none", workers=1, job_lease_s=5.0,
-        heartbeat_s=0.1, poll_s=0.05, sse_poll_s=0.05, public_url="http://testserver",
-        allow_http_urls=True, fetch_trusted_networks=("127.0.0.0/8",),
+        port=0,
+        data_dir=tmp_path / "gateway",
+        auth_mode="none",
+        workers=1,
+        job_lease_s=5.0,
+        heartbeat_s=0.1,
+        poll_s=0.05,
+        sse_poll_s=0.05,
+        public_url="http://testserver",
+        allow_http_urls=True,
+        fetch_trusted_networks=("127.0.0.0/8",),
         webhook_allow_private=True,
     )
     return replace(base, **overrides)

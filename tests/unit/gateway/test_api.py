@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from concurrent import futures
+from pathlib import Path
 
 import grpc
 import pytest
@@ -45,8 +46,10 @@ def client(make_client) -> TestClient:
 
 
 def upload(client, video_bytes, *, headers=None, **fields):
-    files = {"source": ("me.png", png_bytes(), "image/png"),
-             "driving": ("hero.mp4", video_bytes, "video/mp4")}
+    files = {
+        "source": ("me.png", png_bytes(), "image/png"),
+        "driving": ("hero.mp4", video_bytes, "video/mp4"),
+    }
     data = {k: v if isinstance(v, str) else json.dumps(v) for k, v in fields.items()}
     return client.post("/v1/jobs", files=files, data=data, headers=headers or {})
 
@@ -59,8 +62,13 @@ def assert_error(response, status: int, code: str) -> dict:
 
 
 def test_multipart_upload_is_queued_and_readable(client, video_bytes):
-    response = upload(client, video_bytes, seconds="5", source_max_dim="512",
-                      options={"relative_motion": False, "driving_multiplier": 1.5})
+    response = upload(
+        client,
+        video_bytes,
+        seconds="5",
+        source_max_dim="512",
+        options={"relative_motion": False, "driving_multiplier": 1.5},
+    )
     assert response.status_code == 202, response.text
     job = response.json()
     assert job["status"] == "queued" and job["progress"] == 0.0 and job["error"] is None
@@ -70,13 +78,19 @@ def test_multipart_upload_is_queued_and_readable(client, video_bytes):
     store = client.app.state.gateway.store
     spec = store.get(job["id"]).spec
     assert spec["seconds"] == 5.0 and spec["source_max_dim"] == 512
-    assert spec["options"]["relative_motion"] is False and spec["options"]["driving_multiplier"] == 1.5
-    assert open(spec["driving"]["path"], "rb").read() == video_bytes
+    assert (
+        spec["options"]["relative_motion"] is False and spec["options"]["driving_multiplier"] == 1.5
+    )
+    assert Path(spec["driving"]["path"]).read_bytes() == video_bytes
 
 
 def test_json_job_with_urls(client):
-    body = {"source_url": "http://127.0.0.1:9/me.png", "driving_url": "http://127.0.0.1:9/v.mp4",
-            "webhook_url": "http://127.0.0.1:9/hook", "fcm_token": "device-1"}
+    body = {
+        "source_url": "http://127.0.0.1:9/me.png",
+        "driving_url": "http://127.0.0.1:9/v.mp4",
+        "webhook_url": "http://127.0.0.1:9/hook",
+        "fcm_token": "device-1",
+    }
     response = client.post("/v1/jobs", json=body)
     assert response.status_code == 202, response.text
     stored = client.app.state.gateway.store.get(response.json()["id"])
@@ -84,29 +98,100 @@ def test_json_job_with_urls(client):
     assert stored.notify == {"fcm_token": "device-1", "webhook_url": body["webhook_url"]}
 
 
-@pytest.mark.parametrize("body, status, code", [
-    ({"driving_url": "http://127.0.0.1:9/v.mp4"}, 422, "invalid_request"),
-    ({"source_url": "ftp://127.0.0.1/a.png", "driving_url": "http://127.0.0.1:9/v.mp4"}, 422, "url_refused"),
-    ({"source_url": "http://10.1.2.3/a.png", "driving_url": "http://127.0.0.1:9/v.mp4"}, 422, "url_refused"),
-    ({"source_url": "http://127.0.0.1:9/a", "driving_url": "http://127.0.0.1:9/b", "seconds": 11}, 422, "invalid_request"),
-    ({"source_url": "http://127.0.0.1:9/a", "driving_url": "http://127.0.0.1:9/b", "seconds": -1}, 422, "invalid_request"),
-    ({"source_url": "http://127.0.0.1:9/a", "driving_url": "http://127.0.0.1:9/b", "options": {"warp": 1}}, 422, "invalid_request"),
-    ({"source_url": "http://127.0.0.1:9/a", "driving_url": "http://127.0.0.1:9/b", "source_max_dim": 99999}, 422, "invalid_request"),
-    ({"source_url": "http://127.0.0.1:9/a", "driving_url": "http://127.0.0.1:9/b", "webhook_url": "gopher://x"}, 422, "invalid_webhook_url"),
-    ({"source_url": "http://127.0.0.1:9/a", "driving_url": "http://127.0.0.1:9/b", "surprise": True}, 422, "invalid_request"),
-])
+@pytest.mark.parametrize(
+    "body, status, code",
+    [
+        ({"driving_url": "http://127.0.0.1:9/v.mp4"}, 422, "invalid_request"),
+        (
+            {"source_url": "ftp://127.0.0.1/a.png", "driving_url": "http://127.0.0.1:9/v.mp4"},
+            422,
+            "url_refused",
+        ),
+        (
+            {"source_url": "http://10.1.2.3/a.png", "driving_url": "http://127.0.0.1:9/v.mp4"},
+            422,
+            "url_refused",
+        ),
+        (
+            {
+                "source_url": "http://127.0.0.1:9/a",
+                "driving_url": "http://127.0.0.1:9/b",
+                "seconds": 11,
+            },
+            422,
+            "invalid_request",
+        ),
+        (
+            {
+                "source_url": "http://127.0.0.1:9/a",
+                "driving_url": "http://127.0.0.1:9/b",
+                "seconds": -1,
+            },
+            422,
+            "invalid_request",
+        ),
+        (
+            {
+                "source_url": "http://127.0.0.1:9/a",
+                "driving_url": "http://127.0.0.1:9/b",
+                "options": {"warp": 1},
+            },
+            422,
+            "invalid_request",
+        ),
+        (
+            {
+                "source_url": "http://127.0.0.1:9/a",
+                "driving_url": "http://127.0.0.1:9/b",
+                "source_max_dim": 99999,
+            },
+            422,
+            "invalid_request",
+        ),
+        (
+            {
+                "source_url": "http://127.0.0.1:9/a",
+                "driving_url": "http://127.0.0.1:9/b",
+                "webhook_url": "gopher://x",
+            },
+            422,
+            "invalid_webhook_url",
+        ),
+        (
+            {
+                "source_url": "http://127.0.0.1:9/a",
+                "driving_url": "http://127.0.0.1:9/b",
+                "surprise": True,
+            },
+            422,
+            "invalid_request",
+        ),
+    ],
+)
 def test_json_validation_errors(client, body, status, code):
     assert_error(client.post("/v1/jobs", json=body), status, code)
 
 
 def test_malformed_bodies(client, video_bytes):
-    assert_error(client.post("/v1/jobs", content=b"{not json",
-                             headers={"Content-Type": "application/json"}), 400, "malformed_json")
-    assert_error(client.post("/v1/jobs", content=b"x", headers={"Content-Type": "text/plain"}),
-                 415, "unsupported_media_type")
-    assert_error(client.post("/v1/jobs", content=b"--zz\r\nbroken",
-                             headers={"Content-Type": "multipart/form-data; boundary=zz"}),
-                 400, "bad_multipart")
+    assert_error(
+        client.post("/v1/jobs", content=b"{not json", headers={"Content-Type": "application/json"}),
+        400,
+        "malformed_json",
+    )
+    assert_error(
+        client.post("/v1/jobs", content=b"x", headers={"Content-Type": "text/plain"}),
+        415,
+        "unsupported_media_type",
+    )
+    assert_error(
+        client.post(
+            "/v1/jobs",
+            content=b"--zz\r\nbroken",
+            headers={"Content-Type": "multipart/form-data; boundary=zz"},
+        ),
+        400,
+        "bad_multipart",
+    )
     assert_error(upload(client, video_bytes, options="{nope"), 422, "invalid_request")
     assert_error(upload(client, video_bytes, seconds="ten"), 422, "invalid_request")
     both = upload(client, video_bytes, source_url="http://127.0.0.1:9/a.png")
@@ -115,21 +200,39 @@ def test_malformed_bodies(client, video_bytes):
 
 
 def test_unusable_uploads_are_refused_with_a_reason(client, video_bytes):
-    bad_image = client.post("/v1/jobs", files={"source": ("me.png", b"\x89PNG\r\n\x1a\nbroken", "image/png"),
-                                               "driving": ("v.mp4", video_bytes, "video/mp4")})
+    bad_image = client.post(
+        "/v1/jobs",
+        files={
+            "source": ("me.png", b"\x89PNG\r\n\x1a\nbroken", "image/png"),
+            "driving": ("v.mp4", video_bytes, "video/mp4"),
+        },
+    )
     assert bad_image.status_code == 422 and bad_image.json()["error"]["code"] != "internal"
-    bad_video = client.post("/v1/jobs", files={"source": ("me.png", png_bytes(), "image/png"),
-                                               "driving": ("v.mp4", b"\x00" * 1000, "video/mp4")})
+    bad_video = client.post(
+        "/v1/jobs",
+        files={
+            "source": ("me.png", png_bytes(), "image/png"),
+            "driving": ("v.mp4", b"\x00" * 1000, "video/mp4"),
+        },
+    )
     assert bad_video.status_code == 422 and bad_video.json()["error"]["code"] != "internal"
 
 
 def test_size_limits_give_413(make_client, video_bytes):
     client = make_client(max_image_bytes=1000, max_video_bytes=len(video_bytes) + 10)
-    big = client.post("/v1/jobs", files={"source": ("me.png", b"\x00" * 5000, "image/png"),
-                                         "driving": ("v.mp4", video_bytes, "video/mp4")})
+    big = client.post(
+        "/v1/jobs",
+        files={
+            "source": ("me.png", b"\x00" * 5000, "image/png"),
+            "driving": ("v.mp4", video_bytes, "video/mp4"),
+        },
+    )
     assert "'source'" in assert_error(big, 413, "too_large")["message"]
-    huge = client.post("/v1/jobs", content=b"x", headers={
-        "Content-Type": "multipart/form-data; boundary=zz", "Content-Length": str(10**9)})
+    huge = client.post(
+        "/v1/jobs",
+        content=b"x",
+        headers={"Content-Type": "multipart/form-data; boundary=zz", "Content-Length": str(10**9)},
+    )
     assert_error(huge, 413, "too_large")
 
 
@@ -138,10 +241,16 @@ def test_idempotency_key_returns_the_same_job(client, video_bytes):
     second = upload(client, video_bytes, headers={"Idempotency-Key": "order-42"})
     other = upload(client, video_bytes, headers={"Idempotency-Key": "order-43"})
     assert first.status_code == second.status_code == 202
-    assert second.json()["id"] == first.json()["id"] and second.headers["Idempotent-Replayed"] == "true"
+    assert (
+        second.json()["id"] == first.json()["id"]
+        and second.headers["Idempotent-Replayed"] == "true"
+    )
     assert other.json()["id"] != first.json()["id"]
-    assert_error(upload(client, video_bytes, headers={"Idempotency-Key": "x" * 201}), 400,
-                 "bad_idempotency_key")
+    assert_error(
+        upload(client, video_bytes, headers={"Idempotency-Key": "x" * 201}),
+        400,
+        "bad_idempotency_key",
+    )
 
 
 def test_pagination_walks_every_job_once(make_client):
@@ -193,15 +302,25 @@ def test_result_before_success_is_409_and_cancel_of_queued_job(client):
 
 def test_openapi_health_and_metrics(client):
     spec = client.get("/openapi.json").json()
-    assert {"/v1/jobs", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/events",
-            "/v1/jobs/{job_id}/result"} <= set(spec["paths"])
+    assert {
+        "/v1/jobs",
+        "/v1/jobs/{job_id}",
+        "/v1/jobs/{job_id}/events",
+        "/v1/jobs/{job_id}/result",
+    } <= set(spec["paths"])
     content = spec["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]
     assert {"application/json", "multipart/form-data"} <= set(content)
     assert client.get("/healthz").json() == {"status": "ok"}
     text = client.get("/metrics").text
-    for name in ("dynamics_stage_seconds", "dynamics_job_seconds", "dynamics_queue_wait_seconds",
-                 "dynamics_jobs_total", "dynamics_queue_depth", "dynamics_job_gpu_seconds",
-                 "dynamics_motion_cache_total"):
+    for name in (
+        "dynamics_stage_seconds",
+        "dynamics_job_seconds",
+        "dynamics_queue_wait_seconds",
+        "dynamics_jobs_total",
+        "dynamics_queue_depth",
+        "dynamics_job_gpu_seconds",
+        "dynamics_motion_cache_total",
+    ):
         assert name in text
 
 
@@ -210,7 +329,11 @@ def _health_server(serving: bool) -> tuple[grpc.Server, int]:
     servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
-    status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+    status = (
+        health_pb2.HealthCheckResponse.SERVING
+        if serving
+        else health_pb2.HealthCheckResponse.NOT_SERVING
+    )
     for name in (FACE_DETECT_SERVICE, ANIMATOR_SERVICE, ENCODER_SERVICE):
         servicer.set(name, status)
     server.start()
@@ -225,12 +348,19 @@ def test_readyz_follows_downstream_health(make_client):
         ready = make_client(face_detect_addr=address, animator_addr=address, encoder_addr=address)
         answer = ready.get("/readyz")
         assert answer.status_code == 200 and answer.json()["checks"]["animator"] == "SERVING"
-        not_ready = make_client(face_detect_addr=address, animator_addr=f"127.0.0.1:{down_port}",
-                                encoder_addr="127.0.0.1:1")
+        not_ready = make_client(
+            face_detect_addr=address,
+            animator_addr=f"127.0.0.1:{down_port}",
+            encoder_addr="127.0.0.1:1",
+        )
         answer = not_ready.get("/readyz")
         assert answer.status_code == 503
-        assert answer.json()["checks"] | {} == {"database": "ok", "face_detect": "SERVING",
-                                                "animator": "NOT_SERVING", "encoder": "UNREACHABLE"}
+        assert answer.json()["checks"] | {} == {
+            "database": "ok",
+            "face_detect": "SERVING",
+            "animator": "NOT_SERVING",
+            "encoder": "UNREACHABLE",
+        }
     finally:
         up.stop(0)
         down.stop(0)

@@ -21,9 +21,14 @@ def tokens() -> TokenFactory:
 @pytest.fixture
 def client(tmp_path, tokens):
     certs = LocalEndpoint(static={"/certs": json.dumps(tokens.certs).encode()})
-    gateway = build_gateway(tmp_path, None, auth_mode="firebase", firebase_project_id=PROJECT,
-                            firebase_credentials="anonymous",
-                            firebase_cert_url=f"{certs.url}/certs")
+    gateway = build_gateway(
+        tmp_path,
+        None,
+        auth_mode="firebase",
+        firebase_project_id=PROJECT,
+        firebase_credentials="anonymous",
+        firebase_cert_url=f"{certs.url}/certs",
+    )
     with TestClient(gateway.app, raise_server_exceptions=False) as test_client:
         yield test_client
     gateway.close()
@@ -38,16 +43,21 @@ def test_valid_token_creates_and_reads_own_job(client, tokens):
     created = client.post("/v1/jobs", json=BODY, headers=bearer(tokens.token("alice")))
     assert created.status_code == 202, created.text
     job_id = created.json()["id"]
-    assert client.get(f"/v1/jobs/{job_id}", headers=bearer(tokens.token("alice"))).status_code == 200
+    assert (
+        client.get(f"/v1/jobs/{job_id}", headers=bearer(tokens.token("alice"))).status_code == 200
+    )
     assert client.app.state.gateway.store.get(job_id).owner == "alice"
 
 
-@pytest.mark.parametrize("headers, code", [
-    ({}, "missing_token"),
-    ({"Authorization": "Basic YWxpY2U6cHc="}, "malformed_authorization"),
-    ({"Authorization": "Bearer"}, "malformed_authorization"),
-    ({"Authorization": "Bearer not.a.jwt"}, "invalid_token"),
-])
+@pytest.mark.parametrize(
+    "headers, code",
+    [
+        ({}, "missing_token"),
+        ({"Authorization": "Basic YWxpY2U6cHc="}, "malformed_authorization"),
+        ({"Authorization": "Bearer"}, "malformed_authorization"),
+        ({"Authorization": "Bearer not.a.jwt"}, "invalid_token"),
+    ],
+)
 def test_missing_or_malformed_credentials_are_401(client, headers, code):
     response = client.get("/v1/jobs", headers=headers)
     assert response.status_code == 401
@@ -57,7 +67,9 @@ def test_missing_or_malformed_credentials_are_401(client, headers, code):
 
 def test_expired_wrong_audience_and_foreign_key_are_401(client, tokens):
     expired = tokens.token("alice", expires_in=-600, issued_ago=4000)
-    assert client.get("/v1/jobs", headers=bearer(expired)).json()["error"]["code"] == "token_expired"
+    assert (
+        client.get("/v1/jobs", headers=bearer(expired)).json()["error"]["code"] == "token_expired"
+    )
     wrong_aud = tokens.token("alice", audience="another-project")
     answer = client.get("/v1/jobs", headers=bearer(wrong_aud))
     assert answer.status_code == 401 and answer.json()["error"]["code"] == "invalid_token"
@@ -69,8 +81,12 @@ def test_expired_wrong_audience_and_foreign_key_are_401(client, tokens):
 def test_other_users_jobs_are_404_and_not_listed(client, tokens):
     alice, bob = bearer(tokens.token("alice")), bearer(tokens.token("bob"))
     job_id = client.post("/v1/jobs", json=BODY, headers=alice).json()["id"]
-    for method, path in (("GET", f"/v1/jobs/{job_id}"), ("DELETE", f"/v1/jobs/{job_id}"),
-                         ("GET", f"/v1/jobs/{job_id}/result"), ("GET", f"/v1/jobs/{job_id}/events")):
+    for method, path in (
+        ("GET", f"/v1/jobs/{job_id}"),
+        ("DELETE", f"/v1/jobs/{job_id}"),
+        ("GET", f"/v1/jobs/{job_id}/result"),
+        ("GET", f"/v1/jobs/{job_id}/events"),
+    ):
         answer = client.request(method, path, headers=bob)
         assert answer.status_code == 404 and answer.json()["error"]["code"] == "not_found", path
     assert client.get("/v1/jobs", headers=bob).json()["jobs"] == []

@@ -23,7 +23,10 @@ class FakeClock:
         self.now += seconds
 
 
-SPEC = {"source": {"path": "a.png", "url": None}, "driving": {"path": None, "url": "https://x/v.mp4"}}
+SPEC = {
+    "source": {"path": "a.png", "url": None},
+    "driving": {"path": None, "url": "https://x/v.mp4"},
+}
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -47,7 +50,9 @@ def store(db_url, clock):
 
 def test_create_get_and_owner_isolation(store):
     job, created = store.create("alice", SPEC, notify={"fcm_token": "t"})
-    assert created and job.status == "queued" and job.spec == SPEC and job.notify == {"fcm_token": "t"}
+    assert (
+        created and job.status == "queued" and job.spec == SPEC and job.notify == {"fcm_token": "t"}
+    )
     assert store.get(job.id, owner="alice").id == job.id
     assert store.get(job.id, owner="bob") is None
     assert store.get("missing") is None
@@ -101,12 +106,33 @@ def test_expired_lease_is_reclaimed_and_old_worker_is_fenced(store, clock):
     new = store.claim("w2", 10, 3)
     assert new.id == job.id and new.attempts == 2 and new.lease_token != old.lease_token
     assert store.renew(job.id, old.lease_token, 10) == (False, False)
-    assert not store.progress(job.id, old.lease_token, stage="animate", frames_done=1,
-                              frames_total=2, eta_seconds=1.0, timings={})
-    assert not store.finish(job.id, old.lease_token, result_key="r", timings={},
-                            cache_hit=False, random_weights=True, frames=2)
-    assert store.finish(job.id, new.lease_token, result_key="r", timings={"animate": 1.5},
-                        cache_hit=True, random_weights=True, frames=2)
+    assert not store.progress(
+        job.id,
+        old.lease_token,
+        stage="animate",
+        frames_done=1,
+        frames_total=2,
+        eta_seconds=1.0,
+        timings={},
+    )
+    assert not store.finish(
+        job.id,
+        old.lease_token,
+        result_key="r",
+        timings={},
+        cache_hit=False,
+        random_weights=True,
+        frames=2,
+    )
+    assert store.finish(
+        job.id,
+        new.lease_token,
+        result_key="r",
+        timings={"animate": 1.5},
+        cache_hit=True,
+        random_weights=True,
+        frames=2,
+    )
     done = store.get(job.id)
     assert done.status == "succeeded" and done.timings == {"animate": 1.5} and done.cache_hit
 
@@ -151,7 +177,11 @@ def test_requeue_fail_and_usage(store, clock):
     assert lease.attempts == 2
     assert store.fail(job.id, lease.lease_token, code="no_face", message="No face.", timings={})
     failed = store.get(job.id)
-    assert (failed.status, failed.error_code, failed.error_message) == ("failed", "no_face", "No face.")
+    assert (failed.status, failed.error_code, failed.error_message) == (
+        "failed",
+        "no_face",
+        "No face.",
+    )
     clock.advance(10)
     store.create("a", SPEC)
     active, recent, oldest = store.usage("a", since=clock.now - 5)

@@ -48,9 +48,14 @@ def run_gateway(tmp_path):
 
 
 def submit(client, video_bytes, **headers) -> str:
-    response = client.post("/v1/jobs", headers=headers, files={
-        "source": ("me.png", png_bytes(), "image/png"),
-        "driving": ("hero.mp4", video_bytes, "video/mp4")})
+    response = client.post(
+        "/v1/jobs",
+        headers=headers,
+        files={
+            "source": ("me.png", png_bytes(), "image/png"),
+            "driving": ("hero.mp4", video_bytes, "video/mp4"),
+        },
+    )
     assert response.status_code == 202, response.text
     return response.json()["id"]
 
@@ -59,6 +64,7 @@ def final(client, job_id: str, timeout: float = 15.0) -> dict:
     def done():
         view = client.get(f"/v1/jobs/{job_id}").json()
         return view if view["status"] in ("succeeded", "failed", "cancelled") else None
+
     return wait_for(done, timeout)
 
 
@@ -78,7 +84,10 @@ def test_job_runs_to_a_downloadable_result_with_timings_and_metrics(run_gateway,
     assert 'dynamics_stage_seconds_count{stage="upload"} 1.0' in metrics
     assert "dynamics_queue_wait_seconds_count 1.0" in metrics
     gateway_dir = client.app.state.gateway.config.data_dir
-    assert not (gateway_dir / "uploads" / job_id).exists() and not (gateway_dir / "work" / job_id).exists()
+    assert (
+        not (gateway_dir / "uploads" / job_id).exists()
+        and not (gateway_dir / "work" / job_id).exists()
+    )
 
 
 def test_sse_streams_progress_until_the_end(run_gateway, video_bytes):
@@ -90,7 +99,7 @@ def test_sse_streams_progress_until_the_end(run_gateway, video_bytes):
         assert stream.headers["content-type"].startswith("text/event-stream")
         for line in stream.iter_lines():
             if line.startswith("data: "):
-                events.append(json.loads(line[len("data: "):]))
+                events.append(json.loads(line[len("data: ") :]))
     assert events[-1]["status"] == "succeeded"
     done = [e["frames_done"] for e in events]
     assert done == sorted(done) and len(set(done)) >= 3
@@ -111,10 +120,12 @@ def test_delete_cancels_a_running_job(run_gateway, video_bytes):
 
 
 def test_failures_retryable_and_final(run_gateway, video_bytes):
-    orchestrator = StandInOrchestrator(failures=[
-        JobFailed("service_unavailable", "The animator is unavailable.", retryable=True),
-        JobFailed("no_face", "No face was found in the photo."),
-    ])
+    orchestrator = StandInOrchestrator(
+        failures=[
+            JobFailed("service_unavailable", "The animator is unavailable.", retryable=True),
+            JobFailed("no_face", "No face was found in the photo."),
+        ]
+    )
     client = run_gateway(orchestrator)
     job_id = submit(client, video_bytes)
     view = final(client, job_id)
@@ -141,8 +152,14 @@ def test_dead_workers_job_is_reclaimed_after_its_lease(run_gateway, video_bytes)
     store = client.app.state.gateway.store
     assert store.claim("crashed-worker", lease_s=0.3, max_attempts=3).id == job_id
     config = client.app.state.gateway.config
-    pool = WorkerPool(config, store, orchestrator, LocalStorage(config.data_dir / "results"),
-                      None, GatewayMetrics())
+    pool = WorkerPool(
+        config,
+        store,
+        orchestrator,
+        LocalStorage(config.data_dir / "results"),
+        None,
+        GatewayMetrics(),
+    )
     pool.start(1)
     try:
         view = final(client, job_id)
@@ -164,20 +181,37 @@ def test_worker_that_loses_its_lease_stops_and_writes_nothing(run_gateway, video
     rival = store.claim("rival", lease_s=60, max_attempts=3)
     assert rival.id == job_id
     wait_for(lambda: orchestrator.cancelled == [job_id])
-    assert store.finish(job_id, rival.lease_token, result_key="rival", timings={},
-                        cache_hit=False, random_weights=False, frames=1)
+    assert store.finish(
+        job_id,
+        rival.lease_token,
+        result_key="rival",
+        timings={},
+        cache_hit=False,
+        random_weights=False,
+        frames=1,
+    )
     assert store.get(job_id).result_key == "rival"
 
 
-@pytest.mark.parametrize("engine", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+@pytest.mark.parametrize(
+    "engine", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
 def test_two_replicas_never_run_a_job_twice(request, tmp_path, video_bytes, engine):
-    url = (f"sqlite:///{tmp_path / 'shared.sqlite3'}" if engine == "sqlite"
-           else request.getfixturevalue("postgres_url"))
+    url = (
+        f"sqlite:///{tmp_path / 'shared.sqlite3'}"
+        if engine == "sqlite"
+        else request.getfixturevalue("postgres_url")
+    )
     orchestrator = StandInOrchestrator(frames=3, frame_s=0.005)
     gateways, clients = [], []
     for index in range(2):
-        gateway = build_gateway(tmp_path / f"replica{index}", orchestrator, database_url=url,
-                                workers=2, max_active_jobs=50)
+        gateway = build_gateway(
+            tmp_path / f"replica{index}",
+            orchestrator,
+            database_url=url,
+            workers=2,
+            max_active_jobs=50,
+        )
         gateways.append(gateway)
         clients.append(TestClient(gateway.app, raise_server_exceptions=False).__enter__())
     try:
@@ -200,7 +234,15 @@ def test_config_rejects_bad_values():
         GatewayConfig.from_env({})
     with pytest.raises(ConfigError, match="DATABASE_URL"):
         GatewayConfig.from_env({"GATEWAY_AUTH_MODE": "none", "DATABASE_URL": "mysql://x"})
-    config = GatewayConfig.from_env({"GATEWAY_AUTH_MODE": "none", "JOB_LEASE_S": "9",
-                                     "FETCH_TRUSTED_NETWORKS": "10.0.0.0/8, 127.0.0.1/32"})
-    assert config.lease_heartbeat_s == 3.0 and config.fetch_trusted_networks == ("10.0.0.0/8", "127.0.0.1/32")
+    config = GatewayConfig.from_env(
+        {
+            "GATEWAY_AUTH_MODE": "none",
+            "JOB_LEASE_S": "9",
+            "FETCH_TRUSTED_NETWORKS": "10.0.0.0/8, 127.0.0.1/32",
+        }
+    )
+    assert config.lease_heartbeat_s == 3.0 and config.fetch_trusted_networks == (
+        "10.0.0.0/8",
+        "127.0.0.1/32",
+    )
     assert gateway_config  # harness defaults build a valid config

@@ -1,0 +1,107 @@
+"""A stored job: the table's schema, the decoded row, and page cursors."""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+ACTIVE = ("queued", "running")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    status TEXT NOT NULL,
+    stage TEXT NOT NULL DEFAULT 'queued',
+    frames_done INTEGER NOT NULL DEFAULT 0,
+    frames_total INTEGER NOT NULL DEFAULT 0,
+    eta_seconds DOUBLE PRECISION,
+    timings TEXT NOT NULL DEFAULT '{}',
+    spec TEXT NOT NULL,
+    notify TEXT NOT NULL DEFAULT '{}',
+    error_code TEXT,
+    error_message TEXT,
+    result_key TEXT,
+    cache_hit INTEGER,
+    random_weights INTEGER,
+    idempotency_key TEXT,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    lease_token TEXT,
+    lease_expires DOUBLE PRECISION,
+    created_at DOUBLE PRECISION NOT NULL,
+    started_at DOUBLE PRECISION,
+    finished_at DOUBLE PRECISION,
+    updated_at DOUBLE PRECISION NOT NULL
+)
+"""
+INDEXES = (
+    "CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (status, created_at)",
+    "CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, created_at)",
+    "CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs (owner, idempotency_key)",
+)
+CLAIMABLE = (
+    "cancel_requested = 0 AND (status = 'queued' OR (status = 'running' AND lease_expires < ?))"
+)
+
+
+@dataclass
+class Job:
+    """One row of the job table, decoded."""
+
+    id: str
+    owner: str
+    status: str
+    stage: str
+    spec: dict[str, Any]
+    created_at: float
+    updated_at: float
+    frames_done: int = 0
+    frames_total: int = 0
+    eta_seconds: float | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    notify: dict[str, Any] = field(default_factory=dict)
+    error_code: str | None = None
+    error_message: str | None = None
+    result_key: str | None = None
+    cache_hit: bool | None = None
+    random_weights: bool | None = None
+    idempotency_key: str | None = None
+    cancel_requested: bool = False
+    attempts: int = 0
+    lease_token: str | None = None
+    lease_expires: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Job:
+        data = dict(row)
+        for key in ("spec", "timings", "notify"):
+            data[key] = json.loads(data[key]) if data[key] else {}
+        for key in ("cache_hit", "random_weights"):
+            data[key] = None if data[key] is None else bool(data[key])
+        data["cancel_requested"] = bool(data["cancel_requested"])
+        return cls(**data)
+
+
+def encode_cursor(job: Job) -> str:
+    raw = json.dumps([job.created_at, job.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[float, str]:
+    """Inverse of `encode_cursor`; raises ValueError on anything else."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created_at, job_id = json.loads(raw)
+        return float(created_at), str(job_id)
+    except Exception as exc:
+        raise ValueError("malformed page cursor") from exc
