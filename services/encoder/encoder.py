@@ -6,7 +6,8 @@ Lifecycle of an `EncodeSession` (all state lives in its own temporary directory)
     session.add_frame(index, rgb) ...           # FFmpeg starts with frame 0; frames stream in
     result = session.finish()                   # closes stdin, waits, muxes audio
     for chunk in session.read_chunks(): ...     # the finished MP4
-    session.close()                             # removes the temp dir (abort() kills FFmpeg too)
+    session.abort()                             # kills FFmpeg if still running, removes the dir
+`with EncodeSession(...) as session:` calls abort() on the way out, whatever happened.
 Frames are never collected: each one is written to FFmpeg's stdin and dropped.
 """
 
@@ -233,23 +234,13 @@ class EncodeSession:
             self._aborted = True
             if self._process is not None:
                 self._process.kill()
-        self._remove_tmp()
-
-    def close(self) -> None:
-        """Normal end: remove the temporary directory (FFmpeg has exited by now)."""
-        if self._process is not None and self._process.proc.poll() is None:
-            self.abort()
-            return
-        self._remove_tmp()
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
     def __enter__(self) -> EncodeSession:  # noqa: PYI034 - typing.Self needs Python 3.11
         return self
 
     def __exit__(self, *exc_info) -> None:
         self.abort()
-
-    def _remove_tmp(self) -> None:
-        shutil.rmtree(self.tmp, ignore_errors=True)
 
     def _check_alive(self) -> None:
         if self._aborted:

@@ -84,21 +84,34 @@ class _Sampler:
         self.beta = (src_y - iy.astype(np.float32))[:, :, None]  # h x w x 1
         ix, iy = ix.astype(np.int64), iy.astype(np.int64)
         ch, cw = crop_hw
+        self.crop_hw = (ch, cw)
+        # Flat pixel index of each of the 4 neighbours; taps outside the crop read entry ch*cw,
+        # a black pixel appended to the table (OpenCV's constant black border).
         self.taps = []
         for dy in (0, 1):
             for dx in (0, 1):
                 yy, xx = iy + dy, ix + dx
                 inside = (yy >= 0) & (yy < ch) & (xx >= 0) & (xx < cw)  # h x w
-                flat = np.where(inside, np.clip(yy, 0, ch - 1) * cw + np.clip(xx, 0, cw - 1), 0)
-                self.taps.append((flat, inside[:, :, None]))
+                self.taps.append(np.where(inside, yy * cw + xx, ch * cw).astype(np.intp))
+
+    def _gather(self, crop: np.ndarray) -> list[np.ndarray]:
+        # One 32-bit word per RGB(A) pixel makes the 4 gathers single-element takes.
+        ch, cw = self.crop_hw
+        channels = crop.shape[2]
+        table = np.zeros((ch * cw + 1, 4), np.uint8)  # (ch*cw + 1) x 4
+        table[:-1, :channels] = crop.reshape(-1, channels)
+        words = table.view(np.uint32)[:, 0]  # ch*cw + 1
+        return [np.take(words, idx).view(np.uint8).reshape(*idx.shape, 4)[:, :, :channels]
+                .astype(np.float32) for idx in self.taps]  # 4 x (h x w x C)
 
     def warp(self, crop: np.ndarray) -> np.ndarray:
         """Sample the crop (ch x cw x C uint8); outside pixels read as black. -> h x w x C uint8."""
-        flat = crop.reshape(-1, crop.shape[2]).astype(np.float32)  # (ch*cw) x C
-        p00, p01, p10, p11 = (np.where(ok, flat[idx], np.float32(0)) for idx, ok in self.taps)
-        top = _fma32(self.alpha, p01 - p00, p00)
-        bottom = _fma32(self.alpha, p11 - p10, p10)
-        value = _fma32(self.beta, bottom - top, top)
+        if crop.shape[2] > 4:
+            raise ValueError(f"at most 4 channels, got {crop.shape[2]}")
+        p00, p01, p10, p11 = self._gather(crop)
+        top = _fma32(self.alpha, p01 - p00, p00)  # h x w x C
+        bottom = _fma32(self.alpha, p11 - p10, p10)  # h x w x C
+        value = _fma32(self.beta, bottom - top, top)  # h x w x C
         return np.clip(np.rint(value), 0, 255).astype(np.uint8)
 
 
