@@ -2,9 +2,10 @@
 
 `fetch_weights` lists the five upstream files of `KwaiVGI/LivePortrait`, takes their size and
 sha256 from the hub's LFS metadata, downloads them (upstream tree under `liveportrait/`),
-checks size and sha256 and writes `DYNAMICS_WEIGHTS_MANIFEST.json`. Later loads compare the
-files against that manifest and report provenance "real". Without network (or with
-HF_HUB_OFFLINE=1) it fails at once with a one-line `WeightsFetchError`.
+checks size and sha256 and writes `DYNAMICS_WEIGHTS_MANIFEST.json` (plus the packaged human
+`models.yaml`, replacing any stale one). Later loads compare the files against that manifest
+and report provenance "real". Without network (or with HF_HUB_OFFLINE=1) it fails at once with
+a one-line `WeightsFetchError`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,12 +21,14 @@ from pathlib import Path
 from services.animator.checkpoint_format import (
     BASE_DIR,
     BASE_FILES,
+    CONFIG_FILE,
     MANIFEST_FILE,
     RANDOM_MARKER,
     RETARGETING_DIR,
     STITCHING_FILE,
     TREE_ROOT,
 )
+from services.animator.model import default_config_path
 from services.common.errors import UnavailableError
 
 logger = logging.getLogger(__name__)
@@ -115,6 +119,7 @@ def fetch_weights(dest_dir: str | Path, repo_id: str = DEFAULT_REPO_ID,
             raise WeightsFetchError(f"{target}: downloaded file does not match the hub's size "
                                     f"{remote.size} / sha256 {remote.sha256}; removed it")
     (dest_dir / RANDOM_MARKER).unlink(missing_ok=True)  # real weights now, not noise
+    shutil.copyfile(default_config_path(), dest_dir / CONFIG_FILE)  # replaces any stale config
     return write_manifest(dest_dir, files, repo_id=repo_id, revision=revision, commit=commit)
 
 

@@ -51,7 +51,7 @@ def write_random_weights(out_dir: str | Path, config: str | Path = "real", seed:
     Args:
         out_dir: target folder (created); files go under `liveportrait/`.
         config: 'real' (human model, ~130 M parameters, ~520 MB), 'reduced' (the fixtures'
-            width, ~1 M parameters) or a models.yaml path. Non-real configs are also copied to
+            width, ~1 M parameters) or a models.yaml path. The config is copied to
             `out_dir/models.yaml`, so the loader builds the matching architecture.
         seed: generator seed; the same seed and config give byte-identical tensors.
         overwrite: replace existing weight files (never a folder holding a real-weights manifest).
@@ -82,10 +82,7 @@ def write_random_weights(out_dir: str | Path, config: str | Path = "real", seed:
         state = random_state_dict(nets[name], _generator(seed, index))
         bundle[sub] = {DDP_PREFIX + k: v for k, v in state.items()}
     torch.save(bundle, paths["S"])
-    if config != "real":
-        shutil.copyfile(config_path, out_dir / CONFIG_FILE)
-    elif (out_dir / CONFIG_FILE).exists():
-        (out_dir / CONFIG_FILE).unlink()  # a stale reduced config would mismatch real weights
+    shutil.copyfile(config_path, out_dir / CONFIG_FILE)  # the folder describes itself
     marker = {
         "warning": "seeded RANDOM weights, not a trained model: every output is noise",
         "seed": seed, "config": str(config),

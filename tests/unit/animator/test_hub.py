@@ -31,7 +31,7 @@ from services.animator.hub import (
     file_sha256,
     write_manifest,
 )
-from services.animator.model import named_config_path
+from services.animator.model import default_config_path, named_config_path
 from services.animator.random_weights import write_random_weights
 from services.animator.weights import load_models
 
@@ -109,6 +109,7 @@ def test_fetch_downloads_verifies_and_writes_manifest(fake_hub, tmp_path):
     assert manifest["files"][HUB_FILES[1]]["sha256"] == hashlib.sha256(
         server.blobs[HUB_FILES[1]]).hexdigest()
     assert len(server.downloads) == len(HUB_FILES)
+    assert (dest / "models.yaml").read_text() == default_config_path().read_text()
     models = load_models(dest, config=named_config_path("reduced"))
     assert models.provenance == "real" and models.layout == "tree"
     fetch_weights(dest, endpoint=endpoint)  # everything present and verified: no download
