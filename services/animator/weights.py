@@ -38,7 +38,13 @@ from services.animator.checkpoint_format import (
     spectral_conv_prefixes,
     strip_ddp_prefix,
 )
-from services.animator.model import build_networks, default_config_path, load_models_config
+from services.animator.model import (
+    NAMED_CONFIGS,
+    build_networks,
+    default_config_path,
+    load_models_config,
+    named_config_path,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -85,11 +91,13 @@ def load_models(weights_dir: str | Path, *, device: str | torch.device = "cpu",
         weights_dir: upstream tree (`[liveportrait/]base_models/*.pth`,
             `retargeting_models/stitching_retargeting_module.pth`) or a flat folder of the files.
         device, dtype: where and in which float type the networks live.
-        config: models.yaml path or parsed dict; default: `models.yaml` in the weights folder if
-            present, else the packaged human config.
+        config: 'real' / 'reduced' (packaged configs), a models.yaml path or a parsed dict;
+            default: `models.yaml` in the weights folder if present, else the packaged human
+            config.
 
     Raises:
         WeightsError: a missing/corrupt file, or a key/shape mismatch (names file and key).
+        ModelConfigError: the config is unreadable or does not describe buildable networks.
     """
     found = locate_weight_files(weights_dir)
     cfg = _resolve_config(found, config)
@@ -117,6 +125,8 @@ def load_models(weights_dir: str | Path, *, device: str | torch.device = "cpu",
 def _resolve_config(found: WeightFiles, config: str | Path | dict | None) -> dict[str, Any]:
     if isinstance(config, dict):
         return config
+    if config in NAMED_CONFIGS:
+        return load_models_config(named_config_path(config))
     if config is not None:
         return load_models_config(config)
     for folder in (found.weights_dir, found.root):

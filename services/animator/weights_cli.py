@@ -49,9 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     verify = sub.add_parser("verify", help="load a weights folder strictly (keys, shapes, "
                             "sha256 against the manifest) and print a summary")
     verify.add_argument("dir", type=Path, help="weights folder")
-    verify.add_argument("--config", type=Path, default=None,
-                        help="models.yaml to build the networks from (default: the folder's "
-                        "models.yaml, else the packaged human config)")
+    verify.add_argument("--config", default=None,
+                        help="'real', 'reduced' or a models.yaml to build the networks from "
+                        "(default: the folder's models.yaml, else the packaged human config)")
     return parser
 
 

@@ -36,3 +36,10 @@ def test_usage(capsys):
     assert "fetch" in capsys.readouterr().out
     assert main(["random", "--seed", "x", "d"]) == 2
     assert main([]) == 2
+
+
+def test_verify_with_named_config(tmp_path, lp_fixtures):
+    code, out, _ = _run(["verify", "--config", "reduced", str(lp_fixtures / "checkpoints")])
+    assert code == 0 and "flat layout" in out and "provenance:  unknown" in out
+    code, _, err = _run(["verify", "--config", "real", str(lp_fixtures / "checkpoints")])
+    assert code == 1 and "appearance_feature_extractor.pth: key mismatch" in err
