@@ -15,9 +15,9 @@ logger = logging.getLogger(__name__)
 class ProgressTracker:
     """Collects progress from a job's threads and reports it, throttled, to `on_progress`.
 
-    The ETA is the frames still to make divided by the throughput measured since the first
-    generated frame (so model set-up and detection do not distort it); None until two frames
-    exist.
+    The ETA is the frames still to make divided by the throughput measured since generation
+    started (the `animate` stage; frames arrive in batches, so the time since the first frame
+    would overstate the rate); None until a frame exists.
     """
 
     def __init__(
@@ -35,13 +35,15 @@ class ProgressTracker:
         self.frames_total = 0
         self.frames_done = 0
         self.timings: dict[str, float] = {}
-        self._first_frame_at: float | None = None
+        self._generation_started: float | None = None
         self._last_emit = float("-inf")
 
     def enter(self, stage: str) -> None:
         """The job moved to `stage` (reported at once)."""
         with self._lock:
             self.stage = stage
+            if stage == "animate" and self._generation_started is None:
+                self._generation_started = self._clock()
         self.emit(force=True)
 
     def set_total(self, frames: int) -> None:
@@ -55,9 +57,8 @@ class ProgressTracker:
     def frame_done(self, frames_done: int) -> None:
         """`frames_done` frames exist now."""
         with self._lock:
-            now = self._clock()
-            if self._first_frame_at is None:
-                self._first_frame_at = now
+            if self._generation_started is None:
+                self._generation_started = self._clock()
             self.frames_done = frames_done
             self.frames_total = max(self.frames_total, frames_done)
             last = frames_done == self.frames_total
@@ -67,12 +68,12 @@ class ProgressTracker:
         with self._lock:
             if self.frames_total and self.frames_done >= self.frames_total:
                 return 0.0
-            if self._first_frame_at is None or self.frames_done < 2:
+            if self._generation_started is None or self.frames_done < 1:
                 return None
-            elapsed = self._clock() - self._first_frame_at
+            elapsed = self._clock() - self._generation_started
             if elapsed <= 0:
                 return None
-            rate = (self.frames_done - 1) / elapsed  # frames per second since the first frame
+            rate = self.frames_done / elapsed  # frames per second since generation started
             return round(max(0, self.frames_total - self.frames_done) / rate, 2)
 
     def snapshot(self) -> ProgressUpdate:
