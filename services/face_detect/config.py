@@ -42,6 +42,7 @@ class FaceDetectConfig:
     metrics_port: int = 9101
     grace_s: float = 10.0
     max_workers: int = 4
+    torch_threads: int = 1  # MTCNN's small convolutions gain nothing from intra-op threads
     log_level: str = "INFO"
 
     @classmethod
@@ -76,5 +77,6 @@ class FaceDetectConfig:
             metrics_port=env_port(environ, "FACE_DETECT_METRICS_PORT", 9101),
             grace_s=env_float(environ, "FACE_DETECT_GRACE_S", 10.0, minimum=0.0),
             max_workers=env_int(environ, "FACE_DETECT_MAX_WORKERS", 4, minimum=1),
+            torch_threads=env_int(environ, "FACE_DETECT_TORCH_THREADS", 1, minimum=1),
             log_level=env_str(environ, "LOG_LEVEL", "INFO").upper(),
         )

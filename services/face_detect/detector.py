@@ -78,8 +78,11 @@ def build_backend(cfg: FaceDetectConfig) -> FaceDetectorBackend:
         from services.face_detect.insightface_backend import InsightFaceDetector
 
         return InsightFaceDetector(cfg.model_dir, threshold=cfg.threshold)
+    import torch
+
     from services.face_detect.mtcnn import STAGE_THRESHOLDS, MtcnnDetector
 
+    torch.set_num_threads(cfg.torch_threads)  # process-wide: MTCNN is this process's only torch user
     threshold = STAGE_THRESHOLDS[2] if cfg.threshold is None else cfg.threshold
     return MtcnnDetector(cfg.model_dir, threshold=threshold)
 

@@ -72,7 +72,7 @@ class InsightFaceDetector:
         found = []
         for i, row in enumerate(boxes):
             box = row[:4].astype(np.float64)
-            if min(box[2] - box[0], box[3] - box[1]) < min_face_px:
+            if max(box[2] - box[0], box[3] - box[1]) < min_face_px:
                 continue
             kps = kpss[i].astype(np.float64)
             face = self._face_cls(bbox=row[:4], kps=kps, det_score=float(row[4]))

@@ -191,7 +191,8 @@ class MtcnnDetector:
 
     @torch.inference_mode()
     def detect(self, image: np.ndarray, min_face_px: int = 20) -> list[Detection]:
-        """All faces of an H x W x 3 RGB uint8 image, largest first."""
+        """All faces of an H x W x 3 RGB uint8 image whose longer box side is at least
+        ``min_face_px``, largest first."""
         boxes = self._propose(image, max(12, int(min_face_px)))
         if boxes.shape[0]:
             boxes = self._refine(image, boxes)
@@ -201,6 +202,7 @@ class MtcnnDetector:
         found = [
             Detection(box=b[:4].astype(np.float64), score=float(b[4]), landmarks=p.astype(np.float64))
             for b, p in zip(boxes, points)
+            if max(b[2] - b[0], b[3] - b[1]) >= min_face_px
         ]
         return sorted(found, key=lambda d: -d.area)
 

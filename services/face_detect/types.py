@@ -61,7 +61,8 @@ class Detection:
 
 
 class FaceDetectorBackend(Protocol):
-    """What a detector backend provides: all faces of an RGB uint8 image, largest first."""
+    """What a detector backend provides: all faces of an RGB uint8 image whose longer box side
+    is at least ``min_face_px``, largest first."""
 
     name: str
 
