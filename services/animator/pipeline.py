@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from services.animator import motion, source_video
+from services.animator import motion
 from services.animator.keypoints import KpInfo, kp_info_from_motion_output
 from services.animator.motion_types import (DrivingBatch, DrivingFrame, MotionOptions,
                                             Retargeters, SourceMotion)
@@ -86,7 +86,7 @@ class AnimatorPipeline:
     provenance: str = "unknown"
     fingerprint: str = ""
     num_kp: int = 21
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    device_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -128,7 +128,8 @@ class AnimatorPipeline:
     def retargeters(self) -> Retargeters:
         return Retargeters(stitching=self.stitching, lip=self.lip, eye=self.eye)
 
-    def _autocast(self):
+    def autocast(self):
+        """CUDA autocast context when `autocast_dtype` is set, else a no-op."""
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type="cuda", dtype=self.autocast_dtype)
@@ -153,21 +154,21 @@ class AnimatorPipeline:
     @torch.no_grad()
     def kp_info(self, images: torch.Tensor) -> KpInfo:
         """M on N×3×S×S prepared images → post-processed KpInfo (fp32)."""
-        with self._autocast():
+        with self.autocast():
             raw = self.M(images)  # dict of N×k
         return kp_info_from_motion_output({k: v.float() for k, v in raw.items()})
 
     @torch.no_grad()
     def appearance(self, images: torch.Tensor) -> torch.Tensor:
         """F on N×3×S×S prepared images → f_s N×C×D×H×W (fp32)."""
-        with self._autocast():
+        with self.autocast():
             return self.F(images).float()
 
     def prepare_source(self, crop: np.ndarray | torch.Tensor, ratios: Ratios = Ratios(),
                        options: MotionOptions = MotionOptions()) -> SourceState:
         """Source crop (256×256 RGB uint8, or an already prepared 1×3×S×S tensor) → SourceState."""
         image = crop.to(self.device) if isinstance(crop, torch.Tensor) else self.prepare_images(crop)
-        with self._lock:
+        with self.device_lock:
             info = self.kp_info(image)  # 1×…
             f_s = self.appearance(image)  # 1×C×D×H×W
         rot = info.rotation()  # 1×3×3
@@ -190,7 +191,7 @@ class AnimatorPipeline:
         frames: list[DrivingFrame] = []
         for lo in range(0, len(crops), self.batch_size):
             images = self.prepare_images(crops[lo:lo + self.batch_size])
-            with self._lock:
+            with self.device_lock:
                 info = self.kp_info(images)
             frames += _frames_from_kp_info(info, ratios[lo:lo + self.batch_size], start_index + lo)
         return frames
@@ -211,7 +212,7 @@ class AnimatorPipeline:
         # 1. validate
         self._validate(state, motions, start_index)
         drv = DrivingBatch.from_frames(motions, self.device)
-        with self._lock:
+        with self.device_lock:
             # 2. keypoints (motion recipe); frame 0 fixes the job's reference
             if state.reference is None:
                 state.reference = motion.make_reference(state.motion, drv.head(1), state.options)
@@ -221,21 +222,27 @@ class AnimatorPipeline:
             # 3. stitching / retargeting (S, R_eye, R_lip) and the driving multiplier
             x_d = motion.stitch_and_retarget(x_d, state.motion, drv, state.options,
                                              self.retargeters, lip_delta=state.lip_delta)
-            x_s = state.motion.x_s.expand_as(x_d)  # B×K×3
-            with self._autocast():
-                # 4. warp (W): f_s 1×C×D×H×W is broadcast along the batch inside W
-                warped = self.W(state.f_s, kp_driving=x_d, kp_source=x_s)
-                # 5. decode (G)
-                image = self.G(feature=warped["out"]).float()  # B×3×H×W
-            # 6. to uint8 with truncation (SPEC §15.4)
-            images = to_uint8(image)  # B×H×W×3
+            out = self.warp_decode(state.f_s, state.motion.x_s.expand_as(x_d), x_d, start_index)
         state.frames_done = start_index + len(motions)
+        out.seconds = time.perf_counter() - t0
+        return out
+
+    @torch.no_grad()
+    def warp_decode(self, f_s: torch.Tensor, x_s: torch.Tensor, x_d: torch.Tensor,
+                    start_index: int) -> AnimatorOutput:
+        """W + G + uint8 for B frames (f_s 1 or B×C×D×H×W; x_s, x_d B×K×3); hold device_lock."""
+        with self.autocast():
+            # 4. warp (W): an f_s of batch 1 is broadcast along the batch inside W
+            warped = self.W(f_s, kp_driving=x_d, kp_source=x_s)
+            # 5. decode (G)
+            image = self.G(feature=warped["out"]).float()  # B×3×H×W
+        # 6. to uint8 with truncation (SPEC §15.4)
+        images = to_uint8(image)  # B×H×W×3
         occlusion = warped.get("occlusion_map")
         return AnimatorOutput(
-            indices=list(range(start_index, start_index + len(motions))), images=images, x_d=x_d,
+            indices=list(range(start_index, start_index + x_d.shape[0])), images=images, x_d=x_d,
             image=image, occlusion_map=None if occlusion is None else occlusion.float(),
-            deformation=warped["deformation"].float(), random_weights=self.random_weights,
-            seconds=time.perf_counter() - t0)
+            deformation=warped["deformation"].float(), random_weights=self.random_weights)
 
     def _validate(self, state: SourceState, motions: Sequence[DrivingFrame], start: int) -> None:
         if not motions:
@@ -247,48 +254,6 @@ class AnimatorPipeline:
             if frame.expression.shape != (self.num_kp, 3):
                 raise InvalidInputError(f"frame {frame.index}: expression must be {self.num_kp}×3",
                                         reason="bad_motion")
-
-    def prepare_source_video(self, crops: Sequence[np.ndarray] | torch.Tensor,
-                             ratios: Sequence[Ratios], options: MotionOptions
-                             ) -> source_video.SourceVideoState:
-        """N source-video crops (or prepared N×3×S×S) + their ratios → SourceVideoState."""
-        images = crops.to(self.device) if isinstance(crops, torch.Tensor) else \
-            self.prepare_images(crops)
-        if len(ratios) != images.shape[0]:
-            raise InvalidInputError("one ratio triple per source frame is needed", reason="bad_image")
-        with self._lock:
-            info = KpInfo.concat([self.kp_info(images[sl]) for sl in
-                                  source_video.batches(images.shape[0], self.batch_size)])
-        eye = torch.tensor([[r.eye_left, r.eye_right] for r in ratios], device=self.device)
-        lip = torch.tensor([[r.lip] for r in ratios], device=self.device)
-        src = source_video.source_motion_from_kp_info(info, eye, lip)
-        return source_video.SourceVideoState(motion=src, kp_info=info, options=options,
-                                             images=images)
-
-    @torch.no_grad()
-    def generate_source_video(self, state: source_video.SourceVideoState,
-                              motions: Sequence[DrivingFrame]) -> Iterator[AnimatorOutput]:
-        """v2v: smooth over all frames, then W + G per batch with each frame's own f_s."""
-        n_src = state.motion.x_s.shape[0]
-        frames, n = source_video.driving_for_source_video(motions, n_src, state.options)
-        src = _head_motion(state.motion, n)
-        drv = DrivingBatch.from_frames(frames, self.device)
-        x_d_all = source_video.video_keypoints(src, drv, state.options, self.retargeters)  # N×K×3
-        for sl in source_video.batches(n, self.batch_size):
-            t0 = time.perf_counter()
-            with self._lock:
-                f_s = state.f_s[sl] if state.f_s is not None else self.appearance(state.images[sl])
-                x_d, x_s = x_d_all[sl], src.x_s[sl]  # b×K×3
-                with self._autocast():
-                    warped = self.W(f_s, kp_driving=x_d, kp_source=x_s)
-                    image = self.G(feature=warped["out"]).float()  # b×3×H×W
-                images = to_uint8(image)
-            occlusion = warped.get("occlusion_map")
-            yield AnimatorOutput(
-                indices=list(range(sl.start, sl.stop)), images=images, x_d=x_d, image=image,
-                occlusion_map=None if occlusion is None else occlusion.float(),
-                deformation=warped["deformation"].float(), random_weights=self.random_weights,
-                seconds=time.perf_counter() - t0)
 
     def warm_up(self) -> float:
         """Run one frame end to end (source = mid-grey, driving = itself); returns seconds."""
@@ -318,7 +283,3 @@ def _frames_from_kp_info(info: KpInfo, ratios: Sequence[Ratios], start: int) -> 
             keypoints=info.kp[i].cpu().numpy(),
             eye_ratio=(ratios[i].eye_left, ratios[i].eye_right), lip_ratio=ratios[i].lip))
     return frames
-
-
-def _head_motion(src: SourceMotion, n: int) -> SourceMotion:
-    return SourceMotion(*(getattr(src, f)[:n] for f in SourceMotion.__dataclass_fields__))

@@ -16,6 +16,16 @@ from services.animator import metrics
 
 _END = object()
 _POLL_S = 0.1
+_ACTIVE: set[BoundedReader] = set()
+_ACTIVE_LOCK = threading.Lock()
+
+
+def _queued_frames() -> float:
+    with _ACTIVE_LOCK:
+        return float(sum(reader.pending() for reader in _ACTIVE))
+
+
+metrics.QUEUE_DEPTH.set_function(_queued_frames)
 
 
 class BoundedReader:
@@ -27,10 +37,19 @@ class BoundedReader:
         self._queue: queue.Queue = queue.Queue(maxsize=maxsize)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="animate-reader", daemon=True)
+        with _ACTIVE_LOCK:
+            _ACTIVE.add(self)
         self._thread.start()
 
+    def pending(self) -> int:
+        """Items received and queued but not yet taken (for the queue-depth gauge)."""
+        return self._queue.qsize()
+
     def stop(self) -> None:
+        """Stop reading; the queue no longer counts towards `animator_queue_depth`."""
         self._stop.set()
+        with _ACTIVE_LOCK:
+            _ACTIVE.discard(self)
 
     def _put(self, item: Any) -> bool:
         while not self._stop.is_set():
@@ -44,10 +63,7 @@ class BoundedReader:
     def _run(self) -> None:
         try:
             for request in self._requests:
-                item = self._convert(request)
-                metrics.QUEUE_DEPTH.inc()
-                if not self._put(item):
-                    metrics.QUEUE_DEPTH.dec()
+                if not self._put(self._convert(request)):
                     return
         except Exception as exc:  # noqa: BLE001 - handed to the consumer, which raises it
             self._put(exc)
@@ -74,17 +90,5 @@ class BoundedReader:
                     self._queue.put(item)
                     break
                 raise item
-            metrics.QUEUE_DEPTH.dec()
             items.append(item)
         return items, False
-
-    def drain_gauge(self) -> None:
-        """Remove still-queued items from the queue-depth gauge (call when the RPC ends)."""
-        self.stop()
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return
-            if item is not _END and not isinstance(item, Exception):
-                metrics.QUEUE_DEPTH.dec()

@@ -104,7 +104,7 @@ class AnimatorServicer(animator_pb2_grpc.AnimatorServiceServicer):
                 if ended:
                     break
         finally:
-            reader.drain_gauge()
+            reader.stop()
         if not frames:
             raise InvalidInputError("no driving crops were sent", reason="no_frames")
         tpl = templates.MotionTemplate(
@@ -159,7 +159,7 @@ class AnimatorServicer(animator_pb2_grpc.AnimatorServiceServicer):
                 if ended:
                     break
         finally:
-            reader.drain_gauge()
+            reader.stop()
         if done == 0 and context.is_active():
             raise InvalidInputError("no driving motion or crops followed the setup",
                                     reason="no_frames")

@@ -8,6 +8,7 @@ element-wise without re-orthonormalisation (SPEC §15.11). W + G then run in bat
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -16,6 +17,7 @@ import torch
 
 from services.animator import motion, retargeting
 from services.animator.keypoints import KpInfo
+from services.animator.pipeline import AnimatorOutput, AnimatorPipeline, Ratios
 from services.animator.motion_types import (ABSOLUTE_EXP_MASK, EYE_ROWS, LIP_ROWS, NEUTRAL_LIP,
                                             DrivingBatch, DrivingFrame, MotionOptions,
                                             Retargeters, SourceMotion)
@@ -120,3 +122,37 @@ def batches(n: int, size: int) -> Iterator[slice]:
     """Consecutive slices of at most `size` covering range(n)."""
     for lo in range(0, n, size):
         yield slice(lo, min(n, lo + size))
+
+
+def prepare(pipe: AnimatorPipeline, crops: Sequence[np.ndarray] | torch.Tensor,
+            ratios: Sequence[Ratios], options: MotionOptions) -> SourceVideoState:
+    """N source-video crops (or prepared N×3×S×S) + their ratios → SourceVideoState (M only;
+    F runs per batch in `generate`)."""
+    images = crops.to(pipe.device) if isinstance(crops, torch.Tensor) else \
+        pipe.prepare_images(crops)
+    if len(ratios) != images.shape[0]:
+        raise InvalidInputError("one ratio triple per source frame is needed", reason="bad_image")
+    with pipe.device_lock:
+        info = KpInfo.concat([pipe.kp_info(images[sl])
+                              for sl in batches(images.shape[0], pipe.batch_size)])
+    eye = torch.tensor([[r.eye_left, r.eye_right] for r in ratios], device=pipe.device)  # N×2
+    lip = torch.tensor([[r.lip] for r in ratios], device=pipe.device)  # N×1
+    return SourceVideoState(motion=source_motion_from_kp_info(info, eye, lip), kp_info=info,
+                            options=options, images=images)
+
+
+@torch.no_grad()
+def generate(pipe: AnimatorPipeline, state: SourceVideoState,
+             motions: Sequence[DrivingFrame]) -> Iterator[AnimatorOutput]:
+    """v2v: smooth over all frames first, then W + G per batch with each frame's own f_s."""
+    frames, n = driving_for_source_video(motions, state.motion.x_s.shape[0], state.options)
+    src = SourceMotion(*(getattr(state.motion, f)[:n] for f in SourceMotion.__dataclass_fields__))
+    drv = DrivingBatch.from_frames(frames, pipe.device)
+    x_d_all = video_keypoints(src, drv, state.options, pipe.retargeters)  # N×K×3
+    for sl in batches(n, pipe.batch_size):
+        t0 = time.perf_counter()
+        with pipe.device_lock:
+            f_s = state.f_s[sl] if state.f_s is not None else pipe.appearance(state.images[sl])
+            out = pipe.warp_decode(f_s, src.x_s[sl], x_d_all[sl], sl.start)  # b frames
+        out.seconds = time.perf_counter() - t0
+        yield out

@@ -135,7 +135,7 @@ def test_source_video_scenario(pipe, lp_fixtures):
         options=options, f_s=f_s)
     drv = DrivingBatch.from_frames(template.frames[:n])
     x_in = source_video.video_driving_keypoints(state.motion, drv, options)
-    outputs = list(pipe.generate_source_video(state, template.frames))
+    outputs = list(source_video.generate(pipe, state, template.frames))
     assert [i for o in outputs for i in o.indices] == list(range(n))
     for out in outputs:
         for k, i in enumerate(out.indices):

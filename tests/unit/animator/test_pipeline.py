@@ -1,0 +1,66 @@
+"""AnimatorPipeline behaviour beyond parity: random-weight labelling, warm-up, motion extraction."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from services.animator.motion_types import MotionOptions
+from services.animator.pipeline import AnimatorPipeline, Ratios
+from services.animator.random_weights import write_random_weights
+
+
+@pytest.fixture(scope="module")
+def random_pipe(tmp_path_factory) -> AnimatorPipeline:
+    folder = write_random_weights(tmp_path_factory.mktemp("weights"), config="reduced", seed=3)
+    return AnimatorPipeline.from_weights(folder, input_size=32, batch_size=2)
+
+
+def test_random_weights_are_labelled(random_pipe):
+    assert random_pipe.provenance == "random" and random_pipe.random_weights
+    crop = np.random.default_rng(0).integers(0, 256, (48, 48, 3), dtype=np.uint8)
+    state = random_pipe.prepare_source(crop, Ratios(0.3, 0.3, 0.1))
+    frames = random_pipe.extract_motion([crop, crop[::-1]], [Ratios(0.3, 0.3, 0.1)] * 2)
+    out = random_pipe.run_batch(state, frames, 0)
+    assert out.random_weights and out.images.shape == (2, 64, 64, 3)
+
+
+def test_fixture_weights_are_not_labelled_random(lp_fixtures):
+    pipe = AnimatorPipeline.from_weights(lp_fixtures / "checkpoints", input_size=32)
+    assert not pipe.random_weights
+
+
+def test_warm_up_runs_one_frame(random_pipe):
+    assert random_pipe.warm_up() > 0
+
+
+def test_extract_motion_matches_kp_info(random_pipe):
+    crops = [np.random.default_rng(i).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+             for i in range(3)]
+    frames = random_pipe.extract_motion(crops, [Ratios(0.1 * i, 0.2, 0.05) for i in range(3)], 10)
+    info = random_pipe.kp_info(random_pipe.prepare_images(crops))
+    rot = info.rotation()
+    for i, frame in enumerate(frames):
+        assert frame.index == 10 + i and frame.eye_ratio == (pytest.approx(0.1 * i), 0.2)
+        np.testing.assert_allclose(frame.rotation, rot[i].numpy(), atol=1e-5)
+        np.testing.assert_allclose(frame.expression, info.exp[i].numpy(), atol=1e-5)  # batch 2 vs 3
+        assert frame.scale == pytest.approx(float(info.scale[i, 0]))
+
+
+def test_autocast_needs_cuda(random_pipe):
+    with pytest.raises(ValueError, match="CUDA"):
+        AnimatorPipeline(F=random_pipe.F, M=random_pipe.M, W=random_pipe.W, G=random_pipe.G,
+                         stitching=random_pipe.stitching, lip=random_pipe.lip, eye=random_pipe.eye,
+                         autocast_dtype=torch.float16)
+
+
+def test_driving_image_uses_single_frame(random_pipe):
+    crop = np.random.default_rng(5).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    frames = random_pipe.extract_motion([crop], [Ratios(0.3, 0.3, 0.1)])
+    video = random_pipe.prepare_source(crop, Ratios(0.3, 0.3, 0.1), MotionOptions())
+    image = random_pipe.prepare_source(crop, Ratios(0.3, 0.3, 0.1),
+                                       MotionOptions(driving_image=True))
+    a = random_pipe.run_batch(video, frames, 0).x_d
+    b = random_pipe.run_batch(image, frames, 0).x_d
+    assert float((a - b).abs().max()) > 1e-6  # neutral lip array L instead of frame 0
