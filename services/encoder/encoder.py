@@ -13,6 +13,7 @@ Frames are never collected: each one is written to FFmpeg's stdin and dropped.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import tempfile
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
+import grpc
 import numpy as np
 
 from services.common.errors import DynamicsError, InvalidInputError, ResourceExhaustedError
@@ -41,6 +43,7 @@ MAX_FPS = Fraction(240)
 class EncodeCancelled(DynamicsError):
     """The session was aborted (client cancelled, stream broke, server stopping)."""
 
+    status = grpc.StatusCode.CANCELLED
     default_reason = "cancelled"
 
 
@@ -148,7 +151,8 @@ class EncodeSession:
                                     f"expected {self._frame_size[0]}x{self._frame_size[1]}",
                                     reason="bad_frame")
         picture = self._paste(image) if self._paste is not None else image  # H x W x 3
-        self._process.write(_even(picture).tobytes())
+        with self._cancel_aware():
+            self._process.write(np.ascontiguousarray(_even(picture)).data)
         self._frames += 1
         ENCODER_FRAMES.inc()
 
@@ -198,7 +202,8 @@ class EncodeSession:
         if self.params.total_frames and self._frames != self.params.total_frames:
             raise InvalidInputError(f"the stream ended after {self._frames} of "
                                     f"{self.params.total_frames} frames", reason="missing_frames")
-        self._process.finish(FINISH_TIMEOUT_S)
+        with self._cancel_aware():
+            self._process.finish(FINISH_TIMEOUT_S)
         duration = Fraction(self._frames) / self.params.fps
         final = self._video_path
         if self._has_audio:
@@ -209,7 +214,8 @@ class EncodeSession:
             with self._lock:
                 self._check_alive()
                 self._process = ff.FFmpegProcess(argv, self.tmp / "mux.log", stdin=False)
-            self._process.finish(FINISH_TIMEOUT_S)
+            with self._cancel_aware():
+                self._process.finish(FINISH_TIMEOUT_S)
         ENCODER_FFMPEG_SECONDS.observe(time.monotonic() - self._started_at)
         self.result = EncodeResult(final, self._frames, duration, self._has_audio,
                                    final.stat().st_size)
@@ -241,6 +247,16 @@ class EncodeSession:
 
     def __exit__(self, *exc_info) -> None:
         self.abort()
+
+    @contextlib.contextmanager
+    def _cancel_aware(self) -> Iterator[None]:
+        # FFmpeg dying because abort() killed it is a cancellation, not an FFmpeg failure.
+        try:
+            yield
+        except ff.FFmpegError:
+            if self._aborted:
+                raise EncodeCancelled("the encode was cancelled") from None
+            raise
 
     def _check_alive(self) -> None:
         if self._aborted:

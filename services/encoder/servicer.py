@@ -7,13 +7,14 @@ import math
 from collections.abc import Iterator
 from fractions import Fraction
 
+import grpc
 import numpy as np
 from dynamics.v1 import common_pb2, encoder_pb2, encoder_pb2_grpc
 
 from services.common.errors import InvalidInputError, handle_errors
 from services.common.media import decode_image, raw_to_array
 from services.encoder.config import EncoderConfig
-from services.encoder.encoder import EncodeParams, EncodeSession
+from services.encoder.encoder import EncodeCancelled, EncodeParams, EncodeSession
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +66,14 @@ def header_to_params(header: encoder_pb2.EncodeHeader, config: EncoderConfig) ->
     )
 
 
+def _until_cancelled(requests: Iterator) -> Iterator:
+    """The request stream; a cancelled call ends it with EncodeCancelled (logged as info)."""
+    try:
+        yield from requests
+    except grpc.RpcError:
+        raise EncodeCancelled("the client cancelled the stream") from None
+
+
 def _progress(done: int, total: int) -> encoder_pb2.EncodeResponse:
     return encoder_pb2.EncodeResponse(progress=common_pb2.Progress(done=done, total=total))
 
@@ -77,14 +86,15 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
 
     @handle_errors
     def Encode(self, request_iterator, context) -> Iterator[encoder_pb2.EncodeResponse]:
-        requests = iter(request_iterator)
+        requests = _until_cancelled(iter(request_iterator))
         first = next(requests, None)
         if first is None or first.WhichOneof("item") != "header":
             raise InvalidInputError("the first message must be the header", reason="bad_order")
         params = header_to_params(first.header, self.config)
         with EncodeSession(self.config, params) as session:
             # A cancelled or broken stream ends here too: kill FFmpeg, drop the temp files.
-            context.add_callback(session.abort)
+            if not context.add_callback(session.abort):
+                session.abort()  # the RPC ended already
             for request in requests:
                 kind = request.WhichOneof("item")
                 if kind == "frame":

@@ -55,6 +55,7 @@ def test_seconds_arg_is_exact_to_the_microsecond():
     assert ff.seconds_arg(Fraction(10)) == "10.000000"
 
 
+@pytest.mark.ffmpeg
 @needs_ffmpeg
 def test_failure_carries_stderr_tail(tmp_path):
     argv = ff.video_encode_argv(FFMPEG, width=16, height=16, fps=Fraction(25), crf=18,
@@ -70,6 +71,7 @@ def test_failure_carries_stderr_tail(tmp_path):
     assert info.value.reason == "ffmpeg_failed"
 
 
+@pytest.mark.ffmpeg
 @needs_ffmpeg
 def test_kill_stops_and_reaps(tmp_path):
     argv = ff.video_encode_argv(FFMPEG, width=16, height=16, fps=Fraction(25), crf=18,
@@ -90,6 +92,7 @@ def test_missing_binary_is_unavailable(tmp_path):
         ff.check_tools(str(tmp_path / "nope"), "ffprobe")
 
 
+@pytest.mark.ffmpeg
 @needs_ffmpeg
 def test_check_tools_finds_libx264_and_aac():
     assert ff.check_tools(FFMPEG, FFPROBE).startswith("ffmpeg version")
@@ -103,6 +106,7 @@ def test_check_tools_reports_missing_encoders(tmp_path):
         ff.check_tools(str(fake), str(fake))
 
 
+@pytest.mark.ffmpeg
 @needs_ffmpeg
 def test_probe_has_audio(tmp_path):
     with_audio = make_hero_video(tmp_path / "a.mp4", seconds=0.5, audio=True)
