@@ -4,10 +4,10 @@ satisfy pyproject.toml, and entrypoints that the package really installs."""
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 

@@ -16,7 +16,7 @@ helm_python = pytest.importorskip("helm_python", reason="helm-python-sdk (dev ex
 kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="dev extra is missing")
 jsonschema = pytest.importorskip("jsonschema")
 
-from helm.render import CHART_DIR, K8S_OUT, RULES_OUT, render_documents  # noqa: E402
+from helm.render import CHART_DIR, K8S_OUT, RULES_OUT, render_documents
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KUBE_VERSION = "1.30"  # oldest minor we support with native gRPC probes and autoscaling/v2
@@ -124,7 +124,7 @@ def test_animator_runs_on_the_gpu_pool() -> None:
     h100 = _render({"animator": {"gpu": {"pool": "h100"}, "nodeSelector": {"pool": "new"}}})
     pod = _deployments(h100)["animator"]["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3", "pool": "new"}
-    assert _env(pod["containers"][0])["ANIMATOR_PRECISION"] == "bf16"
+    assert _env(pod["containers"][0])["ANIMATOR_DTYPE"] == "bf16"
 
 
 def test_cpu_animator_has_no_gpu_bits() -> None:
@@ -166,7 +166,7 @@ def test_rollouts_never_drop_capacity_and_outlast_jobs(rendered) -> None:
 
 def test_optional_resources_only_when_enabled() -> None:
     default, gpu = _render(VALUES_SETS["default"]), _render(VALUES_SETS["gpu"])
-    kinds = lambda docs: sorted(_component(d) for d in docs if d["kind"] == k)  # noqa: E731
+    kinds = lambda docs: sorted(_component(d) for d in docs if d["kind"] == k)
     k = "PodDisruptionBudget"
     assert kinds(default) == ["animator"]
     assert kinds(gpu) == ["animator", "encoder", "face-detect", "gateway"]

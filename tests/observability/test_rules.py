@@ -32,7 +32,8 @@ OPERATIONS_DOC = REPO_ROOT / "docs" / "operations.md"
 
 
 def _promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([PROMTOOL, *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+    return subprocess.run([PROMTOOL, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=120, check=False)
 
 
 def test_rules_file_is_valid() -> None:
