@@ -138,17 +138,21 @@ class PasteBack:
             raise ValueError(f"mask {mask_crop.shape[:2]} does not match crops {tuple(crop_hw)}")
         self.canvas = canvas
         self.crop_hw = tuple(crop_hw)
-        h, w = canvas.shape[:2]
         inv = _invert_affine(m_c2o)
-        full_mask = _Sampler(inv, self.crop_hw, (0, h, 0, w)).warp(mask_crop)  # H x W x 3
-        rows = np.flatnonzero(full_mask.any(axis=(1, 2)))
-        cols = np.flatnonzero(full_mask.any(axis=(0, 2)))
-        if rows.size == 0:
-            self.box = None  # the crop lands outside the canvas: frames are the canvas
+        self.box = None  # stays None when the crop lands outside the canvas: frames = canvas
+        reach = _reach(m_c2o, self.crop_hw, canvas.shape[:2])
+        if reach is None:
             return
-        self.box = (int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)
+        reach_mask = _Sampler(inv, self.crop_hw, reach).warp(mask_crop)  # h x w x 3
+        rows = np.flatnonzero(reach_mask.any(axis=(1, 2)))
+        cols = np.flatnonzero(reach_mask.any(axis=(0, 2)))
+        if rows.size == 0:
+            return
+        # Shrink to where the mask is non-zero: outside it the blend is the canvas exactly.
+        ry0, ry1, rx0, rx1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+        self.box = (reach[0] + ry0, reach[0] + ry1, reach[2] + rx0, reach[2] + rx1)
         y0, y1, x0, x1 = self.box
-        self.mask = full_mask[y0:y1, x0:x1].astype(np.float32) / np.float32(255.0)
+        self.mask = reach_mask[ry0:ry1, rx0:rx1].astype(np.float32) / np.float32(255.0)
         self._sampler = _Sampler(inv, self.crop_hw, self.box)
         self._canvas_part = (1 - self.mask) * canvas[y0:y1, x0:x1]  # float32
 
@@ -163,6 +167,27 @@ class PasteBack:
         blended = self.mask * self._sampler.warp(crop) + self._canvas_part  # float32
         out[y0:y1, x0:x1] = np.clip(blended, 0, 255).astype(np.uint8)
         return out
+
+
+def _reach(m_c2o: np.ndarray, crop_hw: tuple[int, int],
+           canvas_hw: tuple[int, int]) -> tuple[int, int, int, int] | None:
+    """Canvas rectangle (y0, y1, x0, x1) outside which every bilinear tap misses the crop.
+
+    A canvas pixel can see the crop only if its source position lies in (-1, cw) x (-1, ch);
+    that parallelogram's corners, mapped with M_c2o and widened by 2 px for rounding, bound it.
+    """
+    ch, cw = crop_hw
+    m = np.asarray(m_c2o, dtype=np.float64).reshape(-1)[:6].reshape(2, 3)
+    corners = np.array([[-1, -1], [cw, -1], [-1, ch], [cw, ch]], dtype=np.float64)  # 4 x 2
+    mapped = corners @ m[:, :2].T + m[:, 2]  # 4 x 2 canvas (x, y)
+    x0, y0 = np.floor(mapped.min(axis=0)) - 2
+    x1, y1 = np.ceil(mapped.max(axis=0)) + 3
+    h, w = canvas_hw
+    x0, x1 = int(max(x0, 0)), int(min(x1, w))
+    y0, y1 = int(max(y0, 0)), int(min(y1, h))
+    if x0 >= x1 or y0 >= y1:
+        return None
+    return (y0, y1, x0, x1)
 
 
 def _mask_for(crop_hw: tuple[int, int]) -> np.ndarray:
