@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from services.animator import templates
-from services.animator.motion_types import MotionOptions
+from services.animator import motion, templates
+from services.animator.motion_types import DrivingBatch, MotionOptions
 from services.animator.pipeline import AnimatorPipeline, Ratios
 from services.common.errors import InvalidInputError
 
@@ -45,20 +45,42 @@ def run(pipe, crop, frames, batch_size, options):
     return images, torch.cat([o.x_d for o in outs]), torch.cat([o.image for o in outs])
 
 
-@pytest.mark.parametrize("options", [
+OPTIONS = [
     MotionOptions(),
     MotionOptions(expression_friendly=False, normalize_lip=True, driving_multiplier=1.25),
     MotionOptions(relative=False, eye_retargeting=True, lip_retargeting=True, region="exp"),
-], ids=["cli_default", "lipnorm_mult", "absolute_retarget"])
-def test_batch_equals_single(pipe, source_crop, frames, options):
-    ref_images, ref_x_d, ref_float = run(pipe, source_crop, frames, 1, options)
-    for batch_size in (2, 5):
-        images, x_d, image = run(pipe, source_crop, frames, batch_size, options)
-        torch.testing.assert_close(x_d, ref_x_d, rtol=0, atol=1e-6)
-        torch.testing.assert_close(image, ref_float, rtol=0, atol=1e-5)
-        diff = np.abs(images.astype(np.int16) - ref_images.astype(np.int16))
-        assert diff.max() <= 1 and diff.mean() < 0.01
+    MotionOptions(region="lip", stitching=False),
+]
+
+
+def test_frames_batch_equals_single(pipe, source_crop, frames):
+    """W + G on 5 frames at once equals 5 single-frame runs (keypoints, floats, uint8)."""
+    ref_images, ref_x_d, ref_float = run(pipe, source_crop, frames, 1, MotionOptions())
+    images, x_d, image = run(pipe, source_crop, frames, 5, MotionOptions())
+    torch.testing.assert_close(x_d, ref_x_d, rtol=0, atol=1e-6)
+    torch.testing.assert_close(image, ref_float, rtol=0, atol=1e-5)
+    diff = np.abs(images.astype(np.int16) - ref_images.astype(np.int16))
+    assert diff.max() <= 1 and diff.mean() < 0.01
     assert len({img.tobytes() for img in ref_images}) == len(frames)  # frames really differ
+
+
+@pytest.mark.parametrize("options", OPTIONS, ids=["default", "lipnorm_mult", "abs_retarget", "lip"])
+def test_keypoints_batch_equals_single(pipe, source_crop, frames, options):
+    """The motion recipe of frame i needs only frame 0 and frame i, whatever the batching."""
+    state = pipe.prepare_source(source_crop, SOURCE_RATIOS, options)
+    drv = DrivingBatch.from_frames(frames)
+    ref = motion.make_reference(state.motion, drv.head(1), options)
+
+    def recipe(batch: DrivingBatch) -> torch.Tensor:
+        x_d = motion.driving_keypoints(state.motion, batch, ref, options)
+        x_d = motion.apply_expression_friendly(x_d, state.motion, ref, options)
+        return motion.stitch_and_retarget(x_d, state.motion, batch, options, pipe.retargeters,
+                                          lip_delta=state.lip_delta)
+
+    whole = recipe(drv)
+    single = torch.cat([recipe(DrivingBatch.from_frames([f])) for f in frames])
+    torch.testing.assert_close(whole, single, rtol=0, atol=1e-6)
+    assert float((whole[1:] - whole[:1]).abs().max()) > 1e-3  # motion really differs per frame
 
 
 def test_generate_streams_in_order_across_chunks(pipe, source_crop, frames):
