@@ -106,18 +106,19 @@ class Database:
         conn.close()
 
     @contextmanager
-    def transaction(self) -> Iterator[Transaction]:
+    def transaction(self, write: bool = True) -> Iterator[Transaction]:
         """Open a transaction; commit when the block ends, roll back if it raises.
 
-        SQLite transactions start with BEGIN IMMEDIATE, so the write lock is taken up front and
-        read-then-write sequences cannot interleave between connections.
+        SQLite write transactions start with BEGIN IMMEDIATE, so the write lock is taken up
+        front and read-then-write sequences cannot interleave between connections; read-only
+        ones (`write=False`) use a deferred BEGIN and never wait for writers under WAL.
         """
         conn = self._acquire()
         healthy = True
         try:
             cursor = conn.cursor()
             if self.dialect == "sqlite":
-                cursor.execute("BEGIN IMMEDIATE")
+                cursor.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             try:
                 yield Transaction(cursor, self.dialect)
             except BaseException:
@@ -140,7 +141,7 @@ class Database:
     def ping(self) -> bool:
         """True when a trivial query succeeds."""
         try:
-            with self.transaction() as tx:
+            with self.transaction(write=False) as tx:
                 tx.query("SELECT 1 AS ok")
             return True
         except Exception:

@@ -93,12 +93,12 @@ class JobStore:
         sql, params = "SELECT * FROM jobs WHERE id = ?", [job_id]
         if owner is not None:
             sql, params = sql + " AND owner = ?", params + [owner]
-        with self.db.transaction() as tx:
+        with self.db.transaction(write=False) as tx:
             rows = tx.query(sql, params)
         return Job.from_row(rows[0]) if rows else None
 
     def get_by_idempotency_key(self, owner: str, key: str) -> Job | None:
-        with self.db.transaction() as tx:
+        with self.db.transaction(write=False) as tx:
             rows = tx.query(
                 "SELECT * FROM jobs WHERE owner = ? AND idempotency_key = ?", (owner, key)
             )
@@ -116,7 +116,7 @@ class JobStore:
             sql += " AND (created_at < ? OR (created_at = ? AND id < ?))"
             params += [created_at, created_at, job_id]
         sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
-        with self.db.transaction() as tx:
+        with self.db.transaction(write=False) as tx:
             rows = tx.query(sql, params + [limit + 1])
         jobs = [Job.from_row(row) for row in rows[:limit]]
         more = len(rows) > limit
@@ -124,7 +124,7 @@ class JobStore:
 
     def usage(self, owner: str, since: float) -> tuple[int, int, float | None]:
         """(active jobs, jobs created since `since`, oldest creation time in that window)."""
-        with self.db.transaction() as tx:
+        with self.db.transaction(write=False) as tx:
             active = tx.query(
                 "SELECT COUNT(*) AS n FROM jobs"
                 " WHERE owner = ? AND status IN ('queued', 'running')",
@@ -154,7 +154,7 @@ class JobStore:
         return self.get(job_id, owner)
 
     def queue_depth(self) -> int:
-        with self.db.transaction() as tx:
+        with self.db.transaction(write=False) as tx:
             return int(tx.query("SELECT COUNT(*) AS n FROM jobs WHERE status = 'queued'")[0]["n"])
 
     # --------------------------------------------------------------- worker side --

@@ -14,6 +14,7 @@ import json
 import logging
 import socket
 import time
+import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -128,20 +129,20 @@ class Notifier:
             service = messaging._get_messaging_service(self.firebase_app)
             service._fcm_url = self.fcm_endpoint
         ok = event.status == "succeeded"
-        message = messaging.Message(
-            token=token,
-            data={
-                k: v if isinstance(v, str) else json.dumps(v) for k, v in event.payload().items()
-            },
-            notification=messaging.Notification(
-                title="Your video is ready"
-                if ok
-                else f"Your video {event.status.replace('_', ' ')}",
-                body="Tap to watch it."
-                if ok
-                else (event.error_message or "The job did not finish."),
-            ),
-        )
+        title = "Your video is ready" if ok else f"Your video job {event.status}"
+        body = "Tap to watch it." if ok else (event.error_message or "The job did not finish.")
+        with warnings.catch_warnings():
+            # `token` (an FCM registration token, what the app sends) is deprecated in favour of
+            # installation ids in newer SDKs but still what the FCM v1 API accepts.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            message = messaging.Message(
+                token=token,
+                data={
+                    k: v if isinstance(v, str) else json.dumps(v)
+                    for k, v in event.payload().items()
+                },
+                notification=messaging.Notification(title=title, body=body),
+            )
         return messaging.send(message, app=self.firebase_app)
 
     def send_webhook(self, event: JobEvent, url: str) -> int:

@@ -111,12 +111,22 @@ class FirebaseStorage:
     STORAGE_EMULATOR_HOST by itself; the App then carries anonymous credentials.
     """
 
-    def __init__(self, app: object, bucket: str, attempts: int = 4, backoff_s: float = 0.5) -> None:
+    def __init__(
+        self,
+        app: object,
+        bucket: str,
+        attempts: int = 4,
+        backoff_s: float = 0.5,
+        timeout_s: float = 60.0,
+    ) -> None:
         from firebase_admin import storage
 
         self.bucket = storage.bucket(bucket, app=app)
         self.attempts = attempts
         self.backoff_s = backoff_s
+        # The client library's own retry runs for up to two minutes per call; ours is bounded
+        # (attempts x timeout plus backoff) and logs each failure.
+        self._call = {"retry": None, "timeout": (10.0, timeout_s)}
 
     def _retry(self, action: Callable[[], T], what: str) -> T:
         return with_retries(action, what, self.attempts, self.backoff_s)
@@ -124,12 +134,14 @@ class FirebaseStorage:
     def put(self, key: str, path: Path, content_type: str = "video/mp4") -> None:
         blob = self.bucket.blob(key)
         self._retry(
-            lambda: blob.upload_from_filename(str(path), content_type=content_type),
+            lambda: blob.upload_from_filename(str(path), content_type=content_type, **self._call),
             f"upload of {key}",
         )
 
     def exists(self, key: str) -> bool:
-        return bool(self._retry(lambda: self.bucket.blob(key).exists(), f"lookup of {key}"))
+        return bool(
+            self._retry(lambda: self.bucket.blob(key).exists(**self._call), f"lookup of {key}")
+        )
 
     def local_path(self, key: str) -> Path | None:
         return None
@@ -146,7 +158,9 @@ class FirebaseStorage:
 
     def iter_bytes(self, key: str) -> Iterator[bytes]:
         blob = self.bucket.blob(key)
-        reader = self._retry(lambda: blob.open("rb", chunk_size=CHUNK), f"download of {key}")
+        reader = self._retry(
+            lambda: blob.open("rb", chunk_size=CHUNK, **self._call), f"download of {key}"
+        )
         with reader:
             while chunk := reader.read(CHUNK):
                 yield chunk
@@ -155,6 +169,6 @@ class FirebaseStorage:
         from google.api_core.exceptions import NotFound
 
         try:
-            self.bucket.blob(key).delete()
+            self.bucket.blob(key).delete(**self._call)
         except NotFound:
             pass
