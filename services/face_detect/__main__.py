@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dynamics.v1 import face_detect_pb2_grpc
+
 from services.common.grpc_server import GrpcService, serve_forever
 from services.common.logging import configure_logging
 from services.face_detect.config import FaceDetectConfig

@@ -148,7 +148,7 @@ class FaceDetector:
                 reason="bad_face_index",
             )
         face = faces[face_index]
-        side = min(face.width, face.height)
+        side = max(face.width, face.height)
         if side < self.min_face_px:
             raise FaceNotFoundError(
                 f"the face in the source image is too small: {side:.0f} px "

@@ -103,7 +103,7 @@ def default_weights_dir() -> Path:
             "facenet-pytorch is not installed; install the wheel with --no-deps for its MTCNN "
             "weights, or set FACE_DETECT_MODEL_DIR to a folder holding pnet.pt, rnet.pt, onet.pt"
         )
-    return Path(list(spec.submodule_search_locations)[0]) / "data"
+    return Path(next(iter(spec.submodule_search_locations))) / "data"
 
 
 def _load(net: nn.Module, path: Path) -> nn.Module:

@@ -10,8 +10,8 @@ from dataclasses import replace
 
 import cv2
 import numpy as np
-
 from dynamics.v1 import common_pb2, face_detect_pb2, face_detect_pb2_grpc
+
 from services.common.errors import InvalidInputError, UnavailableError, handle_errors
 from services.common.media import array_to_raw, image_message_to_array, raw_to_array
 from services.face_detect import metrics

@@ -22,7 +22,12 @@ import numpy as np
 
 from services.common import face_geometry as g
 from services.common.errors import FaceNotFoundError, InvalidInputError, ResourceExhaustedError
-from services.face_detect.detector import FaceDetector, FaceRatios, driving_box_params, ratios_from_203
+from services.face_detect.detector import (
+    FaceDetector,
+    FaceRatios,
+    driving_box_params,
+    ratios_from_203,
+)
 from services.face_detect.types import Detection
 
 logger = logging.getLogger(__name__)

@@ -11,8 +11,8 @@ import grpc
 import numpy as np
 import pytest
 import torch
-
 from dynamics.v1 import common_pb2, face_detect_pb2, face_detect_pb2_grpc
+
 from services.common.errors import REASON_METADATA_KEY
 from services.common.grpc_client import check_health, make_channel, wait_for_serving
 from services.common.grpc_server import GrpcService

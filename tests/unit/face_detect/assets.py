@@ -20,7 +20,7 @@ def insightface_image_path(name: str) -> Path:
     """A photo from the installed insightface wheel's data/images (found without importing it)."""
     spec = importlib.util.find_spec("insightface")
     assert spec is not None and spec.submodule_search_locations, "insightface is not installed"
-    return Path(list(spec.submodule_search_locations)[0]) / "data" / "images" / name
+    return Path(next(iter(spec.submodule_search_locations))) / "data" / "images" / name
 
 
 def load_rgb(path: Path) -> np.ndarray:

@@ -14,7 +14,8 @@ def _run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("FACE_DETECT_")}
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", "services.face_detect.detect_cli", *args],
-                          capture_output=True, text=True, timeout=120, env=full_env)
+                          capture_output=True, text=True, timeout=120, env=full_env,
+                          check=False)
 
 
 def test_json_on_group_photo():

@@ -26,7 +26,7 @@ def test_real_photos(request, mtcnn, name, count):
         assert face.landmarks.shape == (5, 2)
         assert face.score > 0.9
         assert _landmarks_inside(face)
-        left_eye, right_eye, nose, mouth_l, mouth_r = face.landmarks
+        left_eye, right_eye, _nose, mouth_l, mouth_r = face.landmarks
         assert left_eye[0] < right_eye[0] and mouth_l[0] < mouth_r[0]
         assert max(left_eye[1], right_eye[1]) < max(mouth_l[1], mouth_r[1])
 
