@@ -19,7 +19,8 @@ jsonschema = pytest.importorskip("jsonschema")
 from helm.render import CHART_DIR, K8S_OUT, RULES_OUT, render_documents
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-KUBE_VERSION = "1.30"  # oldest minor we support with native gRPC probes and autoscaling/v2
+# The chart's kubeVersion floor (native gRPC probes are GA from 1.27) and the newest schemas.
+KUBE_VERSIONS = ("1.27", kubernetes_validate.latest_version())
 VALUES_SETS = {name: yaml.safe_load((CHART_DIR / "ci" / f"{name}-values.yaml").read_text())
                for name in ("default", "gpu")}
 GRPC_SERVICES = {"face-detect": "dynamics.v1.FaceDetectService",
@@ -106,10 +107,11 @@ def test_every_manifest_validates(rendered) -> None:
         if doc["kind"] in CRD_SCHEMAS:
             jsonschema.validate(doc, CRD_SCHEMAS[doc["kind"]])
             continue
-        try:
-            kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
-        except kubernetes_validate.ValidationError as exc:
-            pytest.fail(f"{where}: {'.'.join(map(str, exc.path))}: {exc.message}")
+        for version in KUBE_VERSIONS:
+            try:
+                kubernetes_validate.validate(doc, version, strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                pytest.fail(f"{where} @ {version}: {'.'.join(map(str, exc.path))}: {exc.message}")
 
 
 def test_animator_runs_on_the_gpu_pool() -> None:
