@@ -56,13 +56,18 @@ def mux_audio_argv(binary: str, *, video: Path, audio_source: Path, duration: Fr
                    bitrate: str, output: Path) -> list[str]:
     """Copy the video stream and add the source's first audio stream as AAC of equal length.
 
-    The audio input is read for at most `duration` (-t) and padded with silence up to it
-    (apad whole_dur), so audio and video end together instead of `-shortest` cutting either.
+    The audio input is read for at most `duration` (-t). A late-starting audio stream gets
+    silence in front (aresample first_pts=0, so it stays in sync with the hero's start), a
+    short one silence behind (apad whole_dur), and atrim cuts at exactly `duration`: audio and
+    video end together, instead of `-shortest` cutting whichever ends first.
     """
     length = seconds_arg(duration)
     picture = ffmpeg.input(str(video))
     sound = ffmpeg.input(str(audio_source), t=length)
-    padded = sound["a:0"].filter("apad", whole_dur=length)
+    padded = (sound["a:0"]
+              .filter("aresample", **{"async": 1, "first_pts": 0})
+              .filter("apad", whole_dur=length)
+              .filter("atrim", end=length))
     stream = ffmpeg.output(
         picture["v:0"], padded, str(output), vcodec="copy", acodec="aac",
         audio_bitrate=bitrate, movflags="+faststart",

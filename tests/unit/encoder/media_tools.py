@@ -19,12 +19,16 @@ needs_ffmpeg = pytest.mark.skipif(FFMPEG is None or FFPROBE is None,
 
 
 def make_hero_video(path: Path, *, seconds: float, fps: str = "25", size: str = "64x48",
-                    audio: bool = True) -> Path:
-    """A small test video from lavfi sources (testsrc picture, 440 Hz sine audio)."""
+                    audio: bool = True, audio_delay: float = 0.0) -> Path:
+    """A small test video from lavfi sources (testsrc picture, 440 Hz sine audio).
+
+    `audio_delay` starts the audio stream that many seconds after the picture.
+    """
     argv = [FFMPEG, "-hide_banner", "-loglevel", "error", "-y",
             "-f", "lavfi", "-i", f"testsrc=size={size}:rate={fps}:duration={seconds}"]
     if audio:
-        argv += ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=44100:duration={seconds}",
+        argv += ["-itsoffset", str(audio_delay), "-f", "lavfi",
+                 "-i", f"sine=frequency=440:sample_rate=44100:duration={seconds - audio_delay}",
                  "-c:a", "aac"]
     argv += ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(path)]
     subprocess.run(argv, check=True, timeout=60)
@@ -52,6 +56,15 @@ def decode_rgb(path: Path, width: int, height: int) -> np.ndarray:
         timeout=60)
     frames = np.frombuffer(done.stdout, dtype=np.uint8)
     return frames.reshape(-1, height, width, 3)
+
+
+def decode_audio(path: Path, rate: int = 8000) -> np.ndarray:
+    """The first audio stream as mono float32 samples at `rate` Hz."""
+    done = subprocess.run(
+        [FFMPEG, "-hide_banner", "-loglevel", "error", "-i", str(path), "-map", "0:a:0",
+         "-ac", "1", "-ar", str(rate), "-f", "f32le", "pipe:1"], capture_output=True,
+        check=True, timeout=60)
+    return np.frombuffer(done.stdout, dtype=np.float32)
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

@@ -17,6 +17,7 @@ from tests.unit.encoder.media_tools import (
     FFMPEG,
     FFPROBE,
     child_ffmpeg_pids,
+    decode_audio,
     decode_rgb,
     ffprobe,
     make_hero_video,
@@ -102,6 +103,19 @@ def test_shorter_audio_is_padded_to_video_length(config, heroes):
     assert float(video["duration"]) == pytest.approx(1.5015, abs=1e-3)
     assert abs(float(audio["duration"]) - float(video["duration"])) <= 1 / float(NTSC)
     assert result.has_audio
+
+
+def test_late_audio_keeps_its_delay_and_the_video_length(config, tmp_path):
+    hero = make_hero_video(tmp_path / "late.mp4", seconds=2.0, audio_delay=0.3).read_bytes()
+    out, _ = _encode(config, sample_frames(50, 64, 48), fps=Fraction(25), audio=hero)
+    info = ffprobe(out)
+    video, audio = stream(info, "video"), stream(info, "audio")
+    assert float(audio["start_time"]) == pytest.approx(0.0, abs=1e-3)
+    assert abs(float(audio["duration"]) - float(video["duration"])) <= 1 / 25
+    samples = decode_audio(out)  # 8 kHz mono
+    assert len(samples) == pytest.approx(2.0 * 8000, abs=8000 / 25)
+    assert np.abs(samples[: int(0.25 * 8000)]).max() < 1e-3  # silence where the hero had none
+    assert np.abs(samples[int(0.35 * 8000): int(0.6 * 8000)]).max() > 0.1  # the tone
 
 
 def test_hero_without_audio_gives_no_audio_track(config, heroes):

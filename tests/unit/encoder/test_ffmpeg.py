@@ -45,7 +45,9 @@ def test_mux_argv_cuts_and_pads_audio_to_video_length(tmp_path):
     flags = _pairs(argv)
     assert flags["-t"] == ["10.010000"]  # on the audio input, before its -i
     assert argv.index("-t") < argv.index(str(tmp_path / "a.mp4"))
-    assert "apad=whole_dur=10.010000" in flags["-filter_complex"][0]
+    graph = flags["-filter_complex"][0]
+    assert "aresample=async=1:first_pts=0" in graph
+    assert "apad=whole_dur=10.010000" in graph and "atrim=end=10.010000" in graph
     assert flags["-vcodec"] == ["copy"] and flags["-acodec"] == ["aac"] and flags["-b:a"] == ["96k"]
     assert flags["-movflags"] == ["+faststart"] and "-shortest" not in argv
 
