@@ -129,7 +129,7 @@ class FaceDetectServicer(face_detect_pb2_grpc.FaceDetectServiceServicer):
         tracker = DrivingTracker(
             detector, cfg.width, cfg.height, crop_driving_video=cfg.crop_driving_video,
             box_mode=self.config.driving_box_mode, box_frames=self.config.driving_box_frames,
-            max_buffered=self.config.max_buffered_frames)
+            max_buffered=self.config.max_buffered_frames, total_frames=cfg.total_frames)
         for request in requests:
             if request.WhichOneof("item") != "frame":
                 raise InvalidInputError("only frames may follow the config message",

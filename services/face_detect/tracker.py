@@ -129,15 +129,22 @@ class DrivingTracker:
         box_mode: str = "first_k",
         box_frames: int = 25,
         max_buffered: int = 600,
+        total_frames: int = 0,
     ) -> None:
-        if width <= 0 or height <= 0:
-            raise InvalidInputError(f"driving video size {width}x{height} is invalid",
-                                    reason="bad_video")
+        if width <= 0 or height <= 0 or total_frames < 0:
+            raise InvalidInputError(
+                f"driving video size {width}x{height} ({total_frames} frames) is invalid",
+                reason="bad_video")
         self.detector = detector
         self.tracker = FaceTracker(detector)
         self.width, self.height = width, height
         self.resize_only = width == height and not crop_driving_video
         self.box_mode, self.box_frames, self.max_buffered = box_mode, box_frames, max_buffered
+        self.total_frames = total_frames  # 0 = unknown
+        if box_mode == "all" and not self.resize_only and total_frames > max_buffered:
+            raise ResourceExhaustedError(
+                f"box mode 'all' holds every frame back; {total_frames} frames exceed the limit "
+                f"of {max_buffered}", reason="too_many_frames")
         self.global_box: np.ndarray | None = None
         self._boxes: list[np.ndarray] = []
         self._pending: list[_Observation] = []
@@ -149,6 +156,9 @@ class DrivingTracker:
 
     def push(self, index: int, frame: np.ndarray) -> list[TrackedFrame]:
         """Add the next frame; returns the frames whose crops are ready (in order)."""
+        if self.total_frames and index >= self.total_frames:
+            raise InvalidInputError(f"driving frame {index} is beyond the announced "
+                                    f"{self.total_frames} frames", reason="bad_frame_order")
         if index != self.frames_seen:
             raise InvalidInputError(f"driving frame {index} arrived, expected frame {self.frames_seen}",
                                     reason="bad_frame_order")
@@ -167,6 +177,9 @@ class DrivingTracker:
 
     def finish(self) -> list[TrackedFrame]:
         """End of stream: emit what is still held back; raise when no frame had a face."""
+        if self.total_frames and self.frames_seen != self.total_frames:
+            raise InvalidInputError(f"the driving stream announced {self.total_frames} frames "
+                                    f"but ended after {self.frames_seen}", reason="bad_frame_order")
         if self.faces_seen == 0:
             raise FaceNotFoundError(
                 f"no face found in any of the {self.frames_seen} driving frames "

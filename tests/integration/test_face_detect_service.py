@@ -130,3 +130,23 @@ def test_track_driving_without_config_first(server):
         list(stub.TrackDriving(iter([frame]), timeout=30))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "TrackDrivingConfig" in info.value.details()
+
+
+def test_calls_before_the_detector_is_loaded_are_unavailable():
+    servicer = FaceDetectServicer(FaceDetectConfig())
+    service = GrpcService(
+        name="face_detect_loading", service_names=[SERVICE_NAME],
+        register=lambda s: face_detect_pb2_grpc.add_FaceDetectServiceServicer_to_server(servicer, s),
+        port=0, metrics_port=None, grace_s=1.0)
+    port = service.start()
+    try:
+        with make_channel(f"127.0.0.1:{port}") as channel:
+            assert check_health(channel, SERVICE_NAME) == "NOT_SERVING"
+            stub = face_detect_pb2_grpc.FaceDetectServiceStub(channel)
+            image = common_pb2.Image(raw=array_to_raw(np.zeros((32, 32, 3), np.uint8)))
+            with pytest.raises(grpc.RpcError) as info:
+                stub.Detect(face_detect_pb2.DetectRequest(image=image), timeout=10)
+            assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert dict(info.value.trailing_metadata())[REASON_METADATA_KEY] == "loading"
+    finally:
+        service.stop(0)

@@ -78,6 +78,19 @@ def test_all_mode_is_upstreams_global_mean(face_detector, clip):
     assert np.allclose(tracker.global_box, g.average_boxes([t.box for t in out if t.face_found]))
 
 
+def test_announced_frame_count_is_enforced(face_detector, clip):
+    with pytest.raises(ResourceExhaustedError, match="250 frames exceed the limit of 100"):
+        DrivingTracker(face_detector, clip.width, clip.height, box_mode="all", max_buffered=100,
+                       total_frames=250)
+    tracker = DrivingTracker(face_detector, clip.width, clip.height, total_frames=2)
+    tracker.push(0, clip.frame(0))
+    with pytest.raises(InvalidInputError, match="announced 2 frames but ended after 1"):
+        tracker.finish()
+    tracker.push(1, clip.frame(1))
+    with pytest.raises(InvalidInputError, match="beyond the announced 2 frames"):
+        tracker.push(2, clip.frame(2))
+
+
 def test_all_mode_buffer_limit(face_detector, clip):
     tracker = DrivingTracker(face_detector, clip.width, clip.height, box_mode="all",
                              max_buffered=3)
