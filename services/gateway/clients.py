@@ -52,7 +52,7 @@ class FaceDetectClient:
             image=common_pb2.Image(encoded=common_pb2.EncodedImage(data=image)),
             source_max_dim=source_max_dim,
         )
-        return self._stub.DetectSource.future(request, timeout=timeout_s)
+        return self._stub.DetectSource.future(request, timeout=timeout_s, wait_for_ready=False)
 
     def track_driving(
         self, requests: Iterator[face_detect_pb2.TrackDrivingRequest], *, timeout_s: float

@@ -1,8 +1,8 @@
 """The three gRPC services as local subprocesses on loopback (for `dynamics render`/`up`, tests).
 
-Each service starts on port 0; its JSON log line "<name> listening" tells the bound port. The
-stack is ready when every service's health check says SERVING; a service that exits or stays
-NOT_SERVING past the timeout fails the start with the tail of its log. `stop()` sends SIGTERM
+Each service gets a free loopback port chosen here (whatever its log level) and a metrics port
+of 0. The stack is ready when every service's health check says SERVING; a service that exits
+or stays NOT_SERVING past the timeout fails the start with the tail of its log. `stop()` sends SIGTERM
 (the services drain) and kills what is still running after the grace period.
 """
 
@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -76,22 +77,27 @@ class LocalService:
             return "(no log)"
         return "\n".join(text[-lines:]) or "(empty log)"
 
-    def find_ports(self) -> bool:
-        """Read the "listening" log line once it exists; True when the ports are known."""
+    def find_metrics_port(self) -> int | None:
+        """The metrics port from the "listening" log line (logged at INFO), if present."""
         try:
             text = self.log_path.read_text(errors="replace")
         except OSError:
-            return False
+            return None
         for line in text.splitlines():
             try:
                 entry = json.loads(line)
             except ValueError:
                 continue
             if isinstance(entry, dict) and str(entry.get("message", "")).endswith(" listening"):
-                self.port = int(entry["port"])
                 self.metrics_port = entry.get("metrics_port")
-                return True
-        return False
+        return self.metrics_port
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def weights_fingerprint(weights_dir: Path) -> str:
@@ -114,9 +120,9 @@ class LocalStack:
         self.services: dict[str, LocalService] = {}
         self._own_log_dir: tempfile.TemporaryDirectory | None = None
 
-    def _env(self, prefix: str) -> dict[str, str]:
+    def _env(self, prefix: str, port: int) -> dict[str, str]:
         cfg = self.config
-        env = {**cfg.env, "PYTHONUNBUFFERED": "1", f"{prefix}_PORT": "0",
+        env = {**cfg.env, "PYTHONUNBUFFERED": "1", f"{prefix}_PORT": str(port),
                f"{prefix}_METRICS_PORT": "0", f"{prefix}_GRACE_S": str(cfg.grace_s)}
         env.setdefault("LOG_LEVEL", "INFO")
         if prefix == "ANIMATOR":
@@ -137,12 +143,13 @@ class LocalStack:
         try:
             for name, (module, prefix, _full) in _SERVICES.items():
                 log_path = log_dir / f"{name}.log"
+                port = free_port()
                 with open(log_path, "wb") as log:
                     proc = subprocess.Popen(
-                        [sys.executable, "-m", module], env=self._env(prefix),
+                        [sys.executable, "-m", module], env=self._env(prefix, port),
                         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                     )
-                self.services[name] = LocalService(name, proc, log_path)
+                self.services[name] = LocalService(name, proc, log_path, port)
             deadline = time.monotonic() + self.config.start_timeout_s
             for name, service in self.services.items():
                 self._await_serving(service, _SERVICES[name][2], deadline)
@@ -152,13 +159,6 @@ class LocalStack:
         return self.targets
 
     def _await_serving(self, service: LocalService, full_name: str, deadline: float) -> None:
-        while not service.find_ports():
-            self._check_alive(service)
-            if time.monotonic() > deadline:
-                raise StackError(f"{service.name} did not start listening within "
-                                 f"{self.config.start_timeout_s:.0f} s; its log ends:\n"
-                                 f"{service.log_tail()}")
-            time.sleep(0.1)
         channel = make_channel(service.target)
         try:
             while not wait_for_serving(channel, full_name, timeout_s=1.0):
@@ -169,6 +169,7 @@ class LocalStack:
                                      f"{service.log_tail()}")
         finally:
             channel.close()
+        service.find_metrics_port()
         logger.info("%s serving on %s", service.name, service.target)
 
     @staticmethod

@@ -1,0 +1,192 @@
+"""End to end: the three real services on loopback (fixture weights) + real FFmpeg, driven by
+the orchestrator and by `dynamics render --json`. Small on purpose: a 1 s hero clip at 5 fps."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from services.gateway.clients import ServiceClients, ServiceTargets
+from services.gateway.demo_media import write_hero_clip, write_source_photo
+from services.gateway.fetch import MediaFetcher
+from services.gateway.local_stack import LocalStack, StackConfig
+from services.gateway.motion_cache import FolderMotionCache, NullMotionCache
+from services.gateway.orchestrator import (
+    JobFailed,
+    JobSpec,
+    MediaInput,
+    Orchestrator,
+    OrchestratorConfig,
+    ProgressUpdate,
+)
+
+pytestmark = [
+    pytest.mark.ffmpeg,
+    pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg"),
+]
+
+FIXTURE_WEIGHTS = Path(__file__).resolve().parents[1] / "fixtures" / "liveportrait" / "checkpoints"
+FPS, SECONDS = 5, 1.0
+STACK_ENV = {"ANIMATOR_BATCH_SIZE": "2", "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("e2e-media")
+    blank = folder / "blank.png"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "color=gray:s=96x96",
+                    "-frames:v", "1", str(blank)], check=True)
+    return {
+        "source": write_source_photo(folder / "source.png", side=224),
+        "hero": write_hero_clip(folder / "hero.mp4", seconds=SECONDS, fps=FPS, size=192),
+        "blank": blank,
+    }
+
+
+@pytest.fixture(scope="module")
+def targets(tmp_path_factory):
+    logs = tmp_path_factory.mktemp("stack-logs")
+    stack = LocalStack(StackConfig(weights_dir=FIXTURE_WEIGHTS, env={**os.environ, **STACK_ENV},
+                                   animator_device="cpu", log_dir=logs))
+    yield stack.start()
+    codes = stack.stop()
+    assert codes == {"face_detect": 0, "animator": 0, "encoder": 0}
+
+
+@pytest.fixture()
+def clients(targets: ServiceTargets):
+    with ServiceClients(targets) as clients:
+        yield clients
+
+
+def _run(orchestrator: Orchestrator, media: dict[str, Path], work: Path, *, sequential=False,
+         cancel: threading.Event | None = None, on_progress=None, source="source"):
+    spec = JobSpec(job_id=work.name, source=MediaInput(path=media[source]),
+                   driving=MediaInput(path=media["hero"]), seconds=SECONDS, sequential=sequential)
+    updates: list[ProgressUpdate] = []
+
+    def record(update: ProgressUpdate) -> None:
+        updates.append(update)
+        if on_progress:
+            on_progress(update)
+
+    result = orchestrator.run(spec, work, on_progress=record, cancel=cancel or threading.Event())
+    return result, updates
+
+
+def _probe(path: Path) -> dict:
+    out = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-of", "json",
+                          "-show_streams", str(path)], check=True, capture_output=True).stdout
+    return {s["codec_type"]: s for s in json.loads(out)["streams"]}
+
+
+def _frames(path: Path) -> np.ndarray:
+    streams = _probe(path)
+    w, h = int(streams["video"]["width"]), int(streams["video"]["height"])
+    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-f", "rawvideo",
+                          "-pix_fmt", "rgb24", "-"], check=True, capture_output=True).stdout
+    return np.frombuffer(raw, np.uint8).reshape(-1, h, w, 3)
+
+
+def test_render_streams_progress_audio_and_reuses_motion(clients, media, tmp_path: Path) -> None:
+    cache = FolderMotionCache(tmp_path / "cache")
+    orchestrator = Orchestrator(clients, cache, MediaFetcher(), OrchestratorConfig(model_fingerprint="fx"))
+    first, updates = _run(orchestrator, media, tmp_path / "job1")
+    assert not first.cache_hit and first.frames == int(FPS * SECONDS)
+    streams = _probe(first.mp4_path)
+    assert int(streams["video"]["nb_read_frames"]) == first.frames
+    assert streams["audio"]["codec_name"] == "aac"
+    for stage in ("fetch_trim", "detect", "motion", "animate", "encode"):
+        assert first.timings[stage] > 0, stage
+    done = [u.frames_done for u in updates]
+    assert done == sorted(done) and done[-1] == first.frames
+    assert any(u.stage == "animate" and 0 < u.frames_done < u.frames_total for u in updates)
+    assert any(u.eta_seconds is not None and u.eta_seconds > 0 for u in updates)
+    assert len(list((tmp_path / "cache").rglob("*.motion"))) == 1
+
+    second, _ = _run(orchestrator, media, tmp_path / "job2")
+    assert second.cache_hit and second.timings["motion"] == 0.0
+    assert second.frames == first.frames
+    # On the hit the template's motion drives Animate; on the miss the crops did: same frames.
+    diff = np.abs(_frames(first.mp4_path).astype(int) - _frames(second.mp4_path).astype(int))
+    assert diff.mean() < 1.0
+
+
+def test_sequential_mode_gives_the_same_frames(clients, media, tmp_path: Path) -> None:
+    orchestrator = Orchestrator(clients, NullMotionCache(), MediaFetcher())
+    pipelined, _ = _run(orchestrator, media, tmp_path / "p")
+    sequential, updates = _run(orchestrator, media, tmp_path / "s", sequential=True)
+    assert sequential.frames == pipelined.frames and not sequential.cache_hit
+    assert [u.stage for u in updates if u.stage in ("detect", "motion", "animate", "encode")][:1] \
+        == ["detect"]
+    assert "motion" in [u.stage for u in updates]
+    diff = np.abs(_frames(pipelined.mp4_path).astype(int) - _frames(sequential.mp4_path).astype(int))
+    assert diff.mean() < 1.0
+
+
+def test_cancel_stops_the_job_and_the_services_stay_up(clients, media, tmp_path: Path) -> None:
+    orchestrator = Orchestrator(clients, NullMotionCache(), MediaFetcher())
+    cancel = threading.Event()
+
+    def cancel_when_generating(update: ProgressUpdate) -> None:
+        if update.stage == "animate":
+            cancel.set()
+
+    started = time.monotonic()
+    with pytest.raises(JobFailed) as err:
+        _run(orchestrator, media, tmp_path / "c", cancel=cancel, on_progress=cancel_when_generating)
+    assert err.value.code == "cancelled" and not err.value.retryable
+    assert time.monotonic() - started < 30
+    assert not (tmp_path / "c" / "result.mp4").exists() or cancel.is_set()
+    assert clients.health() == {"face_detect": "SERVING", "animator": "SERVING",
+                                "encoder": "SERVING"}
+
+
+def test_bad_inputs_fail_with_the_service_reason(clients, media, tmp_path: Path) -> None:
+    orchestrator = Orchestrator(clients, NullMotionCache(), MediaFetcher())
+    with pytest.raises(JobFailed) as err:
+        _run(orchestrator, media, tmp_path / "noface", source="blank")
+    assert err.value.code == "no_face" and not err.value.retryable
+    audio_only = tmp_path / "tone.m4a"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "sine=duration=1", str(audio_only)],
+                   check=True)
+    spec = JobSpec(job_id="x", source=MediaInput(path=media["source"]),
+                   driving=MediaInput(path=audio_only))
+    with pytest.raises(JobFailed) as err:
+        orchestrator.run(spec, tmp_path / "audio", on_progress=lambda u: None,
+                         cancel=threading.Event())
+    assert err.value.code == "no_video_stream"
+
+
+def test_unreachable_services_fail_as_retryable(media, tmp_path: Path) -> None:
+    closed = ServiceTargets("127.0.0.1:9", "127.0.0.1:9", "127.0.0.1:9")
+    with ServiceClients(closed, max_attempts=2) as clients:
+        orchestrator = Orchestrator(clients, NullMotionCache(), MediaFetcher(),
+                                    OrchestratorConfig(unary_timeout_s=5, stream_timeout_s=5))
+        with pytest.raises(JobFailed) as err:
+            _run(orchestrator, media, tmp_path / "down")
+    assert err.value.retryable and err.value.code in ("service_unavailable", "timeout")
+
+
+def test_dynamics_render_json(media, tmp_path: Path) -> None:
+    out = tmp_path / "out.mp4"
+    cmd = [sys.executable, "-m", "services.cli", "render", str(media["source"]), str(media["hero"]),
+           "-o", str(out), "--weights", str(FIXTURE_WEIGHTS), "--seconds", str(SECONDS),
+           "--json", "--device", "cpu", "--cache-dir", str(tmp_path / "cache")]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **STACK_ENV})
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["cache_hit"] is False and report["frames"] == int(FPS * SECONDS)
+    assert set(report["timings"]) >= {"fetch_trim", "detect", "motion", "animate", "encode"}
+    assert "ETA" in done.stderr and out.stat().st_size > 0
+    assert "audio" in _probe(out)
