@@ -16,10 +16,11 @@ from fastapi.security import APIKeyHeader
 from starlette.concurrency import run_in_threadpool
 
 from services.gateway.auth import User
+from services.gateway.job_inputs import drop_inputs, share_uploads
 from services.gateway.jobs import Job
 from services.gateway.schemas import ApiError, ErrorBody, JobCreate, JobPage, JobView, job_view
 from services.gateway.state import GatewayState, get_state
-from services.gateway.storage import result_key
+from services.gateway.storage import StorageError, result_key
 
 _auth_header = APIKeyHeader(
     name="Authorization",
@@ -103,6 +104,46 @@ def _accepted(state: GatewayState, job: Job, replayed: bool) -> JSONResponse:
     return JSONResponse(body, status_code=202, headers=headers)
 
 
+async def _intake_and_store(
+    state: GatewayState, request: Request, user: User, idempotency_key: str | None
+) -> tuple[Job, bool]:
+    """Validate the body, keep the uploads where workers can read them, insert the job.
+
+    Whatever fails, and a lost idempotency race, leaves no uploaded files behind.
+    """
+    job_id = uuid.uuid4().hex
+    upload_dir = state.config.upload_dir(job_id)
+    spec: dict | None = None
+    try:
+        intake = await state.intake.read(request, upload_dir)
+        try:
+            spec = await run_in_threadpool(share_uploads, state.storage, job_id, intake.spec)
+        except StorageError:
+            raise ApiError(
+                503,
+                "storage_unavailable",
+                "Uploads cannot be stored right now.",
+                {"Retry-After": "30"},
+            ) from None
+        job, created = await run_in_threadpool(
+            lambda: state.store.create(
+                user.uid,
+                spec,
+                notify=intake.notify,
+                idempotency_key=idempotency_key,
+                job_id=job_id,
+            )
+        )
+    except BaseException:
+        await run_in_threadpool(drop_inputs, state.storage, spec or {}, upload_dir)
+        raise
+    if not created:
+        await run_in_threadpool(drop_inputs, state.storage, spec, upload_dir)
+    elif not state.storage.local_path_supported:
+        shutil.rmtree(upload_dir, ignore_errors=True)
+    return job, created
+
+
 @router.post(
     "",
     status_code=202,
@@ -127,25 +168,8 @@ async def create_job(
         if earlier is not None:
             return _accepted(state, earlier, replayed=True)
     await run_in_threadpool(_check_quota, state, user)
-    job_id = uuid.uuid4().hex
-    upload_dir = state.config.upload_dir(job_id)
-    try:
-        intake = await state.intake.read(request, upload_dir)
-        job, created = await run_in_threadpool(
-            lambda: state.store.create(
-                user.uid,
-                intake.spec,
-                notify=intake.notify,
-                idempotency_key=idempotency_key,
-                job_id=job_id,
-            )
-        )
-    except BaseException:
-        shutil.rmtree(upload_dir, ignore_errors=True)
-        raise
-    if not created:
-        shutil.rmtree(upload_dir, ignore_errors=True)
-    elif state.pool is not None:
+    job, created = await _intake_and_store(state, request, user, idempotency_key)
+    if created and state.pool is not None:
         state.pool.wake()
     return _accepted(state, job, replayed=not created)
 

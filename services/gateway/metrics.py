@@ -46,7 +46,7 @@ class GatewayMetrics:
         self.queue_depth = Gauge("dynamics_queue_depth", "Jobs waiting for a worker", registry=r)
         self.job_gpu_seconds = Histogram(
             "dynamics_job_gpu_seconds",
-            "Accelerator seconds spent on one job",
+            "Accelerator seconds of one job (animator-reported, else its animate stage)",
             buckets=_STAGE_BUCKETS,
             registry=r,
         )
@@ -72,8 +72,11 @@ class GatewayMetrics:
         for stage in STAGES:
             if stage in timings:
                 self.stage_seconds.labels(stage=stage).observe(max(0.0, float(timings[stage])))
-        if "gpu_seconds" in timings:
-            self.job_gpu_seconds.observe(max(0.0, float(timings["gpu_seconds"])))
+        # Device time as the orchestrator reports it; without that, the animate stage's wall
+        # time (an upper bound: the animator holds the device for the job during that stage).
+        gpu = timings.get("gpu_seconds", timings.get("animate"))
+        if gpu is not None:
+            self.job_gpu_seconds.observe(max(0.0, float(gpu)))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

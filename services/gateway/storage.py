@@ -27,6 +27,8 @@ class StorageError(RuntimeError):
 class ResultStorage(Protocol):
     """What the workers and the result route need from a storage backend."""
 
+    local_path_supported: bool  # objects are files on this host (`local_path` works)
+
     def put(self, key: str, path: Path, content_type: str = "video/mp4") -> None: ...
 
     def exists(self, key: str) -> bool: ...
@@ -36,6 +38,8 @@ class ResultStorage(Protocol):
     def signed_url(self, key: str, expires_s: int = 3600) -> str | None: ...
 
     def iter_bytes(self, key: str) -> Iterator[bytes]: ...
+
+    def download(self, key: str, dest: Path) -> None: ...
 
     def delete(self, key: str) -> None: ...
 
@@ -67,6 +71,8 @@ def with_retries(action: Callable[[], T], what: str, attempts: int = 4, base_s: 
 
 class LocalStorage:
     """Results in a folder on the gateway's disk."""
+
+    local_path_supported = True
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -100,6 +106,9 @@ class LocalStorage:
             while chunk := handle.read(CHUNK):
                 yield chunk
 
+    def download(self, key: str, dest: Path) -> None:
+        shutil.copyfile(self._path(key), dest)
+
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
@@ -110,6 +119,8 @@ class FirebaseStorage:
     Against `gcp-storage-emulator` the google-cloud-storage client follows
     STORAGE_EMULATOR_HOST by itself; the App then carries anonymous credentials.
     """
+
+    local_path_supported = False
 
     def __init__(
         self,
@@ -164,6 +175,12 @@ class FirebaseStorage:
         with reader:
             while chunk := reader.read(CHUNK):
                 yield chunk
+
+    def download(self, key: str, dest: Path) -> None:
+        blob = self.bucket.blob(key)
+        self._retry(
+            lambda: blob.download_to_filename(str(dest), **self._call), f"download of {key}"
+        )
 
     def delete(self, key: str) -> None:
         from google.api_core.exceptions import NotFound

@@ -14,11 +14,11 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from services.gateway.config import GatewayConfig
-from services.gateway.job_types import JobFailed, JobSpec, MediaInput, ProgressUpdate
+from services.gateway.job_inputs import drop_inputs, fetch_shared_inputs, job_spec
+from services.gateway.job_types import JobFailed, ProgressUpdate
 from services.gateway.jobs import Job, JobStore
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.notify import JobEvent, Notifier
@@ -27,25 +27,6 @@ from services.gateway.storage import ResultStorage, StorageError, result_key
 logger = logging.getLogger(__name__)
 
 _PROGRESS_EVERY_S = 0.25
-
-
-def job_spec(job: Job) -> JobSpec:
-    """The orchestrator's view of a stored job."""
-    spec = job.spec
-
-    def media(entry: dict[str, Any]) -> MediaInput:
-        path = entry.get("path")
-        return MediaInput(path=Path(path) if path else None, url=entry.get("url"))
-
-    return JobSpec(
-        job_id=job.id,
-        source=media(spec["source"]),
-        driving=media(spec["driving"]),
-        seconds=float(spec.get("seconds", 10.0)),
-        source_max_dim=int(spec.get("source_max_dim", 1280)),
-        options=dict(spec.get("options", {})),
-        sequential=bool(spec.get("sequential", False)),
-    )
 
 
 class LeaseKeeper:
@@ -191,8 +172,9 @@ class WorkerPool:
         work_dir.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
         try:
+            local = fetch_shared_inputs(self.storage, job.spec, work_dir / "inputs")
             result = self.orchestrator.run(
-                job_spec(job),
+                job_spec(job, local),
                 work_dir,
                 on_progress=lambda update: self._on_progress(run, update),
                 cancel=run.lease.cancel,
@@ -283,7 +265,7 @@ class WorkerPool:
     ) -> None:
         """Bookkeeping once a job is final: metric, uploaded inputs removed, notifications."""
         self.metrics.jobs_total.labels(status=status).inc()
-        shutil.rmtree(self.config.upload_dir(job.id), ignore_errors=True)
+        drop_inputs(self.storage, job.spec, self.config.upload_dir(job.id))
         if self.notifier is None:
             return
         url = f"{self.config.public_url}/v1/jobs/{job.id}/result" if status == "succeeded" else None

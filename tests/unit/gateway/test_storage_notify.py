@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import socket
+from dataclasses import replace
 
 import pytest
 from fastapi.testclient import TestClient
 
 from services.gateway.config import GatewayConfig
 from services.gateway.firebase_app import delete_firebase_app, make_firebase_app
+from services.gateway.metrics import GatewayMetrics
 from services.gateway.notify import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -20,11 +22,14 @@ from services.gateway.notify import (
     verify_signature,
 )
 from services.gateway.storage import FirebaseStorage, LocalStorage, StorageError
+from services.gateway.worker import WorkerPool
 from tests.unit.gateway.gateway_harness import (
     PROJECT,
     LocalEndpoint,
     StandInOrchestrator,
     build_gateway,
+    make_video,
+    png_bytes,
     wait_for,
 )
 
@@ -194,3 +199,49 @@ def test_job_result_from_the_emulator_and_notifications(emulator, tmp_path):
     assert json.loads(fcm.requests[0].body)["message"]["data"]["job_id"] == job_id
     payload = json.loads(hook.requests[0].body)
     assert payload["status"] == "succeeded" and payload["result_url"].endswith("/result")
+
+
+@pytest.mark.ffmpeg
+def test_uploads_travel_through_the_bucket_to_any_replica(emulator, firebase_app, tmp_path):
+    video = make_video(tmp_path / "hero.mp4").read_bytes()
+    gateway = build_gateway(
+        tmp_path / "gw",
+        StandInOrchestrator(),
+        storage_backend="firebase",
+        storage_bucket=BUCKET,
+        firebase_project_id=PROJECT,
+        firebase_credentials="anonymous",
+    )
+    files = {
+        "source": ("me.png", png_bytes(), "image/png"),
+        "driving": ("hero.mp4", video, "video/mp4"),
+    }
+    bucket = FirebaseStorage(firebase_app, BUCKET).bucket
+    try:
+        with TestClient(gateway.app, raise_server_exceptions=False) as client:
+            client.app.state.gateway.pool.stop(0)  # this replica only accepts
+            job_id = client.post("/v1/jobs", files=files).json()["id"]
+            spec = client.app.state.gateway.store.get(job_id).spec
+            assert spec["driving"]["object"] == f"uploads/{job_id}/driving.mp4"
+            assert not gateway.config.upload_dir(job_id).exists()
+            assert {b.name for b in bucket.list_blobs(prefix="uploads/")} == {
+                f"uploads/{job_id}/source.png",
+                f"uploads/{job_id}/driving.mp4",
+            }
+            other = WorkerPool(
+                replace(gateway.config, data_dir=tmp_path / "other"),
+                client.app.state.gateway.store,
+                StandInOrchestrator(),
+                client.app.state.gateway.storage,
+                None,
+                GatewayMetrics(),
+            )
+            other.start(1)
+            try:
+                wait_for(lambda: client.get(f"/v1/jobs/{job_id}").json()["status"] == "succeeded")
+            finally:
+                other.stop(1.0)
+            assert client.get(f"/v1/jobs/{job_id}/result").content == video
+    finally:
+        gateway.close()
+    assert not list(bucket.list_blobs(prefix="uploads/"))

@@ -246,3 +246,16 @@ def test_config_rejects_bad_values():
         "127.0.0.1/32",
     )
     assert gateway_config  # harness defaults build a valid config
+
+
+def test_shutdown_requeues_a_job_that_did_not_finish_in_the_drain_time(run_gateway, video_bytes):
+    gate = threading.Event()
+    orchestrator = StandInOrchestrator(gate=gate)
+    client = run_gateway(orchestrator)
+    job_id = submit(client, video_bytes)
+    state = client.app.state.gateway
+    wait_for(lambda: state.store.get(job_id).status == "running")
+    state.pool.stop(drain_s=0.2)
+    job = state.store.get(job_id)
+    assert (job.status, job.error_code, job.lease_token) == ("queued", "interrupted", None)
+    assert orchestrator.cancelled == [job_id]
