@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -98,10 +99,11 @@ class FaceDetector:
     @classmethod
     def from_config(cls, cfg: FaceDetectConfig) -> FaceDetector:
         landmark = None
-        if cfg.landmark_model is not None:
+        landmark_path = find_landmark_model(cfg)
+        if landmark_path is not None:
             from services.face_detect.landmarks203 import Landmark203
 
-            landmark = Landmark203(cfg.landmark_model)
+            landmark = Landmark203(landmark_path)
         return cls(build_backend(cfg), landmark203=landmark, min_face_px=cfg.min_face_px)
 
     @property
@@ -167,6 +169,20 @@ class FaceDetector:
             face=face,
             faces_found=len(faces),
         )
+
+
+def find_landmark_model(cfg: FaceDetectConfig) -> Path | None:
+    """FACE_DETECT_LANDMARK_MODEL, else a landmark.onnx in the model folder (or its
+    liveportrait/ subfolder, upstream's pretrained_weights layout), else None."""
+    if cfg.landmark_model is not None:
+        return cfg.landmark_model
+    if cfg.model_dir is None:
+        return None
+    for candidate in (cfg.model_dir / "landmark.onnx", cfg.model_dir / "liveportrait" / "landmark.onnx"):
+        if candidate.is_file():
+            logger.info("using %s for 203-point landmarks", candidate)
+            return candidate
+    return None
 
 
 def source_crop_params(points: np.ndarray) -> tuple[float, float]:

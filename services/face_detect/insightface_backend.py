@@ -26,13 +26,17 @@ PROVIDERS = ["CPUExecutionProvider"]
 
 
 def resolve_model_dir(model_dir: Path) -> Path:
-    """Accept the buffalo_l folder itself or an insightface root holding models/buffalo_l."""
+    """Accept the buffalo_l folder itself, an insightface root holding models/buffalo_l, or
+    upstream LivePortrait's pretrained_weights folder (insightface/models/buffalo_l)."""
     model_dir = Path(model_dir)
-    for candidate in (model_dir, model_dir / "buffalo_l", model_dir / "models" / "buffalo_l"):
+    candidates = (model_dir, model_dir / "buffalo_l", model_dir / "models" / "buffalo_l",
+                  model_dir / "insightface" / "models" / "buffalo_l")
+    for candidate in candidates:
         if (candidate / DETECTOR_FILE).is_file():
             return candidate
     raise FileNotFoundError(
-        f"{model_dir} holds no {DETECTOR_FILE} (looked in it, buffalo_l/ and models/buffalo_l/)"
+        f"{model_dir} holds no {DETECTOR_FILE} (looked in it, buffalo_l/, models/buffalo_l/ "
+        "and insightface/models/buffalo_l/)"
     )
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from services.common import face_geometry as g
 from services.face_detect.config import FaceDetectConfig
-from services.face_detect.detector import FaceDetector
+from services.face_detect.detector import FaceDetector, find_landmark_model
 from services.face_detect.insightface_backend import InsightFaceDetector, resolve_model_dir
 from services.face_detect.landmarks203 import Landmark203
 from tests.unit.face_detect import assets
@@ -51,8 +51,21 @@ def test_min_face_filter(insight):
     assert insight.detect(assets.bright_square(box=SQUARE), min_face_px=1000) == []
 
 
+def test_upstream_weights_layout_finds_both_models(onnx_dir, tmp_path):
+    root = tmp_path / "pretrained_weights"
+    (root / "insightface" / "models").mkdir(parents=True)
+    (root / "liveportrait").mkdir()
+    (root / "insightface" / "models" / "buffalo_l").symlink_to(onnx_dir / "models" / "buffalo_l")
+    (root / "liveportrait" / "landmark.onnx").symlink_to(onnx_dir / "landmark.onnx")
+    cfg = FaceDetectConfig(backend="insightface", model_dir=root)
+    assert find_landmark_model(cfg) == root / "liveportrait" / "landmark.onnx"
+    detector = FaceDetector.from_config(cfg)
+    assert detector.name == "insightface" and detector.landmark203 is not None
+    assert find_landmark_model(FaceDetectConfig()) is None
+
+
 def test_source_crop_uses_the_106_points(onnx_dir):
-    cfg = FaceDetectConfig(backend="insightface", model_dir=onnx_dir, min_face_px=8)
+    cfg = FaceDetectConfig(backend="insightface", model_dir=onnx_dir / "models", min_face_px=8)
     detector = FaceDetector.from_config(cfg)
     source = detector.analyse_source(assets.bright_square(box=SQUARE))
     assert source.landmarks.shape == (106, 2)
