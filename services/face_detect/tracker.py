@@ -22,6 +22,7 @@ import numpy as np
 
 from services.common import face_geometry as g
 from services.common.errors import FaceNotFoundError, InvalidInputError, ResourceExhaustedError
+from services.face_detect.config import DRIVING_BOX_MODES
 from services.face_detect.detector import (
     FaceDetector,
     FaceRatios,
@@ -135,6 +136,8 @@ class DrivingTracker:
             raise InvalidInputError(
                 f"driving video size {width}x{height} ({total_frames} frames) is invalid",
                 reason="bad_video")
+        if box_mode not in DRIVING_BOX_MODES:
+            raise ValueError(f"box_mode must be one of {DRIVING_BOX_MODES}, got {box_mode!r}")
         self.detector = detector
         self.tracker = FaceTracker(detector)
         self.width, self.height = width, height
