@@ -8,6 +8,7 @@ or stays NOT_SERVING past the timeout fails the start with the tail of its log. 
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import logging
@@ -93,6 +94,23 @@ class LocalService:
         return self.metrics_port
 
 
+def _load_libc():
+    try:
+        return ctypes.CDLL("libc.so.6", use_errno=True) if sys.platform == "linux" else None
+    except OSError:
+        return None
+
+
+_LIBC = _load_libc()  # loaded in the parent: the forked child only makes one call
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the starting thread's process dies (Linux), so a crashed
+    `dynamics render` leaves no orphaned services behind."""
+    if _LIBC is not None:
+        _LIBC.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -148,6 +166,7 @@ class LocalStack:
                     proc = subprocess.Popen(
                         [sys.executable, "-m", module], env=self._env(prefix, port),
                         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                        preexec_fn=_die_with_parent,  # noqa: PLW1509 - one async-safe call
                     )
                 self.services[name] = LocalService(name, proc, log_path, port)
             deadline = time.monotonic() + self.config.start_timeout_s
@@ -204,7 +223,7 @@ class LocalStack:
             self._own_log_dir = None
         return codes
 
-    def __enter__(self) -> LocalStack:
+    def __enter__(self) -> LocalStack:  # noqa: PYI034
         self.start()
         return self
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -48,6 +49,14 @@ def gateway_environ(environ: Mapping[str, str], args: argparse.Namespace, target
     }
 
 
+class _Terminated(Exception):
+    """SIGTERM arrived: unwind so the gateway and the services are stopped in order."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise _Terminated()
+
+
 def main(argv: list[str] | None = None, environ: Mapping[str, str] = os.environ) -> int:
     args = build_parser().parse_args(argv)
     weights = args.weights or default_weights_dir(environ)
@@ -57,34 +66,47 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] = os.environ)
         return 2
     if (weights / RANDOM_MARKER).exists():
         print(NOISE_WARNING, file=sys.stderr)
+    stack = LocalStack(StackConfig(weights_dir=weights, env=dict(environ),
+                                   animator_device=args.device))
+    print("starting face_detect, animator and encoder on loopback ...", file=sys.stderr)
+    # uvicorn drains on SIGTERM, then re-raises it with the handler found at start: make that
+    # handler unwind this function (so the services stop) instead of killing the process.
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        return _serve(args, environ, weights, stack)
+    except _Terminated:
+        return 0
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        stack.stop()
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _serve(args: argparse.Namespace, environ: Mapping[str, str], weights: Path,
+           stack: LocalStack) -> int:
     import uvicorn
 
     from services.common.logging import configure_logging
     from services.gateway.config import GatewayConfig
     from services.gateway.runtime import Gateway, real_orchestrator
 
-    stack = LocalStack(StackConfig(weights_dir=weights, env=dict(environ),
-                                   animator_device=args.device))
-    print("starting face_detect, animator and encoder on loopback ...", file=sys.stderr)
     try:
         targets = stack.start()
     except StackError as exc:
         print(f"dynamics up: {exc}", file=sys.stderr)
         return 1
+    config = GatewayConfig.from_env(
+        gateway_environ(environ, args, targets, weights_fingerprint(weights)))
+    configure_logging("gateway", level=config.log_level)
+    orchestrator, close_clients = real_orchestrator(config)
+    gateway = Gateway.build(config, orchestrator)
+    print(f"dynamics up: REST API on http://{args.host}:{args.port} "
+          f"(OpenAPI at /openapi.json, no auth)", file=sys.stderr)
     try:
-        config = GatewayConfig.from_env(
-            gateway_environ(environ, args, targets, weights_fingerprint(weights)))
-        configure_logging("gateway", level=config.log_level)
-        orchestrator, close_clients = real_orchestrator(config)
-        gateway = Gateway.build(config, orchestrator)
-        print(f"dynamics up: REST API on http://{args.host}:{args.port} "
-              f"(OpenAPI at /openapi.json, no auth)", file=sys.stderr)
-        try:
-            uvicorn.run(gateway.app, host=args.host, port=args.port, log_config=None,
-                        timeout_graceful_shutdown=int(gateway.state.drain_s) + 5)
-        finally:
-            gateway.close()
-            close_clients()
+        uvicorn.run(gateway.app, host=args.host, port=args.port, log_config=None,
+                    timeout_graceful_shutdown=int(gateway.state.drain_s) + 5)
     finally:
-        stack.stop()
+        gateway.close()
+        close_clients()
     return 0
