@@ -60,6 +60,8 @@ class GatewayConfig:
     heartbeat_s: float = 0.0  # 0: a third of the lease
     poll_s: float = 1.0
     max_attempts: int = 3
+    retry_base_s: float = 5.0
+    max_queue_s: float = 1800.0
     max_image_bytes: int = 20 * MIB
     max_video_bytes: int = 200 * MIB
     max_seconds: float = 10.0
@@ -141,6 +143,8 @@ class GatewayConfig:
             heartbeat_s=env_float(environ, "JOB_HEARTBEAT_S", 0.0, minimum=0.0),
             poll_s=env_float(environ, "JOB_POLL_S", 1.0, minimum=0.01),
             max_attempts=env_int(environ, "JOB_MAX_ATTEMPTS", 3, minimum=1),
+            retry_base_s=env_float(environ, "JOB_RETRY_BASE_S", 5.0, minimum=0.0),
+            max_queue_s=env_float(environ, "JOB_MAX_QUEUE_S", 1800.0, minimum=1.0),
             max_image_bytes=env_int(environ, "MAX_IMAGE_BYTES", 20 * MIB, minimum=1),
             max_video_bytes=env_int(environ, "MAX_VIDEO_BYTES", 200 * MIB, minimum=1),
             max_seconds=env_float(environ, "MAX_SECONDS", 10.0, minimum=1.0),

@@ -42,6 +42,13 @@ class Transaction:
         names = [col[0] for col in self._cursor.description]
         return [dict(zip(names, row)) for row in self._cursor.fetchall()]
 
+    def columns(self, table: str) -> list[str]:
+        """Column names of `table` (a trusted identifier)."""
+        self._cursor.execute(f"SELECT * FROM {table} WHERE 1 = 0")
+        names = [col[0] for col in self._cursor.description]
+        self._cursor.fetchall()
+        return names
+
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run a statement and return the number of rows it changed."""
         self._cursor.execute(self._sql(sql), tuple(params))

@@ -32,6 +32,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     attempts INTEGER NOT NULL DEFAULT 0,
     lease_token TEXT,
     lease_expires DOUBLE PRECISION,
+    not_before DOUBLE PRECISION,
     created_at DOUBLE PRECISION NOT NULL,
     started_at DOUBLE PRECISION,
     finished_at DOUBLE PRECISION,
@@ -43,9 +44,13 @@ INDEXES = (
     "CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, created_at)",
     "CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs (owner, idempotency_key)",
 )
+# Parameters: now (retry delay over), now (lease expired).
 CLAIMABLE = (
-    "cancel_requested = 0 AND (status = 'queued' OR (status = 'running' AND lease_expires < ?))"
+    "cancel_requested = 0 AND ((status = 'queued' AND (not_before IS NULL OR not_before <= ?))"
+    " OR (status = 'running' AND lease_expires < ?))"
 )
+# Columns added after the first schema, with their types (added in place on start-up).
+LATER_COLUMNS = {"not_before": "DOUBLE PRECISION"}
 
 
 @dataclass
@@ -74,6 +79,7 @@ class Job:
     attempts: int = 0
     lease_token: str | None = None
     lease_expires: float | None = None
+    not_before: float | None = None
     started_at: float | None = None
     finished_at: float | None = None
 

@@ -18,6 +18,7 @@ from services.gateway.job_record import (
     ACTIVE,
     CLAIMABLE,
     INDEXES,
+    LATER_COLUMNS,
     SCHEMA,
     TERMINAL,
     Job,
@@ -38,6 +39,10 @@ class JobStore:
             if db.dialect == "postgresql":
                 tx.query("SELECT pg_advisory_xact_lock(724411) AS locked")
             tx.execute(SCHEMA)
+            present = set(tx.columns("jobs"))
+            for column, kind in LATER_COLUMNS.items():
+                if column not in present:
+                    tx.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
             for statement in INDEXES:
                 tx.execute(statement)
 
@@ -178,7 +183,7 @@ class JobStore:
                 + " ORDER BY created_at, id LIMIT 1"
                 + lock
                 + ") RETURNING *",
-                (token, now + lease_s, now, now, now),
+                (token, now + lease_s, now, now, now, now),
             )
         return Job.from_row(rows[0]) if rows else None
 
@@ -283,14 +288,26 @@ class JobStore:
             [json.dumps(timings), self.clock()],
         )
 
-    def requeue(self, job_id: str, token: str, *, code: str, message: str) -> bool:
-        """Give a job back to the queue after a retryable failure (keeps the attempt count)."""
+    def requeue(
+        self,
+        job_id: str,
+        token: str,
+        *,
+        code: str,
+        message: str,
+        delay_s: float = 0.0,
+        count_attempt: bool = True,
+    ) -> bool:
+        """Give a job back to the queue after a retryable failure, claimable after `delay_s`.
+
+        `count_attempt=False` (a service at capacity) does not use up one of its attempts.
+        """
         return self._update_owned(
             job_id,
             token,
             "status = 'queued', stage = 'queued', error_code = ?, error_message = ?,"
-            " lease_token = NULL, lease_expires = NULL",
-            [code, message],
+            " lease_token = NULL, lease_expires = NULL, not_before = ?, attempts = attempts - ?",
+            [code, message, self.clock() + delay_s, 0 if count_attempt else 1],
         )
 
     def _update_owned(self, job_id: str, token: str, assignments: str, params: list) -> bool:

@@ -22,6 +22,7 @@ from services.gateway.job_types import JobFailed, ProgressUpdate
 from services.gateway.jobs import Job, JobStore
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.notify import JobEvent, Notifier
+from services.gateway.retry_policy import plan_retry
 from services.gateway.storage import ResultStorage, StorageError, result_key
 
 logger = logging.getLogger(__name__)
@@ -251,11 +252,39 @@ class WorkerPool:
                 self._settled(job, "cancelled")
             return
         if self._stopping.is_set() and lease.cancel.is_set():
-            self.store.requeue(job.id, token, code="interrupted", message="The gateway restarted.")
+            self.store.requeue(
+                job.id,
+                token,
+                code="interrupted",
+                message="The gateway restarted.",
+                count_attempt=False,
+            )
             return
-        if retryable and job.attempts < self.config.max_attempts:
-            logger.warning("job %s attempt %d failed (%s); requeued", job.id, job.attempts, code)
-            self.store.requeue(job.id, token, code=code, message=message)
+        plan = plan_retry(
+            code,
+            retryable,
+            attempts=job.attempts,
+            max_attempts=self.config.max_attempts,
+            age_s=self.store.clock() - job.created_at,
+            base_delay_s=self.config.retry_base_s,
+            max_queue_s=self.config.max_queue_s,
+        )
+        if plan is not None:
+            logger.warning(
+                "job %s attempt %d failed (%s); retry in %.1fs",
+                job.id,
+                job.attempts,
+                code,
+                plan.delay_s,
+            )
+            self.store.requeue(
+                job.id,
+                token,
+                code=code,
+                message=message,
+                delay_s=plan.delay_s,
+                count_attempt=plan.count_attempt,
+            )
             return
         if self.store.fail(job.id, token, code=code, message=message, timings=run.timings):
             self._settled(job, "failed", code, message)

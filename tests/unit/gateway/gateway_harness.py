@@ -259,6 +259,7 @@ def gateway_config(tmp_path: Path, **overrides) -> GatewayConfig:
         allow_http_urls=True,
         fetch_trusted_networks=("127.0.0.0/8",),
         webhook_allow_private=True,
+        retry_base_s=0.0,
     )
     return replace(base, **overrides)
 

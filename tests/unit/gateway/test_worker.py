@@ -259,3 +259,10 @@ def test_shutdown_requeues_a_job_that_did_not_finish_in_the_drain_time(run_gatew
     job = state.store.get(job_id)
     assert (job.status, job.error_code, job.lease_token) == ("queued", "interrupted", None)
     assert orchestrator.cancelled == [job_id]
+
+
+def test_capacity_waits_do_not_use_up_attempts(run_gateway, video_bytes):
+    busy = [JobFailed("busy", "The animator is at capacity.", retryable=True) for _ in range(5)]
+    client = run_gateway(StandInOrchestrator(failures=busy), max_attempts=2)
+    view = final(client, submit(client, video_bytes))
+    assert view["status"] == "succeeded" and view["attempts"] == 1
