@@ -7,6 +7,7 @@ exceptions are logged with their stack and answered 500 without it.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -18,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.common.grpc_client import check_health, make_channel
 from services.gateway.auth import AuthError
+from services.gateway.database import DatabaseError
 from services.gateway.job_routes import router as job_router
 from services.gateway.schemas import ApiError
 from services.gateway.state import (
@@ -50,6 +52,18 @@ def _error(status: int, code: str, message: str, headers: dict[str, str] | None 
     )
 
 
+def _database_errors() -> tuple[type[Exception], ...]:
+    """Errors that mean the database cannot be reached or used right now."""
+    kinds: list[type[Exception]] = [DatabaseError, sqlite3.OperationalError]
+    try:
+        import psycopg
+
+        kinds.append(psycopg.OperationalError)
+    except ImportError:
+        pass
+    return tuple(kinds)
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(_request: Request, exc: ApiError) -> JSONResponse:
@@ -69,6 +83,18 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _STATUS_CODES.get(exc.status_code, "error")
         return _error(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
+
+    async def database_down(request: Request, exc: Exception) -> JSONResponse:
+        logger.error("database error on %s %s: %s", request.method, request.url.path, exc)
+        return _error(
+            503,
+            "database_unavailable",
+            "The job database is unavailable; retry soon.",
+            {"Retry-After": "5"},
+        )
+
+    for kind in _database_errors():
+        app.add_exception_handler(kind, database_down)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -364,3 +364,10 @@ def test_readyz_follows_downstream_health(make_client):
     finally:
         up.stop(0)
         down.stop(0)
+
+
+def test_database_outage_is_503_not_a_stack_trace(client):
+    client.app.state.gateway.store.db.close()
+    answer = client.get("/v1/jobs")
+    assert_error(answer, 503, "database_unavailable")
+    assert answer.headers["Retry-After"] == "5"
