@@ -226,6 +226,7 @@ class WorkerPool:
 
     def _succeed(self, run: _Run, key: str, result: Any) -> None:
         job, token = run.job, run.job.lease_token or ""
+        run.lease.stop()  # the final write ends the lease; no renewal may race it
         if not self.store.finish(
             job.id,
             token,
@@ -244,6 +245,7 @@ class WorkerPool:
 
     def _failed(self, run: _Run, code: str, message: str, retryable: bool) -> None:
         job, token, lease = run.job, run.job.lease_token or "", run.lease
+        lease.stop()
         if lease.lost:
             logger.info("job %s stopped after losing its lease", job.id)
             return
