@@ -9,23 +9,24 @@ comes from frame 0 only and `driving_multiplier` is not folded into it.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
-from scipy.spatial import ConvexHull
+from scipy.spatial import ConvexHull, QhullError
 
 from services.animator import retargeting
 from services.animator.motion_types import (
-    ABSOLUTE_EXP_MASK,
-    EYE_ROWS,
-    LIP_ROWS,
     NEUTRAL_LIP,
     DrivingBatch,
     MotionOptions,
     Retargeters,
     SourceMotion,
+    region_mask,
 )
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -41,9 +42,18 @@ class MotionReference:
 
 
 def convex_hull_multiplier(x_s: np.ndarray, x_d0: np.ndarray) -> float:
-    """m = sqrt(V(x_s)) / sqrt(V(x_d0)), V = volume of the 3-D convex hull of K points."""
-    source = ConvexHull(np.asarray(x_s, dtype=np.float64).reshape(-1, 3)).volume
-    driving = ConvexHull(np.asarray(x_d0, dtype=np.float64).reshape(-1, 3)).volume
+    """m = sqrt(V(x_s)) / sqrt(V(x_d0)), V = volume of the 3-D convex hull of K points.
+
+    Degenerate (flat) keypoint sets, where upstream would crash, give 1.0 with a warning.
+    """
+    try:
+        source = ConvexHull(np.asarray(x_s, dtype=np.float64).reshape(-1, 3)).volume
+        driving = ConvexHull(np.asarray(x_d0, dtype=np.float64).reshape(-1, 3)).volume
+    except QhullError:
+        logger.warning("degenerate keypoint hull; expression-friendly multiplier set to 1")
+        return 1.0
+    if not driving > 0:
+        return 1.0
     return float(np.sqrt(source) / np.sqrt(driving))
 
 
@@ -51,7 +61,8 @@ def make_reference(
     source: SourceMotion, first: DrivingBatch, options: MotionOptions
 ) -> MotionReference:
     """Frame-0 reference of a job; computes the expression-friendly multiplier when it applies."""
-    ref = MotionReference(rot=first.rot[:1], exp=first.exp[:1], scale=first.scale[:1], t=first.t[:1])
+    ref = MotionReference(rot=first.rot[:1], exp=first.exp[:1], scale=first.scale[:1],
+                          t=first.t[:1])
     if not _expression_friendly(options):
         return ref
     x_d0 = driving_keypoints(source, first.head(1), ref, options)  # 1×K×3
@@ -84,25 +95,16 @@ def expression_target(source: SourceMotion, drv: DrivingBatch, ref: MotionRefere
         if options.region == "eyes" and options.driving_image:
             base = torch.zeros_like(ref.exp)  # upstream subtracts 0, not L, for the eyes region
         moved = exp_s + (drv.exp - base)  # B×K×3
-        mask = {"all": None, "exp": None}.get(options.region, _row_mask(options.region, drv))
+        if options.region in ("all", "exp"):
+            return moved
     else:
-        moved = drv.exp
-        mask = _row_mask(options.region, drv)
-    return moved if mask is None else torch.where(mask, moved, exp_s)
+        moved = drv.exp  # absolute: only the region's entries are taken
+    mask = torch.tensor(region_mask(options.region), device=drv.exp.device)  # K×3
+    return torch.where(mask, moved, exp_s)
 
 
 def _lip_neutral(drv: DrivingBatch) -> torch.Tensor:
     return torch.tensor(NEUTRAL_LIP, dtype=torch.float32, device=drv.exp.device)  # 1×21×3
-
-
-def _row_mask(region: str, drv: DrivingBatch) -> torch.Tensor:
-    """Boolean K×3 mask of the exp entries a region takes from the driving side."""
-    mask = np.zeros(ABSOLUTE_EXP_MASK.shape, dtype=bool)
-    if region in ("all", "exp"):
-        mask = ABSOLUTE_EXP_MASK
-    elif region in ("lip", "eyes"):
-        mask[list(LIP_ROWS if region == "lip" else EYE_ROWS), :] = True
-    return torch.tensor(mask, device=drv.exp.device)  # K×3
 
 
 def scale_translation_target(source: SourceMotion, drv: DrivingBatch, ref: MotionReference,

@@ -32,6 +32,20 @@ def _absolute_exp_mask() -> np.ndarray:
 
 ABSOLUTE_EXP_MASK = _absolute_exp_mask()
 
+
+def region_mask(region: str) -> np.ndarray:
+    """Boolean K×3 mask of the exp entries a region takes from the driving side.
+
+    "all"/"exp" use the absolute-mode row set (rows 0, 7, 10 stay the source's), "lip" and
+    "eyes" their rows, "pose" nothing.
+    """
+    if region in ("all", "exp"):
+        return ABSOLUTE_EXP_MASK.copy()
+    mask = np.zeros(ABSOLUTE_EXP_MASK.shape, dtype=bool)
+    if region in ("lip", "eyes"):
+        mask[list(LIP_ROWS if region == "lip" else EYE_ROWS), :] = True
+    return mask
+
 # Neutral lip expression L (1×21×3): subtracted instead of driving frame 0's exp when a single
 # driving image drives the source. Values from SPEC §5.4 (float64, as the upstream resource).
 NEUTRAL_LIP = np.array([[

@@ -23,8 +23,13 @@ from torch import nn
 
 from services.animator import motion
 from services.animator.keypoints import KpInfo, kp_info_from_motion_output
-from services.animator.motion_types import (DrivingBatch, DrivingFrame, MotionOptions,
-                                            Retargeters, SourceMotion)
+from services.animator.motion_types import (
+    DrivingBatch,
+    DrivingFrame,
+    MotionOptions,
+    Retargeters,
+    SourceMotion,
+)
 from services.common.errors import InvalidInputError
 
 logger = logging.getLogger(__name__)
@@ -142,7 +147,8 @@ class AnimatorPipeline:
         out = []
         for img in batch:
             img = np.asarray(img)
-            if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3 or min(img.shape[:2]) < 2:
+            bad = img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3
+            if bad or min(img.shape[:2]) < 2:
                 raise InvalidInputError(f"expected an H×W×3 uint8 RGB crop, got {img.dtype} "
                                         f"{img.shape}", reason="bad_image")
             if img.shape[:2] != (self.input_size, self.input_size):
@@ -164,10 +170,18 @@ class AnimatorPipeline:
         with self.autocast():
             return self.F(images).float()
 
-    def prepare_source(self, crop: np.ndarray | torch.Tensor, ratios: Ratios = Ratios(),
-                       options: MotionOptions = MotionOptions()) -> SourceState:
-        """Source crop (256×256 RGB uint8, or an already prepared 1×3×S×S tensor) → SourceState."""
-        image = crop.to(self.device) if isinstance(crop, torch.Tensor) else self.prepare_images(crop)
+    def prepare_source(self, crop: np.ndarray | torch.Tensor, ratios: Ratios | None = None,
+                       options: MotionOptions | None = None) -> SourceState:
+        """Source crop (256×256 RGB uint8, or a prepared 1×3×S×S tensor) → SourceState.
+
+        F and M run once; x_s, R_s and the lip-normalisation delta are kept on the device.
+        """
+        ratios = ratios or Ratios()
+        options = options or MotionOptions()
+        if isinstance(crop, torch.Tensor):
+            image = crop.to(self.device)  # 1×3×S×S
+        else:
+            image = self.prepare_images(crop)  # 1×3×S×S
         with self.device_lock:
             info = self.kp_info(image)  # 1×…
             f_s = self.appearance(image)  # 1×C×D×H×W

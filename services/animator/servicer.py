@@ -9,14 +9,18 @@ from fractions import Fraction
 
 import grpc
 import numpy as np
-
 from dynamics.v1 import animator_pb2, animator_pb2_grpc, common_pb2
+
 from services.animator import metrics, templates
 from services.animator.motion_types import DrivingFrame, MotionOptions
 from services.animator.pipeline import AnimatorPipeline, Ratios
 from services.animator.request_queue import BoundedReader
-from services.common.errors import (InvalidInputError, ResourceExhaustedError, UnavailableError,
-                                    handle_errors)
+from services.common.errors import (
+    InvalidInputError,
+    ResourceExhaustedError,
+    UnavailableError,
+    handle_errors,
+)
 from services.common.media import array_to_raw, raw_to_array
 
 logger = logging.getLogger(__name__)
@@ -169,7 +173,7 @@ class AnimatorServicer(animator_pb2_grpc.AnimatorServiceServicer):
         crops = [(i, item) for i, item in enumerate(items) if isinstance(item, tuple)]
         if crops:
             extracted = self._motion_of_crops([c for _, c in crops], start)
-            for (i, _), frame in zip(crops, extracted):
+            for (i, _), frame in zip(crops, extracted, strict=True):
                 items[i] = frame
         out = self._pipe().run_batch(state, items, start)
         metrics.record_batch(len(items), out.seconds, self._on_gpu())

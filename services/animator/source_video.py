@@ -17,10 +17,16 @@ import torch
 
 from services.animator import motion, retargeting
 from services.animator.keypoints import KpInfo
+from services.animator.motion_types import (
+    NEUTRAL_LIP,
+    DrivingBatch,
+    DrivingFrame,
+    MotionOptions,
+    Retargeters,
+    SourceMotion,
+    region_mask,
+)
 from services.animator.pipeline import AnimatorOutput, AnimatorPipeline, Ratios
-from services.animator.motion_types import (ABSOLUTE_EXP_MASK, EYE_ROWS, LIP_ROWS, NEUTRAL_LIP,
-                                            DrivingBatch, DrivingFrame, MotionOptions,
-                                            Retargeters, SourceMotion)
 from services.animator.smoothing import rts_smooth
 from services.common.errors import InvalidInputError
 
@@ -73,12 +79,8 @@ def video_driving_keypoints(src: SourceMotion, drv: DrivingBatch, options: Motio
     """x_d,j = s_s,j·(x_c_s,j·R_new + δ_new) + t_new for all N frames (before S/R), N×K×3."""
     rot_t, exp_t = smoothed_targets(src, drv, options)
     rot = rot_t if options.region in ("all", "pose") else src.rot  # N×3×3
-    mask = np.zeros_like(ABSOLUTE_EXP_MASK)
-    if options.region in ("all", "exp"):
-        mask = ABSOLUTE_EXP_MASK
-    elif options.region in ("lip", "eyes"):
-        mask[list(LIP_ROWS if options.region == "lip" else EYE_ROWS), :] = True
-    exp = torch.where(torch.tensor(mask, device=src.exp.device), exp_t, src.exp)  # N×K×3
+    mask = torch.tensor(region_mask(options.region), device=src.exp.device)  # K×3
+    exp = torch.where(mask, exp_t, src.exp)  # N×K×3
     t = src.t
     if not options.relative and options.region in ("all", "pose"):
         t = drv.t[:1].expand_as(src.t) if options.driving_image else drv.t  # N×3

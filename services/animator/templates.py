@@ -18,8 +18,8 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
-
 from dynamics.v1 import common_pb2
+
 from services.animator.motion_types import DrivingFrame
 from services.common.errors import InvalidInputError
 
@@ -87,7 +87,9 @@ def _reject_object_arrays(obj, depth: int = 0) -> None:
         raise InvalidInputError("motion template is nested too deeply", reason="bad_template")
     if isinstance(obj, np.ndarray) and obj.dtype.hasobject:
         raise InvalidInputError("motion template holds object arrays", reason="bad_template")
-    children = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, list | tuple) else ()
+    children = obj.values() if isinstance(obj, dict) else ()
+    if isinstance(obj, list | tuple):
+        children = obj
     for child in children:
         _reject_object_arrays(child, depth + 1)
 
@@ -192,7 +194,8 @@ def load_template(path: str | Path) -> MotionTemplate:
             meta = json.loads(str(npz["meta"]))
             arrays = {k: npz[k] for k in npz.files if k != "meta"}
     except (OSError, ValueError, KeyError) as exc:
-        raise InvalidInputError(f"not a motion template file: {exc}", reason="bad_template") from None
+        raise InvalidInputError(f"not a motion template file: {exc}",
+                                reason="bad_template") from None
     if meta.get("format") != FORMAT_NAME or meta.get("version") != FORMAT_VERSION:
         raise InvalidInputError("unknown motion template format/version", reason="bad_template")
     try:
@@ -206,7 +209,8 @@ def load_template(path: str | Path) -> MotionTemplate:
             lip_ratio=float(arrays["lip_ratio"][i]),
         )) for i in range(n)]
     except (KeyError, IndexError, ValueError) as exc:
-        raise InvalidInputError(f"motion template is malformed: {exc}", reason="bad_template") from None
+        raise InvalidInputError(f"motion template is malformed: {exc}",
+                                reason="bad_template") from None
     num, den = meta["fps"]
     return MotionTemplate(frames=frames, fps=Fraction(int(num), int(den)),
                           num_kp=int(meta["num_kp"]), model_version=str(meta["model_version"]))
@@ -235,7 +239,8 @@ def frame_from_proto(msg: common_pb2.FrameMotion, num_kp: int = 21) -> DrivingFr
             raise InvalidInputError(f"frame {msg.index}: {name} has {len(getattr(msg, name))} "
                                     f"values, expected {size}", reason="bad_motion")
     if len(msg.keypoints) not in (0, 3 * num_kp):
-        raise InvalidInputError(f"frame {msg.index}: keypoints must be empty or {3 * num_kp} values",
+        raise InvalidInputError(f"frame {msg.index}: keypoints must be empty or "
+                                f"{3 * num_kp} values",
                                 reason="bad_motion")
     return _checked_frame(DrivingFrame(
         index=msg.index, scale=float(np.float32(msg.scale)),
@@ -265,7 +270,8 @@ def template_from_proto(msg: common_pb2.MotionTemplate) -> MotionTemplate:
     """dynamics.v1.MotionTemplate -> MotionTemplate (validated)."""
     num_kp = msg.num_kp or 21
     if msg.fps.den <= 0 or msg.fps.num <= 0:
-        raise InvalidInputError("motion template fps must be a positive fraction", reason="bad_template")
+        raise InvalidInputError("motion template fps must be a positive fraction",
+                                reason="bad_template")
     return MotionTemplate(frames=[frame_from_proto(f, num_kp) for f in msg.frames],
                           fps=Fraction(msg.fps.num, msg.fps.den), num_kp=num_kp,
                           model_version=msg.model_version)

@@ -7,8 +7,8 @@ import time
 import grpc
 import numpy as np
 import pytest
-
 from dynamics.v1 import animator_pb2, animator_pb2_grpc, common_pb2
+
 from services.animator import metrics, templates
 from services.animator.motion_types import MotionOptions
 from services.animator.pipeline import AnimatorPipeline, Ratios
@@ -66,7 +66,7 @@ def test_animate_streams_frames_in_order(served, pipeline, lp_fixtures):
     assert all(r.progress.total == len(frames) and not r.random_weights for r in replies)
     state = pipeline.prepare_source(source, Ratios(0.3, 0.28, 0.05), MotionOptions())
     expected = list(pipeline.generate(state, frames, 0))
-    for reply, image in zip(replies, expected):
+    for reply, image in zip(replies, expected, strict=True):
         got = raw_to_array(reply.frame.image)
         assert got.shape == (64, 64, 3)
         assert np.abs(got.astype(np.int16) - image.astype(np.int16)).max() <= 1
@@ -93,7 +93,7 @@ def test_animate_from_crops_matches_extract_motion(served):
     a = [raw_to_array(r.frame.image) for r in stub.Animate(iter(by_motion), timeout=60)]
     b = [raw_to_array(r.frame.image) for r in stub.Animate(iter(by_crop), timeout=60)]
     assert len(a) == len(b) == 3
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         assert np.abs(x.astype(np.int16) - y.astype(np.int16)).max() <= 1
 
 
@@ -119,7 +119,8 @@ def test_bad_motion_and_bad_extract_are_invalid_argument(served):
     reqs = [animator_pb2.AnimateRequest(setup=setup), animator_pb2.AnimateRequest(motion=bad)]
     with pytest.raises(grpc.RpcError) as err:
         list(served[0].Animate(iter(reqs), timeout=30))
-    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "expression" in err.value.details()
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "expression" in err.value.details()
     crop_only = [animator_pb2.ExtractMotionRequest(crop=animator_pb2.DrivingCrop(
         index=0, image=array_to_raw(_noise(0))))]
     with pytest.raises(grpc.RpcError) as err:

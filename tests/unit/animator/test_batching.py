@@ -92,7 +92,7 @@ def test_generate_streams_in_order_across_chunks(pipe, source_crop, frames):
     whole = pipe.run_batch(pipe.prepare_source(source_crop, SOURCE_RATIOS, MotionOptions()),
                            frames, 0).images
     assert len(streamed) == len(frames)
-    for a, b in zip(streamed, whole):
+    for a, b in zip(streamed, whole, strict=True):
         assert np.abs(a.astype(np.int16) - b.astype(np.int16)).max() <= 1
 
 

@@ -106,3 +106,9 @@ def test_retargeting_wrappers(modules, lp_models):
     }
     for key, got in cases.items():
         np.testing.assert_allclose(got.numpy(), modules[key], rtol=0, atol=KP_TOL, err_msg=key)
+
+
+def test_flat_hull_gives_neutral_multiplier():
+    flat = np.random.default_rng(0).normal(size=(21, 3))
+    flat[:, 2] = 0.0  # coplanar keypoints: upstream's ConvexHull would raise
+    assert convex_hull_multiplier(flat, flat) == 1.0

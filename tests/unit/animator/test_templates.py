@@ -34,7 +34,8 @@ def test_fixture_template_reads(lp_fixtures):
     with open(lp_fixtures / "template_3f.pkl", "rb") as fh:
         ref = pickle.load(fh)  # our own trusted fixture: plain pickle only as the oracle
     assert tpl.n_frames == 3 and tpl.fps == Fraction(25) and tpl.num_kp == 21
-    for frame, raw, eye, lip in zip(tpl.frames, ref["motion"], ref["c_eyes_lst"], ref["c_lip_lst"]):
+    rows = zip(tpl.frames, ref["motion"], ref["c_eyes_lst"], ref["c_lip_lst"], strict=True)
+    for frame, raw, eye, lip in rows:
         np.testing.assert_array_equal(frame.rotation, raw["R"][0])
         np.testing.assert_array_equal(frame.expression, raw["exp"][0])
         np.testing.assert_array_equal(frame.keypoints, raw["kp"][0])
@@ -99,10 +100,11 @@ def test_safe_format_round_trip(tmp_path, lp_fixtures):
     templates.save_template(tpl, path)
     back = templates.load_template(path)
     assert back.fps == Fraction(30000, 1001) and back.model_version == "abc123"
-    for a, b in zip(tpl.frames, back.frames):
+    for a, b in zip(tpl.frames, back.frames, strict=True):
         for name in ("rotation", "expression", "translation", "keypoints"):
             np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
-        assert (a.scale, a.eye_ratio, a.lip_ratio, a.index) == (b.scale, b.eye_ratio, b.lip_ratio, b.index)
+        assert (a.scale, a.eye_ratio, a.lip_ratio) == (b.scale, b.eye_ratio, b.lip_ratio)
+        assert a.index == b.index
     with pytest.raises(InvalidInputError):
         templates.load_template(lp_fixtures / "template_3f.pkl")
 
@@ -111,7 +113,7 @@ def test_proto_round_trip_and_validation(lp_fixtures):
     tpl = templates.load_pickle_template(lp_fixtures / "template_3f.pkl")
     msg = templates.template_to_proto(tpl)
     back = templates.template_from_proto(msg)
-    for a, b in zip(tpl.frames, back.frames):
+    for a, b in zip(tpl.frames, back.frames, strict=True):
         np.testing.assert_array_equal(a.expression, b.expression)
         np.testing.assert_array_equal(a.rotation, b.rotation)
         assert a.scale == b.scale and a.eye_ratio == b.eye_ratio
