@@ -3,10 +3,12 @@
 1. fetch/trim: fetch URLs (SSRF-safe), trim the hero video with FFmpeg, hash it, look up its
    motion template in the cache.
 2. concurrently: (a) source photo -> DetectSource; (b) on a cache miss, driving frames decoded
-   by FFmpeg -> TrackDriving -> crops, teed into ExtractMotion (the template, stored in the
-   cache at the end) and straight into Animate, so generation starts after frame 0's motion
-   (SPEC 11) instead of after the whole video. On a hit, the template's FrameMotion messages
-   feed Animate and (b) is skipped.
+   by FFmpeg -> TrackDriving -> crops, streamed straight into Animate (which extracts each
+   frame's motion on the fly), so generation starts after frame 0's motion (SPEC 11) instead
+   of after the whole video. The crops are also spooled to disk; once tracking ends they go
+   through ExtractMotion to make the template stored in the cache (overlapping the end of
+   generation and encoding). On a hit, the template's FrameMotion messages feed Animate and
+   (b) is skipped.
 3. Animate streams frames into Encode while it generates; the MP4 streams into `work_dir`.
 
 `sequential=True` runs the same stages one after another through disk spools (the old
@@ -180,16 +182,23 @@ class Orchestrator:
         template = ctx.inputs.template
         if template is None:
             to_animate: Pipe = Pipe(guard, self.config.pipe_frames)
-            to_motion: Pipe = Pipe(guard, self.config.pipe_frames)
+            spool = Spool(ctx.work_dir / "crops.spool", animator_pb2.DrivingCrop)
+            tracked: Future = Future()
 
             def track() -> None:
-                stages.track_driving(ctx, [to_animate.put, to_motion.put])
+                stages.track_driving(ctx, [to_animate.put, spool.write])
+                spool.finish()
                 to_animate.close()
-                to_motion.close()
+                tracked.set_result(True)
+
+            def motion() -> None:
+                # Started only once tracking is complete and fed from disk: this call never
+                # waits on Animate, so jobs cannot deadlock on the animator's worker threads.
+                guard.wait(tracked)
+                self._store_template(ctx, stages.extract_motion(ctx, spool))
 
             guard.spawn("track", track)
-            guard.spawn("motion", lambda: self._store_template(
-                ctx, stages.extract_motion(ctx, to_motion)))
+            guard.spawn("motion", motion)
             drive = (animator_pb2.AnimateRequest(crop=crop) for crop in to_animate)
         else:
             drive = (animator_pb2.AnimateRequest(motion=m) for m in template.frames)

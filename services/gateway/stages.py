@@ -80,6 +80,8 @@ class StageContext:
         """Wrap a request iterator so its errors reach the guard (not only gRPC's log)."""
         try:
             yield from requests
+        except GeneratorExit:
+            raise  # gRPC closed the stream (the call ended): not an error of ours
         except Aborted:
             return
         except BaseException as exc:  # noqa: BLE001 - handed to the job
