@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from services.gateway.jobs import Job
 
@@ -29,6 +29,13 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
+def _no_bool(value: object) -> object:
+    """Numbers may come as JSON numbers or form strings, never as true/false."""
+    if isinstance(value, bool):
+        raise ValueError("a number is required, not a boolean")
+    return value
+
+
 class AnimationOptions(BaseModel):
     """How the hero video's motion is applied to the photo (LivePortrait options)."""
 
@@ -43,6 +50,11 @@ class AnimationOptions(BaseModel):
     eye_retargeting: bool = False
     lip_retargeting: bool = False
     region: Literal["all", "exp", "pose", "lip", "eyes"] = "all"
+
+    @field_validator("driving_multiplier", mode="before")
+    @classmethod
+    def _numbers(cls, value: object) -> object:
+        return _no_bool(value)
 
 
 class JobCreate(BaseModel):
@@ -59,6 +71,11 @@ class JobCreate(BaseModel):
     fcm_token: str | None = Field(None, min_length=1, max_length=4096)
     webhook_url: str | None = Field(None, max_length=2048)
     sequential: bool = Field(False, description="run the stages one after the other (benchmarks)")
+
+    @field_validator("seconds", "source_max_dim", mode="before")
+    @classmethod
+    def _numbers(cls, value: object) -> object:
+        return _no_bool(value)
 
 
 class JobError(BaseModel):

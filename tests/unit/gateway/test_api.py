@@ -371,3 +371,68 @@ def test_database_outage_is_503_not_a_stack_trace(client):
     answer = client.get("/v1/jobs")
     assert_error(answer, 503, "database_unavailable")
     assert answer.headers["Retry-After"] == "5"
+
+
+_URLS = {"source_url": "http://127.0.0.1:9/a", "driving_url": "http://127.0.0.1:9/b"}
+
+
+@pytest.mark.parametrize(
+    "raw, status, code",
+    [
+        (b"", 400, "malformed_json"),
+        (b"\xff\xfe", 400, "malformed_json"),
+        (b"null", 422, "invalid_request"),
+        (b"[]", 422, "invalid_request"),
+        (b"1", 422, "invalid_request"),
+        (b'{"source_url": NaN}', 422, "invalid_request"),
+        *[
+            (json.dumps(_URLS | {key: value}).encode(), 422, "invalid_request")
+            for key, value in [
+                ("seconds", "inf"),
+                ("seconds", "nan"),
+                ("seconds", True),
+                ("seconds", None),
+                ("seconds", [1]),
+                ("options", []),
+                ("options", None),
+                ("options", "x"),
+                ("options", {"driving_multiplier": "nan"}),
+                ("options", {"region": 1}),
+                ("options", {"driving_multiplier": True}),
+                ("source_max_dim", 1.5),
+                ("fcm_token", ""),
+                ("source_url", "h" * 3000),
+            ]
+        ],
+        (json.dumps(_URLS | {"source_url": "https://0x7f.1/a"}).encode(), 422, "url_refused"),
+        (
+            json.dumps(_URLS | {"driving_url": "http://[::ffff:10.0.0.1]/"}).encode(),
+            422,
+            "url_refused",
+        ),
+    ],
+)
+def test_bad_json_bodies_get_precise_4xx(client, raw, status, code):
+    answer = client.post("/v1/jobs", content=raw, headers={"Content-Type": "application/json"})
+    assert_error(answer, status, code)
+
+
+@pytest.mark.parametrize("query", ["limit=-1", "limit=abc", "cursor=" + "A" * 600, "status=bogus"])
+def test_bad_list_parameters_are_422(client, query):
+    assert_error(client.get("/v1/jobs?" + query), 422, "invalid_request")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'--b\r\nContent-Disposition: form-data; name="seconds"\r\n\r\n5\r\n'
+        b'--b\r\nContent-Disposition: form-data; name="seconds"\r\n\r\n6\r\n--b--\r\n',
+        b'--b\r\nContent-Disposition: form-data; name="source"; filename="x.png"\r\n\r\nabc',
+        b"--b\r\nContent-Disposition: attachment\r\n\r\nx\r\n--b--\r\n",
+    ],
+)
+def test_broken_multipart_is_400(client, body):
+    answer = client.post(
+        "/v1/jobs", content=body, headers={"Content-Type": "multipart/form-data; boundary=b"}
+    )
+    assert_error(answer, 400, "bad_multipart")
