@@ -1,0 +1,79 @@
+"""Service clients against a real in-process gRPC server: errors map to JobFailed codes."""
+
+from __future__ import annotations
+
+from concurrent import futures
+
+import grpc
+import pytest
+
+from dynamics.v1 import face_detect_pb2, face_detect_pb2_grpc
+from services.common.errors import FaceNotFoundError, ResourceExhaustedError, handle_errors
+from services.gateway.clients import ServiceClients, ServiceTargets, job_failed_from_rpc
+
+
+class _Refusing(face_detect_pb2_grpc.FaceDetectServiceServicer):
+    @handle_errors
+    def DetectSource(self, request, context):  # noqa: N802 - gRPC method name
+        raise FaceNotFoundError("no face in the source photo", reason="no_face")
+
+    @handle_errors
+    def TrackDriving(self, request_iterator, context):  # noqa: N802 - gRPC method name
+        next(request_iterator)
+        raise ResourceExhaustedError("too many streams")
+        yield  # a generator, like the real servicer
+
+    @handle_errors
+    def Detect(self, request, context):  # noqa: N802 - gRPC method name
+        raise RuntimeError("bug")
+
+
+@pytest.fixture(scope="module")
+def clients():
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    face_detect_pb2_grpc.add_FaceDetectServiceServicer_to_server(_Refusing(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    target = f"127.0.0.1:{port}"
+    with ServiceClients(ServiceTargets(target, target, target)) as clients:
+        yield clients
+    server.stop(0)
+
+
+def test_invalid_argument_carries_the_service_reason(clients) -> None:
+    future = clients.face_detect.detect_source(b"png", source_max_dim=1280, timeout_s=10)
+    with pytest.raises(grpc.RpcError) as err:
+        future.result()
+    failed = job_failed_from_rpc(err.value, "face detection")
+    assert failed.code == "no_face" and failed.message == "no face in the source photo"
+    assert not failed.retryable
+
+
+def test_resource_exhausted_is_retryable(clients) -> None:
+    requests = iter([face_detect_pb2.TrackDrivingRequest(
+        config=face_detect_pb2.TrackDrivingConfig(width=8, height=8))])
+    with pytest.raises(grpc.RpcError) as err:
+        list(clients.face_detect.track_driving(requests, timeout_s=10))
+    failed = job_failed_from_rpc(err.value, "face detection")
+    assert failed.retryable and failed.code == "resource_exhausted"
+
+
+def test_internal_errors_and_health(clients) -> None:
+    stub = face_detect_pb2_grpc.FaceDetectServiceStub(clients._channels["face_detect"])
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Detect(face_detect_pb2.DetectRequest(), timeout=10)
+    failed = job_failed_from_rpc(err.value, "face detection")
+    assert failed.code == "internal" and not failed.retryable
+    assert clients.health()["face_detect"] in ("UNKNOWN", "UNREACHABLE")
+
+
+def test_unreachable_service_is_retryable() -> None:
+    closed = ServiceTargets("127.0.0.1:9", "127.0.0.1:9", "127.0.0.1:9")
+    with ServiceClients(closed, max_attempts=2) as clients:
+        future = clients.face_detect.detect_source(b"x", source_max_dim=64, timeout_s=5)
+        with pytest.raises(grpc.RpcError) as err:
+            future.result()
+        failed = job_failed_from_rpc(err.value, "face detection")
+        assert failed.code == "service_unavailable" and failed.retryable
+        assert clients.health(timeout_s=1) == {"face_detect": "UNREACHABLE",
+                                               "animator": "UNREACHABLE", "encoder": "UNREACHABLE"}
