@@ -211,15 +211,19 @@ class WorkerPool:
         ):
             return
         run.last_write, run.last_stage = now, update.stage
-        ours = self.store.progress(
-            run.job.id,
-            run.job.lease_token or "",
-            stage=update.stage,
-            frames_done=update.frames_done,
-            frames_total=update.frames_total,
-            eta_seconds=update.eta_seconds,
-            timings=run.timings,
-        )
+        try:
+            ours = self.store.progress(
+                run.job.id,
+                run.job.lease_token or "",
+                stage=update.stage,
+                frames_done=update.frames_done,
+                frames_total=update.frames_total,
+                eta_seconds=update.eta_seconds,
+                timings=run.timings,
+            )
+        except Exception:  # progress is best effort; the lease keeper guards ownership
+            logger.warning("progress of job %s not recorded", run.job.id, exc_info=True)
+            return
         if not ours and not run.lease.lost:
             run.lease.lost = True
             run.lease.cancel.set()
