@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
@@ -21,7 +22,7 @@ from services.common.grpc_client import check_health, make_channel
 from services.gateway.auth import AuthError
 from services.gateway.database import DatabaseError
 from services.gateway.job_routes import router as job_router
-from services.gateway.schemas import ApiError
+from services.gateway.schemas import ApiError, JobCreate
 from services.gateway.state import (
     ANIMATOR_SERVICE,
     ENCODER_SERVICE,
@@ -117,6 +118,25 @@ def _readiness(state: GatewayState) -> dict[str, str]:
     return checks
 
 
+def _install_openapi(app: FastAPI) -> None:
+    """OpenAPI with the job-creation body models, which no route declares as a parameter (the
+    route reads JSON or streams multipart itself)."""
+
+    def build() -> dict:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
+            body = JobCreate.model_json_schema(ref_template="#/components/schemas/{model}")
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components.update(body.pop("$defs", {}))
+            components["JobCreate"] = body
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = build  # type: ignore[method-assign]
+
+
 def create_app(state: GatewayState) -> FastAPI:
     """The REST app. Workers in `state.pool` start and stop with the app's lifespan."""
 
@@ -141,6 +161,7 @@ def create_app(state: GatewayState) -> FastAPI:
     app.state.gateway = state
     state.metrics.track_queue_depth(state.store.queue_depth)
     _install_error_handlers(app)
+    _install_openapi(app)
     app.include_router(job_router)
 
     @app.get("/healthz", tags=["ops"], summary="The process is alive")

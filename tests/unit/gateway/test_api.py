@@ -4,6 +4,7 @@ rate limits, error format, health, readiness against real gRPC health servers, m
 from __future__ import annotations
 
 import json
+import re
 from concurrent import futures
 from pathlib import Path
 
@@ -310,6 +311,10 @@ def test_openapi_health_and_metrics(client):
     } <= set(spec["paths"])
     content = spec["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]
     assert {"application/json", "multipart/form-data"} <= set(content)
+    refs = set(re.findall(r'"#/components/schemas/([^"]+)"', json.dumps(spec)))
+    assert (
+        {"JobCreate", "AnimationOptions", "JobView"} <= refs <= set(spec["components"]["schemas"])
+    )
     assert client.get("/healthz").json() == {"status": "ok"}
     text = client.get("/metrics").text
     for name in (
