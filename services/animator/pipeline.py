@@ -30,6 +30,7 @@ from services.animator.motion_types import (
     Retargeters,
     SourceMotion,
 )
+from services.animator.weights import load_models
 from services.common.errors import InvalidInputError
 
 logger = logging.getLogger(__name__)
@@ -108,16 +109,24 @@ class AnimatorPipeline:
                      input_size: int | None = None, config=None) -> AnimatorPipeline:
         """Load the upstream checkpoint files (strict) and build the pipeline.
 
-        `dtype` is the storage dtype of the weights (fp32 default); `autocast_dtype` runs F/M/W/G
-        under CUDA autocast instead. `input_size` defaults to the config's `image_size` or 256.
+        `dtype` is the storage dtype of F/M/W/G (fp32 default; fp16/bf16 only on CUDA, where it
+        implies autocast in that dtype); `autocast_dtype` runs F/M/W/G under CUDA autocast with
+        fp32 weights. The small S/R MLPs always stay fp32. `input_size` defaults to the
+        config's `image_size`, else 256.
         """
-        from services.animator.weights import load_models
-
+        device = torch.device(device)
+        if dtype != torch.float32:
+            if device.type != "cuda":
+                raise ValueError(f"weights in {dtype} need a CUDA device")
+            autocast_dtype = autocast_dtype or dtype
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed shapes per batch size
         models = load_models(weights_dir, device=device, dtype=dtype, config=config)
         size = input_size or int(models.config.get("image_size", DEFAULT_INPUT_SIZE))
         num_kp = int(models.config["model_params"]["motion_extractor_params"].get("num_kp", 21))
-        pipe = cls(F=models.F, M=models.M, W=models.W, G=models.G, stitching=models.stitching,
-                   lip=models.lip, eye=models.eye, device=torch.device(device), input_size=size,
+        pipe = cls(F=models.F, M=models.M, W=models.W, G=models.G,
+                   stitching=models.stitching.float(), lip=models.lip.float(),
+                   eye=models.eye.float(), device=device, input_size=size,
                    batch_size=batch_size, autocast_dtype=autocast_dtype,
                    provenance=models.provenance, fingerprint=models.fingerprint, num_kp=num_kp)
         if compile:

@@ -64,3 +64,10 @@ def test_driving_image_uses_single_frame(random_pipe):
     a = random_pipe.run_batch(video, frames, 0).x_d
     b = random_pipe.run_batch(image, frames, 0).x_d
     assert float((a - b).abs().max()) > 1e-6  # neutral lip array L instead of frame 0
+
+
+def test_half_weights_need_cuda(lp_fixtures):
+    if torch.cuda.is_available():
+        pytest.skip("checks the CPU refusal")
+    with pytest.raises(ValueError, match="CUDA"):
+        AnimatorPipeline.from_weights(lp_fixtures / "checkpoints", dtype=torch.float16)
