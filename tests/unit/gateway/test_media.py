@@ -168,3 +168,27 @@ def test_read_image_file_checks_size(tmp_path: Path) -> None:
         read_image_file(tmp_path / "a.png", max_bytes=10)
     with pytest.raises(MediaError):
         read_image_file(tmp_path / "missing.png")
+
+
+@pytest.mark.parametrize(
+    ("name", "build", "frames"),
+    [
+        ("odd", ("-f", "lavfi", "-i", "testsrc=size=65x47:rate=10:d=1", "-c:v", "mpeg4"), 10),
+        ("one", ("-f", "lavfi", "-i", "testsrc=size=32x32:rate=25", "-frames:v", "1",
+                 "-c:v", "libx264"), 1),
+        ("vfr", ("-f", "lavfi", "-i", "testsrc=size=32x32:rate=20:d=1",
+                 "-vf", "setpts='N/20/TB+if(gt(N,9),0.3/TB,0)'", "-fps_mode", "vfr",
+                 "-c:v", "libx264"), 20),
+    ],
+)
+def test_odd_single_frame_and_variable_rate_videos_decode(
+    name: str, build: tuple[str, ...], frames: int, tmp_path: Path
+) -> None:
+    path = tmp_path / f"{name}.mp4"
+    _ffmpeg(*build, str(path))
+    info = trim_video(path, tmp_path / f"{name}.mkv", 5.0)
+    assert info.frames == frames and info.fps > 0
+    with FrameDecoder(tmp_path / f"{name}.mkv", info) as decoder:
+        decoded = list(decoder)
+    assert len(decoded) == frames
+    assert decoded[0].shape == (info.height, info.width, 3)
