@@ -24,6 +24,11 @@ def _noise(seed: int, side: int = 64) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (side, side, 3), dtype=np.uint8)
 
 
+def _batches_observed() -> float:
+    samples = metrics.BATCH_SIZE.collect()[0].samples
+    return next(x.value for x in samples if x.name == "animator_batch_size_count")
+
+
 @pytest.fixture(scope="module")
 def pipeline(lp_fixtures) -> AnimatorPipeline:
     return AnimatorPipeline.from_weights(lp_fixtures / "checkpoints", input_size=32, batch_size=2)
@@ -60,8 +65,11 @@ def test_animate_streams_frames_in_order(served, pipeline, lp_fixtures):
                                       total_frames=len(frames), job_id="it")
     requests = [animator_pb2.AnimateRequest(setup=setup)]
     requests += [animator_pb2.AnimateRequest(motion=templates.frame_to_proto(f)) for f in frames]
+    frames_before, batches_before = metrics.FRAMES._value.get(), _batches_observed()
     replies = list(stub.Animate(iter(requests), timeout=120))
     assert [r.frame.index for r in replies] == list(range(len(frames)))
+    assert metrics.FRAMES._value.get() - frames_before == len(frames)
+    assert _batches_observed() - batches_before == 3  # batch size 2: 2 + 2 + 1
     assert [r.progress.done for r in replies] == list(range(1, len(frames) + 1))
     assert all(r.progress.total == len(frames) and not r.random_weights for r in replies)
     state = pipeline.prepare_source(source, Ratios(0.3, 0.28, 0.05), MotionOptions())
