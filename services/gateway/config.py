@@ -73,6 +73,8 @@ class GatewayConfig:
     rate_limit_window_s: float = 3600.0
     max_active_jobs: int = 4
     webhook_secret: str | None = None
+    result_url_secret: str | None = None  # shared by all replicas; random per process if unset
+    result_url_ttl_s: float = 86400.0
     webhook_allow_private: bool = False
     webhook_attempts: int = 4
     face_detect_addr: str = "localhost:50051"
@@ -156,6 +158,8 @@ class GatewayConfig:
             rate_limit_window_s=env_float(environ, "RATE_LIMIT_WINDOW_S", 3600.0, minimum=1.0),
             max_active_jobs=env_int(environ, "MAX_ACTIVE_JOBS", 4, minimum=1),
             webhook_secret=env_optional(environ, "WEBHOOK_SECRET"),
+            result_url_secret=env_optional(environ, "RESULT_URL_SECRET"),
+            result_url_ttl_s=env_float(environ, "RESULT_URL_TTL_S", 86400.0, minimum=60.0),
             webhook_allow_private=env_bool(environ, "WEBHOOK_ALLOW_PRIVATE", False),
             webhook_attempts=env_int(environ, "WEBHOOK_ATTEMPTS", 4, minimum=1, maximum=10),
             face_detect_addr=env_str(environ, "FACE_DETECT_ADDR", "localhost:50051"),

@@ -29,7 +29,9 @@ _auth_header = APIKeyHeader(
     description="`Bearer <Firebase ID token>`",
 )
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
-_ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 404, 409, 413, 415, 422, 429)}
+_ERRORS = {
+    code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 415, 422, 429, 503)
+}
 _SSE_KEEPALIVE_S = 15.0
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=_ERRORS)
@@ -100,7 +102,7 @@ def _accepted(state: GatewayState, job: Job, replayed: bool) -> JSONResponse:
     headers = {"Location": f"/v1/jobs/{job.id}"}
     if replayed:
         headers["Idempotent-Replayed"] = "true"
-    body = job_view(job, state.config.public_url).model_dump(mode="json")
+    body = job_view(job, state.links).model_dump(mode="json")
     return JSONResponse(body, status_code=202, headers=headers)
 
 
@@ -187,15 +189,13 @@ def list_jobs(
         jobs, next_cursor = state.store.list(user.uid, limit=limit, cursor=cursor, status=status)
     except ValueError:
         raise ApiError(400, "bad_cursor", "the page cursor is malformed") from None
-    return JobPage(
-        jobs=[job_view(j, state.config.public_url) for j in jobs], next_cursor=next_cursor
-    )
+    return JobPage(jobs=[job_view(j, state.links) for j in jobs], next_cursor=next_cursor)
 
 
 @router.get("/{job_id}", response_model=JobView, summary="Status, progress, ETA, timings")
 def get_job(job_id: str, request: Request, user: CurrentUser) -> JobView:
     state = get_state(request)
-    return job_view(_owned(state, job_id, user), state.config.public_url)
+    return job_view(_owned(state, job_id, user), state.links)
 
 
 @router.delete("/{job_id}", response_model=JobView, summary="Cancel a job")
@@ -207,7 +207,7 @@ def cancel_job(job_id: str, request: Request, user: CurrentUser) -> JobView:
         raise ApiError(404, "not_found", f"no job {job_id!r}")
     if state.pool is not None:
         state.pool.cancel_local(job_id)
-    return job_view(job, state.config.public_url)
+    return job_view(job, state.links)
 
 
 @router.get(
@@ -215,9 +215,23 @@ def cancel_job(job_id: str, request: Request, user: CurrentUser) -> JobView:
     summary="The MP4 (or a redirect to a signed storage URL)",
     responses={200: {"content": {"video/mp4": {}}}, 307: {"description": "signed URL"}},
 )
-def get_result(job_id: str, request: Request, user: CurrentUser):
+def get_result(
+    job_id: str,
+    request: Request,
+    authorization: Annotated[str | None, Depends(_auth_header)],
+    expires: Annotated[str | None, Query(max_length=16)] = None,
+    sig: Annotated[str | None, Query(max_length=128)] = None,
+):
+    """With `expires` and `sig` (the signed `result_url`) no ID token is needed."""
     state = get_state(request)
-    job = _owned(state, job_id, user)
+    if expires is not None or sig is not None:
+        if not state.links.verify(job_id, expires or "", sig or ""):
+            raise ApiError(403, "invalid_link", "the result link is invalid or has expired")
+        job = state.store.get(job_id)
+        if job is None:
+            raise ApiError(404, "not_found", f"no job {job_id!r}")
+    else:
+        job = _owned(state, job_id, state.auth.authenticate(authorization))
     if job.status != "succeeded" or not job.result_key:
         raise ApiError(409, "not_ready", f"the job is {job.status}; there is no result yet")
     key = job.result_key or result_key(job.id)
@@ -260,7 +274,7 @@ async def _event_stream(
         job = await run_in_threadpool(state.store.get, job_id, owner)
         if job is None:
             return
-        view = job_view(job, state.config.public_url).model_dump_json()
+        view = job_view(job, state.links).model_dump_json()
         if view != last:
             number += 1
             last, sent_at = view, time.monotonic()

@@ -24,6 +24,7 @@ from services.gateway.intake import JobIntake
 from services.gateway.jobs import JobStore
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.notify import Notifier
+from services.gateway.result_links import ResultLinks
 from services.gateway.state import GatewayState
 from services.gateway.storage import FirebaseStorage, LocalStorage, ResultStorage
 from services.gateway.worker import WorkerPool
@@ -121,9 +122,12 @@ class Gateway:
             allow_http=config.allow_http_urls,
         )
         metrics = GatewayMetrics()
+        links = ResultLinks(
+            config.public_url, config.result_url_secret, config.result_url_ttl_s, clock=clock
+        )
         pool = None
         if orchestrator is not None and config.workers > 0:
-            pool = WorkerPool(config, store, orchestrator, storage, notifier, metrics)
+            pool = WorkerPool(config, store, orchestrator, storage, notifier, metrics, links)
         state = GatewayState(
             config=config,
             store=store,
@@ -131,6 +135,7 @@ class Gateway:
             auth=auth,
             metrics=metrics,
             intake=JobIntake(config, MediaFetcher(fetch_policy(config))),
+            links=links,
             pool=pool,
             drain_s=drain_s,
         )

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from services.gateway.jobs import Job
+from services.gateway.result_links import ResultLinks
 
 
 class ApiError(Exception):
@@ -124,7 +125,7 @@ def progress_of(job: Job) -> float:
     return min(0.99, job.frames_done / job.frames_total)
 
 
-def job_view(job: Job, public_url: str) -> JobView:
+def job_view(job: Job, links: ResultLinks) -> JobView:
     error = None
     if job.status == "failed":
         error = JobError(code=job.error_code or "failed", message=job.error_message or "")
@@ -140,7 +141,7 @@ def job_view(job: Job, public_url: str) -> JobView:
         eta_seconds=job.eta_seconds,
         timings=job.timings,
         error=error,
-        result_url=f"{public_url}/v1/jobs/{job.id}/result" if job.status == "succeeded" else None,
+        result_url=links.url(job.id) if job.status == "succeeded" else None,
         cache_hit=job.cache_hit,
         random_weights=job.random_weights,
         attempts=job.attempts,

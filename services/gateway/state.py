@@ -12,6 +12,7 @@ from services.gateway.config import GatewayConfig
 from services.gateway.intake import JobIntake
 from services.gateway.jobs import JobStore
 from services.gateway.metrics import GatewayMetrics
+from services.gateway.result_links import ResultLinks
 from services.gateway.storage import ResultStorage
 from services.gateway.worker import WorkerPool
 
@@ -28,6 +29,7 @@ class GatewayState:
     auth: Authenticator
     metrics: GatewayMetrics
     intake: JobIntake
+    links: ResultLinks
     pool: WorkerPool | None = None
     drain_s: float = 30.0
     health_channels: dict[str, Any] = field(default_factory=dict)

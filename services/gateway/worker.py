@@ -22,6 +22,7 @@ from services.gateway.job_types import JobFailed, ProgressUpdate
 from services.gateway.jobs import Job, JobStore
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.notify import JobEvent, Notifier
+from services.gateway.result_links import ResultLinks
 from services.gateway.retry_policy import plan_retry
 from services.gateway.storage import ResultStorage, StorageError, result_key
 
@@ -91,9 +92,13 @@ class WorkerPool:
         storage: ResultStorage,
         notifier: Notifier | None,
         metrics: GatewayMetrics,
+        links: ResultLinks | None = None,
     ) -> None:
         self.config, self.store, self.orchestrator = config, store, orchestrator
         self.storage, self.notifier, self.metrics = storage, notifier, metrics
+        self.links = links or ResultLinks(
+            config.public_url, config.result_url_secret, config.result_url_ttl_s
+        )
         self.worker_id = f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
         self._stopping = threading.Event()
         self._wake = threading.Event()
@@ -303,6 +308,6 @@ class WorkerPool:
         drop_inputs(self.storage, job.spec, self.config.upload_dir(job.id))
         if self.notifier is None:
             return
-        url = f"{self.config.public_url}/v1/jobs/{job.id}/result" if status == "succeeded" else None
+        url = self.links.url(job.id) if status == "succeeded" else None
         event = JobEvent(job.id, status, url, code, message)
         self.notifier.notify(event, job.notify.get("fcm_token"), job.notify.get("webhook_url"))

@@ -100,3 +100,37 @@ def test_idempotency_keys_do_not_cross_users(client, tokens):
     b = client.post("/v1/jobs", json=BODY, headers=bearer(tokens.token("bob")) | key).json()
     a2 = client.post("/v1/jobs", json=BODY, headers=bearer(tokens.token("alice")) | key).json()
     assert a["id"] != b["id"] and a2["id"] == a["id"]
+
+
+def test_signed_result_url_works_without_a_token(client, tokens, tmp_path):
+    alice = bearer(tokens.token("alice"))
+    state = client.app.state.gateway
+    job_ids = [client.post("/v1/jobs", json=BODY, headers=alice).json()["id"] for _ in range(2)]
+    for job_id in job_ids:  # finish both as a worker would
+        lease = state.store.claim("w", 30, 3)
+        mp4 = tmp_path / f"{job_id}.mp4"
+        mp4.write_bytes(b"mp4 of " + job_id.encode())
+        state.storage.put(f"results/{job_id}.mp4", mp4)
+        assert state.store.finish(
+            lease.id,
+            lease.lease_token,
+            result_key=f"results/{lease.id}.mp4",
+            timings={},
+            cache_hit=False,
+            random_weights=True,
+            frames=1,
+        )
+    url = client.get(f"/v1/jobs/{job_ids[0]}", headers=alice).json()["result_url"]
+    assert client.get(url).content == b"mp4 of " + job_ids[0].encode()
+    other_url = client.get(f"/v1/jobs/{job_ids[1]}", headers=alice).json()["result_url"]
+    swapped = url.split("?")[0] + "?" + other_url.split("?")[1]  # job 1's signature on job 0
+    expires = url.split("expires=")[1].split("&")[0]
+    for bad in (
+        swapped,
+        url[:-1] + ("0" if url[-1] != "0" else "1"),
+        url.replace(f"expires={expires}", "expires=1000"),
+    ):
+        answer = client.get(bad)
+        assert answer.status_code == 403 and answer.json()["error"]["code"] == "invalid_link"
+    unsigned = client.get(f"/v1/jobs/{job_ids[0]}/result")
+    assert unsigned.status_code == 401

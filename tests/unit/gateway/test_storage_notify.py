@@ -198,7 +198,8 @@ def test_job_result_from_the_emulator_and_notifications(emulator, tmp_path):
         hook.close()
     assert json.loads(fcm.requests[0].body)["message"]["data"]["job_id"] == job_id
     payload = json.loads(hook.requests[0].body)
-    assert payload["status"] == "succeeded" and payload["result_url"].endswith("/result")
+    assert payload["status"] == "succeeded"
+    assert payload["result_url"].startswith(f"http://testserver/v1/jobs/{job_id}/result?expires=")
 
 
 @pytest.mark.ffmpeg

@@ -74,7 +74,7 @@ def test_job_runs_to_a_downloadable_result_with_timings_and_metrics(run_gateway,
     view = final(client, job_id)
     assert view["status"] == "succeeded" and view["progress"] == 1.0 and view["frames_done"] == 6
     assert {"queue_wait", "detect", "animate", "encode", "upload", "total"} <= set(view["timings"])
-    assert view["result_url"].endswith(f"/v1/jobs/{job_id}/result") and view["random_weights"]
+    assert f"/v1/jobs/{job_id}/result?expires=" in view["result_url"] and view["random_weights"]
     result = client.get(f"/v1/jobs/{job_id}/result")
     assert result.status_code == 200 and result.headers["content-type"] == "video/mp4"
     assert result.content == video_bytes
