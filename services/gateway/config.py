@@ -50,6 +50,7 @@ class GatewayConfig:
     firebase_project_id: str | None = None
     firebase_credentials: str = "default"  # default (ADC) | anonymous | path to a key file
     firebase_cert_url: str | None = None  # overrides Google's ID-token certificate URL (tests)
+    auth_emulator_host: str | None = None  # firebase-admin then accepts unsigned tokens
     fcm_endpoint: str | None = None  # overrides the FCM v1 send URL (tests)
     storage_backend: str = "local"  # local | firebase
     storage_bucket: str | None = None
@@ -133,6 +134,7 @@ class GatewayConfig:
             firebase_project_id=project_id,
             firebase_credentials=env_str(environ, "FIREBASE_CREDENTIALS", "default"),
             firebase_cert_url=env_optional(environ, "FIREBASE_CERT_URL"),
+            auth_emulator_host=env_optional(environ, "FIREBASE_AUTH_EMULATOR_HOST"),
             fcm_endpoint=env_optional(environ, "FCM_ENDPOINT"),
             storage_backend=storage_backend,
             storage_bucket=bucket,

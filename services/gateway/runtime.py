@@ -103,6 +103,12 @@ class Gateway:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         store = JobStore(Database(config.effective_database_url), clock=clock)
         firebase_app = make_firebase_app(config) if _needs_firebase(config) else None
+        if config.auth_mode == "firebase" and config.auth_emulator_host:
+            logger.warning(
+                "FIREBASE_AUTH_EMULATOR_HOST=%s: ID tokens are NOT verified (emulator "
+                "mode); never set it in production",
+                config.auth_emulator_host,
+            )
         auth: Authenticator = (
             FirebaseAuth(firebase_app, config.firebase_cert_url)
             if config.auth_mode == "firebase"
