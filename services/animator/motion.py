@@ -183,12 +183,3 @@ def add_retargeting(base: torch.Tensor, source: SourceMotion, drv: DrivingBatch,
         ratio = torch.cat([source.lip_ratio.expand(batch, 1), drv.lip_ratio], dim=1)  # B×2
         out = out + retargeting.retarget_lip(nets.lip, source.x_s, ratio)
     return out
-
-
-def animate_keypoints(source: SourceMotion, drv: DrivingBatch, ref: MotionReference,
-                      options: MotionOptions, nets: Retargeters,
-                      lip_delta: torch.Tensor | None = None) -> torch.Tensor:
-    """Full recipe for an image source: driving keypoints x_d fed to W, B×K×3."""
-    x_d = driving_keypoints(source, drv, ref, options)  # B×K×3
-    x_d = apply_expression_friendly(x_d, source, ref, options)
-    return stitch_and_retarget(x_d, source, drv, options, nets, lip_delta=lip_delta)
