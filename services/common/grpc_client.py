@@ -26,6 +26,9 @@ def retry_service_config(
     retried by default, since other codes mean the request itself failed.
     """
     config = {
+        # With a `dns:///` target of a headless Kubernetes Service, spread calls over all pods
+        # instead of pinning every call to the first address.
+        "loadBalancingConfig": [{"round_robin": {}}],
         "methodConfig": [
             {
                 "name": [{"service": name} for name in service_names],
