@@ -109,6 +109,8 @@ class Orchestrator:
             guard.join()
             guard.close()
         if guard.error is not None:
+            for leftover in ("result.mp4", "crops.spool", "frames.spool", "audio.mka"):
+                (work_dir / leftover).unlink(missing_ok=True)
             raise self._translate(guard.error, cancel) from guard.error
         assert ctx is not None and ctx.encode_summary is not None
         if inputs.template is not None:
