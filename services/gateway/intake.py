@@ -17,7 +17,7 @@ from services.common.media import decode_image
 from services.gateway.config import MIB, GatewayConfig
 from services.gateway.fetch import FetchError, MediaFetcher
 from services.gateway.media import MediaLimits, probe_video
-from services.gateway.notify import check_webhook_url
+from services.gateway.webhook import WebhookTarget
 from services.gateway.schemas import ApiError, JobCreate
 from services.gateway.uploads import parse_multipart
 
@@ -87,6 +87,9 @@ class JobIntake:
     def __init__(self, config: GatewayConfig, fetcher: MediaFetcher) -> None:
         self.config = config
         self.fetcher = fetcher
+        self.webhooks = WebhookTarget(
+            allow_private=config.webhook_allow_private, allow_http=config.allow_http_urls
+        )
 
     async def read(self, request: Request, upload_dir: Path) -> Intake:
         """Parse and validate the body; uploaded files end up in `upload_dir`."""
@@ -155,12 +158,7 @@ class JobIntake:
             raise ApiError(422, exc.reason, exc.message) from None
         if job.webhook_url is not None:
             try:
-                await run_in_threadpool(
-                    check_webhook_url,
-                    job.webhook_url,
-                    self.config.webhook_allow_private,
-                    self.config.allow_http_urls,
-                )
+                await run_in_threadpool(self.webhooks.check, job.webhook_url)
             except ValueError as exc:
                 raise ApiError(422, "invalid_webhook_url", str(exc)) from None
         try:

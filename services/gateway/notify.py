@@ -1,18 +1,10 @@
-"""Tell the app a job ended: FCM push through firebase-admin and a signed webhook POST.
-
-Webhook requests carry `X-Dynamics-Timestamp` and
-`X-Dynamics-Signature: sha256=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`; receivers
-recompute the HMAC over the raw body and reject old timestamps.
-"""
+"""Tell the app a job ended: FCM push through firebase-admin and a signed webhook POST
+(`webhook.py` holds the signing and the address-pinned POST)."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import ipaddress
 import json
 import logging
-import socket
 import time
 import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -20,43 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
+from services.gateway.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookTarget, sign
 
 logger = logging.getLogger(__name__)
-
-SIGNATURE_HEADER = "X-Dynamics-Signature"
-TIMESTAMP_HEADER = "X-Dynamics-Timestamp"
-
-
-def sign(secret: str, timestamp: str, body: bytes) -> str:
-    """The signature header value for one webhook body."""
-    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
-    return "sha256=" + mac.hexdigest()
-
-
-def verify_signature(secret: str, timestamp: str, body: bytes, header: str) -> bool:
-    return hmac.compare_digest(sign(secret, timestamp, body), header)
-
-
-def check_webhook_url(url: str, allow_private: bool = False, allow_http: bool = False) -> None:
-    """Raise ValueError unless `url` is an https URL of a public host (checked again on send)."""
-    parts = urlsplit(url)
-    if parts.scheme != "https" and not (allow_http and parts.scheme == "http"):
-        raise ValueError("webhook_url must be an https URL")
-    if not parts.hostname:
-        raise ValueError("webhook_url has no host")
-    if allow_private:
-        return
-    try:
-        infos = socket.getaddrinfo(parts.hostname, parts.port or 443, proto=socket.IPPROTO_TCP)
-    except socket.gaierror:
-        raise ValueError(f"webhook host {parts.hostname!r} does not resolve") from None
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-            address = address.ipv4_mapped
-        if not address.is_global:
-            raise ValueError(f"webhook host {parts.hostname!r} is not a public address")
 
 
 @dataclass(frozen=True)
@@ -97,8 +55,7 @@ class Notifier:
         self.webhook_secret = webhook_secret
         self.webhook_attempts = webhook_attempts
         self.webhook_backoff_s = webhook_backoff_s
-        self.webhook_allow_private = webhook_allow_private
-        self.allow_http = allow_http
+        self.webhooks = WebhookTarget(allow_private=webhook_allow_private, allow_http=allow_http)
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="notify")
 
     def notify(
@@ -147,24 +104,22 @@ class Notifier:
 
     def send_webhook(self, event: JobEvent, url: str) -> int:
         """POST the signed payload, retrying 5xx, 429 and network errors with backoff."""
-        check_webhook_url(url, self.webhook_allow_private, self.allow_http)
+        self.webhooks.check(url)
         body = json.dumps(event.payload(), separators=(",", ":")).encode()
-        last: str = ""
+        last = ""
         for attempt in range(1, self.webhook_attempts + 1):
             timestamp = str(int(time.time()))
             headers = {"Content-Type": "application/json", TIMESTAMP_HEADER: timestamp}
             if self.webhook_secret:
                 headers[SIGNATURE_HEADER] = sign(self.webhook_secret, timestamp, body)
             try:
-                reply = httpx.post(
-                    url, content=body, headers=headers, timeout=10.0, follow_redirects=False
-                )
-                if reply.status_code < 300:
-                    return reply.status_code
-                last = f"HTTP {reply.status_code}"
-                if reply.status_code < 500 and reply.status_code != 429:
+                status = self.webhooks.post(url, body, headers)
+                if status < 300:
+                    return status
+                last = f"HTTP {status}"
+                if status < 500 and status != 429:
                     break
-            except httpx.HTTPError as exc:
+            except (OSError, ValueError) as exc:
                 last = str(exc) or type(exc).__name__
             if attempt < self.webhook_attempts:
                 time.sleep(self.webhook_backoff_s * 2 ** (attempt - 1))

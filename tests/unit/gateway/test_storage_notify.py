@@ -13,12 +13,11 @@ from fastapi.testclient import TestClient
 from services.gateway.config import GatewayConfig
 from services.gateway.firebase_app import delete_firebase_app, make_firebase_app
 from services.gateway.metrics import GatewayMetrics
-from services.gateway.notify import (
+from services.gateway.notify import JobEvent, Notifier
+from services.gateway.webhook import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
-    JobEvent,
-    Notifier,
-    check_webhook_url,
+    WebhookTarget,
     verify_signature,
 )
 from services.gateway.storage import FirebaseStorage, LocalStorage, StorageError
@@ -159,11 +158,35 @@ def test_webhook_client_errors_are_not_retried_and_private_hosts_refused():
         hook.close()
         notifier.close()
     assert len(hook.requests) == 1
-    for url in ("https://127.0.0.1/x", "https://10.0.0.1/x", "https://169.254.169.254/x"):
-        with pytest.raises(ValueError, match="public"):
-            check_webhook_url(url)
-    with pytest.raises(ValueError, match="https"):
-        check_webhook_url("http://example.com/x")
+    strict = WebhookTarget(resolver=lambda host, port: ["10.1.2.3"])
+    for url in (
+        "https://127.0.0.1/x",
+        "https://10.0.0.1/x",
+        "https://[::ffff:127.0.0.1]/x",
+        "https://2130706433/x",
+        "https://hooks.example.com/x",
+    ):
+        with pytest.raises(ValueError, match="refused"):
+            strict.check(url)
+    with pytest.raises(ValueError, match="scheme"):
+        strict.check("http://hooks.example.com/x")
+    with pytest.raises(ValueError, match="metadata"):
+        WebhookTarget(allow_private=True).check("https://169.254.169.254/x")
+
+
+def test_webhook_goes_to_the_checked_address_not_a_rebound_one():
+    hook = LocalEndpoint(replies=[(200, {})])
+    answers = iter([["127.0.0.1"], ["10.9.9.9"]])  # the second lookup would rebind
+    target = WebhookTarget(
+        allow_private=True, allow_http=True, resolver=lambda host, port: next(answers)
+    )
+    port = hook.server.server_address[1]
+    try:
+        assert target.post(f"http://hooks.test:{port}/a?b=1", b"{}", {"X-T": "1"}) == 200
+    finally:
+        hook.close()
+    request = hook.requests[0]
+    assert request.path == "/a?b=1" and request.headers["Host"] == f"hooks.test:{port}"
 
 
 def test_job_result_from_the_emulator_and_notifications(emulator, tmp_path):
