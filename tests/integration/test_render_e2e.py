@@ -11,6 +11,8 @@ import sys
 import threading
 import time
 import urllib.request
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +20,7 @@ import pytest
 
 from services.gateway.clients import ServiceClients, ServiceTargets
 from services.gateway.demo_media import write_hero_clip, write_source_photo
-from services.gateway.fetch import MediaFetcher
+from services.gateway.fetch import FetchPolicy, MediaFetcher
 from services.gateway.local_stack import LocalStack, StackConfig
 from services.gateway.motion_cache import FolderMotionCache, NullMotionCache
 from services.gateway.orchestrator import (
@@ -211,3 +213,27 @@ def test_dynamics_render_json(media, tmp_path: Path) -> None:
     assert set(report["timings"]) >= {"fetch_trim", "detect", "motion", "animate", "encode"}
     assert "ETA" in done.stderr and out.stat().st_size > 0
     assert "audio" in _probe(out)
+
+
+def test_url_inputs_go_through_the_fetcher(clients, media, tmp_path: Path) -> None:
+    handler = partial(SimpleHTTPRequestHandler, directory=str(media["hero"].parent))
+    handler.log_message = lambda *args: None
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_port}"
+    spec = JobSpec(job_id="urls", source=MediaInput(url=f"{base}/source.png"),
+                   driving=MediaInput(url=f"{base}/hero.mp4"), seconds=SECONDS)
+    try:
+        strict = Orchestrator(clients, NullMotionCache(), MediaFetcher())
+        with pytest.raises(JobFailed) as err:
+            strict.run(spec, tmp_path / "strict", on_progress=lambda u: None,
+                       cancel=threading.Event())
+        assert err.value.code == "url_refused" and not err.value.retryable
+        trusting = Orchestrator(clients, NullMotionCache(), MediaFetcher(
+            FetchPolicy(allow_http=True, trusted_networks=("127.0.0.1/32",))))
+        result = trusting.run(spec, tmp_path / "ok", on_progress=lambda u: None,
+                              cancel=threading.Event())
+        assert result.frames == int(FPS * SECONDS) and result.mp4_path.stat().st_size > 0
+    finally:
+        server.shutdown()
+        server.server_close()
