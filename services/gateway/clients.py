@@ -122,7 +122,7 @@ class ServiceClients:
         for channel in self._channels.values():
             channel.close()
 
-    def __enter__(self) -> ServiceClients:
+    def __enter__(self) -> ServiceClients:  # noqa: PYI034
         return self
 
     def __exit__(self, *exc) -> None:

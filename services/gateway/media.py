@@ -285,7 +285,7 @@ class FrameDecoder:
             if pipe is not None:
                 pipe.close()
 
-    def __enter__(self) -> FrameDecoder:
+    def __enter__(self) -> FrameDecoder:  # noqa: PYI034
         return self
 
     def __exit__(self, *exc) -> None:

@@ -19,9 +19,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
-from google.protobuf.message import DecodeError
-
 from dynamics.v1 import common_pb2
+from google.protobuf.message import DecodeError
 
 logger = logging.getLogger(__name__)
 
