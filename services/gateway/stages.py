@@ -204,6 +204,9 @@ def animate(
             sink(reply.frame)
             ctx.progress.frame_done(expected)
     ctx.guard.check()
+    if expected != ctx.progress.frames_total:
+        raise JobFailed("internal", f"the animator made {expected} frames for "
+                        f"{ctx.progress.frames_total} driving frames")
     ctx.span("animate", start)
     return expected
 
@@ -229,6 +232,8 @@ def encode(
         header.canvas.raw.CopyFrom(src.canvas)
         header.crop_to_canvas.CopyFrom(src.crop_to_canvas)
 
+    sent = [0]
+
     def requests() -> Iterator[encoder_pb2.EncodeRequest]:
         yield encoder_pb2.EncodeRequest(header=header)
         if audio is not None:
@@ -236,6 +241,7 @@ def encode(
                 while chunk := handle.read(ctx.audio_chunk_bytes):
                     yield encoder_pb2.EncodeRequest(audio_chunk=chunk)
         for frame in _chain(first, frame_iter):
+            sent[0] += 1
             yield encoder_pb2.EncodeRequest(
                 frame=encoder_pb2.AnimatedFrameData(index=frame.index, image=frame.image))
 
@@ -251,6 +257,8 @@ def encode(
     ctx.guard.check()
     if summary is None or summary.frames == 0:
         raise JobFailed("internal", "the encoder finished without a video")
+    if summary.frames != sent[0]:
+        raise JobFailed("internal", f"the encoder wrote {summary.frames} of {sent[0]} frames")
     ctx.span("encode", start)
     ctx.encode_summary = summary
     return summary
