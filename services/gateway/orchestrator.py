@@ -93,7 +93,7 @@ class Orchestrator:
         """Run `spec`; returns the MP4 in `work_dir` or raises `JobFailed`."""
         started = time.monotonic()
         work_dir.mkdir(parents=True, exist_ok=True)
-        progress = ProgressTracker(on_progress)
+        progress = ProgressTracker(on_progress, every_s=0.0)  # listeners throttle themselves
         guard = RunGuard(cancel)
         ctx = None
         try:
