@@ -5,6 +5,8 @@ change to any of them is a different entry. Entries are `MotionTemplate` protobu
 pickles: a file holds a magic line, the sha256 of the payload, and the payload. A damaged or
 foreign file reads as a miss and is removed. Writes go to a temporary file renamed into place,
 so readers never see half an entry and concurrent writers of the same key are harmless.
+`FolderMotionCache` keeps entries on a local (or shared) disk; `BucketMotionCache` keeps them
+in the result storage (Firebase Storage in production), shared by every gateway replica.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -47,6 +49,34 @@ def motion_cache_key(
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
+def encode_entry(template: common_pb2.MotionTemplate) -> bytes:
+    """The stored form of a template: magic line, sha256 of the payload, payload."""
+    payload = template.SerializeToString()
+    return _MAGIC + hashlib.sha256(payload).digest() + payload
+
+
+def decode_entry(blob: bytes) -> common_pb2.MotionTemplate | None:
+    """The template in `blob`, or None when it is damaged, foreign or empty."""
+    head = len(_MAGIC) + 32
+    if len(blob) < head or not blob.startswith(_MAGIC):
+        return None
+    digest, payload = blob[len(_MAGIC):head], blob[head:]
+    if hashlib.sha256(payload).digest() != digest:
+        return None
+    template = common_pb2.MotionTemplate()
+    try:
+        template.ParseFromString(payload)
+    except DecodeError:
+        return None
+    return template if len(template.frames) > 0 else None
+
+
+def _checked_key(key: str) -> str:
+    if not _KEY.match(key):
+        raise ValueError(f"motion cache key must be 64 lowercase hex characters, got {key!r}")
+    return key
+
+
 class MotionCache(Protocol):
     """What the orchestrator needs from a template cache."""
 
@@ -73,8 +103,7 @@ class FolderMotionCache:
         self.max_entry_bytes = max_entry_bytes
 
     def _path(self, key: str) -> Path:
-        if not _KEY.match(key):
-            raise ValueError(f"motion cache key must be 64 lowercase hex characters, got {key!r}")
+        _checked_key(key)
         return self.root / key[:2] / f"{key}.motion"
 
     def get(self, key: str) -> common_pb2.MotionTemplate | None:
@@ -90,39 +119,24 @@ class FolderMotionCache:
         except (OSError, ValueError) as exc:
             self._discard(path, str(exc))
             return None
-        template = self._decode(blob)
+        template = decode_entry(blob)
         if template is None:
             self._discard(path, "bad magic, checksum or payload")
         return template
 
-    @staticmethod
-    def _decode(blob: bytes) -> common_pb2.MotionTemplate | None:
-        head = len(_MAGIC) + 32
-        if len(blob) < head or not blob.startswith(_MAGIC):
-            return None
-        digest, payload = blob[len(_MAGIC):head], blob[head:]
-        if hashlib.sha256(payload).digest() != digest:
-            return None
-        template = common_pb2.MotionTemplate()
-        try:
-            template.ParseFromString(payload)
-        except DecodeError:
-            return None
-        return template if len(template.frames) > 0 else None
-
     def put(self, key: str, template: common_pb2.MotionTemplate) -> None:
         """Store `template` under `key` atomically."""
         path = self._path(key)
-        payload = template.SerializeToString()
-        if len(payload) > self.max_entry_bytes:
+        blob = encode_entry(template)
+        if len(blob) > self.max_entry_bytes:
             logger.warning("motion template of %d bytes not cached (limit %d)",
-                           len(payload), self.max_entry_bytes)
+                           len(blob), self.max_entry_bytes)
             return
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".motion")
         try:
             with os.fdopen(fd, "wb") as handle:
-                handle.write(_MAGIC + hashlib.sha256(payload).digest() + payload)
+                handle.write(blob)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, path)
@@ -134,3 +148,52 @@ class FolderMotionCache:
     def _discard(path: Path, why: str) -> None:
         logger.warning("discarding motion cache entry %s: %s", path.name, why)
         path.unlink(missing_ok=True)
+
+
+class BlobStore(Protocol):
+    """The part of the gateway's result storage a bucket-backed cache uses."""
+
+    def put(self, key: str, path: Path, content_type: str = ...) -> None: ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def iter_bytes(self, key: str) -> Iterator[bytes]: ...
+
+    def delete(self, key: str) -> None: ...
+
+
+class BucketMotionCache:
+    """Templates as objects `<prefix><key>.motion` in the result storage (local folder or
+    Firebase Storage), so every gateway replica shares them."""
+
+    def __init__(self, store: BlobStore, prefix: str = "motion-templates/",
+                 max_entry_bytes: int = 256 * 1024 * 1024) -> None:
+        self.store, self.prefix, self.max_entry_bytes = store, prefix, max_entry_bytes
+
+    def _object(self, key: str) -> str:
+        return f"{self.prefix}{_checked_key(key)}.motion"
+
+    def get(self, key: str) -> common_pb2.MotionTemplate | None:
+        name = self._object(key)
+        if not self.store.exists(name):
+            return None
+        chunks, size = [], 0
+        for chunk in self.store.iter_bytes(name):
+            size += len(chunk)
+            if size > self.max_entry_bytes:
+                break
+            chunks.append(chunk)
+        template = decode_entry(b"".join(chunks)) if size <= self.max_entry_bytes else None
+        if template is None:
+            logger.warning("discarding motion cache object %s: damaged or too large", name)
+            self.store.delete(name)
+        return template
+
+    def put(self, key: str, template: common_pb2.MotionTemplate) -> None:
+        blob = encode_entry(template)
+        if len(blob) > self.max_entry_bytes:
+            return
+        with tempfile.TemporaryDirectory(prefix="motion-") as tmp:
+            path = Path(tmp) / "entry.motion"
+            path.write_bytes(blob)
+            self.store.put(self._object(key), path, content_type="application/octet-stream")

@@ -96,3 +96,24 @@ def test_null_cache_never_hits() -> None:
     cache = NullMotionCache()
     cache.put("f" * 64, _template())
     assert cache.get("f" * 64) is None
+
+
+def test_bucket_cache_round_trip_and_damage(tmp_path: Path) -> None:
+    from services.gateway.motion_cache import BucketMotionCache
+    from services.gateway.storage import LocalStorage
+
+    storage = LocalStorage(tmp_path / "bucket")
+    cache = BucketMotionCache(storage)
+    key = motion_cache_key("9" * 64, SETTINGS, "m1")
+    assert cache.get(key) is None
+    cache.put(key, _template())
+    assert cache.get(key) == _template()
+    name = f"motion-templates/{key}.motion"
+    assert storage.exists(name)
+    path = storage.local_path(name)
+    path.write_bytes(path.read_bytes()[:-3])
+    assert cache.get(key) is None and not storage.exists(name)
+    cache.put(key, _template(frames=40))
+    assert BucketMotionCache(storage, max_entry_bytes=200).get(key) is None
+    with pytest.raises(ValueError):
+        cache.get("../escape")
