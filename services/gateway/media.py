@@ -112,7 +112,9 @@ def _ffprobe(path: Path, limits: MediaLimits, *extra: str) -> dict:
 
 def probe_video(path: Path, limits: MediaLimits = MediaLimits()) -> VideoInfo:
     """Probe and validate a video file; raises `MediaError` with a precise reason."""
-    size = path.stat().st_size if path.is_file() else 0
+    if not path.is_file():
+        raise MediaError(f"the video {path.name!r} does not exist", reason="not_found")
+    size = path.stat().st_size
     if size == 0:
         raise MediaError("the video file is empty", reason="empty_file")
     if size > limits.max_bytes:
@@ -294,7 +296,9 @@ class FrameDecoder:
 
 def read_image_file(path: Path, max_bytes: int = 20 * MIB) -> bytes:
     """The source photo's bytes, size-checked (the face_detect service decodes and validates)."""
-    size = path.stat().st_size if path.is_file() else 0
+    if not path.is_file():
+        raise MediaError(f"the source photo {path.name!r} does not exist", reason="not_found")
+    size = path.stat().st_size
     if size == 0:
         raise MediaError("the source photo is empty", reason="empty_file")
     if size > max_bytes:

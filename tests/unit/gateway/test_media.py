@@ -166,8 +166,16 @@ def test_read_image_file_checks_size(tmp_path: Path) -> None:
     assert read_image_file(tmp_path / "a.png").startswith(b"\x89PNG")
     with pytest.raises(MediaError):
         read_image_file(tmp_path / "a.png", max_bytes=10)
-    with pytest.raises(MediaError):
+    with pytest.raises(MediaError) as err:
         read_image_file(tmp_path / "missing.png")
+    assert err.value.reason == "not_found"
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(MediaError) as err:
+        read_image_file(tmp_path / "empty.png")
+    assert err.value.reason == "empty_file"
+    with pytest.raises(MediaError) as err:
+        probe_video(tmp_path / "missing.mp4")
+    assert err.value.reason == "not_found"
 
 
 @pytest.mark.parametrize(
