@@ -12,7 +12,8 @@ from services.common.logging import configure_logging
 def main() -> None:
     config = AnimatorConfig.from_env()
     configure_logging("animator", config.log_level)
-    servicer = AnimatorServicer(max_frames=config.max_frames, queue_frames=config.queue_frames)
+    servicer = AnimatorServicer(max_frames=config.max_frames, queue_frames=config.queue_frames,
+                                max_jobs=config.max_jobs, max_wait_ms=config.max_wait_ms)
     service = GrpcService(
         name="animator", service_names=[SERVICE_NAME],
         register=lambda server: add_to_server(servicer, server),
@@ -24,7 +25,7 @@ def main() -> None:
         pipeline = AnimatorPipeline.from_weights(
             config.weights_dir, device=config.device, batch_size=config.batch_size,
             autocast_dtype=config.autocast_dtype, compile=config.compile,
-            input_size=config.input_size or None)
+            input_size=config.input_size or None, channels_last=config.channels_last)
         pipeline.warm_up()
         servicer.attach(pipeline)
 

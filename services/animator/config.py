@@ -35,6 +35,9 @@ class AnimatorConfig:
     compile: bool = False
     max_frames: int = 3000  # longest job (frames) one Animate call may stream
     queue_frames: int = 16  # driving frames buffered per call before back-pressure
+    max_jobs: int = 8  # concurrent Animate calls sharing the device; more get RESOURCE_EXHAUSTED
+    max_wait_ms: float = 10.0  # how long a batch may wait for other jobs' frames
+    channels_last: bool = False  # CUDA: G's 2-D convolutions in NHWC
     input_size: int = 0  # network input side; 0 = the weights' config (image_size) or 256
     port: int = 50052
     metrics_port: int = 9102
@@ -62,6 +65,10 @@ class AnimatorConfig:
             compile=env_bool(environ, "ANIMATOR_COMPILE", False),
             max_frames=env_int(environ, "ANIMATOR_MAX_FRAMES", 3000, minimum=1),
             queue_frames=env_int(environ, "ANIMATOR_QUEUE_FRAMES", 16, minimum=1),
+            max_jobs=env_int(environ, "ANIMATOR_MAX_JOBS", 8, minimum=1, maximum=1024),
+            max_wait_ms=env_float(environ, "ANIMATOR_MAX_WAIT_MS", 10.0, minimum=0.0,
+                                  maximum=10000.0),
+            channels_last=env_bool(environ, "ANIMATOR_CHANNELS_LAST", False),
             input_size=env_int(environ, "ANIMATOR_INPUT_SIZE", 0, minimum=0, maximum=4096),
             port=env_port(environ, "ANIMATOR_PORT", 50052),
             metrics_port=env_port(environ, "ANIMATOR_METRICS_PORT", 9102),

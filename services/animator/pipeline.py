@@ -106,13 +106,15 @@ class AnimatorPipeline:
     def from_weights(cls, weights_dir: str | Path, *, device: str | torch.device = "cpu",
                      dtype: torch.dtype = torch.float32, batch_size: int = 8,
                      autocast_dtype: torch.dtype | None = None, compile: bool = False,
-                     input_size: int | None = None, config=None) -> AnimatorPipeline:
+                     input_size: int | None = None, config=None,
+                     channels_last: bool = False) -> AnimatorPipeline:
         """Load the upstream checkpoint files (strict) and build the pipeline.
 
         `dtype` is the storage dtype of F/M/W/G (fp32 default; fp16/bf16 only on CUDA, where it
         implies autocast in that dtype); `autocast_dtype` runs F/M/W/G under CUDA autocast with
         fp32 weights. The small S/R MLPs always stay fp32. `input_size` defaults to the
-        config's `image_size`, else 256.
+        config's `image_size`, else 256. `channels_last` (CUDA only) stores G's 2-D convolutions
+        NHWC, which tensor cores prefer in half precision; outputs are unchanged up to rounding.
         """
         device = torch.device(device)
         if dtype != torch.float32:
@@ -129,6 +131,8 @@ class AnimatorPipeline:
                    eye=models.eye.float(), device=device, input_size=size,
                    batch_size=batch_size, autocast_dtype=autocast_dtype,
                    provenance=models.provenance, fingerprint=models.fingerprint, num_kp=num_kp)
+        if channels_last and device.type == "cuda":
+            pipe.G = pipe.G.to(memory_format=torch.channels_last)
         if compile:
             pipe.W = torch.compile(pipe.W)
             pipe.G = torch.compile(pipe.G)
@@ -163,8 +167,10 @@ class AnimatorPipeline:
             if img.shape[:2] != (self.input_size, self.input_size):
                 img = cv2.resize(img, (self.input_size, self.input_size))
             out.append(img)
-        x = np.clip(np.stack(out).astype(np.float32) / 255.0, 0, 1)  # N×S×S×3
-        return torch.from_numpy(x).permute(0, 3, 1, 2).to(self.device)  # N×3×S×S
+        x = torch.from_numpy(np.clip(np.stack(out).astype(np.float32) / 255.0, 0, 1))  # N×S×S×3
+        if self.device.type == "cuda":  # page-locked host memory: asynchronous copy
+            return x.pin_memory().to(self.device, non_blocking=True).permute(0, 3, 1, 2)
+        return x.permute(0, 3, 1, 2).to(self.device)  # N×3×S×S
 
     @torch.no_grad()
     def kp_info(self, images: torch.Tensor) -> KpInfo:
@@ -232,23 +238,33 @@ class AnimatorPipeline:
                   start_index: int) -> AnimatorOutput:
         """The per-frame recipe for up to B frames: keypoints, S/R, W, G, uint8."""
         t0 = time.perf_counter()
+        with self.device_lock:
+            x_d = self.job_keypoints(state, motions, start_index)  # B×K×3
+            out = self.warp_decode(state.f_s, state.motion.x_s.expand_as(x_d), x_d, start_index)
+        out.seconds = time.perf_counter() - t0
+        return out
+
+    @torch.no_grad()
+    def job_keypoints(self, state: SourceState, motions: Sequence[DrivingFrame],
+                      start_index: int) -> torch.Tensor:
+        """Steps 1-3 of the recipe for one job's frames → x_d B×K×3 (hold device_lock).
+
+        Frame 0 of a job fixes its `MotionReference`, so a job's batches must come in order.
+        """
         # 1. validate
         self._validate(state, motions, start_index)
         drv = DrivingBatch.from_frames(motions, self.device)
-        with self.device_lock:
-            # 2. keypoints (motion recipe); frame 0 fixes the job's reference
-            if state.reference is None:
-                state.reference = motion.make_reference(state.motion, drv.head(1), state.options)
-            x_d = motion.driving_keypoints(state.motion, drv, state.reference, state.options)
-            x_d = motion.apply_expression_friendly(x_d, state.motion, state.reference,
-                                                   state.options)  # B×K×3
-            # 3. stitching / retargeting (S, R_eye, R_lip) and the driving multiplier
-            x_d = motion.stitch_and_retarget(x_d, state.motion, drv, state.options,
-                                             self.retargeters, lip_delta=state.lip_delta)
-            out = self.warp_decode(state.f_s, state.motion.x_s.expand_as(x_d), x_d, start_index)
+        # 2. keypoints (motion recipe); frame 0 fixes the job's reference
+        if state.reference is None:
+            state.reference = motion.make_reference(state.motion, drv.head(1), state.options)
+        x_d = motion.driving_keypoints(state.motion, drv, state.reference, state.options)
+        x_d = motion.apply_expression_friendly(x_d, state.motion, state.reference,
+                                               state.options)  # B×K×3
+        # 3. stitching / retargeting (S, R_eye, R_lip) and the driving multiplier
+        x_d = motion.stitch_and_retarget(x_d, state.motion, drv, state.options,
+                                         self.retargeters, lip_delta=state.lip_delta)
         state.frames_done = start_index + len(motions)
-        out.seconds = time.perf_counter() - t0
-        return out
+        return x_d
 
     @torch.no_grad()
     def warp_decode(self, f_s: torch.Tensor, x_s: torch.Tensor, x_d: torch.Tensor,
@@ -291,9 +307,17 @@ class AnimatorPipeline:
 
 
 def to_uint8(image: torch.Tensor) -> np.ndarray:
-    """B×3×H×W float → B×H×W×3 uint8 with upstream's clip-then-truncate conversion."""
+    """B×3×H×W float → B×H×W×3 uint8 with upstream's clip-then-truncate conversion.
+
+    On CUDA the uint8 frames (4× smaller than float) come back through a pinned buffer."""
     scaled = (image.clamp(0, 1) * 255).clamp(0, 255)  # B×3×H×W
-    return scaled.to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()
+    frames = scaled.to(torch.uint8).permute(0, 2, 3, 1).contiguous()  # B×H×W×3
+    if frames.device.type != "cuda":
+        return frames.numpy()
+    host = torch.empty(frames.shape, dtype=torch.uint8, pin_memory=True)
+    host.copy_(frames, non_blocking=True)
+    torch.cuda.current_stream(frames.device).synchronize()
+    return host.numpy()
 
 
 def _frames_from_kp_info(info: KpInfo, ratios: Sequence[Ratios], start: int) -> list[DrivingFrame]:

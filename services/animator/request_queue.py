@@ -20,12 +20,12 @@ _ACTIVE: set[BoundedReader] = set()
 _ACTIVE_LOCK = threading.Lock()
 
 
-def _queued_frames() -> float:
+def _queued_frames() -> int:
     with _ACTIVE_LOCK:
-        return float(sum(reader.pending() for reader in _ACTIVE))
+        return sum(reader.pending() for reader in _ACTIVE)
 
 
-metrics.QUEUE_DEPTH.set_function(_queued_frames)
+metrics.add_queue_source(_queued_frames)
 
 
 class BoundedReader:

@@ -12,6 +12,7 @@ import numpy as np
 from dynamics.v1 import animator_pb2, animator_pb2_grpc, common_pb2
 
 from services.animator import metrics, templates
+from services.animator.batcher import CrossJobBatcher, JobSlot
 from services.animator.motion_types import DrivingFrame, MotionOptions
 from services.animator.pipeline import AnimatorPipeline, Ratios
 from services.animator.request_queue import BoundedReader
@@ -70,14 +71,26 @@ class AnimatorServicer(animator_pb2_grpc.AnimatorServiceServicer):
     """ExtractMotion (crops -> template) and Animate (setup + motion/crops -> frames)."""
 
     def __init__(self, pipeline: AnimatorPipeline | None = None, *, max_frames: int = 3000,
-                 queue_frames: int = 16) -> None:
-        self.pipeline = pipeline
+                 queue_frames: int = 16, max_jobs: int = 8, max_wait_ms: float = 10.0) -> None:
         self.max_frames = max_frames
         self.queue_frames = queue_frames
+        self.max_jobs = max_jobs
+        self.max_wait_ms = max_wait_ms
+        self.pipeline: AnimatorPipeline | None = None
+        self.batcher: CrossJobBatcher | None = None
+        if pipeline is not None:
+            self.attach(pipeline)
 
     def attach(self, pipeline: AnimatorPipeline) -> None:
-        """Install the loaded pipeline (the server is NOT_SERVING until then)."""
+        """Install the loaded pipeline and start its cross-job batcher (NOT_SERVING until then)."""
+        self.batcher = CrossJobBatcher(pipeline, max_wait_s=self.max_wait_ms / 1000.0,
+                                       max_jobs=self.max_jobs).start()
         self.pipeline = pipeline
+
+    def close(self) -> None:
+        """Stop the batcher's device thread (queued work fails with UNAVAILABLE)."""
+        if self.batcher is not None:
+            self.batcher.stop()
 
     def _pipe(self) -> AnimatorPipeline:
         if self.pipeline is None:
@@ -139,7 +152,7 @@ class AnimatorServicer(animator_pb2_grpc.AnimatorServiceServicer):
 
     @handle_errors
     def Animate(self, request_iterator, context) -> Iterator[animator_pb2.AnimateResponse]:
-        pipe = self._pipe()
+        self._pipe()
         first = next(request_iterator, None)
         if first is None or first.WhichOneof("item") != "setup":
             raise InvalidInputError("the first Animate message must be the setup",
@@ -147,9 +160,20 @@ class AnimatorServicer(animator_pb2_grpc.AnimatorServiceServicer):
         setup = first.setup
         total = max(0, setup.total_frames)
         self._check_length(total)
-        state = pipe.prepare_source(raw_to_array(setup.source_crop),
-                                    ratios_from_proto(setup.source_ratios),
-                                    options_from_proto(setup.options, total))
+        options = options_from_proto(setup.options, total)
+        slot = self.batcher.open_job(setup.job_id)  # RESOURCE_EXHAUSTED past max_jobs
+        try:
+            yield from self._animate(slot, setup, options, request_iterator, context, total)
+        finally:
+            self.batcher.close_job(slot)
+
+    def _animate(self, slot: JobSlot, setup, options: MotionOptions, request_iterator, context,
+                 total: int) -> Iterator[animator_pb2.AnimateResponse]:
+        pipe = self._pipe()
+        t0 = time.perf_counter()
+        slot.state = pipe.prepare_source(raw_to_array(setup.source_crop),
+                                         ratios_from_proto(setup.source_ratios), options)
+        slot.device_seconds += time.perf_counter() - t0
         logger.info("animate job %s: %d frames announced", setup.job_id or "-", total)
         reader = BoundedReader(request_iterator, _driving_item, self.queue_frames)
         done = 0
@@ -158,7 +182,7 @@ class AnimatorServicer(animator_pb2_grpc.AnimatorServiceServicer):
                 batch, ended = reader.get_batch(pipe.batch_size)
                 self._check_length(done + len(batch))
                 if batch:
-                    yield from self._animate_batch(state, batch, done, total)
+                    yield from self._animate_batch(slot, batch, done, total)
                     done += len(batch)
                 if ended:
                     break
@@ -168,20 +192,21 @@ class AnimatorServicer(animator_pb2_grpc.AnimatorServiceServicer):
             raise InvalidInputError("no driving motion or crops followed the setup",
                                     reason="no_frames")
 
-    def _animate_batch(self, state, items: list, start: int, total: int
+    def _animate_batch(self, slot: JobSlot, items: list, start: int, total: int
                        ) -> Iterator[animator_pb2.AnimateResponse]:
         crops = [(i, item) for i, item in enumerate(items) if isinstance(item, tuple)]
         if crops:
+            t0 = time.perf_counter()
             extracted = self._motion_of_crops([c for _, c in crops], start)
+            slot.device_seconds += time.perf_counter() - t0
             for (i, _), frame in zip(crops, extracted, strict=True):
                 items[i] = frame
-        out = self._pipe().run_batch(state, items, start)
-        metrics.record_batch(len(items), out.seconds, self._on_gpu())
+        out = self.batcher.submit(slot, items, start).result()  # shares a batch across jobs
         for k, index in enumerate(out.indices):
             yield animator_pb2.AnimateResponse(
                 frame=animator_pb2.AnimatedFrame(index=index, image=array_to_raw(out.images[k])),
                 progress=common_pb2.Progress(done=index + 1, total=total),
-                random_weights=out.random_weights)
+                random_weights=out.random_weights, device_seconds=slot.device_seconds)
 
 
 def add_to_server(servicer: AnimatorServicer, server: grpc.Server) -> None:

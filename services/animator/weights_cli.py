@@ -42,8 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "(for tests and local runs; output is noise)")
     rand.add_argument("dir", type=Path, help="destination folder (created)")
     rand.add_argument("--config", default="real",
-                      help="'real' (human model size, ~500 MB), 'reduced' (fixture width, ~4 MB) "
-                      "or a models.yaml path (default: real)")
+                      help="'real' (human model size, ~500 MB), 'mid' (CPU benchmark width), 'reduced' "
+                      "(fixture width, ~4 MB) or a models.yaml path (default: real)")
     rand.add_argument("--seed", type=int, default=0, help="generator seed (default: 0)")
     rand.add_argument("--overwrite", action="store_true", help="replace existing weight files")
     verify = sub.add_parser("verify", help="load a weights folder strictly (keys, shapes, "

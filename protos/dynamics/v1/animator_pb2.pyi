@@ -71,11 +71,13 @@ class AnimatedFrame(_message.Message):
     def __init__(self, index: _Optional[int] = ..., image: _Optional[_Union[_common_pb2.RawImage, _Mapping]] = ...) -> None: ...
 
 class AnimateResponse(_message.Message):
-    __slots__ = ("frame", "progress", "random_weights")
+    __slots__ = ("frame", "progress", "random_weights", "device_seconds")
     FRAME_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
     RANDOM_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     frame: AnimatedFrame
     progress: _common_pb2.Progress
     random_weights: bool
-    def __init__(self, frame: _Optional[_Union[AnimatedFrame, _Mapping]] = ..., progress: _Optional[_Union[_common_pb2.Progress, _Mapping]] = ..., random_weights: _Optional[bool] = ...) -> None: ...
+    device_seconds: float
+    def __init__(self, frame: _Optional[_Union[AnimatedFrame, _Mapping]] = ..., progress: _Optional[_Union[_common_pb2.Progress, _Mapping]] = ..., random_weights: _Optional[bool] = ..., device_seconds: _Optional[float] = ...) -> None: ...

@@ -52,7 +52,9 @@ class ModelConfigError(ValueError):
 
 
 _CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-NAMED_CONFIGS = {"real": "models.yaml", "reduced": "models_reduced.yaml"}
+NAMED_CONFIGS = {
+    "real": "models.yaml", "reduced": "models_reduced.yaml", "mid": "models_mid.yaml",
+}
 
 
 def default_config_path() -> Path:
@@ -61,7 +63,8 @@ def default_config_path() -> Path:
 
 
 def named_config_path(name: str) -> Path:
-    """Packaged config by name: 'real' (human model) or 'reduced' (the fixtures' width)."""
+    """Packaged config by name: 'real' (human model), 'mid' (CPU benchmarks) or 'reduced'
+    (the fixtures' width)."""
     if name not in NAMED_CONFIGS:
         raise ModelConfigError(f"unknown model config {name!r}; choose one of "
                                f"{sorted(NAMED_CONFIGS)} or give a models.yaml path")
