@@ -211,6 +211,20 @@ def animate(
     return expected
 
 
+def _encode_header(
+    ctx: StageContext, src: face_detect_pb2.DetectSourceResponse,
+    first: animator_pb2.AnimatedFrame, audio: Path | None,
+) -> encoder_pb2.EncodeHeader:
+    header = encoder_pb2.EncodeHeader(
+        fps=_rational(ctx.inputs.info), crf=ctx.encoder_crf, preset=ctx.encoder_preset,
+        audio_bytes=audio.stat().st_size if audio else 0,
+        frame_width=first.image.width, frame_height=first.image.height)
+    if ctx.paste_back:
+        header.canvas.raw.CopyFrom(src.canvas)
+        header.crop_to_canvas.CopyFrom(src.crop_to_canvas)
+    return header
+
+
 def encode(
     ctx: StageContext, source: Future, frames: Iterable[animator_pb2.AnimatedFrame], out: Path
 ) -> encoder_pb2.EncodeSummary:
@@ -221,17 +235,9 @@ def encode(
     if first is None:
         raise JobFailed("internal", "no frame was generated")
     start = time.monotonic()
-    src: face_detect_pb2.DetectSourceResponse = ctx.guard.wait(source)
     audio = extract_audio(ctx.inputs.trimmed, ctx.work_dir / "audio.mka") \
         if ctx.inputs.info.has_audio else None
-    header = encoder_pb2.EncodeHeader(
-        fps=_rational(ctx.inputs.info), crf=ctx.encoder_crf, preset=ctx.encoder_preset,
-        audio_bytes=audio.stat().st_size if audio else 0,
-        frame_width=first.image.width, frame_height=first.image.height)
-    if ctx.paste_back:
-        header.canvas.raw.CopyFrom(src.canvas)
-        header.crop_to_canvas.CopyFrom(src.crop_to_canvas)
-
+    header = _encode_header(ctx, ctx.guard.wait(source), first, audio)
     sent = [0]
 
     def requests() -> Iterator[encoder_pb2.EncodeRequest]:
