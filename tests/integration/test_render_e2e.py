@@ -123,6 +123,7 @@ def test_render_streams_progress_audio_and_reuses_motion(clients, media, tmp_pat
     streams = _probe(first.mp4_path)
     assert int(streams["video"]["nb_read_frames"]) == first.frames
     assert streams["audio"]["codec_name"] == "aac"
+    assert (int(streams["video"]["width"]), int(streams["video"]["height"])) == (224, 224)
     for stage in ("fetch_trim", "detect", "motion", "animate", "encode"):
         assert first.timings[stage] > 0, stage
     done = [u.frames_done for u in updates]
@@ -237,3 +238,16 @@ def test_url_inputs_go_through_the_fetcher(clients, media, tmp_path: Path) -> No
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_paste_back_option_reaches_the_encoder(clients, media, tmp_path: Path) -> None:
+    orchestrator = Orchestrator(clients, NullMotionCache(), MediaFetcher())
+    spec = JobSpec(job_id="crop-only", source=MediaInput(path=media["source"]),
+                   driving=MediaInput(path=media["hero"]), seconds=SECONDS,
+                   options={"paste_back": False, "relative_motion": False, "region": "lip"})
+    result = orchestrator.run(spec, tmp_path / "crop", on_progress=lambda u: None,
+                              cancel=threading.Event())
+    video = _probe(result.mp4_path)["video"]
+    # Without paste-back the MP4 holds the animator's face crops, not the 224 px photo canvas.
+    assert (int(video["width"]), int(video["height"])) != (224, 224)
+    assert int(video["width"]) == int(video["height"])
