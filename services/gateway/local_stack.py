@@ -12,6 +12,7 @@ import ctypes
 import hashlib
 import json
 import logging
+import os
 import signal
 import socket
 import subprocess
@@ -45,10 +46,11 @@ class StackError(RuntimeError):
 
 @dataclass(frozen=True)
 class StackConfig:
-    """How to run the local services. `env` is the environment they inherit (plus our keys)."""
+    """How to run the local services. `env` is the environment they get (plus our keys);
+    None passes this process's environment on, as any launched program would get it."""
 
     weights_dir: Path
-    env: Mapping[str, str] = field(default_factory=dict)
+    env: Mapping[str, str] | None = None
     animator_device: str = "cpu"
     animator_batch_size: int | None = None
     extra_env: Mapping[str, str] = field(default_factory=dict)
@@ -140,7 +142,8 @@ class LocalStack:
 
     def _env(self, prefix: str, port: int) -> dict[str, str]:
         cfg = self.config
-        env = {**cfg.env, "PYTHONUNBUFFERED": "1", f"{prefix}_PORT": str(port),
+        inherited = os.environ if cfg.env is None else cfg.env
+        env = {**inherited, "PYTHONUNBUFFERED": "1", f"{prefix}_PORT": str(port),
                f"{prefix}_METRICS_PORT": "0", f"{prefix}_GRACE_S": str(cfg.grace_s)}
         env.setdefault("LOG_LEVEL", "INFO")
         if prefix == "ANIMATOR":
