@@ -254,6 +254,7 @@ class FrameDecoder:
         self._drain = threading.Thread(target=self._read_stderr, daemon=True)
         self._drain.start()
         self.frames_read = 0
+        self._closing = False
 
     def _read_stderr(self) -> None:
         assert self._proc.stderr is not None
@@ -270,15 +271,20 @@ class FrameDecoder:
                 break
             self.frames_read += 1
             yield np.frombuffer(data, np.uint8).reshape(self.height, self.width, 3)  # H x W x 3
-        self._proc.wait()
+        code = self._proc.wait()
         self._drain.join(timeout=5)
         if self.frames_read == 0:
             raise MediaError(
                 f"no frame could be decoded ({_stderr_tail(self._stderr)})", reason="no_frames"
             )
+        if code != 0 and not self._closing:
+            # FFmpeg died mid-video (crash, OOM kill): the frames so far are not the video.
+            raise MediaError(f"FFmpeg stopped after {self.frames_read} frames (exit {code}: "
+                             f"{_stderr_tail(self._stderr)})", reason="decode_failed")
 
     def close(self) -> None:
         """Stop FFmpeg (if still running) and release its pipes."""
+        self._closing = True
         if self._proc.poll() is None:
             self._proc.kill()
         self._proc.wait()

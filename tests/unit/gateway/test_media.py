@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 from fractions import Fraction
 from pathlib import Path
@@ -200,3 +201,15 @@ def test_odd_single_frame_and_variable_rate_videos_decode(
         decoded = list(decoder)
     assert len(decoded) == frames
     assert decoded[0].shape == (info.height, info.width, 3)
+
+
+def test_ffmpeg_dying_mid_video_is_an_error_not_a_short_video(clip: Path, tmp_path: Path) -> None:
+    info = trim_video(clip, tmp_path / "t.mkv", 2.0)
+    decoder = FrameDecoder(tmp_path / "t.mkv", info)
+    frames = iter(decoder)
+    next(frames)
+    decoder._proc.send_signal(signal.SIGKILL)  # a crash, not our own close()
+    with pytest.raises(MediaError) as err:
+        list(frames)
+    assert err.value.reason == "decode_failed" and "exit -9" in err.value.message
+    decoder.close()
