@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +41,7 @@ from services.gateway.job_types import (
     ProgressUpdate,
 )
 from services.gateway.media import MediaLimits, read_image_file, sha256_file, trim_video
-from services.gateway.motion_cache import MotionCache, motion_cache_key
+from services.gateway.motion_cache import MotionCache, NullMotionCache, motion_cache_key
 from services.gateway.options import animation_options
 from services.gateway.progress import ProgressTracker
 from services.gateway.streams import Aborted, Pipe, RunGuard, Spool
@@ -183,25 +183,7 @@ class Orchestrator:
         guard.spawn("source", lambda: source.set_result(stages.detect_source(ctx)))
         template = ctx.inputs.template
         if template is None:
-            to_animate: Pipe = Pipe(guard, self.config.pipe_frames)
-            spool = Spool(ctx.work_dir / "crops.spool", animator_pb2.DrivingCrop)
-            tracked: Future = Future()
-
-            def track() -> None:
-                stages.track_driving(ctx, [to_animate.put, spool.write])
-                spool.finish()
-                to_animate.close()
-                tracked.set_result(True)
-
-            def motion() -> None:
-                # Started only once tracking is complete and fed from disk: this call never
-                # waits on Animate, so jobs cannot deadlock on the animator's worker threads.
-                guard.wait(tracked)
-                self._store_template(ctx, stages.extract_motion(ctx, spool))
-
-            guard.spawn("track", track)
-            guard.spawn("motion", motion)
-            drive = (animator_pb2.AnimateRequest(crop=crop) for crop in to_animate)
+            drive = self._drive_from_crops(ctx)
         else:
             drive = (animator_pb2.AnimateRequest(motion=m) for m in template.frames)
         frames: Pipe = Pipe(guard, self.config.pipe_frames)
@@ -214,6 +196,34 @@ class Orchestrator:
         guard.spawn("animate", generate)
         guard.spawn("encode", lambda: stages.encode(ctx, source, frames, out))
         guard.join()
+
+    def _drive_from_crops(self, ctx: stages.StageContext) -> Iterator[animator_pb2.AnimateRequest]:
+        """Cache miss: track the driving video; its crops feed Animate as they come. With a
+        cache, they are also spooled and turned into the template once tracking ends."""
+        guard = ctx.guard
+        to_animate: Pipe = Pipe(guard, self.config.pipe_frames)
+        caching = not isinstance(self.cache, NullMotionCache)
+        spool = Spool(ctx.work_dir / "crops.spool", animator_pb2.DrivingCrop) if caching else None
+        tracked: Future = Future()
+
+        def track() -> None:
+            sinks = [to_animate.put] + ([spool.write] if spool else [])
+            stages.track_driving(ctx, sinks)
+            if spool:
+                spool.finish()
+            to_animate.close()
+            tracked.set_result(True)
+
+        def motion() -> None:
+            # Started only once tracking is complete and fed from disk: this call never
+            # waits on Animate, so jobs cannot deadlock on the animator's worker threads.
+            guard.wait(tracked)
+            self._store_template(ctx, stages.extract_motion(ctx, spool))
+
+        guard.spawn("track", track)
+        if spool:
+            guard.spawn("motion", motion)
+        return (animator_pb2.AnimateRequest(crop=crop) for crop in to_animate)
 
     def _sequential(self, ctx: stages.StageContext, out: Path) -> None:
         ctx.progress.enter("detect")
