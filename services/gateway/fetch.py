@@ -183,6 +183,11 @@ class MediaFetcher:
             raise FetchError(f"URL {url!r} has no host", reason="url_refused")
         port = port or (443 if scheme == "https" else 80)
         literal = _literal_ip(host)
+        if literal is None and not host.isascii():
+            try:
+                host = host.encode("idna").decode("ascii")  # internationalised names
+            except UnicodeError as exc:
+                raise FetchError(f"host {host!r} is not a valid name", reason="url_refused") from exc
         if literal is None and not _valid_hostname(host):
             raise FetchError(f"host {host!r} is not a valid name", reason="url_refused")
         answers = [str(literal)] if literal is not None else list(self.resolver(host, port))

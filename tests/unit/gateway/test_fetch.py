@@ -297,3 +297,10 @@ def test_https_with_pinned_ip_checks_the_certificate_name(tmp_path: Path) -> Non
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_internationalised_names_resolve_in_punycode(server, tmp_path: Path) -> None:
+    resolver = _Resolver({"xn--bcher-kva.example": [["127.0.0.1"]]})
+    url = f"http://b\u00fccher.example:{server.server_port}/video"
+    assert _fetcher(resolver).fetch(url, tmp_path / "v").size == len(BODY)
+    assert resolver.calls == ["xn--bcher-kva.example"]
