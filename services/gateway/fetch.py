@@ -164,6 +164,9 @@ class MediaFetcher:
 
     def check_url(self, url: str) -> tuple[str, str, int, str]:
         """Validate `url` and resolve it; returns (scheme, host, port, checked IP)."""
+        if any(ord(ch) < 0x21 or ord(ch) == 0x7F for ch in url.strip()):
+            raise FetchError("URLs may not contain spaces or control characters",
+                             reason="url_refused")
         try:
             parts = urlsplit(url.strip())
             port = parts.port
