@@ -122,8 +122,20 @@ def load_pickle_template(source: bytes | str | Path) -> MotionTemplate:
         raise InvalidInputError("motion template lists are empty or of unequal length",
                                 reason="bad_template")
     frames = [_frame_from_dict(i, m, eyes[i], lips[i]) for i, m in enumerate(motion)]
-    fps = Fraction(int(raw.get("output_fps", 25)))
-    return MotionTemplate(frames=frames, fps=fps, num_kp=frames[0].expression.shape[0])
+    return MotionTemplate(frames=frames, fps=_template_fps(raw.get("output_fps", 25)),
+                          num_kp=frames[0].expression.shape[0])
+
+
+def _template_fps(value: object) -> Fraction:
+    """The template's `output_fps`: a positive number (upstream writes an int)."""
+    try:
+        fps = Fraction(int(value)) if not isinstance(value, bool) else None
+    except (TypeError, ValueError, OverflowError):
+        fps = None
+    if fps is None or not 0 < fps <= 1000:
+        raise InvalidInputError(f"motion template has an unusable output_fps {value!r}",
+                                reason="bad_template")
+    return fps
 
 
 def _first_key(raw: dict, key: str, legacy: str) -> list:
