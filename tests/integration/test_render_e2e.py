@@ -22,6 +22,7 @@ from services.gateway.clients import ServiceClients, ServiceTargets
 from services.gateway.demo_media import write_hero_clip, write_source_photo
 from services.gateway.fetch import FetchPolicy, MediaFetcher
 from services.gateway.local_stack import LocalStack, StackConfig
+from services.gateway.media import probe_video
 from services.gateway.motion_cache import FolderMotionCache, NullMotionCache
 from services.gateway.orchestrator import (
     JobFailed,
@@ -251,3 +252,25 @@ def test_paste_back_option_reaches_the_encoder(clients, media, tmp_path: Path) -
     # Without paste-back the MP4 holds the animator's face crops, not the 224 px photo canvas.
     assert (int(video["width"]), int(video["height"])) != (224, 224)
     assert int(video["width"]) == int(video["height"])
+
+
+def test_phone_style_rotated_non_square_hero(clients, media, tmp_path: Path) -> None:
+    """Pixels stored sideways with rotation metadata (as phones write them), 3:4 frame: the
+    job runs through all services. (That decoded frames are upright is checked exactly against
+    FFmpeg's autorotation in tests/unit/gateway/test_media.py; the tracker here would also
+    follow an upside-down face.)"""
+    sideways = tmp_path / "sideways.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(media["hero"]), "-vf",
+                    "pad=192:256:0:32,transpose=clock", "-c:v", "libx264", "-c:a", "copy",
+                    str(sideways)], check=True)
+    phone = tmp_path / "phone.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(sideways), "-c", "copy",
+                    "-metadata:s:v", "rotate=90", str(phone)], check=True)
+    info = probe_video(phone)
+    assert (info.width, info.height) == (192, 256) and info.rotation in (90, 270)
+    orchestrator = Orchestrator(clients, NullMotionCache(), MediaFetcher())
+    spec = JobSpec(job_id="phone", source=MediaInput(path=media["source"]),
+                   driving=MediaInput(path=phone), seconds=SECONDS)
+    result = orchestrator.run(spec, tmp_path / "job", on_progress=lambda u: None,
+                              cancel=threading.Event())
+    assert result.frames == int(FPS * SECONDS)
