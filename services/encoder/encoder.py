@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 CHUNK_BYTES = 256 * 1024
 FINISH_TIMEOUT_S = 300.0
 MAX_FPS = Fraction(240)
+MAX_COMMENT_CHARS = 500
 
 
 class EncodeCancelled(DynamicsError):
@@ -59,6 +60,7 @@ class EncodeParams:
     frame_size: tuple[int, int] | None = None  # (width, height); None = from the first frame
     canvas: np.ndarray | None = None  # H x W x 3 uint8 source photo; None = no paste-back
     m_c2o: np.ndarray | None = None  # 3 x 3 crop -> canvas
+    comment: str = ""  # the MP4's `comment` metadata tag
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,9 @@ def validate_params(params: EncodeParams, config: EncoderConfig) -> None:
             reason="too_many_frames")
     if params.frame_size is not None and min(params.frame_size) <= 0:
         raise InvalidInputError(f"frame size {params.frame_size} is invalid", reason="bad_frame")
+    if len(params.comment) > MAX_COMMENT_CHARS or not params.comment.isprintable():
+        raise InvalidInputError(f"comment must be printable and at most {MAX_COMMENT_CHARS} "
+                                "characters", reason="bad_comment")
     if (params.canvas is None) != (params.m_c2o is None):
         raise InvalidInputError("paste-back needs both the canvas and crop_to_canvas",
                                 reason="bad_pasteback")
@@ -182,7 +187,7 @@ class EncodeSession:
         argv = ff.video_encode_argv(
             self.config.ffmpeg, width=out_w + out_w % 2, height=out_h + out_h % 2,
             fps=self.params.fps, crf=self.params.crf, preset=self.params.preset,
-            output=self._video_path, faststart=not self._has_audio)
+            output=self._video_path, faststart=not self._has_audio, comment=self.params.comment)
         with self._lock:
             self._check_alive()
             self._started_at = time.monotonic()
@@ -210,7 +215,8 @@ class EncodeSession:
             final = self.tmp / "out.mp4"
             argv = ff.mux_audio_argv(self.config.ffmpeg, video=self._video_path,
                                      audio_source=self._audio_path, duration=duration,
-                                     bitrate=self.config.audio_bitrate, output=final)
+                                     bitrate=self.config.audio_bitrate, output=final,
+                                     comment=self.params.comment)
             with self._lock:
                 self._check_alive()
                 self._process = ff.FFmpegProcess(argv, self.tmp / "mux.log", stdin=False)

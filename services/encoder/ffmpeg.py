@@ -39,7 +39,7 @@ def seconds_arg(value: Fraction) -> str:
 
 
 def video_encode_argv(binary: str, *, width: int, height: int, fps: Fraction, crf: int,
-                      preset: str, output: Path, faststart: bool) -> list[str]:
+                      preset: str, output: Path, faststart: bool, comment: str = "") -> list[str]:
     """rawvideo rgb24 on stdin -> H.264 yuv420p MP4 at exactly `fps` (width/height even)."""
     source = ffmpeg.input(
         "pipe:0", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}",
@@ -48,12 +48,14 @@ def video_encode_argv(binary: str, *, width: int, height: int, fps: Fraction, cr
     options = {"vcodec": "libx264", "pix_fmt": "yuv420p", "crf": crf, "preset": preset}
     if faststart:
         options["movflags"] = "+faststart"
+    if comment:
+        options["metadata"] = f"comment={comment}"
     stream = ffmpeg.output(source.video, str(output), **options).global_args(*_GLOBAL_ARGS)
     return ffmpeg.compile(stream, cmd=binary, overwrite_output=True)
 
 
 def mux_audio_argv(binary: str, *, video: Path, audio_source: Path, duration: Fraction,
-                   bitrate: str, output: Path) -> list[str]:
+                   bitrate: str, output: Path, comment: str = "") -> list[str]:
     """Copy the video stream and add the source's first audio stream as AAC of equal length.
 
     The audio input is read for at most `duration` (-t). A late-starting audio stream gets
@@ -68,9 +70,10 @@ def mux_audio_argv(binary: str, *, video: Path, audio_source: Path, duration: Fr
               .filter("aresample", **{"async": 1, "first_pts": 0})
               .filter("apad", whole_dur=length)
               .filter("atrim", end=length))
+    extra = {"metadata": f"comment={comment}"} if comment else {}
     stream = ffmpeg.output(
         picture["v:0"], padded, str(output), vcodec="copy", acodec="aac",
-        audio_bitrate=bitrate, movflags="+faststart",
+        audio_bitrate=bitrate, movflags="+faststart", **extra,
     ).global_args(*_GLOBAL_ARGS, "-nostdin")
     return ffmpeg.compile(stream, cmd=binary, overwrite_output=True)
 

@@ -63,6 +63,7 @@ def header_to_params(header: encoder_pb2.EncodeHeader, config: EncoderConfig) ->
         frame_size=(width, height) if width else None,
         canvas=canvas,
         m_c2o=m_c2o,
+        comment=header.comment,
     )
 
 

@@ -29,6 +29,10 @@ from services.gateway.streams import Aborted, RunGuard
 
 logger = logging.getLogger(__name__)
 
+# Written into the MP4 when the animator ran on seeded random weights: the video is noise.
+RANDOM_WEIGHTS_COMMENT = ("Dynamics: rendered with seeded RANDOM LivePortrait weights; "
+                          "this video is noise, not an animation")
+
 
 @dataclass
 class PreparedInputs:
@@ -219,6 +223,8 @@ def _encode_header(
         fps=_rational(ctx.inputs.info), crf=ctx.encoder_crf, preset=ctx.encoder_preset,
         audio_bytes=audio.stat().st_size if audio else 0,
         frame_width=first.image.width, frame_height=first.image.height)
+    if ctx.random_weights:
+        header.comment = RANDOM_WEIGHTS_COMMENT
     if ctx.paste_back:
         header.canvas.raw.CopyFrom(src.canvas)
         header.crop_to_canvas.CopyFrom(src.crop_to_canvas)

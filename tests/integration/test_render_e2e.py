@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from services.animator.random_weights import write_random_weights
 from services.gateway.clients import ServiceClients, ServiceTargets
 from services.gateway.demo_media import write_hero_clip, write_source_photo
 from services.gateway.fetch import FetchPolicy, MediaFetcher
@@ -32,6 +33,7 @@ from services.gateway.orchestrator import (
     OrchestratorConfig,
     ProgressUpdate,
 )
+from services.gateway.stages import RANDOM_WEIGHTS_COMMENT
 
 pytestmark = [
     pytest.mark.ffmpeg,
@@ -203,9 +205,11 @@ def test_unreachable_services_fail_as_retryable(media, tmp_path: Path) -> None:
 
 
 def test_dynamics_render_json(media, tmp_path: Path) -> None:
+    """The CLI on freshly written random weights: it works, and says the video is noise."""
     out = tmp_path / "out.mp4"
+    weights = write_random_weights(tmp_path / "weights", "reduced", seed=3)
     cmd = [sys.executable, "-m", "services.cli", "render", str(media["source"]), str(media["hero"]),
-           "-o", str(out), "--weights", str(FIXTURE_WEIGHTS), "--seconds", str(SECONDS),
+           "-o", str(out), "--weights", str(weights), "--seconds", str(SECONDS),
            "--json", "--device", "cpu", "--cache-dir", str(tmp_path / "cache")]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False,
                           env={**os.environ, **STACK_ENV})
@@ -215,6 +219,11 @@ def test_dynamics_render_json(media, tmp_path: Path) -> None:
     assert set(report["timings"]) >= {"fetch_trim", "detect", "motion", "animate", "encode"}
     assert "ETA" in done.stderr and out.stat().st_size > 0
     assert "audio" in _probe(out)
+    assert report["random_weights"] is True and "output is noise" in done.stderr
+    tags = json.loads(subprocess.run(
+        ["ffprobe", "-v", "error", "-show_format", "-of", "json", str(out)],
+        capture_output=True, text=True, check=True).stdout)["format"]["tags"]
+    assert tags["comment"] == RANDOM_WEIGHTS_COMMENT
 
 
 def test_url_inputs_go_through_the_fetcher(clients, media, tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class EncodeHeader(_message.Message):
-    __slots__ = ("fps", "canvas", "crop_to_canvas", "crf", "preset", "audio_bytes", "total_frames", "frame_width", "frame_height")
+    __slots__ = ("fps", "canvas", "crop_to_canvas", "crf", "preset", "audio_bytes", "total_frames", "frame_width", "frame_height", "comment")
     FPS_FIELD_NUMBER: _ClassVar[int]
     CANVAS_FIELD_NUMBER: _ClassVar[int]
     CROP_TO_CANVAS_FIELD_NUMBER: _ClassVar[int]
@@ -17,6 +17,7 @@ class EncodeHeader(_message.Message):
     TOTAL_FRAMES_FIELD_NUMBER: _ClassVar[int]
     FRAME_WIDTH_FIELD_NUMBER: _ClassVar[int]
     FRAME_HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    COMMENT_FIELD_NUMBER: _ClassVar[int]
     fps: _common_pb2.Rational
     canvas: _common_pb2.Image
     crop_to_canvas: _common_pb2.Matrix3x3
@@ -26,7 +27,8 @@ class EncodeHeader(_message.Message):
     total_frames: int
     frame_width: int
     frame_height: int
-    def __init__(self, fps: _Optional[_Union[_common_pb2.Rational, _Mapping]] = ..., canvas: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., crop_to_canvas: _Optional[_Union[_common_pb2.Matrix3x3, _Mapping]] = ..., crf: _Optional[int] = ..., preset: _Optional[str] = ..., audio_bytes: _Optional[int] = ..., total_frames: _Optional[int] = ..., frame_width: _Optional[int] = ..., frame_height: _Optional[int] = ...) -> None: ...
+    comment: str
+    def __init__(self, fps: _Optional[_Union[_common_pb2.Rational, _Mapping]] = ..., canvas: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., crop_to_canvas: _Optional[_Union[_common_pb2.Matrix3x3, _Mapping]] = ..., crf: _Optional[int] = ..., preset: _Optional[str] = ..., audio_bytes: _Optional[int] = ..., total_frames: _Optional[int] = ..., frame_width: _Optional[int] = ..., frame_height: _Optional[int] = ..., comment: _Optional[str] = ...) -> None: ...
 
 class EncodeRequest(_message.Message):
     __slots__ = ("header", "audio_chunk", "frame")

@@ -248,3 +248,17 @@ def test_no_frames_is_an_error(config):
     params = EncodeParams(fps=Fraction(25), crf=18, preset="fast")
     with EncodeSession(config, params) as session, pytest.raises(InvalidInputError, match="any"):
         session.finish()
+
+
+@pytest.mark.parametrize("with_audio", [False, True])
+def test_comment_tag_is_written(config, heroes, with_audio):
+    note = "Dynamics: rendered with seeded RANDOM LivePortrait weights"
+    audio = heroes["long"] if with_audio else b""
+    out, _ = _encode(config, sample_frames(5, 32, 32), audio=audio, comment=note)
+    assert ffprobe(out)["format"]["tags"]["comment"] == note
+
+
+def test_comment_must_be_printable_and_short(config):
+    for bad in ("line\nbreak", "x" * 501):
+        with pytest.raises(InvalidInputError, match="comment must be printable"):
+            _encode(config, sample_frames(1, 32, 32), comment=bad)
