@@ -76,6 +76,14 @@ def _translate(context: grpc.ServicerContext, exc: BaseException, rpc: str) -> N
     context.abort(grpc.StatusCode.INTERNAL, f"internal error in {rpc}; see the service log")
 
 
+def _caller_gone(exc: BaseException, context: grpc.ServicerContext, rpc: str) -> bool:
+    """The request stream failed because the caller cancelled or vanished: nothing to answer."""
+    if isinstance(exc, grpc.RpcError) and not context.is_active():
+        logger.info("%s ended: the caller cancelled or went away", rpc)
+        return True
+    return False
+
+
 def _is_abort(exc: BaseException, context: grpc.ServicerContext) -> bool:
     # context.abort() raises a bare Exception after setting the code; let it through untouched.
     return type(exc) is Exception and context.code() is not None
@@ -96,7 +104,8 @@ def handle_errors(method: Callable) -> Callable:
             except Exception as exc:  # noqa: BLE001 - translated into a status
                 if _is_abort(exc, context):
                     raise
-                _translate(context, exc, rpc)
+                if not _caller_gone(exc, context, rpc):
+                    _translate(context, exc, rpc)
 
         return stream_wrapper
 
@@ -107,6 +116,8 @@ def handle_errors(method: Callable) -> Callable:
         except Exception as exc:  # noqa: BLE001 - translated into a status
             if _is_abort(exc, context):
                 raise
-            _translate(context, exc, rpc)
+            if not _caller_gone(exc, context, rpc):
+                _translate(context, exc, rpc)
+            return None
 
     return unary_wrapper
