@@ -1,0 +1,48 @@
+"""Tables 4 and 5 and the animator's memory: each configuration in a fresh worker process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+
+def precisions(device: str) -> list[str]:
+    """fp32 everywhere; fp16 and bf16 only where the device runs them (CUDA)."""
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return ["fp32", "fp16", "bf16"]
+    return ["fp32"]
+
+
+def run_worker(weights: Path, *, batch: int, frames: int, precision: str = "fp32",
+               device: str = "cpu", mode: str = "batch", threads: int = 0,
+               repeats: int = 1) -> dict:
+    """`python -m bench.animator_worker ...` → its JSON result (raises on failure)."""
+    cmd = [sys.executable, "-m", "bench.animator_worker", str(weights), "--batch", str(batch),
+           "--frames", str(frames), "--precision", precision, "--device", device,
+           "--mode", mode, "--threads", str(threads), "--repeats", str(repeats)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"animator worker failed ({' '.join(cmd[3:])}): {proc.stderr[-2000:]}")
+    return json.loads([line for line in proc.stdout.splitlines() if line.startswith("{")][-1])
+
+
+def batch_table(weights: Path, batch_sizes: list[int], frames: int, device: str,
+                threads: int) -> list[dict]:
+    """Table 4 (+ memory): frames/s and peak memory by batch size and precision."""
+    rows = []
+    for precision in precisions(device):
+        for batch in batch_sizes:
+            n = max(frames, batch) // batch * batch  # whole batches only
+            rows.append(run_worker(weights, batch=batch, frames=n, precision=precision,
+                                   device=device, threads=threads, repeats=2))
+    return rows
+
+
+def compare_table(weights: Path, batch: int, frames: int, device: str, threads: int) -> dict:
+    """Table 5: the plain per-frame loop vs the batched pipeline (best of 2 each)."""
+    return run_worker(weights, batch=batch, frames=frames, device=device, mode="compare",
+                      threads=threads, repeats=2)

@@ -1,0 +1,124 @@
+"""The benchmark's results → the seven titled tables, the memory tables and the goal checks."""
+
+from __future__ import annotations
+
+from bench.cost import cost_rows, cost_table_rows
+from bench.report import format_table
+
+STAGE_ROWS = ("fetch_trim", "detect", "motion", "animate", "encode", "upload", "total")
+
+PIPELINED_LIMIT = 1.15
+REPEAT_LIMIT = 0.6
+
+
+def goals(results: dict) -> list[dict]:
+    """The three CPU goals, each with its measured ratio and PASS/FAIL."""
+    out = []
+    jobs = results.get("jobs")
+    if jobs:
+        first = jobs["pipelined"]["timings"]
+        ratio = first["total"] / first["animate"]
+        out.append(_goal("pipelined wall <= 1.15 x its animate stage", ratio, PIPELINED_LIMIT))
+        ratio = jobs["repeat"]["timings"]["total"] / first["total"]
+        out.append(_goal("repeat job <= 0.6 x first job", ratio, REPEAT_LIMIT))
+    compare = results.get("compare")
+    if compare:
+        ratio = compare["plain_fps"] / compare["batched_fps"]
+        out.append(_goal("batched animator >= per-frame loop (plain/batched fps <= 1)",
+                         ratio, 1.0))
+    return out
+
+
+def _goal(name: str, ratio: float, limit: float) -> dict:
+    return {"goal": name, "ratio": round(ratio, 3), "limit": limit,
+            "result": "PASS" if ratio <= limit else "FAIL"}
+
+
+def render(results: dict, machine: str, prices: dict) -> list[str]:
+    """Every available table as text, each naming the machine."""
+    on = f"  [{machine}]"
+    parts = []
+    jobs = results.get("jobs")
+    if jobs:
+        parts += _job_tables(jobs, on)
+    if "batch" in results:
+        rows = [[r["precision"], r["batch"], r["fps"], r["ms_per_frame"], r["peak_mib"]]
+                for r in results["batch"]]
+        basis = results["batch"][0]["memory_basis"] if results["batch"] else ""
+        parts.append(format_table(
+            "4. Animator frames/s by batch size and precision" + on,
+            ["precision", "batch", "frames/s", "ms/frame", "peak memory MiB"], rows,
+            f"memory: {basis}. fp16/bf16: CUDA only, not measured on a CPU."))
+    if "compare" in results:
+        c = results["compare"]
+        parts.append(format_table(
+            "5. Batched animator vs plain per-frame loop (same networks and weights)" + on,
+            ["loop", "batch", "frames/s"],
+            [["plain per-frame (upstream style)", 1, c["plain_fps"]],
+             ["AnimatorPipeline.generate", c["batch"], c["batched_fps"]]],
+            f"speed-up x{c['speedup']:.2f}; largest pixel difference {c['max_pixel_diff']}"))
+    if "concurrency" in results:
+        rows = [[r["jobs"], r["frames"], r["wall"], r["frames_per_s"], r["jobs_per_min"],
+                 r["latency_p50"], r["latency_p95"], f"{r['busy_share']:.0%}", r["mean_batch"]]
+                for r in results["concurrency"]]
+        parts.append(format_table(
+            "6. N concurrent jobs on one animator (motion from the cache)" + on,
+            ["jobs", "frames", "wall s", "frames/s", "jobs/min", "p50 s", "p95 s",
+             "animator busy", "mean batch"], rows))
+    parts.append(_cost_table(results, prices, on))
+    if "service_memory" in results:
+        rows = [[r["clip_seconds"], r["frames"], r["gateway_mib"], r["encoder_mib"],
+                 r["face_detect_mib"], r["animator_mib"]] for r in results["service_memory"]]
+        parts.append(format_table(
+            "Memory: peak resident set (VmHWM, MiB) of each process for one job" + on,
+            ["clip s", "frames", "gateway", "encoder", "face_detect", "animator"], rows,
+            "fresh processes per clip length; gateway = the orchestrator's process"))
+    return parts
+
+
+def _job_tables(jobs: dict, on: str) -> list[str]:
+    first, seq, rep = jobs["pipelined"], jobs["sequential"], jobs["repeat"]
+    rows = [[s, first["timings"].get(s, 0.0)] for s in STAGE_ROWS]
+    t1 = format_table(
+        "1. Stage breakdown of one job (pipelined, motion-cache miss), seconds" + on,
+        ["stage", "seconds"], rows,
+        f"{first['frames']} frames; stages overlap, so they do not add up to the total; "
+        f"animator device time {first['device_seconds']:.2f} s; upload = local storage copy")
+    ft, st = first["timings"], seq["timings"]
+    t2 = format_table(
+        "2. Pipelined vs --sequential, same job" + on,
+        ["mode", "wall s", "animate stage s", "wall / animate stage"],
+        [["pipelined", ft["total"], ft["animate"], ft["total"] / ft["animate"]],
+         ["sequential", st["total"], st["animate"], st["total"] / st["animate"]]],
+        f"pipelined wall / sequential animate stage (the animator with nothing else running): "
+        f"{ft['total'] / st['animate']:.2f}; sequential / pipelined: "
+        f"{st['total'] / ft['total']:.2f}")
+    t3 = format_table(
+        "3. First job vs repeat job, same hero video (motion-template cache)" + on,
+        ["job", "cache", "wall s", "detect s", "motion s", "animate s"],
+        [["first", "miss", ft["total"], ft.get("detect", 0.0), ft.get("motion", 0.0),
+          ft["animate"]],
+         ["repeat", "hit" if rep["cache_hit"] else "miss", rep["timings"]["total"],
+          rep["timings"].get("detect", 0.0), rep["timings"].get("motion", 0.0),
+          rep["timings"]["animate"]]],
+        f"repeat / first: {rep['timings']['total'] / ft['total']:.2f}")
+    return [t1, t2, t3]
+
+
+def _cost_table(results: dict, prices: dict, on: str) -> str:
+    measured = results.get("gpu_seconds_per_job", {})
+    frames = results.get("cost_frames", 250)
+    headers, cells = cost_table_rows(cost_rows(frames, prices, measured))
+    jobs = results.get("jobs")
+    note = f"{frames} frames per video (10 s at 25 fps); "
+    if measured:
+        note += f"measured device-seconds per job: {measured}"
+    elif jobs:
+        note += (f"no GPU here: GPU rows are estimates; this CPU's measured animator "
+                 f"device-seconds per job: {jobs['pipelined']['device_seconds']:.2f}")
+    return format_table("7. Cost per video and per month" + on, headers, cells, note)
+
+
+def render_goals(goal_rows: list[dict]) -> str:
+    return "\n".join(f"{g['result']}: {g['goal']} (measured {g['ratio']}, limit {g['limit']})"
+                     for g in goal_rows)
