@@ -9,6 +9,7 @@ are fp32 and eager; autocast (fp16/bf16, CUDA only) and torch.compile are explic
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -295,12 +296,15 @@ class AnimatorPipeline:
                                         reason="bad_motion")
 
     def warm_up(self) -> float:
-        """Run one frame end to end (source = mid-grey, driving = itself); returns seconds."""
+        """Run frames end to end (source = mid-grey, driving = itself) before serving: one
+        frame on CPU, a full batch on CUDA (cuDNN picks its kernels for that shape); seconds."""
         t0 = time.perf_counter()
         crop = np.full((self.input_size, self.input_size, 3), 128, dtype=np.uint8)
         state = self.prepare_source(crop, Ratios(0.3, 0.3, 0.1))
         frames = self.extract_motion(crop[None], [Ratios(0.3, 0.3, 0.1)])
-        next(self.generate(state, frames, 0))
+        if self.device.type == "cuda":
+            frames = [dataclasses.replace(frames[0], index=i) for i in range(self.batch_size)]
+        list(self.generate(state, frames, 0))
         seconds = time.perf_counter() - t0
         logger.info("animator warm-up: one frame in %.2f s on %s", seconds, self.device)
         return seconds

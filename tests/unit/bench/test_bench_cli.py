@@ -1,0 +1,70 @@
+"""`dynamics bench` end to end at a tiny width: all seven tables, the goals, valid JSON."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bench import cli, tables
+from services.animator.model import named_config_path
+from services.cli.__main__ import main as dynamics_main
+
+needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg")
+
+
+@pytest.fixture(scope="module")
+def tiny_config(tmp_path_factory) -> Path:
+    """The fixtures' width with a 32 px input (output 64 px): seconds, not minutes."""
+    data = yaml.safe_load(named_config_path("reduced").read_text())
+    data["image_size"] = 32
+    path = tmp_path_factory.mktemp("bench") / "models.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.ffmpeg
+@needs_ffmpeg
+@pytest.mark.timeout(180)
+def test_bench_prints_all_tables_and_goals(tiny_config, capsys):
+    code = dynamics_main([
+        "bench", "--config", str(tiny_config), "--seconds", "0.4", "--fps", "10",
+        "--batch-size", "2", "--batch-sizes", "1,2", "--batch-frames", "2",
+        "--concurrency", "2", "--concurrent-seconds", "0.3", "--skip", "memory", "--json"])
+    out = capsys.readouterr().out
+    assert code in (0, 1)
+    for number in range(1, 8):
+        assert f"\n{number}. " in "\n" + out, f"table {number} missing"
+    results = json.loads(out.strip().splitlines()[-1])
+    machine = results["machine"]
+    assert machine and out.count(f"[{machine}]") >= 7
+    jobs = results["jobs"]
+    assert jobs["pipelined"]["cache_hit"] is False and jobs["repeat"]["cache_hit"] is True
+    assert jobs["sequential"]["sequential"] is True
+    assert jobs["pipelined"]["frames"] == jobs["repeat"]["frames"] == 4
+    for stage in ("fetch_trim", "detect", "motion", "animate", "encode", "upload", "total"):
+        assert jobs["pipelined"]["timings"][stage] >= 0
+    assert jobs["pipelined"]["device_seconds"] > 0
+    assert [r["batch"] for r in results["batch"]] == [1, 2]
+    assert all(r["fps"] > 0 and r["precision"] == "fp32" for r in results["batch"])
+    assert results["compare"]["max_pixel_diff"] <= 1
+    assert results["concurrency"][0]["jobs"] == 2 and results["concurrency"][0]["frames"] == 6
+    assert len(results["goals"]) == 3
+    assert code == (0 if all(g["result"] == "PASS" for g in results["goals"]) else 1)
+    assert all(f"{g['result']}: {g['goal']}" in out for g in results["goals"])
+
+
+def test_goals_from_ratios():
+    jobs = {"pipelined": {"timings": {"total": 11.0, "animate": 10.0}},
+            "repeat": {"timings": {"total": 7.0}}}
+    goals = tables.goals({"jobs": jobs, "compare": {"plain_fps": 5.0, "batched_fps": 4.0}})
+    assert [g["result"] for g in goals] == ["PASS", "FAIL", "FAIL"]
+    assert goals[0]["ratio"] == 1.1 and goals[1]["ratio"] == round(7 / 11, 3)
+
+
+def test_parser_rejects_unknown_section():
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["--skip", "everything"])
