@@ -7,6 +7,12 @@ import time
 from collections.abc import Sequence
 
 import grpc
+from dynamics.v1 import (  # noqa: F401 - registers the service descriptors looked up below
+    animator_pb2,
+    encoder_pb2,
+    face_detect_pb2,
+)
+from google.protobuf import descriptor_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.grpc_server import MAX_MESSAGE_BYTES
@@ -22,9 +28,12 @@ def retry_service_config(
 ) -> str:
     """gRPC service config (JSON) with a retry policy for the named services.
 
-    Retries apply to unary calls and to streams before their first response; only UNAVAILABLE is
-    retried by default, since other codes mean the request itself failed.
+    Retries apply to unary calls only; only UNAVAILABLE is retried by default, since other codes
+    mean the request itself failed. Streaming methods get no retry policy: a transparently
+    retried stream whose server died before answering waited for its deadline instead of
+    failing, and the caller (the job) retries streams itself.
     """
+    streams = _streaming_methods(service_names)
     config = {
         # With a `dns:///` target of a headless Kubernetes Service, spread calls over all pods
         # instead of pinning every call to the first address.
@@ -41,9 +50,23 @@ def retry_service_config(
                 },
                 "waitForReady": True,
             }
-        ]
+        ] + ([{"name": streams, "waitForReady": True}] if streams else []),
     }
     return json.dumps(config)
+
+
+def _streaming_methods(service_names: Sequence[str]) -> list[dict[str, str]]:
+    """Method names (service config form) of the client- or server-streaming RPCs."""
+    pool = descriptor_pool.Default()
+    found = []
+    for name in service_names:
+        try:
+            service = pool.FindServiceByName(name)
+        except KeyError:
+            continue
+        found += [{"service": name, "method": m.name} for m in service.methods
+                  if m.client_streaming or m.server_streaming]
+    return found
 
 
 def make_channel(
