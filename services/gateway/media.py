@@ -273,11 +273,13 @@ class FrameDecoder:
             yield np.frombuffer(data, np.uint8).reshape(self.height, self.width, 3)  # H x W x 3
         code = self._proc.wait()
         self._drain.join(timeout=5)
+        if self._closing:
+            return  # stopped on purpose (the job failed elsewhere or was cancelled)
         if self.frames_read == 0:
             raise MediaError(
                 f"no frame could be decoded ({_stderr_tail(self._stderr)})", reason="no_frames"
             )
-        if code != 0 and not self._closing:
+        if code != 0:
             # FFmpeg died mid-video (crash, OOM kill): the frames so far are not the video.
             raise MediaError(f"FFmpeg stopped after {self.frames_read} frames (exit {code}: "
                              f"{_stderr_tail(self._stderr)})", reason="decode_failed")
