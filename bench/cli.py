@@ -39,10 +39,12 @@ def _floats(text: str) -> list[float]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dynamics bench", description=__doc__.splitlines()[0])
-    p.add_argument("--config", default="mid", help="random-weights config: mid, real, reduced "
-                   "or a models.yaml (ignored with --weights)")
+    p.add_argument("--config", default=None, help="random-weights config: mid, real, reduced "
+                   "or a models.yaml (default: mid on CPU, real on CUDA; ignored with --weights)")
     p.add_argument("--weights", type=Path, help="weights folder to benchmark instead")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16"),
+                   help="the services' animator precision (fp16/bf16: CUDA only)")
     p.add_argument("--seconds", type=float, default=10.0, help="hero clip of the job tables")
     p.add_argument("--fps", type=int, default=25)
     p.add_argument("--batch-size", type=int, default=8, help="the animator's batch size")
@@ -69,20 +71,22 @@ def _device(choice: str) -> str:
 def run(args, work: Path) -> dict:
     """Run every section not skipped; returns the results dict."""
     device = _device(args.device)
+    config = args.config or ("real" if device == "cuda" else "mid")
     weights = args.weights
     if weights is None:
         weights = work / "weights"
-        write_random_weights(weights, args.config, seed=0)
+        write_random_weights(weights, config, seed=0)
     media = work / "media"
     source, hero = build_demo_inputs(media, seconds=args.seconds, fps=args.fps)
-    results: dict = {"device": device, "weights": str(args.weights or f"random:{args.config}"),
+    results: dict = {"device": device, "weights": str(args.weights or f"random:{config}"),
                      "cost_frames": int(round(10 * 25))}
     env = {"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}
+    env["ANIMATOR_DTYPE"] = args.dtype
     if "jobs" not in args.skip or "concurrency" not in args.skip:
         warm = write_hero_clip(media / "warm.mp4", seconds=1.0, fps=args.fps, size=256)
         short = write_hero_clip(media / "short.mp4", seconds=args.concurrent_seconds,
                                 fps=args.fps, size=256)
-        with job_bench.open_stack(weights, args.batch_size, env) as bs:
+        with job_bench.open_stack(weights, args.batch_size, env, device) as bs:
             if "jobs" not in args.skip:
                 _log("tables 1-3: jobs through the services")
                 results["jobs"] = job_bench.job_tables(bs, source, hero, args.seconds, warm)
@@ -104,7 +108,8 @@ def run(args, work: Path) -> dict:
             _log(f"memory: {seconds:g} s clip")
             clip = write_hero_clip(media / f"mem{seconds:g}.mp4", seconds=seconds,
                                    fps=args.memory_fps, size=256)
-            row = job_bench.service_memory(weights, args.batch_size, source, clip, seconds, env)
+            row = job_bench.service_memory(weights, args.batch_size, source, clip, seconds, env,
+                                           device)
             results["service_memory"].append(row)
     if device == "cuda" and "jobs" in results:
         results["gpu_seconds_per_job"] = {

@@ -60,12 +60,12 @@ class BenchStack:
 
 
 @contextmanager
-def open_stack(weights: Path, batch_size: int, extra_env: dict[str, str] | None = None
-               ) -> Iterator[BenchStack]:
-    """Start the three services on loopback (CPU animator) and yield a BenchStack."""
+def open_stack(weights: Path, batch_size: int, extra_env: dict[str, str] | None = None,
+               device: str = "cpu") -> Iterator[BenchStack]:
+    """Start the three services on loopback and yield a BenchStack."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ANIMATOR_", "ENCODER_"))}
     env["LOG_LEVEL"] = "INFO"
-    stack = LocalStack(StackConfig(weights_dir=weights, env=env, animator_device="cpu",
+    stack = LocalStack(StackConfig(weights_dir=weights, env=env, animator_device=device,
                                    animator_batch_size=batch_size, extra_env=extra_env or {}))
     targets = stack.start()
     try:
@@ -157,10 +157,11 @@ def _percentile(sorted_values: list[float], q: float) -> float:
 
 
 def service_memory(weights: Path, batch_size: int, source: Path, hero: Path,
-                   clip_seconds: float, extra_env: dict[str, str] | None = None) -> dict:
+                   clip_seconds: float, extra_env: dict[str, str] | None = None,
+                   device: str = "cpu") -> dict:
     """Peak resident memory (VmHWM) of fresh encoder, gateway (job runner), face_detect and
     animator processes after one job of `clip_seconds`."""
-    with open_stack(weights, batch_size, extra_env) as bs:
+    with open_stack(weights, batch_size, extra_env, device) as bs:
         cmd = [sys.executable, "-m", "bench.gateway_job", "--targets", bs.targets_arg,
                "--source", str(source), "--hero", str(hero), "--seconds", str(clip_seconds)]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)

@@ -25,6 +25,7 @@ def main() -> None:
         pipeline = AnimatorPipeline.from_weights(
             config.weights_dir, device=config.device, batch_size=config.batch_size,
             autocast_dtype=config.autocast_dtype, compile=config.compile,
+            compile_mode=config.compile_mode,
             input_size=config.input_size or None, channels_last=config.channels_last)
         pipeline.warm_up()
         servicer.attach(pipeline)

@@ -22,6 +22,7 @@ from services.common.config import (
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 LOG_LEVELS = ("debug", "info", "warning", "error")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class AnimatorConfig:
     dtype: str = "fp32"  # fp32 = eager fp32; fp16/bf16 = CUDA autocast
     batch_size: int = 8
     compile: bool = False
+    compile_mode: str = "default"  # torch.compile mode; "reduce-overhead" = CUDA graphs
     max_frames: int = 3000  # longest job (frames) one Animate call may stream
     queue_frames: int = 16  # driving frames buffered per call before back-pressure
     max_jobs: int = 8  # concurrent Animate calls sharing the device; more get RESOURCE_EXHAUSTED
@@ -63,6 +65,7 @@ class AnimatorConfig:
             dtype=dtype,
             batch_size=env_int(environ, "ANIMATOR_BATCH_SIZE", 8, minimum=1, maximum=256),
             compile=env_bool(environ, "ANIMATOR_COMPILE", False),
+            compile_mode=env_choice(environ, "ANIMATOR_COMPILE_MODE", COMPILE_MODES, "default"),
             max_frames=env_int(environ, "ANIMATOR_MAX_FRAMES", 3000, minimum=1),
             queue_frames=env_int(environ, "ANIMATOR_QUEUE_FRAMES", 16, minimum=1),
             max_jobs=env_int(environ, "ANIMATOR_MAX_JOBS", 8, minimum=1, maximum=1024),

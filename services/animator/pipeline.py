@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from services.animator import motion
+from services.animator.frames import frames_from_kp_info, to_uint8
 from services.animator.keypoints import KpInfo, kp_info_from_motion_output
 from services.animator.motion_types import (
     DrivingBatch,
@@ -108,7 +109,8 @@ class AnimatorPipeline:
                      dtype: torch.dtype = torch.float32, batch_size: int = 8,
                      autocast_dtype: torch.dtype | None = None, compile: bool = False,
                      input_size: int | None = None, config=None,
-                     channels_last: bool = False) -> AnimatorPipeline:
+                     channels_last: bool = False, compile_mode: str = "default"
+                     ) -> AnimatorPipeline:
         """Load the upstream checkpoint files (strict) and build the pipeline.
 
         `dtype` is the storage dtype of F/M/W/G (fp32 default; fp16/bf16 only on CUDA, where it
@@ -135,8 +137,8 @@ class AnimatorPipeline:
         if channels_last and device.type == "cuda":
             pipe.G = pipe.G.to(memory_format=torch.channels_last)
         if compile:
-            pipe.W = torch.compile(pipe.W)
-            pipe.G = torch.compile(pipe.G)
+            pipe.W = torch.compile(pipe.W, mode=compile_mode)  # reduce-overhead: CUDA graphs
+            pipe.G = torch.compile(pipe.G, mode=compile_mode)
         return pipe
 
     @property
@@ -223,7 +225,7 @@ class AnimatorPipeline:
             images = self.prepare_images(crops[lo:lo + self.batch_size])
             with self.device_lock:
                 info = self.kp_info(images)
-            frames += _frames_from_kp_info(info, ratios[lo:lo + self.batch_size], start_index + lo)
+            frames += frames_from_kp_info(info, ratios[lo:lo + self.batch_size], start_index + lo)
         return frames
 
     def generate(self, state: SourceState, motions: Sequence[DrivingFrame],
@@ -308,29 +310,3 @@ class AnimatorPipeline:
         seconds = time.perf_counter() - t0
         logger.info("animator warm-up: one frame in %.2f s on %s", seconds, self.device)
         return seconds
-
-
-def to_uint8(image: torch.Tensor) -> np.ndarray:
-    """B×3×H×W float → B×H×W×3 uint8 with upstream's clip-then-truncate conversion.
-
-    On CUDA the uint8 frames (4× smaller than float) come back through a pinned buffer."""
-    scaled = (image.clamp(0, 1) * 255).clamp(0, 255)  # B×3×H×W
-    frames = scaled.to(torch.uint8).permute(0, 2, 3, 1).contiguous()  # B×H×W×3
-    if frames.device.type != "cuda":
-        return frames.numpy()
-    host = torch.empty(frames.shape, dtype=torch.uint8, pin_memory=True)
-    host.copy_(frames, non_blocking=True)
-    torch.cuda.current_stream(frames.device).synchronize()
-    return host.numpy()
-
-
-def _frames_from_kp_info(info: KpInfo, ratios: Sequence[Ratios], start: int) -> list[DrivingFrame]:
-    rot = info.rotation().cpu().numpy()  # N×3×3
-    frames = []
-    for i in range(info.batch_size):
-        frames.append(DrivingFrame(
-            index=start + i, scale=float(info.scale[i, 0]), rotation=rot[i],
-            expression=info.exp[i].cpu().numpy(), translation=info.t[i].cpu().numpy(),
-            keypoints=info.kp[i].cpu().numpy(),
-            eye_ratio=(ratios[i].eye_left, ratios[i].eye_right), lip_ratio=ratios[i].lip))
-    return frames
