@@ -117,6 +117,10 @@ class CrossJobBatcher:
             self._cond.notify_all()
         return request.future
 
+    def open_jobs(self) -> int:
+        with self._cond:
+            return len(self._slots)
+
     def queued_frames(self) -> int:
         return sum(len(r.motions) for r in self._pending)
 
