@@ -33,6 +33,11 @@ def record_batch(frames: int, seconds: float, on_gpu: bool) -> None:
     FRAMES.inc(frames)
     BATCH_SIZE.observe(frames)
     INFERENCE_SECONDS.observe(seconds)
+    record_busy(seconds, on_gpu)
+
+
+def record_busy(seconds: float, on_gpu: bool) -> None:
+    """Account device time outside W + G batches (source features, motion extraction)."""
     BUSY_SECONDS.inc(seconds)
     if on_gpu:
         GPU_SECONDS.inc(seconds)

@@ -144,10 +144,7 @@ class AnimatorServicer(animator_pb2_grpc.AnimatorServiceServicer):
                          ) -> list[DrivingFrame]:
         t0 = time.perf_counter()
         frames = self._pipe().extract_motion([c for c, _ in items], [r for _, r in items], start)
-        seconds = time.perf_counter() - t0
-        metrics.BUSY_SECONDS.inc(seconds)
-        if self._on_gpu():
-            metrics.GPU_SECONDS.inc(seconds)
+        metrics.record_busy(time.perf_counter() - t0, self._on_gpu())
         return frames
 
     @handle_errors
@@ -173,7 +170,9 @@ class AnimatorServicer(animator_pb2_grpc.AnimatorServiceServicer):
         t0 = time.perf_counter()
         slot.state = pipe.prepare_source(raw_to_array(setup.source_crop),
                                          ratios_from_proto(setup.source_ratios), options)
-        slot.device_seconds += time.perf_counter() - t0
+        seconds = time.perf_counter() - t0
+        slot.device_seconds += seconds
+        metrics.record_busy(seconds, self._on_gpu())
         logger.info("animate job %s: %d frames announced", setup.job_id or "-", total)
         reader = BoundedReader(request_iterator, _driving_item, self.queue_frames)
         done = 0
