@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# Failures that mean "the fleet is full right now", not "this job is broken".
-CAPACITY_CODES = frozenset({"busy", "resource_exhausted"})
+# Failures that mean "the fleet is full right now", not "this job is broken" ("animator_busy"
+# is the animator's RESOURCE_EXHAUSTED reason when all its job slots or its frame queue are full).
+CAPACITY_CODES = frozenset({"busy", "resource_exhausted", "animator_busy"})
 MAX_DELAY_S = 120.0
 
 
