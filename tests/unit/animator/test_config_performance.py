@@ -47,3 +47,22 @@ def test_servicer_starts_its_batcher_on_attach(lp_fixtures):
         assert servicer.batcher.max_batch == 2
     finally:
         servicer.close()
+
+
+def test_mid_config_builds_and_generates_64px(tmp_path):
+    """`dynamics weights random --config mid` writes weights the pipeline loads (32 px in,
+    64 px out)."""
+    import numpy as np
+
+    from services.animator.motion_types import MotionOptions
+    from services.animator.pipeline import AnimatorPipeline, Ratios
+    from services.animator.weights_cli import main as weights_main
+
+    assert weights_main(["random", "--config", "mid", str(tmp_path / "w")]) == 0
+    pipe = AnimatorPipeline.from_weights(tmp_path / "w", batch_size=2)
+    assert pipe.input_size == 32
+    crop = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    state = pipe.prepare_source(crop, Ratios(0.3, 0.3, 0.1), MotionOptions())
+    frames = pipe.extract_motion([crop, crop], [Ratios(0.3, 0.3, 0.1)] * 2)
+    images = list(pipe.generate(state, frames, 0))
+    assert [i.shape for i in images] == [(64, 64, 3)] * 2
