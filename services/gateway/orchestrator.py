@@ -115,6 +115,9 @@ class Orchestrator:
         assert ctx is not None and ctx.encode_summary is not None
         if inputs.template is not None:
             progress.timing("motion", 0.0)
+        if ctx.device_seconds > 0:
+            # The animator's own device time: what a GPU bills, and what cost per video uses.
+            progress.timing("gpu_seconds", ctx.device_seconds)
         progress.timing("total", time.monotonic() - started)
         progress.enter("done")
         return JobResult(

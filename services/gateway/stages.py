@@ -67,6 +67,7 @@ class StageContext:
     encoder_preset: str = ""
     audio_chunk_bytes: int = 1 << 20
     random_weights: bool = False
+    device_seconds: float = 0.0  # the animator's device time for this job (cumulative)
     encode_summary: encoder_pb2.EncodeSummary | None = None
     spans: dict[str, list[float]] = field(default_factory=dict)
 
@@ -199,6 +200,7 @@ def animate(
     with rpc_errors("animator"):
         for reply in call:
             ctx.random_weights = ctx.random_weights or reply.random_weights
+            ctx.device_seconds = max(ctx.device_seconds, reply.device_seconds)
             if not reply.HasField("frame"):
                 continue
             if reply.frame.index != expected:

@@ -217,6 +217,7 @@ def test_dynamics_render_json(media, tmp_path: Path) -> None:
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["cache_hit"] is False and report["frames"] == int(FPS * SECONDS)
     assert set(report["timings"]) >= {"fetch_trim", "detect", "motion", "animate", "encode"}
+    assert 0 < report["timings"]["gpu_seconds"] <= report["timings"]["total"]
     assert "ETA" in done.stderr and out.stat().st_size > 0
     assert "audio" in _probe(out)
     assert report["random_weights"] is True and "output is noise" in done.stderr
