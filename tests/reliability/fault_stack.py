@@ -108,6 +108,13 @@ class GatewayRun:
         assert response.status_code == 202, response.text
         return response.json()["id"]
 
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Until /readyz is 200: the gateway's channels reach every service again."""
+        deadline = time.monotonic() + timeout
+        while self.client.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline, "the gateway never became ready"
+            time.sleep(0.1)
+
     def view(self, job_id: str) -> dict:
         return self.client.get(f"/v1/jobs/{job_id}").json()
 

@@ -1,0 +1,98 @@
+"""SIGTERM on any service, or on the gateway, while a job is in flight: the in-flight work is
+drained within the grace period (the job finishes on its first attempt) and the process then
+exits by itself."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+from tests.reliability.conftest import needs_ffmpeg
+from tests.reliability.fault_stack import PREFIX, FaultStack, GatewayRun, gateway_env
+from tests.reliability.test_faults import (  # noqa: F401 - shared fixtures
+    _busy_replica,
+    big_media,
+    media,
+)
+
+pytestmark = [pytest.mark.ffmpeg, needs_ffmpeg]
+GRACE_S = 30.0
+METHOD = {"face_detect": "TrackDriving", "animator": "Animate", "encoder": "Encode"}
+
+
+def _handled_methods(metrics: str) -> set[str]:
+    return {line.split('grpc_method="')[1].split('"')[0] for line in metrics.splitlines()
+            if line.startswith("grpc_server_handled_total{") and not line.endswith(" 0.0")}
+
+
+@pytest.fixture(scope="module")
+def stack():
+    grace = {name: {f"{prefix}_GRACE_S": str(int(GRACE_S))} for name, prefix in PREFIX.items()}
+    stack = FaultStack(extra_env=grace).start()
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture(scope="module")
+def gateway(stack, tmp_path_factory):
+    run = GatewayRun(tmp_path_factory.mktemp("drain-gateway"), gateway_env(stack)).start()
+    yield run
+    run.stop()
+
+
+@pytest.fixture(scope="module")
+def warm(gateway, media) -> None:  # noqa: F811
+    """One job first, so the hero's motion is cached: later jobs make exactly one call to the
+    animator (Animate) and one to the encoder, the ones in flight when SIGTERM comes."""
+    assert gateway.wait_final(gateway.submit(*media, seconds="2"))["status"] == "succeeded"
+
+
+@pytest.mark.parametrize("name", [
+    "animator", "encoder",
+    pytest.param("face_detect", marks=pytest.mark.xfail(
+        reason="open finding: a job whose TrackDriving is in flight when face_detect gets "
+               "SIGTERM fails its attempt with service_unavailable (retried, then succeeds)")),
+])
+def test_sigterm_drains_a_service(
+    name: str, stack, gateway, warm, media, big_media  # noqa: F811
+) -> None:
+    """One replica of each: nothing else could take over, so only a real drain succeeds first
+    time. face_detect gets an uncached hero, so that TrackDriving runs."""
+    job = gateway.submit(*(big_media if name == "face_detect" else media), seconds="2")
+    index = _busy_replica(stack, name, METHOD[name])
+    service = stack.procs[name][index]
+    if name == "face_detect":  # the job's other call (DetectSource) must be in, too
+        deadline = time.monotonic() + 30
+        while "DetectSource" not in _handled_methods(service.metrics()):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    started = time.monotonic()
+    service.proc.send_signal(signal.SIGTERM)
+    code = service.proc.wait(GRACE_S + 10)
+    took = time.monotonic() - started
+    stack.restart(name, index)
+    view = gateway.wait_final(job, timeout=120)
+    assert code == 0 and took < GRACE_S, (code, took)
+    assert any("drain" in line.lower() or "stopp" in line.lower() for line in service.lines)
+    assert view["status"] == "succeeded", view
+    retries = [line[:400] for line in gateway.process.lines if job in line and "retry" in line]
+    assert view["attempts"] == 1, retries[:2]  # the in-flight call was finished, not cut
+
+
+def test_sigterm_drains_the_gateway(stack, media, tmp_path) -> None:  # noqa: F811
+    env = gateway_env(stack)
+    first = GatewayRun(tmp_path / "gw", env).start()
+    job = first.submit(*media, seconds="2")
+    first.wait_until(job, lambda v: v["frames_done"] >= 1, 60)
+    started = time.monotonic()
+    code = first.stop(sig=signal.SIGTERM, timeout=45)
+    assert code in (0, -signal.SIGTERM), code
+    assert time.monotonic() - started < 40
+    second = GatewayRun(tmp_path / "gw", env).start()
+    try:
+        view = second.view(job)
+    finally:
+        second.stop()
+    assert view["status"] == "succeeded" and view["attempts"] == 1, view
