@@ -60,7 +60,7 @@ def test_sigterm_drains_a_service(
 ) -> None:
     """One replica of each: nothing else could take over, so only a real drain succeeds first
     time. face_detect gets an uncached hero, so that TrackDriving runs."""
-    job = gateway.submit(*(big_media if name == "face_detect" else media), seconds="2")
+    job = gateway.submit(*(big_media(0) if name == "face_detect" else media), seconds="2")
     index = _busy_replica(stack, name, METHOD[name])
     service = stack.procs[name][index]
     if name == "face_detect":  # the job's other call (DetectSource) must be in, too

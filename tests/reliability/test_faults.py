@@ -31,10 +31,17 @@ def media(tmp_path_factory) -> tuple[bytes, bytes]:
 
 
 @pytest.fixture(scope="module")
-def big_media(media, tmp_path_factory) -> tuple[bytes, bytes]:
-    """Larger driving frames, so face tracking lasts long enough to be killed mid-stream."""
+def big_media(media, tmp_path_factory):
+    """Larger driving frames, so face tracking lasts long enough to be killed mid-stream; a new
+    clip (another tone) per run, so the motion cache never skips the tracking."""
     folder = tmp_path_factory.mktemp("fault-media-big")
-    return media[0], write_hero_clip(folder / "big.mp4", seconds=2.0, fps=5, size=720).read_bytes()
+
+    def make(run: int) -> tuple[bytes, bytes]:
+        clip = write_hero_clip(folder / f"big{run}.mp4", seconds=2.0, fps=5, size=720,
+                               tone_hz=440.0 + 20 * run)
+        return media[0], clip.read_bytes()
+
+    return make
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +102,7 @@ def test_service_killed_mid_job_is_retried(
 ) -> None:
     frames, method = KILL_AT[victim]
     before = _succeeded_total(gateway)
-    job = gateway.submit(*(big_media if victim == "face_detect" else media), seconds="2")
+    job = gateway.submit(*(big_media(run) if victim == "face_detect" else media), seconds="2")
     if frames:
         gateway.wait_until(job, lambda v: v["frames_done"] >= frames, 60)
     index = _busy_replica(stack, victim, method)
