@@ -129,6 +129,10 @@ class ServiceClients:
         self.close()
 
 
+# RESOURCE_EXHAUSTED reasons that describe the job (too long, too large), not a full fleet.
+SIZE_LIMIT_REASONS = frozenset({"too_many_frames", "audio_too_large"})
+
+
 def _reason(exc: grpc.RpcError) -> str | None:
     try:
         metadata = exc.trailing_metadata() or ()
@@ -151,6 +155,10 @@ def job_failed_from_rpc(exc: grpc.RpcError, service: str) -> JobFailed:
         return JobFailed("service_unavailable", f"the {service} service is unavailable: {details}",
                          retryable=True)
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        if reason in SIZE_LIMIT_REASONS:
+            # The job itself is over a limit: running it again cannot help.
+            return JobFailed(reason, f"the {service} service refused the job: {details}",
+                             retryable=False)
         return JobFailed(reason or "busy", f"the {service} service is at capacity: {details}",
                          retryable=True)
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:

@@ -19,7 +19,10 @@ class _Refusing(face_detect_pb2_grpc.FaceDetectServiceServicer):
 
     @handle_errors
     def TrackDriving(self, request_iterator, context):  # noqa: N802 - gRPC method name
-        next(request_iterator)
+        config = next(request_iterator).config
+        if config.total_frames > 100:
+            raise ResourceExhaustedError("3000 frames announced; the limit is 100",
+                                         reason="too_many_frames")
         raise ResourceExhaustedError("too many streams")
         yield  # a generator, like the real servicer
 
@@ -56,6 +59,16 @@ def test_resource_exhausted_is_retryable(clients) -> None:
         list(clients.face_detect.track_driving(requests, timeout_s=10))
     failed = job_failed_from_rpc(err.value, "face detection")
     assert failed.retryable and failed.code == "resource_exhausted"
+
+
+def test_a_job_over_a_size_limit_is_not_retried(clients) -> None:
+    requests = iter([face_detect_pb2.TrackDrivingRequest(
+        config=face_detect_pb2.TrackDrivingConfig(width=8, height=8, total_frames=3000))])
+    with pytest.raises(grpc.RpcError) as err:
+        list(clients.face_detect.track_driving(requests, timeout_s=10))
+    failed = job_failed_from_rpc(err.value, "face detection")
+    assert failed.code == "too_many_frames" and not failed.retryable
+    assert "the limit is 100" in failed.message
 
 
 def test_internal_errors_and_health(clients) -> None:
