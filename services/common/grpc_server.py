@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent import futures
 
@@ -23,9 +24,14 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from services.common.metrics import MetricsInterceptor, start_metrics_server
+from services.common.metrics import MetricsInterceptor, rewrap_handler, start_metrics_server
 
 logger = logging.getLogger(__name__)
+
+# After the last in-flight RPC returned, time for its final messages and status to leave the
+# socket before the server is torn down (a torn-down transport can drop them, and the client
+# then sees UNAVAILABLE for a call that had in fact finished).
+LINGER_S = 0.5
 
 # Frames travel one per message; a 512x512 RGB frame is 786 kB and a canvas may be a few MB.
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
@@ -38,6 +44,64 @@ SERVER_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ("grpc.so_reuseport", 0),
 )
+
+
+class DrainGate(grpc.ServerInterceptor):
+    """Counts in-flight RPCs and, once draining, refuses new ones with UNAVAILABLE.
+
+    The standard health and reflection services (`/grpc.*`) always pass, so probes keep getting
+    an answer (NOT_SERVING) while the server drains.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._active = 0
+        self._draining = False
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None or handler_call_details.method.startswith("/grpc."):
+            return handler
+        return rewrap_handler(handler, self._wrap_unary, self._wrap_streaming)
+
+    def close_and_wait(self, timeout_s: float) -> bool:
+        """Refuse new RPCs; wait until in-flight ones finished (True) or the timeout passed."""
+        with self._cond:
+            self._draining = True
+            return self._cond.wait_for(lambda: self._active == 0, timeout_s)
+
+    def _enter(self, context: grpc.ServicerContext) -> None:
+        with self._cond:
+            admitted = not self._draining
+            if admitted:
+                self._active += 1
+        if not admitted:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down; retry")
+
+    def _leave(self) -> None:
+        with self._cond:
+            self._active -= 1
+            self._cond.notify_all()
+
+    def _wrap_unary(self, inner):
+        def handler(request, context):
+            self._enter(context)
+            try:
+                return inner(request, context)
+            finally:
+                self._leave()
+
+        return handler
+
+    def _wrap_streaming(self, inner):
+        def handler(request, context):
+            self._enter(context)
+            try:
+                yield from inner(request, context)
+            finally:
+                self._leave()
+
+        return handler
 
 
 class GrpcService:
@@ -67,9 +131,10 @@ class GrpcService:
         self._requested_metrics_port = metrics_port
         self._host = host
         self.health = health.HealthServicer(experimental_non_blocking=True)
+        self._gate = DrainGate()
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=name),
-            interceptors=[MetricsInterceptor()],
+            interceptors=[MetricsInterceptor(), self._gate],
             options=SERVER_OPTIONS,
             maximum_concurrent_rpcs=maximum_concurrent_rpcs,
         )
@@ -111,7 +176,12 @@ class GrpcService:
         self.health.enter_graceful_shutdown()
         if self.drain_delay_s > 0:
             self._stopped.wait(self.drain_delay_s)
-        self.server.stop(grace).wait()
+        deadline = time.monotonic() + grace
+        if self._gate.close_and_wait(grace):
+            self._stopped.wait(LINGER_S)
+        else:
+            logger.warning("%s: in-flight RPCs outlived the %.1f s grace", self.name, grace)
+        self.server.stop(max(0.0, deadline - time.monotonic())).wait()
         if self._metrics_http is not None:
             self._metrics_http.shutdown()
         self._stopped.set()

@@ -68,23 +68,36 @@ class MetricsInterceptor(grpc.ServerInterceptor):
             return None
         service, method = _split(handler_call_details.method)
         labels = (_rpc_type(handler), service, method)
-        if handler.response_streaming:
-            inner = handler.stream_stream if handler.request_streaming else handler.unary_stream
-            wrapped = _wrap_streaming(inner, labels)
-        else:
-            inner = handler.stream_unary if handler.request_streaming else handler.unary_unary
-            wrapped = _wrap_unary(inner, labels)
-        factory = {
-            (False, False): grpc.unary_unary_rpc_method_handler,
-            (False, True): grpc.unary_stream_rpc_method_handler,
-            (True, False): grpc.stream_unary_rpc_method_handler,
-            (True, True): grpc.stream_stream_rpc_method_handler,
-        }[(handler.request_streaming, handler.response_streaming)]
-        return factory(
-            wrapped,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        return rewrap_handler(handler, lambda inner: _wrap_unary(inner, labels),
+                              lambda inner: _wrap_streaming(inner, labels))
+
+
+def rewrap_handler(
+    handler: grpc.RpcMethodHandler,
+    wrap_unary: Callable[[Callable], Callable],
+    wrap_streaming: Callable[[Callable], Callable],
+) -> grpc.RpcMethodHandler:
+    """The same handler with its behaviour wrapped (for server interceptors).
+
+    `wrap_streaming` receives handlers that return response iterators, `wrap_unary` the others.
+    """
+    if handler.response_streaming:
+        inner = handler.stream_stream if handler.request_streaming else handler.unary_stream
+        wrapped = wrap_streaming(inner)
+    else:
+        inner = handler.stream_unary if handler.request_streaming else handler.unary_unary
+        wrapped = wrap_unary(inner)
+    factory = {
+        (False, False): grpc.unary_unary_rpc_method_handler,
+        (False, True): grpc.unary_stream_rpc_method_handler,
+        (True, False): grpc.stream_unary_rpc_method_handler,
+        (True, True): grpc.stream_stream_rpc_method_handler,
+    }[(handler.request_streaming, handler.response_streaming)]
+    return factory(
+        wrapped,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
 
 
 def _record(labels: tuple[str, str, str], context, started: float, raised: bool) -> None:

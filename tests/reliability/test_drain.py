@@ -50,10 +50,7 @@ def warm(gateway, media) -> None:  # noqa: F811
 
 
 @pytest.mark.parametrize("name", [
-    "animator", "encoder",
-    pytest.param("face_detect", marks=pytest.mark.xfail(
-        reason="open finding: a job whose TrackDriving is in flight when face_detect gets "
-               "SIGTERM fails its attempt with service_unavailable (retried, then succeeds)")),
+    "animator", "encoder", "face_detect",
 ])
 def test_sigterm_drains_a_service(
     name: str, stack, gateway, warm, media, big_media  # noqa: F811

@@ -114,7 +114,7 @@ def test_drain_lets_in_flight_stream_finish_and_refuses_new_calls(served) -> Non
     svc.set_serving()
     count = channel.unary_stream(f"/{SERVICE}/Count")
     results: list[bytes] = []
-    stream = count(b"15", timeout=30)
+    stream = count(b"30", timeout=30)
     reader = threading.Thread(target=lambda: results.extend(stream))
     reader.start()
     assert impl.stream_started.wait(5)
@@ -125,9 +125,15 @@ def test_drain_lets_in_flight_stream_finish_and_refuses_new_calls(served) -> Non
     status = health_pb2_grpc.HealthStub(channel).Check(
         health_pb2.HealthCheckRequest(service=SERVICE), timeout=2)
     assert status.status == health_pb2.HealthCheckResponse.NOT_SERVING
+    time.sleep(1.2)  # past the drain delay, the stream still running: new calls are refused
+    with pytest.raises(grpc.RpcError) as refused:
+        channel.unary_unary(f"/{SERVICE}/Echo")(b"new", timeout=2, wait_for_ready=False)
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "shutting down" in refused.value.details()
+    assert reader.is_alive(), "the stream should still be running"
     reader.join(10)
     stopper.join(15)
-    assert results == [str(i).encode() for i in range(15)], "in-flight stream was cut"
+    assert results == [str(i).encode() for i in range(30)], "in-flight stream was cut"
     fresh = make_channel(f"127.0.0.1:{svc.port}")
     with pytest.raises(grpc.RpcError) as info:
         fresh.unary_unary(f"/{SERVICE}/Echo")(b"late", timeout=1, wait_for_ready=False)
