@@ -8,6 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from services.gateway.local_stack import LocalStack, StackConfig
+
 from tests.observability.stack import (
     FIXTURE_WEIGHTS,
     RunningStack,
@@ -23,11 +25,9 @@ def running_stack(tmp_path_factory) -> Iterator[RunningStack]:
     """face_detect + animator + encoder + gateway on loopback, stopped at the end."""
     if shutil.which("ffmpeg") is None:
         pytest.skip("ffmpeg is missing (the setup script installs the Debian package)")
-    local_stack = pytest.importorskip("services.gateway.local_stack",
-                                      reason="services/gateway/local_stack.py has not landed")
     root = tmp_path_factory.mktemp("stack")
     media = demo_media(root / "media")
-    stack = local_stack.LocalStack(local_stack.StackConfig(
+    stack = LocalStack(StackConfig(
         weights_dir=FIXTURE_WEIGHTS, animator_batch_size=4, grace_s=5.0,
         log_dir=root / "logs"))
     targets = stack.start()
