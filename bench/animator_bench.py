@@ -9,12 +9,14 @@ from pathlib import Path
 
 import torch
 
+from services.animator.pipeline import cpu_has_bf16
+
 
 def precisions(device: str) -> list[str]:
-    """fp32 everywhere; fp16 and bf16 only where the device runs them (CUDA)."""
+    """fp32 everywhere; fp16 and bf16 on CUDA; bf16 on a CPU with native bf16 units."""
     if device.startswith("cuda") and torch.cuda.is_available():
         return ["fp32", "fp16", "bf16"]
-    return ["fp32"]
+    return ["fp32", "bf16"] if cpu_has_bf16() else ["fp32"]
 
 
 def run_worker(weights: Path, *, batch: int, frames: int, precision: str = "fp32",

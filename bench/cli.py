@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", type=Path, help="weights folder to benchmark instead")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16"),
-                   help="the services' animator precision (fp16/bf16: CUDA only)")
+                   help="the services' animator precision (fp16: CUDA only; bf16: CUDA "
+                   "or a CPU with AVX512-BF16/AMX)")
     p.add_argument("--seconds", type=float, default=10.0, help="hero clip of the job tables")
     p.add_argument("--fps", type=int, default=25)
     p.add_argument("--batch-size", type=int, default=8, help="the animator's batch size")

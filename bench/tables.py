@@ -34,6 +34,15 @@ def _goal(name: str, ratio: float, limit: float) -> dict:
             "result": "PASS" if ratio <= limit else "FAIL"}
 
 
+def _precision_note(rows: list[dict]) -> str:
+    measured = sorted({r["precision"] for r in rows})
+    if any(str(r.get("device", "")).startswith("cuda") for r in rows):
+        return f"precisions measured: {', '.join(measured)}."
+    if "bf16" in measured:
+        return "bf16: CPU autocast on native bf16 units (AVX512-BF16/AMX); fp16: CUDA only."
+    return "fp16/bf16: not measured (fp16 needs CUDA, bf16 a CPU with AVX512-BF16/AMX)."
+
+
 def render(results: dict, machine: str, prices: dict) -> list[str]:
     """Every available table as text, each naming the machine."""
     on = f"  [{machine}]"
@@ -48,7 +57,7 @@ def render(results: dict, machine: str, prices: dict) -> list[str]:
         parts.append(format_table(
             "4. Animator frames/s by batch size and precision" + on,
             ["precision", "batch", "frames/s", "ms/frame", "peak memory MiB"], rows,
-            f"memory: {basis}. fp16/bf16: CUDA only, not measured on a CPU."))
+            f"memory: {basis}. " + _precision_note(results["batch"])))
     if "compare" in results:
         c = results["compare"]
         parts.append(format_table(

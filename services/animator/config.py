@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from services.animator.pipeline import cpu_has_bf16
 from services.common.config import (
     ConfigError,
     env_bool,
@@ -31,7 +32,7 @@ class AnimatorConfig:
 
     weights_dir: Path
     device: str = "cpu"  # resolved: "cpu" or "cuda"
-    dtype: str = "fp32"  # fp32 = eager fp32; fp16/bf16 = CUDA autocast
+    dtype: str = "fp32"  # fp32 = eager fp32; fp16/bf16 = autocast (CPU: bf16 with AVX512-BF16/AMX)
     batch_size: int = 8
     compile: bool = False
     compile_mode: str = "default"  # torch.compile mode; "reduce-overhead" = CUDA graphs
@@ -49,7 +50,7 @@ class AnimatorConfig:
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
-        """None for fp32, else the CUDA autocast dtype."""
+        """None for fp32, else the autocast dtype."""
         return None if self.dtype == "fp32" else DTYPES[self.dtype]
 
     @classmethod
@@ -57,8 +58,11 @@ class AnimatorConfig:
         """Read ANIMATOR_* (and LOG_LEVEL) variables; raise ConfigError on bad values."""
         device = _resolve_device(env_choice(environ, "ANIMATOR_DEVICE", DEVICES, "auto"))
         dtype = env_choice(environ, "ANIMATOR_DTYPE", tuple(DTYPES), "fp32")
-        if dtype != "fp32" and device != "cuda":
-            raise ConfigError("ANIMATOR_DTYPE", dtype, "fp32 unless ANIMATOR_DEVICE is cuda")
+        if dtype == "fp16" and device != "cuda":
+            raise ConfigError("ANIMATOR_DTYPE", dtype, "fp32 or bf16 unless ANIMATOR_DEVICE is cuda")
+        if dtype == "bf16" and device == "cpu" and not cpu_has_bf16():
+            raise ConfigError("ANIMATOR_DTYPE", dtype,
+                              "fp32 on this CPU (bf16 needs AVX512-BF16 or AMX)")
         return cls(
             weights_dir=env_path(environ, "ANIMATOR_WEIGHTS_DIR", must_exist=True),
             device=device,

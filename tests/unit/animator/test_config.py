@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from services.animator import config as config_module
 from services.animator.config import AnimatorConfig
 from services.common.config import ConfigError
 
@@ -49,3 +50,16 @@ def test_half_precision_needs_cuda(tmp_path):
         AnimatorConfig.from_env({"ANIMATOR_WEIGHTS_DIR": str(tmp_path), "ANIMATOR_DTYPE": "fp16"})
     with pytest.raises(ConfigError, match="ANIMATOR_DEVICE"):
         AnimatorConfig.from_env({"ANIMATOR_WEIGHTS_DIR": str(tmp_path), "ANIMATOR_DEVICE": "cuda"})
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_on_cpu_needs_native_bf16(tmp_path, monkeypatch, native):
+    monkeypatch.setattr(config_module, "cpu_has_bf16", lambda: native)
+    env = {"ANIMATOR_WEIGHTS_DIR": str(tmp_path), "ANIMATOR_DEVICE": "cpu",
+           "ANIMATOR_DTYPE": "bf16"}
+    if native:
+        cfg = AnimatorConfig.from_env(env)
+        assert (cfg.dtype, cfg.autocast_dtype) == ("bf16", torch.bfloat16)
+    else:
+        with pytest.raises(ConfigError, match="AVX512-BF16 or AMX"):
+            AnimatorConfig.from_env(env)

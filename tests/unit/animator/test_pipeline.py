@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from services.animator import pipeline as pipeline_module
 from services.animator.motion_types import MotionOptions
 from services.animator.pipeline import AnimatorPipeline, Ratios
 from services.animator.random_weights import write_random_weights
@@ -48,11 +49,18 @@ def test_extract_motion_matches_kp_info(random_pipe):
         assert frame.scale == pytest.approx(float(info.scale[i, 0]))
 
 
-def test_autocast_needs_cuda(random_pipe):
+def _rebuild(pipe, **kwargs):
+    return AnimatorPipeline(F=pipe.F, M=pipe.M, W=pipe.W, G=pipe.G, stitching=pipe.stitching,
+                            lip=pipe.lip, eye=pipe.eye, input_size=32, **kwargs)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU refusals")
+def test_cpu_autocast_is_bf16_only_and_needs_native_bf16(random_pipe, monkeypatch):
     with pytest.raises(ValueError, match="CUDA"):
-        AnimatorPipeline(F=random_pipe.F, M=random_pipe.M, W=random_pipe.W, G=random_pipe.G,
-                         stitching=random_pipe.stitching, lip=random_pipe.lip, eye=random_pipe.eye,
-                         autocast_dtype=torch.float16)
+        _rebuild(random_pipe, autocast_dtype=torch.float16)
+    monkeypatch.setattr(pipeline_module, "cpu_has_bf16", lambda: False)
+    with pytest.raises(ValueError, match="AVX512-BF16 or AMX"):
+        _rebuild(random_pipe, autocast_dtype=torch.bfloat16)
 
 
 def test_driving_image_uses_single_frame(random_pipe):

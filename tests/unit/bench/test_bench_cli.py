@@ -11,6 +11,7 @@ import yaml
 
 from bench import cli, tables
 from services.animator.model import named_config_path
+from services.animator.pipeline import cpu_has_bf16
 from services.cli.__main__ import main as dynamics_main
 
 needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg")
@@ -48,8 +49,9 @@ def test_bench_prints_all_tables_and_goals(tiny_config, capsys):
     for stage in ("fetch_trim", "detect", "motion", "animate", "encode", "upload", "total"):
         assert jobs["pipelined"]["timings"][stage] >= 0
     assert jobs["pipelined"]["device_seconds"] > 0
-    assert [r["batch"] for r in results["batch"]] == [1, 2]
-    assert all(r["fps"] > 0 and r["precision"] == "fp32" for r in results["batch"])
+    expected = [("fp32", 1), ("fp32", 2)] + ([("bf16", 1), ("bf16", 2)] if cpu_has_bf16() else [])
+    assert [(r["precision"], r["batch"]) for r in results["batch"]] == expected
+    assert all(r["fps"] > 0 for r in results["batch"])
     assert results["compare"]["max_pixel_diff"] <= 1
     assert results["concurrency"][0]["jobs"] == 2 and results["concurrency"][0]["frames"] == 6
     assert len(results["goals"]) == 3
