@@ -53,6 +53,26 @@ class BenchStack:
     def pid(self, service: str) -> int:
         return self.stack.services[service].proc.pid
 
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds (user + system, with reaped children such as FFmpeg) used so far by each
+        service process and by this process, which runs the gateway's orchestrator."""
+        own = os.times()
+        out = {name: process_cpu_seconds(self.pid(name))
+               for name in ("face_detect", "animator", "encoder")}
+        out["gateway"] = own.user + own.system
+        return out
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """utime + stime + cutime + cstime of a process from /proc/<pid>/stat (0 if unreadable)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    ticks = sum(int(v) for v in fields[11:15])  # fields 14-17 of proc(5), after "pid (comm)"
+    return ticks / os.sysconf("SC_CLK_TCK")
+
     @property
     def targets_arg(self) -> str:
         t = self.stack.targets
@@ -81,12 +101,13 @@ def _delta(before: dict, after: dict, key: str) -> float:
 
 def measured_job(bs: BenchStack, cache, source: Path, hero: Path, seconds: float, *,
                  sequential: bool = False, job_id: str = "bench") -> dict:
-    """run_job plus the animator's device seconds for it."""
-    before = bs.animator_metrics()
+    """run_job plus the animator's device seconds and every process's CPU seconds for it."""
+    before, cpu_before = bs.animator_metrics(), bs.cpu_seconds()
     out = run_job(bs.clients, cache, source, hero, seconds=seconds, sequential=sequential,
                   job_id=job_id, fingerprint=bs.fingerprint)
-    after = bs.animator_metrics()
+    after, cpu_after = bs.animator_metrics(), bs.cpu_seconds()
     out["device_seconds"] = _delta(before, after, "animator_busy_seconds_total")
+    out["cpu_seconds"] = {k: round(cpu_after[k] - cpu_before[k], 3) for k in cpu_after}
     return out
 
 

@@ -9,12 +9,12 @@ import re
 import time
 
 import pytest
+from gcp_storage_emulator import server as emulator_server
 
 from tests.reliability.conftest import free_port, needs_ffmpeg
 from tests.reliability.fault_stack import FaultStack, GatewayRun, gateway_env
 from tests.reliability.test_faults import media  # noqa: F401 - shared fixture
 
-emulator_server = pytest.importorskip("gcp_storage_emulator.server")
 pytestmark = [pytest.mark.ffmpeg, needs_ffmpeg]
 BUCKET = "dynamics-reliability"
 RUNS = [0, pytest.param(1, marks=pytest.mark.slow), pytest.param(2, marks=pytest.mark.slow)]

@@ -49,6 +49,11 @@ def test_bench_prints_all_tables_and_goals(tiny_config, capsys):
     for stage in ("fetch_trim", "detect", "motion", "animate", "encode", "upload", "total"):
         assert jobs["pipelined"]["timings"][stage] >= 0
     assert jobs["pipelined"]["device_seconds"] > 0
+    first_cpu, repeat_cpu = jobs["pipelined"]["cpu_seconds"], jobs["repeat"]["cpu_seconds"]
+    assert set(first_cpu) == {"face_detect", "animator", "encoder", "gateway"}
+    assert first_cpu["animator"] > 0 and first_cpu["face_detect"] > 0
+    # a cache hit skips tracking: face_detect only finds the source face
+    assert repeat_cpu["face_detect"] <= first_cpu["face_detect"] + 0.02
     expected = [("fp32", 1), ("fp32", 2)] + ([("bf16", 1), ("bf16", 2)] if cpu_has_bf16() else [])
     assert [(r["precision"], r["batch"]) for r in results["batch"]] == expected
     assert all(r["fps"] > 0 for r in results["batch"])

@@ -9,18 +9,19 @@ from dataclasses import replace
 
 import pytest
 from fastapi.testclient import TestClient
+from gcp_storage_emulator import server as emulator_server
 
 from services.gateway.config import GatewayConfig
 from services.gateway.firebase_app import delete_firebase_app, make_firebase_app
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.notify import JobEvent, Notifier
+from services.gateway.storage import FirebaseStorage, LocalStorage, StorageError
 from services.gateway.webhook import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     WebhookTarget,
     verify_signature,
 )
-from services.gateway.storage import FirebaseStorage, LocalStorage, StorageError
 from services.gateway.worker import WorkerPool
 from tests.unit.gateway.gateway_harness import (
     PROJECT,
@@ -33,7 +34,6 @@ from tests.unit.gateway.gateway_harness import (
 )
 
 BUCKET = "dynamics-test.appspot.com"
-emulator_server = pytest.importorskip("gcp_storage_emulator.server")
 
 
 def _free_port() -> int:
