@@ -62,6 +62,11 @@ class BenchStack:
         out["gateway"] = own.user + own.system
         return out
 
+    @property
+    def targets_arg(self) -> str:
+        t = self.stack.targets
+        return f"{t.face_detect},{t.animator},{t.encoder}"
+
 
 def process_cpu_seconds(pid: int) -> float:
     """utime + stime + cutime + cstime of a process from /proc/<pid>/stat (0 if unreadable)."""
@@ -72,11 +77,6 @@ def process_cpu_seconds(pid: int) -> float:
         return 0.0
     ticks = sum(int(v) for v in fields[11:15])  # fields 14-17 of proc(5), after "pid (comm)"
     return ticks / os.sysconf("SC_CLK_TCK")
-
-    @property
-    def targets_arg(self) -> str:
-        t = self.stack.targets
-        return f"{t.face_detect},{t.animator},{t.encoder}"
 
 
 @contextmanager

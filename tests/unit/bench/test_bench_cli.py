@@ -34,7 +34,8 @@ def test_bench_prints_all_tables_and_goals(tiny_config, capsys):
     code = dynamics_main([
         "bench", "--config", str(tiny_config), "--seconds", "0.4", "--fps", "10",
         "--batch-size", "2", "--batch-sizes", "1,2", "--batch-frames", "2",
-        "--concurrency", "2", "--concurrent-seconds", "0.3", "--skip", "memory", "--json"])
+        "--concurrency", "2", "--concurrent-seconds", "0.3", "--memory-seconds", "0.3,0.6",
+        "--memory-fps", "10", "--json"])
     out = capsys.readouterr().out
     assert code in (0, 1)
     for number in range(1, 8):
@@ -59,6 +60,11 @@ def test_bench_prints_all_tables_and_goals(tiny_config, capsys):
     assert all(r["fps"] > 0 for r in results["batch"])
     assert results["compare"]["max_pixel_diff"] <= 1
     assert results["concurrency"][0]["jobs"] == 2 and results["concurrency"][0]["frames"] == 6
+    memory = results["service_memory"]
+    assert [(m["clip_seconds"], m["frames"]) for m in memory] == [(0.3, 3), (0.6, 6)]
+    assert all(m[f"{name}_mib"] > 10 for m in memory
+               for name in ("gateway", "encoder", "face_detect", "animator"))
+    assert "Memory" in out
     assert len(results["goals"]) == 3
     assert code == (0 if all(g["result"] == "PASS" for g in results["goals"]) else 1)
     assert all(f"{g['result']}: {g['goal']}" in out for g in results["goals"])
