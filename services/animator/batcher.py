@@ -161,7 +161,7 @@ class CrossJobBatcher:
             return batch
 
     def _run(self, batch: list[_Request]) -> None:
-        t0 = time.perf_counter()
+        held = self.pipeline.held_seconds()
         try:
             outputs = self._forward(batch)
         except BaseException as exc:  # noqa: BLE001 - every waiting call gets the error
@@ -169,7 +169,7 @@ class CrossJobBatcher:
                 if not request.future.done():
                     request.future.set_exception(exc)
             return
-        seconds = time.perf_counter() - t0
+        seconds = self.pipeline.held_seconds() - held  # device time, not the wait for it
         frames = sum(len(r.motions) for r in batch)
         metrics.record_batch(frames, seconds, self.pipeline.device.type == "cuda")
         for request, out in zip(batch, outputs, strict=True):
@@ -182,7 +182,7 @@ class CrossJobBatcher:
     @torch.no_grad()
     def _forward(self, batch: list[_Request]) -> list[AnimatorOutput]:
         pipe = self.pipeline
-        with pipe.device_lock:
+        with pipe.on_device():
             x_d = [pipe.job_keypoints(r.slot.state, r.motions, r.start) for r in batch]  # b×K×3
             if len(batch) == 1:  # one job: f_s of batch 1 is broadcast inside W
                 state = batch[0].slot.state

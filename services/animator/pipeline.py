@@ -124,6 +124,7 @@ class AnimatorPipeline:
     fingerprint: str = ""
     num_kp: int = 21
     device_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _held: threading.local = field(default_factory=threading.local, repr=False)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -169,6 +170,22 @@ class AnimatorPipeline:
             pipe.W = torch.compile(pipe.W, mode=compile_mode)  # reduce-overhead: CUDA graphs
             pipe.G = torch.compile(pipe.G, mode=compile_mode)
         return pipe
+
+    @contextlib.contextmanager
+    def on_device(self) -> Iterator[None]:
+        """Hold the device lock. The time it is held, not the wait for it, is added to the
+        calling thread's `held_seconds()`: busy-time metrics then count each device second
+        once, however many jobs queue for the device."""
+        with self.device_lock:
+            t0 = time.perf_counter()
+            try:
+                yield
+            finally:
+                self._held.seconds = self.held_seconds() + time.perf_counter() - t0
+
+    def held_seconds(self) -> float:
+        """Seconds this thread has held the device lock so far (see `on_device`)."""
+        return getattr(self._held, "seconds", 0.0)
 
     @property
     def random_weights(self) -> bool:
@@ -229,7 +246,7 @@ class AnimatorPipeline:
             image = crop.to(self.device)  # 1×3×S×S
         else:
             image = self.prepare_images(crop)  # 1×3×S×S
-        with self.device_lock:
+        with self.on_device():
             info = self.kp_info(image)  # 1×…
             f_s = self.appearance(image)  # 1×C×D×H×W
         rot = info.rotation()  # 1×3×3
@@ -252,7 +269,7 @@ class AnimatorPipeline:
         frames: list[DrivingFrame] = []
         for lo in range(0, len(crops), self.batch_size):
             images = self.prepare_images(crops[lo:lo + self.batch_size])
-            with self.device_lock:
+            with self.on_device():
                 info = self.kp_info(images)
             frames += frames_from_kp_info(info, ratios[lo:lo + self.batch_size], start_index + lo)
         return frames
@@ -270,7 +287,7 @@ class AnimatorPipeline:
                   start_index: int) -> AnimatorOutput:
         """The per-frame recipe for up to B frames: keypoints, S/R, W, G, uint8."""
         t0 = time.perf_counter()
-        with self.device_lock:
+        with self.on_device():
             x_d = self.job_keypoints(state, motions, start_index)  # B×K×3
             out = self.warp_decode(state.f_s, state.motion.x_s.expand_as(x_d), x_d, start_index)
         out.seconds = time.perf_counter() - t0
@@ -279,7 +296,7 @@ class AnimatorPipeline:
     @torch.no_grad()
     def job_keypoints(self, state: SourceState, motions: Sequence[DrivingFrame],
                       start_index: int) -> torch.Tensor:
-        """Steps 1-3 of the recipe for one job's frames → x_d B×K×3 (hold device_lock).
+        """Steps 1-3 of the recipe for one job's frames → x_d B×K×3 (inside on_device).
 
         Frame 0 of a job fixes its `MotionReference`, so a job's batches must come in order.
         """
@@ -301,7 +318,7 @@ class AnimatorPipeline:
     @torch.no_grad()
     def warp_decode(self, f_s: torch.Tensor, x_s: torch.Tensor, x_d: torch.Tensor,
                     start_index: int) -> AnimatorOutput:
-        """W + G + uint8 for B frames (f_s 1 or B×C×D×H×W; x_s, x_d B×K×3); hold device_lock."""
+        """W + G + uint8 for B frames (f_s 1 or B×C×D×H×W; x_s, x_d B×K×3); inside on_device."""
         with self.autocast():
             # 4. warp (W): an f_s of batch 1 is broadcast along the batch inside W
             warped = self.W(f_s, kp_driving=x_d, kp_source=x_s)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator
 from fractions import Fraction
 
@@ -142,9 +141,10 @@ class AnimatorServicer(animator_pb2_grpc.AnimatorServiceServicer):
 
     def _motion_of_crops(self, items: list[tuple[np.ndarray, Ratios]], start: int
                          ) -> list[DrivingFrame]:
-        t0 = time.perf_counter()
-        frames = self._pipe().extract_motion([c for c, _ in items], [r for _, r in items], start)
-        metrics.record_busy(time.perf_counter() - t0, self._on_gpu())
+        pipe = self._pipe()
+        held = pipe.held_seconds()
+        frames = pipe.extract_motion([c for c, _ in items], [r for _, r in items], start)
+        metrics.record_busy(pipe.held_seconds() - held, self._on_gpu())
         return frames
 
     @handle_errors
@@ -167,10 +167,10 @@ class AnimatorServicer(animator_pb2_grpc.AnimatorServiceServicer):
     def _animate(self, slot: JobSlot, setup, options: MotionOptions, request_iterator, context,
                  total: int) -> Iterator[animator_pb2.AnimateResponse]:
         pipe = self._pipe()
-        t0 = time.perf_counter()
+        held = pipe.held_seconds()
         slot.state = pipe.prepare_source(raw_to_array(setup.source_crop),
                                          ratios_from_proto(setup.source_ratios), options)
-        seconds = time.perf_counter() - t0
+        seconds = pipe.held_seconds() - held
         slot.device_seconds += seconds
         metrics.record_busy(seconds, self._on_gpu())
         logger.info("animate job %s: %d frames announced", setup.job_id or "-", total)
@@ -195,9 +195,10 @@ class AnimatorServicer(animator_pb2_grpc.AnimatorServiceServicer):
                        ) -> Iterator[animator_pb2.AnimateResponse]:
         crops = [(i, item) for i, item in enumerate(items) if isinstance(item, tuple)]
         if crops:
-            t0 = time.perf_counter()
+            pipe = self._pipe()
+            held = pipe.held_seconds()
             extracted = self._motion_of_crops([c for _, c in crops], start)
-            slot.device_seconds += time.perf_counter() - t0
+            slot.device_seconds += pipe.held_seconds() - held
             for (i, _), frame in zip(crops, extracted, strict=True):
                 items[i] = frame
         out = self.batcher.submit(slot, items, start).result()  # shares a batch across jobs

@@ -134,7 +134,7 @@ def prepare(pipe: AnimatorPipeline, crops: Sequence[np.ndarray] | torch.Tensor,
         pipe.prepare_images(crops)
     if len(ratios) != images.shape[0]:
         raise InvalidInputError("one ratio triple per source frame is needed", reason="bad_image")
-    with pipe.device_lock:
+    with pipe.on_device():
         info = KpInfo.concat([pipe.kp_info(images[sl])
                               for sl in batches(images.shape[0], pipe.batch_size)])
     eye = torch.tensor([[r.eye_left, r.eye_right] for r in ratios], device=pipe.device)  # N×2
@@ -153,7 +153,7 @@ def generate(pipe: AnimatorPipeline, state: SourceVideoState,
     x_d_all = video_keypoints(src, drv, state.options, pipe.retargeters)  # N×K×3
     for sl in batches(n, pipe.batch_size):
         t0 = time.perf_counter()
-        with pipe.device_lock:
+        with pipe.on_device():
             f_s = state.f_s[sl] if state.f_s is not None else pipe.appearance(state.images[sl])
             out = pipe.warp_decode(f_s, src.x_s[sl], x_d_all[sl], sl.start)  # b frames
         out.seconds = time.perf_counter() - t0

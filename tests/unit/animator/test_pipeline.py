@@ -79,3 +79,30 @@ def test_half_weights_need_cuda(lp_fixtures):
         pytest.skip("checks the CPU refusal")
     with pytest.raises(ValueError, match="CUDA"):
         AnimatorPipeline.from_weights(lp_fixtures / "checkpoints", dtype=torch.float16)
+
+
+def test_held_seconds_count_holding_the_device_not_waiting_for_it(random_pipe):
+    """Busy-time metrics use `held_seconds`: a job queued behind another's batch must not count
+    the other job's device time as its own (table 6 once showed the animator 105 % busy)."""
+    import threading
+    import time
+
+    holding = threading.Event()
+
+    def long_batch():
+        with random_pipe.on_device():
+            holding.set()
+            time.sleep(0.4)
+
+    other = threading.Thread(target=long_batch)
+    other.start()
+    holding.wait(5)
+    before = random_pipe.held_seconds()
+    t0 = time.perf_counter()
+    with random_pipe.on_device():  # waits ~0.4 s for the other thread, then holds ~0.05 s
+        time.sleep(0.05)
+    waited_and_held = time.perf_counter() - t0
+    other.join()
+    held = random_pipe.held_seconds() - before
+    assert waited_and_held >= 0.3
+    assert 0.04 <= held < 0.2

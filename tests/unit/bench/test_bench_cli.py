@@ -60,6 +60,7 @@ def test_bench_prints_all_tables_and_goals(tiny_config, capsys):
     assert all(r["fps"] > 0 for r in results["batch"])
     assert results["compare"]["max_pixel_diff"] <= 1
     assert results["concurrency"][0]["jobs"] == 2 and results["concurrency"][0]["frames"] == 6
+    assert 0 < results["concurrency"][0]["busy_share"] <= 1.02  # device time counted once
     memory = results["service_memory"]
     assert [(m["clip_seconds"], m["frames"]) for m in memory] == [(0.3, 3), (0.6, 6)]
     assert all(m[f"{name}_mib"] > 10 for m in memory
