@@ -73,10 +73,15 @@ def test_bench_prints_all_tables_and_goals(tiny_config, capsys):
 
 def test_goals_from_ratios():
     jobs = {"pipelined": {"timings": {"total": 11.0, "animate": 10.0}},
+            "sequential": {"timings": {"detect": 3.0, "animate": 9.0}},
             "repeat": {"timings": {"total": 7.0}}}
     goals = tables.goals({"jobs": jobs, "compare": {"plain_fps": 5.0, "batched_fps": 4.0}})
     assert [g["result"] for g in goals] == ["PASS", "FAIL", "FAIL"]
     assert goals[0]["ratio"] == 1.1 and goals[1]["ratio"] == round(7 / 11, 3)
+    assert "generation alone (9.00 s) is slower" in goals[1]["note"]
+    assert "generation-bound" in tables.render_goals(goals)
+    jobs["sequential"]["timings"] = {"detect": 9.0, "animate": 3.0}
+    assert "tracking-bound" in tables.goals({"jobs": jobs})[1]["note"]
 
 
 def test_parser_rejects_unknown_section():
