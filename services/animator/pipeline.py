@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import threading
 import time
@@ -41,6 +42,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_INPUT_SIZE = 256
 
 
+@functools.cache
 def cpu_has_bf16() -> bool:
     """True when this CPU computes bf16 natively (AVX512-BF16 or AMX), so oneDNN runs bf16
     convolutions faster than fp32; on other CPUs bf16 is emulated and slower."""
