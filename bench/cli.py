@@ -80,7 +80,7 @@ def run(args, work: Path) -> dict:
     media = work / "media"
     source, hero = build_demo_inputs(media, seconds=args.seconds, fps=args.fps)
     results: dict = {"device": device, "weights": str(args.weights or f"random:{config}"),
-                     "cost_frames": int(round(10 * 25))}
+                     "cost_frames": int(round(10 * 25)), "dtype": args.dtype}
     env = {"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}
     env["ANIMATOR_DTYPE"] = args.dtype
     if "jobs" not in args.skip or "concurrency" not in args.skip:

@@ -59,10 +59,11 @@ def _precision_note(rows: list[dict]) -> str:
 def render(results: dict, machine: str, prices: dict) -> list[str]:
     """Every available table as text, each naming the machine."""
     on = f"  [{machine}]"
+    services_on = f"  [animator {results.get('dtype', 'fp32')}]{on}"  # the services' precision
     parts = []
     jobs = results.get("jobs")
     if jobs:
-        parts += _job_tables(jobs, on)
+        parts += _job_tables(jobs, services_on)
     if "batch" in results:
         rows = [[r["precision"], r["batch"], r["fps"], r["ms_per_frame"], r["peak_mib"]]
                 for r in results["batch"]]
@@ -84,7 +85,7 @@ def render(results: dict, machine: str, prices: dict) -> list[str]:
                  r["latency_p50"], r["latency_p95"], f"{r['busy_share']:.0%}", r["mean_batch"]]
                 for r in results["concurrency"]]
         parts.append(format_table(
-            "6. N concurrent jobs on one animator (motion from the cache)" + on,
+            "6. N concurrent jobs on one animator (motion from the cache)" + services_on,
             ["jobs", "frames", "wall s", "frames/s", "jobs/min", "p50 s", "p95 s",
              "animator busy", "mean batch"], rows))
     parts.append(_cost_table(results, prices, on))

@@ -35,7 +35,9 @@ def test_bench_prints_all_tables_and_goals(tiny_config, capsys):
         "bench", "--config", str(tiny_config), "--seconds", "0.4", "--fps", "10",
         "--batch-size", "2", "--batch-sizes", "1,2", "--batch-frames", "2",
         "--concurrency", "2", "--concurrent-seconds", "0.3", "--memory-seconds", "0.3,0.6",
-        "--memory-fps", "10", "--json"])
+        "--memory-fps", "10", "--json",
+        # the services' animator in bf16 where this CPU has it: that path end to end
+        "--dtype", "bf16" if cpu_has_bf16() else "fp32"])
     out = capsys.readouterr().out
     assert code in (0, 1)
     for number in range(1, 8):
@@ -43,6 +45,8 @@ def test_bench_prints_all_tables_and_goals(tiny_config, capsys):
     results = json.loads(out.strip().splitlines()[-1])
     machine = results["machine"]
     assert machine and out.count(f"[{machine}]") >= 7
+    assert results["dtype"] == ("bf16" if cpu_has_bf16() else "fp32")
+    assert out.count(f"[animator {results['dtype']}]") == 4  # tables 1-3 and 6
     jobs = results["jobs"]
     assert jobs["pipelined"]["cache_hit"] is False and jobs["repeat"]["cache_hit"] is True
     assert jobs["sequential"]["sequential"] is True
