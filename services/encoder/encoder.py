@@ -4,7 +4,7 @@ Lifecycle of an `EncodeSession` (all state lives in its own temporary directory)
     session = EncodeSession(config, params)     # creates the temp dir
     session.add_audio(chunk) ...                # the trimmed hero video, before any frame
     session.add_frame(index, rgb) ...           # FFmpeg starts with frame 0; frames stream in
-    result = session.finish()                   # closes stdin, waits, muxes audio
+    result = session.finish()                   # closes stdin, waits, adds the audio
     for chunk in session.read_chunks(): ...     # the finished MP4
     session.abort()                             # kills FFmpeg if still running, removes the dir
 `with EncodeSession(...) as session:` calls abort() on the way out, whatever happened.
@@ -56,7 +56,8 @@ class EncodeParams:
     crf: int
     preset: str
     audio_bytes: int = 0
-    total_frames: int = 0  # 0 = unknown
+    total_frames: int = 0  # 0 = unknown; else enforced
+    expected_frames: int = 0  # a hint for making the audio early; 0 = none
     frame_size: tuple[int, int] | None = None  # (width, height); None = from the first frame
     canvas: np.ndarray | None = None  # H x W x 3 uint8 source photo; None = no paste-back
     m_c2o: np.ndarray | None = None  # 3 x 3 crop -> canvas
@@ -86,6 +87,9 @@ def validate_params(params: EncodeParams, config: EncoderConfig) -> None:
         raise ResourceExhaustedError(
             f"audio source of {params.audio_bytes} bytes exceeds {config.max_audio_bytes}",
             reason="audio_too_large")
+    if params.expected_frames < 0:
+        raise InvalidInputError(f"expected_frames must be >= 0, got {params.expected_frames}",
+                                reason="bad_header")
     if params.total_frames < 0 or params.total_frames > config.max_frames:
         raise ResourceExhaustedError(
             f"{params.total_frames} frames announced; the limit is {config.max_frames}",
@@ -117,6 +121,7 @@ class EncodeSession:
         self._frame_size = params.frame_size
         self._paste: PasteBack | None = None
         self._process: ff.FFmpegProcess | None = None
+        self._audio_process: ff.FFmpegProcess | None = None  # AAC made while frames stream
         self._started_at = 0.0
         self.result: EncodeResult | None = None
 
@@ -192,12 +197,31 @@ class EncodeSession:
             self._check_alive()
             self._started_at = time.monotonic()
             self._process = ff.FFmpegProcess(argv, self.tmp / "encode.log", stdin=True)
+            if self._has_audio and self._announced_frames:
+                # The audio's length is known now: encode it while the frames stream, so the
+                # end of the job only copies it next to the video.
+                self._audio_process = ff.FFmpegProcess(
+                    ff.audio_encode_argv(
+                        self.config.ffmpeg, audio_source=self._audio_path,
+                        duration=Fraction(self._announced_frames) / self.params.fps,
+                        bitrate=self.config.audio_bitrate, output=self._audio_aac_path),
+                    self.tmp / "audio.log", stdin=False)
 
     # -- output ------------------------------------------------------------------------------
 
     @property
     def _video_path(self) -> Path:
         return self.tmp / ("video.mp4" if self._has_audio else "out.mp4")
+
+    @property
+    def _audio_aac_path(self) -> Path:
+        return self.tmp / "audio.m4a"
+
+    @property
+    def _announced_frames(self) -> int:
+        """The frame count the header gave: enforced (total_frames) or a hint (expected)."""
+        return self.params.total_frames or min(self.params.expected_frames,
+                                               self.config.max_frames)
 
     def finish(self) -> EncodeResult:
         """End of input: let FFmpeg finish, add the audio, and describe the MP4."""
@@ -213,10 +237,23 @@ class EncodeSession:
         final = self._video_path
         if self._has_audio:
             final = self.tmp / "out.mp4"
-            argv = ff.mux_audio_argv(self.config.ffmpeg, video=self._video_path,
-                                     audio_source=self._audio_path, duration=duration,
-                                     bitrate=self.config.audio_bitrate, output=final,
-                                     comment=self.params.comment)
+            early = self._audio_process
+            if early is not None and self._frames != self._announced_frames:
+                logger.info("audio made for %d frames, the stream had %d: making it again",
+                            self._announced_frames, self._frames)
+                early.kill()
+                early = None
+            if early is not None:  # made for exactly `duration`
+                with self._cancel_aware():
+                    early.finish(FINISH_TIMEOUT_S)
+                argv = ff.mux_copy_argv(self.config.ffmpeg, video=self._video_path,
+                                        audio=self._audio_aac_path, output=final,
+                                        comment=self.params.comment)
+            else:
+                argv = ff.mux_audio_argv(self.config.ffmpeg, video=self._video_path,
+                                         audio_source=self._audio_path, duration=duration,
+                                         bitrate=self.config.audio_bitrate, output=final,
+                                         comment=self.params.comment)
             with self._lock:
                 self._check_alive()
                 self._process = ff.FFmpegProcess(argv, self.tmp / "mux.log", stdin=False)
@@ -244,8 +281,9 @@ class EncodeSession:
         """Kill FFmpeg (if running) and remove every temporary file; safe from any thread."""
         with self._lock:
             self._aborted = True
-            if self._process is not None:
-                self._process.kill()
+            for process in (self._process, self._audio_process):
+                if process is not None:
+                    process.kill()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     def __enter__(self) -> EncodeSession:  # noqa: PYI034 - typing.Self needs Python 3.11

@@ -1,9 +1,11 @@
 """FFmpeg command lines (built with ffmpeg-python, never shell strings) and process handling.
 
-Two commands make a video: `video_encode_argv` reads raw RGB frames on stdin and writes H.264
-(libx264, yuv420p) at an exact rational frame rate while frames still arrive; when the job has
-audio, `mux_audio_argv` then copies that video stream and adds the hero video's audio as AAC,
-cut or padded to exactly the video's duration. Both finish with `+faststart`.
+`video_encode_argv` reads raw RGB frames on stdin and writes H.264 (libx264, yuv420p) at an
+exact rational frame rate while frames still arrive. When the job has audio and its length is
+known up front (the header's frame count), `audio_encode_argv` turns the hero video's audio into
+AAC cut or padded to exactly that length at the same time, and `mux_copy_argv` only copies both
+streams together at the end; otherwise `mux_audio_argv` copies the video and encodes the audio
+in one pass after the frames. Every final file gets `+faststart`.
 """
 
 from __future__ import annotations
@@ -54,26 +56,50 @@ def video_encode_argv(binary: str, *, width: int, height: int, fps: Fraction, cr
     return ffmpeg.compile(stream, cmd=binary, overwrite_output=True)
 
 
-def mux_audio_argv(binary: str, *, video: Path, audio_source: Path, duration: Fraction,
-                   bitrate: str, output: Path, comment: str = "") -> list[str]:
-    """Copy the video stream and add the source's first audio stream as AAC of equal length.
+def _fitted_audio(audio_source: Path, duration: Fraction):
+    """The source's first audio stream, exactly `duration` long.
 
-    The audio input is read for at most `duration` (-t). A late-starting audio stream gets
-    silence in front (aresample first_pts=0, so it stays in sync with the hero's start), a
-    short one silence behind (apad whole_dur), and atrim cuts at exactly `duration`: audio and
-    video end together, instead of `-shortest` cutting whichever ends first.
+    The input is read for at most `duration` (-t). A late-starting audio stream gets silence in
+    front (aresample first_pts=0, so it stays in sync with the hero's start), a short one
+    silence behind (apad whole_dur), and atrim cuts at exactly `duration`: audio and video end
+    together, instead of `-shortest` cutting whichever ends first.
     """
     length = seconds_arg(duration)
-    picture = ffmpeg.input(str(video))
     sound = ffmpeg.input(str(audio_source), t=length)
-    padded = (sound["a:0"]
-              .filter("aresample", **{"async": 1, "first_pts": 0})
-              .filter("apad", whole_dur=length)
-              .filter("atrim", end=length))
+    return (sound["a:0"]
+            .filter("aresample", **{"async": 1, "first_pts": 0})
+            .filter("apad", whole_dur=length)
+            .filter("atrim", end=length))
+
+
+def mux_audio_argv(binary: str, *, video: Path, audio_source: Path, duration: Fraction,
+                   bitrate: str, output: Path, comment: str = "") -> list[str]:
+    """Copy the video stream and add the source's first audio stream as AAC of equal length."""
+    picture = ffmpeg.input(str(video))
     extra = {"metadata": f"comment={comment}"} if comment else {}
     stream = ffmpeg.output(
-        picture["v:0"], padded, str(output), vcodec="copy", acodec="aac",
-        audio_bitrate=bitrate, movflags="+faststart", **extra,
+        picture["v:0"], _fitted_audio(audio_source, duration), str(output), vcodec="copy",
+        acodec="aac", audio_bitrate=bitrate, movflags="+faststart", **extra,
+    ).global_args(*_GLOBAL_ARGS, "-nostdin")
+    return ffmpeg.compile(stream, cmd=binary, overwrite_output=True)
+
+
+def audio_encode_argv(binary: str, *, audio_source: Path, duration: Fraction, bitrate: str,
+                      output: Path) -> list[str]:
+    """The source's first audio stream as AAC of exactly `duration`, alone in an M4A file."""
+    stream = ffmpeg.output(
+        _fitted_audio(audio_source, duration), str(output), acodec="aac", audio_bitrate=bitrate,
+    ).global_args(*_GLOBAL_ARGS, "-nostdin")
+    return ffmpeg.compile(stream, cmd=binary, overwrite_output=True)
+
+
+def mux_copy_argv(binary: str, *, video: Path, audio: Path, output: Path,
+                  comment: str = "") -> list[str]:
+    """Put an encoded video stream and an encoded audio stream into one MP4, both copied."""
+    extra = {"metadata": f"comment={comment}"} if comment else {}
+    stream = ffmpeg.output(
+        ffmpeg.input(str(video))["v:0"], ffmpeg.input(str(audio))["a:0"], str(output),
+        vcodec="copy", acodec="copy", movflags="+faststart", **extra,
     ).global_args(*_GLOBAL_ARGS, "-nostdin")
     return ffmpeg.compile(stream, cmd=binary, overwrite_output=True)
 

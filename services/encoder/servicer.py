@@ -60,6 +60,7 @@ def header_to_params(header: encoder_pb2.EncodeHeader, config: EncoderConfig) ->
         preset=(header.preset or config.preset).lower(),
         audio_bytes=header.audio_bytes,
         total_frames=header.total_frames,
+        expected_frames=header.expected_frames,
         frame_size=(width, height) if width else None,
         canvas=canvas,
         m_c2o=m_c2o,

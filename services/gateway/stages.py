@@ -224,7 +224,8 @@ def _encode_header(
     header = encoder_pb2.EncodeHeader(
         fps=_rational(ctx.inputs.info), crf=ctx.encoder_crf, preset=ctx.encoder_preset,
         audio_bytes=audio.stat().st_size if audio else 0,
-        frame_width=first.image.width, frame_height=first.image.height)
+        frame_width=first.image.width, frame_height=first.image.height,
+        expected_frames=ctx.progress.frames_total)  # lets the encoder make the audio early
     if ctx.random_weights:
         header.comment = RANDOM_WEIGHTS_COMMENT
     if ctx.paste_back:

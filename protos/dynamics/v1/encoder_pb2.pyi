@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class EncodeHeader(_message.Message):
-    __slots__ = ("fps", "canvas", "crop_to_canvas", "crf", "preset", "audio_bytes", "total_frames", "frame_width", "frame_height", "comment")
+    __slots__ = ("fps", "canvas", "crop_to_canvas", "crf", "preset", "audio_bytes", "total_frames", "frame_width", "frame_height", "comment", "expected_frames")
     FPS_FIELD_NUMBER: _ClassVar[int]
     CANVAS_FIELD_NUMBER: _ClassVar[int]
     CROP_TO_CANVAS_FIELD_NUMBER: _ClassVar[int]
@@ -18,6 +18,7 @@ class EncodeHeader(_message.Message):
     FRAME_WIDTH_FIELD_NUMBER: _ClassVar[int]
     FRAME_HEIGHT_FIELD_NUMBER: _ClassVar[int]
     COMMENT_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_FRAMES_FIELD_NUMBER: _ClassVar[int]
     fps: _common_pb2.Rational
     canvas: _common_pb2.Image
     crop_to_canvas: _common_pb2.Matrix3x3
@@ -28,7 +29,8 @@ class EncodeHeader(_message.Message):
     frame_width: int
     frame_height: int
     comment: str
-    def __init__(self, fps: _Optional[_Union[_common_pb2.Rational, _Mapping]] = ..., canvas: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., crop_to_canvas: _Optional[_Union[_common_pb2.Matrix3x3, _Mapping]] = ..., crf: _Optional[int] = ..., preset: _Optional[str] = ..., audio_bytes: _Optional[int] = ..., total_frames: _Optional[int] = ..., frame_width: _Optional[int] = ..., frame_height: _Optional[int] = ..., comment: _Optional[str] = ...) -> None: ...
+    expected_frames: int
+    def __init__(self, fps: _Optional[_Union[_common_pb2.Rational, _Mapping]] = ..., canvas: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., crop_to_canvas: _Optional[_Union[_common_pb2.Matrix3x3, _Mapping]] = ..., crf: _Optional[int] = ..., preset: _Optional[str] = ..., audio_bytes: _Optional[int] = ..., total_frames: _Optional[int] = ..., frame_width: _Optional[int] = ..., frame_height: _Optional[int] = ..., comment: _Optional[str] = ..., expected_frames: _Optional[int] = ...) -> None: ...
 
 class EncodeRequest(_message.Message):
     __slots__ = ("header", "audio_chunk", "frame")

@@ -50,9 +50,12 @@ def config(tmp_path) -> EncoderConfig:
     return EncoderConfig(ffmpeg=FFMPEG, ffprobe=FFPROBE, tmp_dir=str(tmp_path / "work"))
 
 
-def _encode(config, frames, *, fps=NTSC, audio=b"", chunk=4096, **extra) -> tuple[Path, object]:
+def _encode(config, frames, *, fps=NTSC, audio=b"", chunk=4096, announce=True,
+            **extra) -> tuple[Path, object]:
+    """`announce`: the header gives the frame count (the audio is then encoded while frames
+    stream and only copied in at the end); without it the audio is encoded after the frames."""
     params = EncodeParams(fps=fps, crf=18, preset="veryfast", audio_bytes=len(audio),
-                          total_frames=len(frames), **extra)
+                          total_frames=len(frames) if announce else 0, **extra)
     out = Path(config.tmp_dir).parent / "out.mp4"
     with EncodeSession(config, params) as session:
         for start in range(0, len(audio), chunk):
@@ -74,9 +77,10 @@ def _check_video(info: dict, *, frames: int, rate: str, width: int, height: int)
     return video
 
 
-def test_ntsc_with_longer_audio_is_cut_to_video_length(config, heroes):
+@pytest.mark.parametrize("announce", [True, False], ids=["audio-while-streaming", "audio-after"])
+def test_ntsc_with_longer_audio_is_cut_to_video_length(config, heroes, announce):
     frames = sample_frames(30, 64, 48)
-    out, result = _encode(config, frames, audio=heroes["long"])
+    out, result = _encode(config, frames, audio=heroes["long"], announce=announce)
     info = ffprobe(out)
     video = _check_video(info, frames=30, rate="30000/1001", width=64, height=48)
     audio = stream(info, "audio")
@@ -95,14 +99,29 @@ def test_ntsc_with_longer_audio_is_cut_to_video_length(config, heroes):
     assert all(psnr(decoded[i], frames[i + 1]) < scores[i] - 5 for i in range(29))
 
 
-def test_shorter_audio_is_padded_to_video_length(config, heroes):
-    out, result = _encode(config, sample_frames(45, 64, 48), audio=heroes["short"])
+@pytest.mark.parametrize("announce", [True, False], ids=["audio-while-streaming", "audio-after"])
+def test_shorter_audio_is_padded_to_video_length(config, heroes, announce):
+    out, result = _encode(config, sample_frames(45, 64, 48), audio=heroes["short"],
+                          announce=announce)
     info = ffprobe(out)
     video = _check_video(info, frames=45, rate="30000/1001", width=64, height=48)
     audio = stream(info, "audio")
     assert float(video["duration"]) == pytest.approx(1.5015, abs=1e-3)
     assert abs(float(audio["duration"]) - float(video["duration"])) <= 1 / float(NTSC)
     assert result.has_audio
+
+
+@pytest.mark.parametrize("expected", [45, 30, 60], ids=["right", "fewer", "more"])
+def test_expected_frames_is_a_hint_the_audio_follows_the_real_length(config, heroes, expected):
+    """The audio track made early for `expected_frames` is replaced when the count differs."""
+    out, result = _encode(config, sample_frames(45, 64, 48), audio=heroes["long"],
+                          announce=False, expected_frames=expected)
+    info = ffprobe(out)
+    video = _check_video(info, frames=45, rate="30000/1001", width=64, height=48)
+    audio = stream(info, "audio")
+    assert float(video["duration"]) == pytest.approx(1.5015, abs=1e-3)
+    assert abs(float(audio["duration"]) - float(video["duration"])) <= 1 / float(NTSC)
+    assert result.frames == 45 and result.has_audio
 
 
 def test_late_audio_keeps_its_delay_and_the_video_length(config, tmp_path):
@@ -234,6 +253,7 @@ def test_audio_errors(config):
     ({"crf": 60}, InvalidInputError, "crf"),
     ({"preset": "warp9"}, InvalidInputError, "preset"),
     ({"total_frames": 10_000}, ResourceExhaustedError, "limit"),
+    ({"expected_frames": -1}, InvalidInputError, "expected_frames"),
     ({"canvas": np.zeros((8, 8, 3), np.uint8)}, InvalidInputError, "both"),
 ])
 def test_bad_params(config, changes, error, match):

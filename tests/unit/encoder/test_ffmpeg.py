@@ -52,6 +52,20 @@ def test_mux_argv_cuts_and_pads_audio_to_video_length(tmp_path):
     assert flags["-movflags"] == ["+faststart"] and "-shortest" not in argv
 
 
+def test_audio_alone_then_copied_in(tmp_path):
+    argv = ff.audio_encode_argv("ffmpeg", audio_source=tmp_path / "a.mp4",
+                                duration=Fraction(10), bitrate="96k", output=tmp_path / "a.m4a")
+    flags = _pairs(argv)
+    assert flags["-t"] == ["10.000000"] and "atrim=end=10.000000" in flags["-filter_complex"][0]
+    assert flags["-acodec"] == ["aac"] and "-vcodec" not in flags
+    mux = ff.mux_copy_argv("ffmpeg", video=tmp_path / "v.mp4", audio=tmp_path / "a.m4a",
+                           output=tmp_path / "o.mp4", comment="random weights")
+    flags = _pairs(mux)
+    assert flags["-vcodec"] == ["copy"] and flags["-acodec"] == ["copy"]
+    assert flags["-movflags"] == ["+faststart"] and flags["-metadata"] == ["comment=random weights"]
+    assert "-filter_complex" not in flags
+
+
 def test_seconds_arg_is_exact_to_the_microsecond():
     assert ff.seconds_arg(Fraction(1001, 30000)) == "0.033367"
     assert ff.seconds_arg(Fraction(10)) == "10.000000"
