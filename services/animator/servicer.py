@@ -194,19 +194,23 @@ class AnimatorServicer(animator_pb2_grpc.AnimatorServiceServicer):
     def _animate_batch(self, slot: JobSlot, items: list, start: int, total: int
                        ) -> Iterator[animator_pb2.AnimateResponse]:
         crops = [(i, item) for i, item in enumerate(items) if isinstance(item, tuple)]
+        extracted_at: dict[int, common_pb2.FrameMotion] = {}  # frame index -> its crop's motion
         if crops:
             pipe = self._pipe()
             held = pipe.held_seconds()
             extracted = self._motion_of_crops([c for _, c in crops], start)
             slot.device_seconds += pipe.held_seconds() - held
             for (i, _), frame in zip(crops, extracted, strict=True):
+                frame.index = start + i
                 items[i] = frame
+                extracted_at[start + i] = templates.frame_to_proto(frame)
         out = self.batcher.submit(slot, items, start).result()  # shares a batch across jobs
         for k, index in enumerate(out.indices):
             yield animator_pb2.AnimateResponse(
                 frame=animator_pb2.AnimatedFrame(index=index, image=array_to_raw(out.images[k])),
                 progress=common_pb2.Progress(done=index + 1, total=total),
-                random_weights=out.random_weights, device_seconds=slot.device_seconds)
+                random_weights=out.random_weights, device_seconds=slot.device_seconds,
+                motion=extracted_at.get(index))
 
 
 def add_to_server(servicer: AnimatorServicer, server: grpc.Server) -> None:

@@ -5,10 +5,10 @@
 2. concurrently: (a) source photo -> DetectSource; (b) on a cache miss, driving frames decoded
    by FFmpeg -> TrackDriving -> crops, streamed straight into Animate (which extracts each
    frame's motion on the fly), so generation starts after frame 0's motion (SPEC 11) instead
-   of after the whole video. The crops are also spooled to disk; once tracking ends they go
-   through ExtractMotion to make the template stored in the cache (overlapping the end of
-   generation and encoding). On a hit, the template's FrameMotion messages feed Animate and
-   (b) is skipped.
+   of after the whole video. Animate returns each crop's motion with its frame; in order they
+   are the video's motion template, stored in the cache when generation ends (no second M
+   pass, no second upload of the crops). On a hit, the template's FrameMotion messages feed
+   Animate and (b) is skipped.
 3. Animate streams frames into Encode while it generates; the MP4 streams into `work_dir`.
 
 `sequential=True` runs the same stages one after another through disk spools (the old
@@ -185,48 +185,52 @@ class Orchestrator:
         source: Future = Future()
         guard.spawn("source", lambda: source.set_result(stages.detect_source(ctx)))
         template = ctx.inputs.template
+        # a miss with a cache keeps the motion Animate extracts from each crop
+        motions: list[common_pb2.FrameMotion] | None = None
         if template is None:
             drive = self._drive_from_crops(ctx)
+            if not isinstance(self.cache, NullMotionCache):
+                motions = []
         else:
             drive = (animator_pb2.AnimateRequest(motion=m) for m in template.frames)
         frames: Pipe = Pipe(guard, self.config.pipe_frames)
 
         def generate() -> None:
-            stages.animate(ctx, source, drive, frames.put)
+            made = stages.animate(ctx, source, drive, frames.put, motions)
             frames.close()
             ctx.progress.enter("encode")
+            if motions is not None:
+                self._store_motions(ctx, motions, made)
 
         guard.spawn("animate", generate)
         guard.spawn("encode", lambda: stages.encode(ctx, source, frames, out))
         guard.join()
 
     def _drive_from_crops(self, ctx: stages.StageContext) -> Iterator[animator_pb2.AnimateRequest]:
-        """Cache miss: track the driving video; its crops feed Animate as they come. With a
-        cache, they are also spooled and turned into the template once tracking ends."""
+        """Cache miss: track the driving video; its crops feed Animate as they come."""
         guard = ctx.guard
         to_animate: Pipe = Pipe(guard, self.config.pipe_frames)
-        caching = not isinstance(self.cache, NullMotionCache)
-        spool = Spool(ctx.work_dir / "crops.spool", animator_pb2.DrivingCrop) if caching else None
-        tracked: Future = Future()
 
         def track() -> None:
-            sinks = [to_animate.put] + ([spool.write] if spool else [])
-            stages.track_driving(ctx, sinks)
-            if spool:
-                spool.finish()
+            stages.track_driving(ctx, [to_animate.put])
             to_animate.close()
-            tracked.set_result(True)
-
-        def motion() -> None:
-            # Started only once tracking is complete and fed from disk: this call never
-            # waits on Animate, so jobs cannot deadlock on the animator's worker threads.
-            guard.wait(tracked)
-            self._store_template(ctx, stages.extract_motion(ctx, spool))
 
         guard.spawn("track", track)
-        if spool:
-            guard.spawn("motion", motion)
         return (animator_pb2.AnimateRequest(crop=crop) for crop in to_animate)
+
+    def _store_motions(self, ctx: stages.StageContext, motions: list[common_pb2.FrameMotion],
+                       frames: int) -> None:
+        """Animate's per-crop motion, one per frame in order, as the cached template."""
+        start = time.monotonic()
+        if len(motions) != frames or any(m.index != i for i, m in enumerate(motions)):
+            logger.warning("the animator returned motion for %d of %d frames: the template is "
+                           "not cached", len(motions), frames)
+            return
+        template = common_pb2.MotionTemplate(
+            num_kp=len(motions[0].expression) // 3, fps=stages.rational(ctx.inputs.info),
+            frames=motions, model_version=self.config.model_fingerprint)
+        self._store_template(ctx, template)
+        ctx.span("motion", start)
 
     def _sequential(self, ctx: stages.StageContext, out: Path) -> None:
         ctx.progress.enter("detect")

@@ -103,7 +103,7 @@ def rpc_errors(service: str) -> Iterator[None]:
         raise job_failed_from_rpc(exc, service) from exc
 
 
-def _rational(info: VideoInfo) -> common_pb2.Rational:
+def rational(info: VideoInfo) -> common_pb2.Rational:
     return common_pb2.Rational(num=info.fps.numerator, den=info.fps.denominator)
 
 
@@ -163,7 +163,7 @@ def extract_motion(ctx: StageContext, crops: Iterable[animator_pb2.DrivingCrop])
 
     def requests() -> Iterator[animator_pb2.ExtractMotionRequest]:
         yield animator_pb2.ExtractMotionRequest(
-            config=animator_pb2.ExtractMotionConfig(fps=_rational(ctx.inputs.info)))
+            config=animator_pb2.ExtractMotionConfig(fps=rational(ctx.inputs.info)))
         for crop in crops:
             yield animator_pb2.ExtractMotionRequest(crop=crop)
 
@@ -182,8 +182,10 @@ def animate(
     source: Future,
     drive: Iterable[animator_pb2.AnimateRequest],
     sink: Callable[[animator_pb2.AnimatedFrame], None],
+    motions: list[common_pb2.FrameMotion] | None = None,
 ) -> int:
-    """Set up the source, stream driving motion or crops in and generated frames to `sink`."""
+    """Set up the source, stream driving motion or crops in and generated frames to `sink`;
+    with `motions`, also collect the motion the animator extracted from each crop."""
     src: face_detect_pb2.DetectSourceResponse = ctx.guard.wait(source)
     start = time.monotonic()
     setup = animator_pb2.AnimateSetup(
@@ -207,6 +209,8 @@ def animate(
                 raise JobFailed("internal", f"the animator sent frame {reply.frame.index}, "
                                 f"expected {expected}")
             expected += 1
+            if motions is not None and reply.HasField("motion"):
+                motions.append(reply.motion)
             sink(reply.frame)
             ctx.progress.frame_done(expected)
     ctx.guard.check()
@@ -222,7 +226,7 @@ def _encode_header(
     first: animator_pb2.AnimatedFrame, audio: Path | None,
 ) -> encoder_pb2.EncodeHeader:
     header = encoder_pb2.EncodeHeader(
-        fps=_rational(ctx.inputs.info), crf=ctx.encoder_crf, preset=ctx.encoder_preset,
+        fps=rational(ctx.inputs.info), crf=ctx.encoder_crf, preset=ctx.encoder_preset,
         audio_bytes=audio.stat().st_size if audio else 0,
         frame_width=first.image.width, frame_height=first.image.height,
         expected_frames=ctx.progress.frames_total)  # lets the encoder make the audio early

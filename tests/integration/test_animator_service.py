@@ -98,11 +98,23 @@ def test_animate_from_crops_matches_extract_motion(served):
     by_crop = [animator_pb2.AnimateRequest(setup=setup)]
     by_crop += [animator_pb2.AnimateRequest(crop=animator_pb2.DrivingCrop(
         index=i, image=array_to_raw(c), ratios=RATIOS)) for i, c in enumerate(crops)]
-    a = [raw_to_array(r.frame.image) for r in stub.Animate(iter(by_motion), timeout=60)]
-    b = [raw_to_array(r.frame.image) for r in stub.Animate(iter(by_crop), timeout=60)]
+    replies_motion = [r for r in stub.Animate(iter(by_motion), timeout=60) if r.HasField("frame")]
+    replies_crop = [r for r in stub.Animate(iter(by_crop), timeout=60) if r.HasField("frame")]
+    a = [raw_to_array(r.frame.image) for r in replies_motion]
+    b = [raw_to_array(r.frame.image) for r in replies_crop]
     assert len(a) == len(b) == 3
     for x, y in zip(a, b, strict=True):
         assert np.abs(x.astype(np.int16) - y.astype(np.int16)).max() <= 1
+    # Frames made from crops carry the motion M extracted, the same as ExtractMotion's template
+    # (so a cache miss can store the template without a second pass); frames made from motion
+    # carry none.
+    assert not any(r.HasField("motion") for r in replies_motion)
+    for i, (reply, ref) in enumerate(zip(replies_crop, template.frames, strict=True)):
+        got = reply.motion
+        assert got.index == i == ref.index and got.scale == pytest.approx(ref.scale, abs=1e-5)
+        for name in ("rotation", "expression", "translation", "keypoints"):
+            np.testing.assert_allclose(getattr(got, name), getattr(ref, name), atol=1e-5)
+        assert got.ratios.eye_right == pytest.approx(ref.ratios.eye_right)
 
 
 @pytest.mark.parametrize("first", [

@@ -71,13 +71,15 @@ class AnimatedFrame(_message.Message):
     def __init__(self, index: _Optional[int] = ..., image: _Optional[_Union[_common_pb2.RawImage, _Mapping]] = ...) -> None: ...
 
 class AnimateResponse(_message.Message):
-    __slots__ = ("frame", "progress", "random_weights", "device_seconds")
+    __slots__ = ("frame", "progress", "random_weights", "device_seconds", "motion")
     FRAME_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
     RANDOM_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
     DEVICE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MOTION_FIELD_NUMBER: _ClassVar[int]
     frame: AnimatedFrame
     progress: _common_pb2.Progress
     random_weights: bool
     device_seconds: float
-    def __init__(self, frame: _Optional[_Union[AnimatedFrame, _Mapping]] = ..., progress: _Optional[_Union[_common_pb2.Progress, _Mapping]] = ..., random_weights: _Optional[bool] = ..., device_seconds: _Optional[float] = ...) -> None: ...
+    motion: _common_pb2.FrameMotion
+    def __init__(self, frame: _Optional[_Union[AnimatedFrame, _Mapping]] = ..., progress: _Optional[_Union[_common_pb2.Progress, _Mapping]] = ..., random_weights: _Optional[bool] = ..., device_seconds: _Optional[float] = ..., motion: _Optional[_Union[_common_pb2.FrameMotion, _Mapping]] = ...) -> None: ...
