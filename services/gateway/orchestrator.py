@@ -184,6 +184,8 @@ class Orchestrator:
         ctx.progress.enter("detect")
         source: Future = Future()
         guard.spawn("source", lambda: source.set_result(stages.detect_source(ctx)))
+        audio: Future = Future()  # ready before frame 0, so the encoder starts at once
+        guard.spawn("audio", lambda: audio.set_result(stages.hero_audio(ctx)))
         template = ctx.inputs.template
         # a miss with a cache keeps the motion Animate extracts from each crop
         motions: list[common_pb2.FrameMotion] | None = None
@@ -203,7 +205,7 @@ class Orchestrator:
                 self._store_motions(ctx, motions, made)
 
         guard.spawn("animate", generate)
-        guard.spawn("encode", lambda: stages.encode(ctx, source, frames, out))
+        guard.spawn("encode", lambda: stages.encode(ctx, source, frames, out, audio))
         guard.join()
 
     def _drive_from_crops(self, ctx: stages.StageContext) -> Iterator[animator_pb2.AnimateRequest]:

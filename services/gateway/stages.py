@@ -238,18 +238,26 @@ def _encode_header(
     return header
 
 
+def hero_audio(ctx: StageContext) -> Path | None:
+    """The trimmed hero video's first audio stream (a stream copy) for the encoder, or None."""
+    if not ctx.inputs.info.has_audio:
+        return None
+    return extract_audio(ctx.inputs.trimmed, ctx.work_dir / "audio.mka")
+
+
 def encode(
-    ctx: StageContext, source: Future, frames: Iterable[animator_pb2.AnimatedFrame], out: Path
+    ctx: StageContext, source: Future, frames: Iterable[animator_pb2.AnimatedFrame], out: Path,
+    audio: Future | None = None,
 ) -> encoder_pb2.EncodeSummary:
-    """Frames (as they come) + the hero video's audio -> MP4 at `out`."""
+    """Frames (as they come) + the hero video's audio -> MP4 at `out`. `audio` is a Future of
+    `hero_audio` started earlier; without it the audio is extracted here, after frame 0."""
     frame_iter = iter(frames)
     first = next(frame_iter, None)
     ctx.guard.check()
     if first is None:
         raise JobFailed("internal", "no frame was generated")
     start = time.monotonic()
-    audio = extract_audio(ctx.inputs.trimmed, ctx.work_dir / "audio.mka") \
-        if ctx.inputs.info.has_audio else None
+    audio = ctx.guard.wait(audio) if audio is not None else hero_audio(ctx)
     header = _encode_header(ctx, ctx.guard.wait(source), first, audio)
     sent = [0]
 
