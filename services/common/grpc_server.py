@@ -13,8 +13,11 @@ Lifecycle (Triton's initialize / execute / finalize):
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -197,6 +200,30 @@ class GrpcService:
             self.health.set(service_name, status)
 
 
+PARENT_PID_ENV = "DYNAMICS_PARENT_PID"
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(environ=os.environ) -> None:
+    """With DYNAMICS_PARENT_PID set (the local stack sets it), get SIGTERM when that process
+    dies (Linux), and drain at once if it already has: no orphaned services.
+
+    Done here, after exec, rather than in a `preexec_fn`: a `preexec_fn` forces a plain fork()
+    of a parent that runs gRPC, and gRPC's fork handlers can then abort the child before exec
+    ("epoll_wait error: Bad file descriptor", grpc/grpc#43055).
+    """
+    parent = environ.get(PARENT_PID_ENV, "")
+    if not parent.isdigit() or sys.platform != "linux":
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        return
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != int(parent):  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def serve_forever(service: GrpcService, load: Callable[[], None] | None = None) -> None:
     """Start, load (model, tools), flip to SERVING, and block until SIGTERM/SIGINT drained it.
 
@@ -209,6 +236,7 @@ def serve_forever(service: GrpcService, load: Callable[[], None] | None = None) 
 
     signal.signal(signal.SIGTERM, _drain)
     signal.signal(signal.SIGINT, _drain)
+    die_with_parent()
     service.start()
     if load is not None:
         try:

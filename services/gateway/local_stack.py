@@ -8,7 +8,6 @@ or stays NOT_SERVING past the timeout fails the start with the tail of its log. 
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import json
 import logging
@@ -23,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.common.grpc_server import PARENT_PID_ENV
 from services.common.grpc_client import make_channel, wait_for_serving
 from services.gateway.clients import (
     ANIMATOR_SERVICE,
@@ -96,23 +96,6 @@ class LocalService:
         return self.metrics_port
 
 
-def _load_libc():
-    try:
-        return ctypes.CDLL("libc.so.6", use_errno=True) if sys.platform == "linux" else None
-    except OSError:
-        return None
-
-
-_LIBC = _load_libc()  # loaded in the parent: the forked child only makes one call
-
-
-def _die_with_parent() -> None:
-    """In the child: get SIGTERM when the starting thread's process dies (Linux), so a crashed
-    `dynamics render` leaves no orphaned services behind."""
-    if _LIBC is not None:
-        _LIBC.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -144,7 +127,8 @@ class LocalStack:
         cfg = self.config
         inherited = os.environ if cfg.env is None else cfg.env
         env = {**inherited, "PYTHONUNBUFFERED": "1", f"{prefix}_PORT": str(port),
-               f"{prefix}_METRICS_PORT": "0", f"{prefix}_GRACE_S": str(cfg.grace_s)}
+               f"{prefix}_METRICS_PORT": "0", f"{prefix}_GRACE_S": str(cfg.grace_s),
+               PARENT_PID_ENV: str(os.getpid())}  # the service dies with this process
         env.setdefault("LOG_LEVEL", "INFO")
         if prefix == "ANIMATOR":
             env["ANIMATOR_WEIGHTS_DIR"] = str(cfg.weights_dir)
@@ -166,10 +150,11 @@ class LocalStack:
                 log_path = log_dir / f"{name}.log"
                 port = free_port()
                 with open(log_path, "wb") as log:
+                    # no preexec_fn: the service sets its own parent-death signal
+                    # (`die_with_parent`), so Popen need not fork a process that runs gRPC
                     proc = subprocess.Popen(
                         [sys.executable, "-m", module], env=self._env(prefix, port),
                         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                        preexec_fn=_die_with_parent,  # noqa: PLW1509 - one async-safe call
                     )
                 self.services[name] = LocalService(name, proc, log_path, port)
             deadline = time.monotonic() + self.config.start_timeout_s
