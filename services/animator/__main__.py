@@ -18,6 +18,7 @@ def main() -> None:
         name="animator", service_names=[SERVICE_NAME],
         register=lambda server: add_to_server(servicer, server),
         port=config.port, metrics_port=config.metrics_port, grace_s=config.grace_s,
+        host=config.bind_host,
         max_workers=config.max_workers,
     )
 

@@ -11,7 +11,9 @@ import torch
 
 from services.animator.pipeline import cpu_has_bf16
 from services.common.config import (
+    DEFAULT_BIND_HOST,
     ConfigError,
+    env_bind_host,
     env_bool,
     env_choice,
     env_float,
@@ -44,6 +46,7 @@ class AnimatorConfig:
     input_size: int = 0  # network input side; 0 = the weights' config (image_size) or 256
     port: int = 50052
     metrics_port: int = 9102
+    bind_host: str = DEFAULT_BIND_HOST  # gRPC + metrics listen address (env_bind_host)
     grace_s: float = 300.0
     max_workers: int = 4
     log_level: str = "INFO"
@@ -79,6 +82,7 @@ class AnimatorConfig:
             input_size=env_int(environ, "ANIMATOR_INPUT_SIZE", 0, minimum=0, maximum=4096),
             port=env_port(environ, "ANIMATOR_PORT", 50052),
             metrics_port=env_port(environ, "ANIMATOR_METRICS_PORT", 9102),
+            bind_host=env_bind_host(environ, "ANIMATOR"),
             grace_s=env_float(environ, "ANIMATOR_GRACE_S", 300.0, minimum=0.0),
             max_workers=env_int(environ, "ANIMATOR_MAX_WORKERS", 4, minimum=1, maximum=64),
             log_level=env_choice(environ, "LOG_LEVEL", LOG_LEVELS, "info").upper(),

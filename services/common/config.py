@@ -7,6 +7,7 @@ and what was expected, so a pod with a typo crashes at start with a readable mes
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TypeVar
@@ -134,6 +135,35 @@ def env_path(
 def env_port(environ: Mapping[str, str], name: str, default: int) -> int:
     """A TCP port; 0 asks the OS for a free one (tests)."""
     return env_int(environ, name, default, minimum=0, maximum=65535)
+
+
+# Address a service's gRPC and metrics servers listen on when nothing says otherwise: every IPv4
+# interface, which is what a container needs (its pod IP). `dynamics up` sets 127.0.0.1; the Helm
+# chart sets BIND_HOST explicitly.
+DEFAULT_BIND_HOST = "0.0.0.0"
+
+
+def env_bind_host(
+    environ: Mapping[str, str], prefix: str, default: str = DEFAULT_BIND_HOST
+) -> str:
+    """The listen address of a service: `<PREFIX>_BIND_HOST`, else `BIND_HOST`, else `default`.
+
+    An IP address literal (`127.0.0.1`, `0.0.0.0`, `::1`, `::`; brackets around IPv6 allowed),
+    returned without brackets. Host names are refused: what a name resolves to decides which
+    interfaces are exposed, and a bind address should say that itself.
+    """
+    for name in (f"{prefix}_BIND_HOST", "BIND_HOST"):
+        value = _raw(environ, name)
+        if value is None:
+            continue
+        bare = value[1:-1] if value.startswith("[") and value.endswith("]") else value
+        try:
+            return str(ipaddress.ip_address(bare))
+        except ValueError:
+            raise ConfigError(
+                name, value, "an IP address to listen on, e.g. 127.0.0.1, 0.0.0.0 or ::"
+            ) from None
+    return default
 
 
 def _check_range(name, raw, number, minimum, maximum) -> None:

@@ -27,6 +27,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from services.common.config import DEFAULT_BIND_HOST
 from services.common.metrics import MetricsInterceptor, rewrap_handler, start_metrics_server
 
 logger = logging.getLogger(__name__)
@@ -107,8 +108,18 @@ class DrainGate(grpc.ServerInterceptor):
         return handler
 
 
+def grpc_bind_address(host: str, port: int) -> str:
+    """`host:port` as gRPC's add_insecure_port wants it (IPv6 literals in brackets)."""
+    bare = host.strip("[]")
+    return f"[{bare}]:{port}" if ":" in bare else f"{bare}:{port}"
+
+
 class GrpcService:
-    """A gRPC server with the standard health service, reflection and Prometheus metrics."""
+    """A gRPC server with the standard health service, reflection and Prometheus metrics.
+
+    `host` is the address both the gRPC server and the metrics endpoint listen on (the service's
+    `bind_host` setting: 127.0.0.1 in `dynamics up`, the pod's interfaces in Kubernetes).
+    """
 
     def __init__(
         self,
@@ -122,7 +133,7 @@ class GrpcService:
         drain_delay_s: float = 0.0,
         max_workers: int = 8,
         maximum_concurrent_rpcs: int | None = None,
-        host: str = "[::]",
+        host: str = DEFAULT_BIND_HOST,
     ) -> None:
         self.name = name
         self.service_names = list(service_names)
@@ -154,15 +165,16 @@ class GrpcService:
     def start(self) -> int:
         """Bind and start; every service reports NOT_SERVING until `set_serving()`."""
         self._set_all(health_pb2.HealthCheckResponse.NOT_SERVING)
-        self.port = self.server.add_insecure_port(f"{self._host}:{self._requested_port}")
+        address = grpc_bind_address(self._host, self._requested_port)
+        self.port = self.server.add_insecure_port(address)
         if self.port == 0:
-            raise OSError(f"{self.name}: could not bind port {self._requested_port}")
+            raise OSError(f"{self.name}: could not bind {address}")
         if self._requested_metrics_port is not None:
-            self._metrics_http, self.metrics_port = start_metrics_server(self._requested_metrics_port)
+            self._metrics_http, self.metrics_port = start_metrics_server(
+                self._requested_metrics_port, host=self._host)
         self.server.start()
-        logger.info(
-            "%s listening", self.name, extra={"port": self.port, "metrics_port": self.metrics_port}
-        )
+        logger.info("%s listening", self.name, extra={
+            "host": self._host, "port": self.port, "metrics_port": self.metrics_port})
         return self.port
 
     def set_serving(self) -> None:

@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterator
 import grpc
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, start_http_server
 
+from services.common.config import DEFAULT_BIND_HOST
+
 _LABELS = ("grpc_type", "grpc_service", "grpc_method")
 
 GRPC_STARTED = Counter(
@@ -26,9 +28,11 @@ GRPC_HANDLING_SECONDS = Histogram(
 )
 
 
-def start_metrics_server(port: int, registry: CollectorRegistry = REGISTRY) -> tuple[object, int]:
-    """Serve /metrics over HTTP on `port` (0 = ephemeral); returns (server, bound port)."""
-    server, _thread = start_http_server(port, registry=registry)
+def start_metrics_server(
+    port: int, registry: CollectorRegistry = REGISTRY, *, host: str = DEFAULT_BIND_HOST
+) -> tuple[object, int]:
+    """Serve /metrics over HTTP on `host`:`port` (0 = ephemeral); returns (server, bound port)."""
+    server, _thread = start_http_server(port, addr=host.strip("[]"), registry=registry)
     return server, server.server_port
 
 

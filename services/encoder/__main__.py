@@ -23,6 +23,7 @@ def main() -> None:
         name="encoder", service_names=[SERVICE_NAME],
         register=lambda s: encoder_pb2_grpc.add_EncoderServiceServicer_to_server(servicer, s),
         port=config.port, metrics_port=config.metrics_port, grace_s=config.grace_s,
+        host=config.bind_host,
     )
     # Readiness stays NOT_SERVING until FFmpeg is found and has libx264 and aac.
     serve_forever(service, load=lambda: logger.info(

@@ -7,7 +7,15 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from services.common.config import ConfigError, env_float, env_int, env_port, env_str
+from services.common.config import (
+    DEFAULT_BIND_HOST,
+    ConfigError,
+    env_bind_host,
+    env_float,
+    env_int,
+    env_port,
+    env_str,
+)
 
 # x264 presets, fastest to slowest (x264 --help); anything else is refused at start-up.
 X264_PRESETS = (
@@ -36,6 +44,7 @@ class EncoderConfig:
     audio_bitrate: str = "128k"
     port: int = 50053
     metrics_port: int = 9103
+    bind_host: str = DEFAULT_BIND_HOST  # gRPC + metrics listen address (env_bind_host)
     grace_s: float = 10.0
     log_level: str = "INFO"
 
@@ -62,6 +71,7 @@ class EncoderConfig:
             audio_bitrate=bitrate,
             port=env_port(environ, "ENCODER_PORT", 50053),
             metrics_port=env_port(environ, "ENCODER_METRICS_PORT", 9103),
+            bind_host=env_bind_host(environ, "ENCODER"),
             grace_s=env_float(environ, "ENCODER_GRACE_S", 10.0, minimum=0.0),
             log_level=env_str(environ, "LOG_LEVEL", "INFO").upper(),
         )

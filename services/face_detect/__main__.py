@@ -20,6 +20,7 @@ def main() -> None:
         register=lambda server: face_detect_pb2_grpc.add_FaceDetectServiceServicer_to_server(
             servicer, server),
         port=config.port, metrics_port=config.metrics_port, grace_s=config.grace_s,
+        host=config.bind_host,
         max_workers=config.max_workers,
     )
     # Bound first, NOT_SERVING until the detector's weights are loaded.

@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.common.config import (
+    DEFAULT_BIND_HOST,
     ConfigError,
+    env_bind_host,
     env_choice,
     env_float,
     env_int,
@@ -40,6 +42,7 @@ class FaceDetectConfig:
     max_buffered_frames: int = 600  # frames held back while a driving box is being formed
     port: int = 50051
     metrics_port: int = 9101
+    bind_host: str = DEFAULT_BIND_HOST  # gRPC + metrics listen address (env_bind_host)
     grace_s: float = 10.0
     max_workers: int = 4
     torch_threads: int = 1  # MTCNN's small convolutions gain nothing from intra-op threads
@@ -75,6 +78,7 @@ class FaceDetectConfig:
             ),
             port=env_port(environ, "FACE_DETECT_PORT", 50051),
             metrics_port=env_port(environ, "FACE_DETECT_METRICS_PORT", 9101),
+            bind_host=env_bind_host(environ, "FACE_DETECT"),
             grace_s=env_float(environ, "FACE_DETECT_GRACE_S", 10.0, minimum=0.0),
             max_workers=env_int(environ, "FACE_DETECT_MAX_WORKERS", 4, minimum=1),
             torch_threads=env_int(environ, "FACE_DETECT_TORCH_THREADS", 1, minimum=1),

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from services.common.config import (
+    DEFAULT_BIND_HOST,
     ConfigError,
+    env_bind_host,
     env_bool,
     env_choice,
     env_float,
@@ -42,3 +46,37 @@ def test_bad_values_name_the_variable(call, fragment) -> None:
     with pytest.raises(ConfigError) as info:
         call(env)
     assert fragment in str(info.value)
+
+
+def test_bind_host_prefers_the_service_variable_then_the_common_one() -> None:
+    assert env_bind_host({}, "ENCODER") == DEFAULT_BIND_HOST == "0.0.0.0"
+    assert env_bind_host({"BIND_HOST": "127.0.0.1"}, "ENCODER") == "127.0.0.1"
+    both = {"BIND_HOST": "0.0.0.0", "ENCODER_BIND_HOST": " 127.0.0.1 "}
+    assert env_bind_host(both, "ENCODER") == "127.0.0.1"
+    assert env_bind_host(both, "ANIMATOR") == "0.0.0.0"
+    assert env_bind_host({"BIND_HOST": "[::1]"}, "X") == "::1"  # brackets are dropped
+    assert env_bind_host({"BIND_HOST": "0:0::0"}, "X") == "::"  # canonical form
+    assert env_bind_host({"X_BIND_HOST": ""}, "X", default="127.0.0.1") == "127.0.0.1"
+
+
+@pytest.mark.parametrize("value", ["localhost", "example.com", "127.0.0.1:50051", "300.1.1.1", "*"])
+def test_bind_host_must_be_an_ip_literal(value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        env_bind_host({"FACE_DETECT_BIND_HOST": value}, "FACE_DETECT")
+    assert f"FACE_DETECT_BIND_HOST={value!r}: expected an IP address" in str(info.value)
+
+
+def test_every_service_config_reads_its_bind_host(tmp_path: Path) -> None:
+    from services.animator.config import AnimatorConfig
+    from services.encoder.config import EncoderConfig
+    from services.face_detect.config import FaceDetectConfig
+
+    env = {"BIND_HOST": "::", "ANIMATOR_WEIGHTS_DIR": str(tmp_path), "ANIMATOR_DEVICE": "cpu"}
+    configs = {"FACE_DETECT": FaceDetectConfig, "ANIMATOR": AnimatorConfig,
+               "ENCODER": EncoderConfig}
+    for prefix, cls in configs.items():
+        assert cls.from_env(env).bind_host == "::"
+        own = {**env, f"{prefix}_BIND_HOST": "127.0.0.1"}
+        assert cls.from_env(own).bind_host == "127.0.0.1"
+        with pytest.raises(ConfigError, match=f"{prefix}_BIND_HOST"):
+            cls.from_env({**env, f"{prefix}_BIND_HOST": "all"})

@@ -6,9 +6,11 @@ Dynamics services use.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 import grpc
 import pytest
@@ -16,7 +18,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.errors import FaceNotFoundError, handle_errors
 from services.common.grpc_client import check_health, make_channel
-from services.common.grpc_server import GrpcService
+from services.common.grpc_server import GrpcService, grpc_bind_address
+from tests.unit.common.listening import listening_sockets
 
 SERVICE = "dynamics.test.Echo"
 _identity = (lambda b: b, lambda b: b)
@@ -139,3 +142,28 @@ def test_drain_lets_in_flight_stream_finish_and_refuses_new_calls(served) -> Non
         fresh.unary_unary(f"/{SERVICE}/Echo")(b"late", timeout=1, wait_for_ready=False)
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
     fresh.close()
+
+
+def test_bind_address_brackets_ipv6() -> None:
+    assert grpc_bind_address("127.0.0.1", 50051) == "127.0.0.1:50051"
+    assert grpc_bind_address("::", 0) == "[::]:0"
+    assert grpc_bind_address("[::1]", 9) == "[::1]:9"
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads /proc/net (Linux)")
+@pytest.mark.parametrize(("host", "seen"), [
+    ("127.0.0.1", {"127.0.0.1"}),
+    # gRPC serves an IPv4 wildcard from a dual-stack socket where it can ([::])
+    ("0.0.0.0", {"0.0.0.0", "::"}),
+])
+def test_grpc_and_metrics_listen_on_the_given_host_only(host: str, seen: set[str]) -> None:
+    svc = GrpcService(name="echo", service_names=[SERVICE], register=_register(_Echo()), port=0,
+                      metrics_port=0, grace_s=0.0, host=host)
+    svc.start()
+    try:
+        bound = listening_sockets(os.getpid())
+        for port in (svc.port, svc.metrics_port):
+            addresses = {address for address, p in bound if p == port}
+            assert addresses and addresses <= seen, (port, bound)
+    finally:
+        svc.stop(0)
