@@ -1,8 +1,15 @@
 """Hero-video handling with FFmpeg: probe and validate, trim, hash, decode frames as a stream.
 
 Every FFmpeg command is an argument list built with ffmpeg-python and run with a timeout; no
-shell strings. The trimmed video is a stream copy (no re-encode) into Matroska written with
+shell strings. Every ffprobe/FFmpeg call names the demuxers and protocols it may use
+(services/common/ffmpeg_safety.py): the probe allows only the video containers we accept, and
+later calls force the demuxer the probe found, so a playlist or any other file that names
+further files is refused before anything is read from it. Children run as guarded processes
+(own process group, killed when the gateway dies). The trimmed video is a stream copy (no re-encode) into Matroska written with
 `+bitexact`, so the same input trims to the same bytes and its sha256 keys the motion cache.
+The trim stops at a frame count derived from the probed frame rate as well as at the duration,
+and videos whose frame timestamps do not increase are refused, so a file whose timestamps are
+all 0 cannot carry more frames than `seconds` allows.
 Matroska drops the display-matrix rotation, so the rotation is probed from the original and
 applied explicitly when decoding (and it is part of `VideoInfo`, hence of the cache key).
 """
@@ -11,19 +18,27 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import math
 import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from fractions import Fraction
+from itertools import pairwise
 from pathlib import Path
 
 import ffmpeg
 import numpy as np
 
+from services.common import ffmpeg_safety as safety
 from services.common.errors import InvalidInputError
 
+logger = logging.getLogger(__name__)
+
 MIB = 1024 * 1024
+# What a client sees for each refusal; FFmpeg's own messages (with server paths) are only logged.
+ACCEPTED_CONTAINERS = "MP4/MOV, Matroska/WebM or AVI"
 _VIDEO_CODECS = frozenset(
     {"h264", "hevc", "vp8", "vp9", "av1", "mpeg4", "mjpeg", "prores", "mpeg2video", "h263", "theora"}
 )
@@ -46,6 +61,9 @@ class MediaLimits:
     video_codecs: frozenset[str] = _VIDEO_CODECS
     probe_timeout_s: float = 30.0
     trim_timeout_s: float = 120.0
+    # Packets of the video stream whose timestamps the probe checks (from the start): the
+    # longest trim at the highest frame rate.
+    timestamp_packets: int = 1200
 
 
 @dataclass(frozen=True)
@@ -62,21 +80,51 @@ class VideoInfo:
     rotation: int
     stream_index: int
     size_bytes: int
+    container: str = "matroska"  # the demuxer (ffmpeg_safety.VIDEO_DEMUXERS) the file needs
 
 
 def _run(args: list[str], timeout_s: float, what: str) -> subprocess.CompletedProcess:
     try:
-        done = subprocess.run(args, capture_output=True, timeout=timeout_s, check=False)
+        done = safety.run(args, timeout_s)
     except subprocess.TimeoutExpired as exc:
         raise MediaError(f"{what} took longer than {timeout_s:.0f} s", reason="media_timeout") from exc
     except FileNotFoundError as exc:
-        raise MediaError(f"{args[0]} is not installed", reason="ffmpeg_missing") from exc
+        raise MediaError("FFmpeg is not installed on the server", reason="ffmpeg_missing") from exc
     return done
 
 
 def _stderr_tail(stderr: bytes, lines: int = 3) -> str:
     text = stderr.decode("utf-8", "replace").strip().splitlines()
     return " | ".join(text[-lines:]) or "no details"
+
+
+def _failed(what: str, path: Path, stderr: bytes, message: str, reason: str) -> MediaError:
+    """Log FFmpeg's message (server side, with paths) and return the client-facing error.
+
+    A demuxer refused by the whitelist is `unsupported_container` whatever `reason` says.
+    """
+    logger.warning("%s failed for %s: %s", what, path, _stderr_tail(stderr, 5))
+    refused = safety.refused_demuxer(stderr)
+    if refused is not None:
+        return _unsupported(refused)
+    return MediaError(message, reason=reason)
+
+
+def _unsupported(found: str | None) -> MediaError:
+    kind = found if found and found.replace("_", "").isalnum() and len(found) <= 24 else None
+    what = f"a {kind} file" if kind and kind != "unknown" else "a container we do not open"
+    return MediaError(f"the hero video is {what}; send an {ACCEPTED_CONTAINERS} video",
+                      reason="unsupported_container")
+
+
+def _input(path: Path, demuxer: str, **options) -> ffmpeg.nodes.FilterableStream:
+    """An FFmpeg input of a local file, read with exactly `demuxer` and the file protocol."""
+    return ffmpeg.input(_file_url(path), **safety.input_options(demuxer), **options)
+
+
+def _file_url(path: Path) -> str:
+    """`file:` + the absolute path: FFmpeg reads the file, never a protocol named in the path."""
+    return "file:" + str(Path(path).absolute())
 
 
 def _rotation(stream: dict) -> int:
@@ -100,26 +148,65 @@ def _fps(stream: dict) -> Fraction | None:
     return None
 
 
-def _ffprobe(path: Path, limits: MediaLimits, *extra: str) -> dict:
-    args = ["ffprobe", "-v", "error", "-of", "json", "-show_format", "-show_streams", *extra]
-    done = _run([*args, str(path)], limits.probe_timeout_s, "probing the video")
+def _ffprobe(path: Path, limits: MediaLimits, *extra: str, demuxer: str | None = None,
+             show: tuple[str, ...] = ("-show_format", "-show_streams")) -> dict:
+    """ffprobe's JSON for `path`: any allowed demuxer (None) or exactly `demuxer`."""
+    inputs = safety.probe_input_args() if demuxer is None else safety.input_args(demuxer)
+    args = ["ffprobe", "-v", "error", "-of", "json", *show, *extra, *inputs, _file_url(path)]
+    done = _run(args, limits.probe_timeout_s, "probing the video")
     if done.returncode != 0:
-        raise MediaError(
-            f"not a readable video ({_stderr_tail(done.stderr)})", reason="bad_video"
-        )
-    return json.loads(done.stdout or b"{}")
+        raise _failed("ffprobe", path, done.stderr, "the file is not a readable video",
+                      "bad_video")
+    try:
+        return json.loads(done.stdout or b"{}")
+    except ValueError:
+        raise MediaError("the file is not a readable video", reason="bad_video") from None
+
+
+def _packet_times(path: Path, limits: MediaLimits, demuxer: str, stream_index: int,
+                  max_packets: int | None) -> list[tuple[str, str]]:
+    """(pts, dts) of the video stream's packets in file order ('N/A' where absent)."""
+    extra = ["-select_streams", str(stream_index)]
+    if max_packets is not None:
+        extra += ["-read_intervals", f"%+#{max_packets}"]
+    data = _ffprobe(path, limits, *extra, demuxer=demuxer,
+                    show=("-show_entries", "packet=pts,dts"))
+    return [(str(p.get("pts", "N/A")), str(p.get("dts", "N/A")))
+            for p in data.get("packets") or []]
+
+
+def _is_int(text: str) -> bool:
+    return text.lstrip("-").isdigit()
+
+
+def _check_timestamps(packets: list[tuple[str, str]]) -> None:
+    """Refuse frame timestamps that do not increase: no two frames may share a presentation
+    time, decode times must rise, and every packet needs one or the other (containers omit
+    either: AVI has no presentation times, Matroska no decode times for reordered frames).
+    A file whose frames are all at 0 would otherwise pass any duration cut whole."""
+    if len(packets) < 2:
+        return
+    pts = [int(p) for p, _ in packets if _is_int(p)]
+    dts = [int(d) for _, d in packets if _is_int(d)]
+    if (any(not _is_int(p) and not _is_int(d) for p, d in packets)
+            or len(set(pts)) != len(pts) or any(b <= a for a, b in pairwise(dts))):
+        raise MediaError("the video's frame timestamps do not increase", reason="bad_timestamps")
 
 
 def probe_video(path: Path, limits: MediaLimits = MediaLimits()) -> VideoInfo:
     """Probe and validate a video file; raises `MediaError` with a precise reason."""
     if not path.is_file():
-        raise MediaError(f"the video {path.name!r} does not exist", reason="not_found")
+        raise MediaError("the hero video is missing", reason="not_found")
     size = path.stat().st_size
     if size == 0:
         raise MediaError("the video file is empty", reason="empty_file")
     if size > limits.max_bytes:
         raise MediaError(f"the video is {size} bytes, over {limits.max_bytes}", reason="too_large")
     data = _ffprobe(path, limits)
+    try:
+        container = safety.demuxer_of(str((data.get("format") or {}).get("format_name", "")))
+    except safety.UnsafeMediaError as exc:
+        raise _unsupported(exc.found) from None
     streams = data.get("streams") or []
     video = [
         s for s in streams
@@ -151,12 +238,21 @@ def probe_video(path: Path, limits: MediaLimits = MediaLimits()) -> VideoInfo:
     rotation = _rotation(stream)
     if rotation in (90, 270):
         width, height = height, width
+    stream_index = int(stream.get("index", 0))
+    _check_timestamps(
+        _packet_times(path, limits, container, stream_index, limits.timestamp_packets))
     return VideoInfo(
         width=width, height=height, fps=fps, duration_s=duration,
         frames=round(duration * fps),
         has_audio=any(s.get("codec_type") == "audio" for s in streams),
-        codec=codec, rotation=rotation, stream_index=int(stream.get("index", 0)), size_bytes=size,
+        codec=codec, rotation=rotation, stream_index=stream_index, size_bytes=size,
+        container=container,
     )
+
+
+def max_frames(seconds: float, fps: Fraction) -> int:
+    """The most frames `seconds` of video at `fps` may have: those starting before `seconds`."""
+    return max(1, math.ceil(Fraction(seconds).limit_denominator(10**6) * fps))
 
 
 def trim_video(
@@ -165,16 +261,19 @@ def trim_video(
     """Copy the first `seconds` of `src` (video + first audio stream) to `dst` (Matroska).
 
     Returns the info of the trimmed file, with the original's rotation and an exact packet
-    count in `frames`. Raises `MediaError` for unusable or frameless videos.
+    count in `frames`, at most `max_frames(seconds, fps)`: the cut is by duration and by that
+    frame count, whichever comes first. Raises `MediaError` for unusable or frameless videos.
     """
     if not 0 < seconds <= limits.max_duration_s:
         raise MediaError(f"seconds must be in (0, {limits.max_duration_s:.0f}]", reason="bad_option")
     info = probe_video(src, limits)
-    inp = ffmpeg.input(str(src))
+    limit = max_frames(seconds, info.fps)
+    inp = _input(src, info.container)
     streams = [inp[str(info.stream_index)]] + ([inp["a:0"]] if info.has_audio else [])
     args = (
         ffmpeg.output(
             *streams, str(dst), c="copy", t=f"{seconds:.3f}", format="matroska",
+            **{"frames:v": limit},
             map_metadata=-1, map_chapters=-1, fflags="+bitexact", sn=None, dn=None,
         )
         .global_args("-nostdin", "-v", "error")
@@ -183,22 +282,29 @@ def trim_video(
     )
     done = _run(["ffmpeg", *args], limits.trim_timeout_s, "trimming the video")
     if done.returncode != 0 or not dst.is_file():
-        raise MediaError(f"cannot trim the video ({_stderr_tail(done.stderr)})", reason="bad_video")
-    counted = _ffprobe(dst, limits, "-count_packets", "-select_streams", "v:0")
-    stream = (counted.get("streams") or [{}])[0]
-    frames = int(stream.get("nb_read_packets") or 0)
+        raise _failed("trim", src, done.stderr, "the video cannot be cut", "bad_video")
+    packets = _packet_times(dst, limits, "matroska", 0, None)
+    frames = len(packets)
     if frames == 0:
         raise MediaError("the video has no frames", reason="no_frames")
+    if frames > limit:  # FFmpeg honours -frames:v; this is the contract, checked
+        raise MediaError("the video has more frames than its length allows",
+                         reason="bad_timestamps")
+    _check_timestamps(packets)
+    counted = _ffprobe(dst, limits, demuxer="matroska", show=("-show_format",))
     duration = float((counted.get("format") or {}).get("duration") or frames / info.fps)
     return replace(
-        info, frames=frames, duration_s=duration, stream_index=0, size_bytes=dst.stat().st_size
+        info, frames=frames, duration_s=duration, stream_index=0, size_bytes=dst.stat().st_size,
+        container="matroska",
     )
 
 
-def extract_audio(src: Path, dst: Path, timeout_s: float = 60.0) -> Path:
-    """Copy the first audio stream of `src` into `dst` (Matroska): what the encoder muxes."""
+def extract_audio(src: Path, dst: Path, timeout_s: float = 60.0,
+                  container: str = "matroska") -> Path:
+    """Copy the first audio stream of `src` (a trimmed video: Matroska) into `dst` (Matroska):
+    what the encoder muxes."""
     args = (
-        ffmpeg.input(str(src))["a:0"]
+        _input(src, container)["a:0"]
         .output(str(dst), c="copy", format="matroska", fflags="+bitexact")
         .global_args("-nostdin", "-v", "error")
         .overwrite_output()
@@ -206,7 +312,8 @@ def extract_audio(src: Path, dst: Path, timeout_s: float = 60.0) -> Path:
     )
     done = _run(["ffmpeg", *args], timeout_s, "extracting the audio")
     if done.returncode != 0 or not dst.is_file():
-        raise MediaError(f"cannot read the audio ({_stderr_tail(done.stderr)})", reason="bad_audio")
+        raise _failed("audio extraction", src, done.stderr, "the hero video's audio cannot be read",
+                      "bad_audio")
     return dst
 
 
@@ -231,24 +338,28 @@ _ROTATE = {90: ("transpose", "cclock"), 270: ("transpose", "clock")}
 class FrameDecoder:
     """Decodes a video to RGB frames one at a time through an FFmpeg pipe (never all in memory).
 
-    Use as a context manager or call `close()`; closing early kills FFmpeg.
+    Use as a context manager or call `close()`; closing early kills FFmpeg. At most
+    `info.frames` frames come out (the trimmed file's packet count).
     """
 
     def __init__(self, path: Path, info: VideoInfo, max_side: int = 1280) -> None:
         self.width, self.height = decoded_size(info, max_side)
-        stream = ffmpeg.input(str(path), noautorotate=None)[str(info.stream_index)]
+        self._path = path
+        stream = _input(path, info.container, noautorotate=None)[str(info.stream_index)]
         if info.rotation == 180:
             stream = stream.filter("hflip").filter("vflip")
         elif info.rotation in _ROTATE:
             stream = stream.filter(*_ROTATE[info.rotation])
         stream = stream.filter("scale", self.width, self.height)
         args = (
-            stream.output("pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough")
+            stream.output("pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough",
+                          **({"frames:v": info.frames} if info.frames > 0 else {}))
             .global_args("-nostdin", "-v", "error")
             .get_args()
         )
-        self._proc = subprocess.Popen(
-            ["ffmpeg", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        self._proc = safety.popen(
+            ["ffmpeg", *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
         self._stderr = b""
         self._drain = threading.Thread(target=self._read_stderr, daemon=True)
@@ -276,20 +387,19 @@ class FrameDecoder:
         if self._closing:
             return  # stopped on purpose (the job failed elsewhere or was cancelled)
         if self.frames_read == 0:
-            raise MediaError(
-                f"no frame could be decoded ({_stderr_tail(self._stderr)})", reason="no_frames"
-            )
+            raise _failed("decoding", self._path, self._stderr,
+                          "no frame of the video could be decoded", "no_frames")
         if code != 0:
             # FFmpeg died mid-video (crash, OOM kill): the frames so far are not the video.
-            raise MediaError(f"FFmpeg stopped after {self.frames_read} frames (exit {code}: "
-                             f"{_stderr_tail(self._stderr)})", reason="decode_failed")
+            logger.warning("decoding %s stopped after %d frames (exit %d): %s", self._path,
+                           self.frames_read, code, _stderr_tail(self._stderr, 5))
+            raise MediaError(f"decoding the video stopped after {self.frames_read} frames "
+                             f"(FFmpeg exit {code})", reason="decode_failed")
 
     def close(self) -> None:
         """Stop FFmpeg (if still running) and release its pipes."""
         self._closing = True
-        if self._proc.poll() is None:
-            self._proc.kill()
-        self._proc.wait()
+        safety.kill_group(self._proc)
         self._drain.join(timeout=5)
         for pipe in (self._proc.stdout, self._proc.stderr):
             if pipe is not None:
@@ -305,7 +415,7 @@ class FrameDecoder:
 def read_image_file(path: Path, max_bytes: int = 20 * MIB) -> bytes:
     """The source photo's bytes, size-checked (the face_detect service decodes and validates)."""
     if not path.is_file():
-        raise MediaError(f"the source photo {path.name!r} does not exist", reason="not_found")
+        raise MediaError("the source photo is missing", reason="not_found")
     size = path.stat().st_size
     if size == 0:
         raise MediaError("the source photo is empty", reason="empty_file")

@@ -113,7 +113,7 @@ def test_decoder_shrinks_large_frames_and_stops_early(tmp_path: Path) -> None:
         ("garbage", "bad_video"),
         ("audio_only", "no_video_stream"),
         ("truncated", "bad_video"),
-        ("gif", "unsupported_codec"),
+        ("gif", "unsupported_container"),
     ],
 )
 def test_bad_videos_fail_with_a_reason(make: str, reason: str, clip: Path, tmp_path: Path) -> None:
