@@ -8,10 +8,10 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from services.common import face_geometry as g
+from services.common.canvas import prepare_canvas
 from services.common.errors import FaceNotFoundError, InvalidInputError
 from services.face_detect.config import FaceDetectConfig
 from services.face_detect.types import Detection, FaceDetectorBackend
@@ -19,7 +19,6 @@ from services.face_detect.types import Detection, FaceDetectorBackend
 logger = logging.getLogger(__name__)
 
 DETECT_MIN_PX = 20  # smallest face the detectors look for; smaller chosen faces are "too small"
-SOURCE_DIVISION = 2  # canvas sides are cropped down to multiples of this (SPEC §5.1)
 # 5-point landmarks (eyes, nose, mouth corners) span about half of what the 106/203-point sets
 # span (contour and brows): brow-to-chin and cheek-to-cheek are about twice the eye-to-mouth
 # distance, and their centre lies ~0.14 eye-mouth distances lower. These constants scale the
@@ -57,20 +56,6 @@ class SourceFace:
     ratios: FaceRatios | None
     face: Detection
     faces_found: int
-
-
-def prepare_canvas(image: np.ndarray, max_dim: int, division: int = SOURCE_DIVISION) -> np.ndarray:
-    """Upstream's source resize (SPEC §5.1): long side down to max_dim (bilinear, the other side
-    truncated to int), then crop (not resize) both sides down to multiples of ``division``."""
-    h, w = image.shape[:2]
-    if max_dim > 0 and max(h, w) > max_dim:
-        size = (int(w * max_dim / h), max_dim) if h > w else (max_dim, int(h * max_dim / w))
-        image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
-    h, w = image.shape[:2]
-    nh, nw = h - h % division, w - w % division
-    if nh == 0 or nw == 0:
-        return image
-    return np.ascontiguousarray(image[:nh, :nw])
 
 
 def build_backend(cfg: FaceDetectConfig) -> FaceDetectorBackend:
@@ -135,11 +120,15 @@ class FaceDetector:
     def analyse_source(
         self, image: np.ndarray, source_max_dim: int = 1280, face_index: int = 0
     ) -> SourceFace:
-        """Pick the face to animate (largest first) and compute its LivePortrait crop."""
+        """Pick the face to animate (largest first) in an oriented photo and compute its
+        LivePortrait crop on the photo's canvas (`services.common.canvas.prepare_canvas`)."""
+        return self.analyse_canvas(prepare_canvas(image, source_max_dim), face_index)
+
+    def analyse_canvas(self, canvas: np.ndarray, face_index: int = 0) -> SourceFace:
+        """`analyse_source` on a canvas that is already prepared."""
         if face_index < 0:
             raise InvalidInputError(f"face_index must be >= 0, got {face_index}",
                                     reason="bad_face_index")
-        canvas = prepare_canvas(image, source_max_dim)
         faces = self.detect(canvas)
         h, w = canvas.shape[:2]
         if not faces:

@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 from dynamics.v1 import common_pb2, face_detect_pb2, face_detect_pb2_grpc
 
+from services.common.canvas import canvas_from_message
 from services.common.errors import InvalidInputError, UnavailableError, handle_errors
 from services.common.media import array_to_raw, image_message_to_array, raw_to_array
 from services.face_detect import metrics
@@ -99,14 +100,15 @@ class FaceDetectServicer(face_detect_pb2_grpc.FaceDetectServiceServicer):
             raise InvalidInputError("source_max_dim and face_index must be >= 0",
                                     reason="bad_request")
         start = time.perf_counter()
-        image = image_message_to_array(request.image)
-        source = detector.analyse_source(
-            image, source_max_dim=request.source_max_dim or self.config.source_max_dim,
-            face_index=request.face_index)
+        max_dim = request.source_max_dim or self.config.source_max_dim
+        canvas = canvas_from_message(request.image, max_dim)
+        source = detector.analyse_canvas(canvas, face_index=request.face_index)
         metrics.SECONDS.labels(kind="source").observe(time.perf_counter() - start)
         metrics.FACES.inc(source.faces_found)
+        height, width = canvas.shape[:2]
+        # The canvas itself stays here: the encoder rebuilds it from the same photo file.
         return face_detect_pb2.DetectSourceResponse(
-            canvas=array_to_raw(source.canvas),
+            canvas_width=width, canvas_height=height, source_max_dim=max_dim,
             crop=array_to_raw(source.crop),
             crop_to_canvas=common_pb2.Matrix3x3(values=source.m_c2o.reshape(-1).tolist()),
             landmarks=landmarks_pb(source.landmarks),

@@ -65,7 +65,7 @@ class StageContext:
     per_frame_timeout_s: float
     encoder_crf: int = 0
     encoder_preset: str = ""
-    audio_chunk_bytes: int = 1 << 20
+    audio_chunk_bytes: int = 1 << 20  # chunk size of the photo and audio files sent to the encoder
     random_weights: bool = False
     device_seconds: float = 0.0  # the animator's device time for this job (cumulative)
     encode_summary: encoder_pb2.EncodeSummary | None = None
@@ -108,7 +108,7 @@ def rational(info: VideoInfo) -> common_pb2.Rational:
 
 
 def detect_source(ctx: StageContext) -> face_detect_pb2.DetectSourceResponse:
-    """Find the source face: canvas, 256 crop, crop->canvas transform, ratios."""
+    """Find the source face: canvas size, 256 crop, crop->canvas transform, ratios."""
     start = time.monotonic()
     future = ctx.clients.face_detect.detect_source(
         ctx.inputs.image, source_max_dim=ctx.source_max_dim, timeout_s=ctx.unary_timeout_s
@@ -233,9 +233,19 @@ def _encode_header(
     if ctx.random_weights:
         header.comment = RANDOM_WEIGHTS_COMMENT
     if ctx.paste_back:
-        header.canvas.raw.CopyFrom(src.canvas)
+        # The canvas is not sent: the photo file follows in chunks and the encoder rebuilds the
+        # canvas from it with face_detect's max-dim, then checks its size against face_detect's.
+        header.photo_bytes = len(ctx.inputs.image)
+        header.source_max_dim = src.source_max_dim or ctx.source_max_dim
+        header.canvas_width, header.canvas_height = src.canvas_width, src.canvas_height
         header.crop_to_canvas.CopyFrom(src.crop_to_canvas)
     return header
+
+
+def _chunks(data: bytes, size: int) -> Iterator[bytes]:
+    view = memoryview(data)
+    for start in range(0, len(view), size):
+        yield bytes(view[start:start + size])
 
 
 def hero_audio(ctx: StageContext) -> Path | None:
@@ -263,6 +273,9 @@ def encode(
 
     def requests() -> Iterator[encoder_pb2.EncodeRequest]:
         yield encoder_pb2.EncodeRequest(header=header)
+        if header.photo_bytes:
+            for chunk in _chunks(ctx.inputs.image, ctx.audio_chunk_bytes):
+                yield encoder_pb2.EncodeRequest(photo_chunk=chunk)
         if audio is not None:
             with open(audio, "rb") as handle:
                 while chunk := handle.read(ctx.audio_chunk_bytes):

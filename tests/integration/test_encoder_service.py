@@ -104,6 +104,11 @@ def _settled(check, timeout_s: float = 10.0) -> bool:
     return check()
 
 
+def _photo(data: bytes, size: int = 4096):
+    for start in range(0, len(data), size):
+        yield encoder_pb2.EncodeRequest(photo_chunk=data[start:start + size])
+
+
 def test_encode_with_pasteback_and_audio(client, work, tmp_path):
     stub, _ = client
     hero = make_hero_video(tmp_path / "hero.mp4", seconds=2.0).read_bytes()
@@ -113,10 +118,11 @@ def test_encode_with_pasteback_and_audio(client, work, tmp_path):
     crops = [255 - c for c in sample_frames(30, 32, 32, seed=5)]
     requests = [_header(
         fps=common_pb2.Rational(num=30000, den=1001),
-        canvas=common_pb2.Image(encoded=common_pb2.EncodedImage(data=png.getvalue())),
-        crop_to_canvas=common_pb2.Matrix3x3(values=M_C2O), audio_bytes=len(hero),
-        total_frames=30, frame_width=32, frame_height=32)]
-    requests += list(_audio(hero)) + [_frame(i, c) for i, c in enumerate(crops)]
+        photo_bytes=len(png.getvalue()), source_max_dim=1280, canvas_width=120,
+        canvas_height=90, crop_to_canvas=common_pb2.Matrix3x3(values=M_C2O),
+        audio_bytes=len(hero), total_frames=30, frame_width=32, frame_height=32)]
+    requests += list(_photo(png.getvalue())) + list(_audio(hero))
+    requests += [_frame(i, c) for i, c in enumerate(crops)]
     mp4, progress, summary = _collect(stub.Encode(iter(requests), timeout=60))
 
     assert progress[-1] == (30, 30) and (25, 30) in progress
@@ -161,9 +167,19 @@ def test_plain_frames_odd_size_without_audio(client, work, tmp_path):
      "bad_order"),
     ([_header(fps=common_pb2.Rational(num=25, den=1), total_frames=3),
       _frame(0, np.zeros((8, 8, 3), np.uint8))], "missing_frames"),
+    ([_header(fps=common_pb2.Rational(num=25, den=1), photo_bytes=10, canvas_width=20,
+              canvas_height=20)], "bad_pasteback"),
     ([_header(fps=common_pb2.Rational(num=25, den=1),
-              canvas=common_pb2.Image(raw=array_to_raw(np.zeros((20, 20, 3), np.uint8))))],
-     "bad_pasteback"),
+              crop_to_canvas=common_pb2.Matrix3x3(values=M_C2O))], "bad_pasteback"),
+    ([_header(fps=common_pb2.Rational(num=25, den=1), photo_bytes=4, canvas_width=20,
+              canvas_height=20, crop_to_canvas=common_pb2.Matrix3x3(values=M_C2O)),
+      encoder_pb2.EncodeRequest(photo_chunk=b"12345")], "bad_photo"),
+    ([_header(fps=common_pb2.Rational(num=25, den=1), photo_bytes=4, canvas_width=20,
+              canvas_height=20, crop_to_canvas=common_pb2.Matrix3x3(values=M_C2O)),
+      encoder_pb2.EncodeRequest(photo_chunk=b"1234")], "bad_image"),
+    ([_header(fps=common_pb2.Rational(num=25, den=1)),
+      encoder_pb2.EncodeRequest(audio_chunk=b""),
+      encoder_pb2.EncodeRequest(photo_chunk=b"1234")], "bad_order"),
 ])
 def test_bad_streams_are_invalid_argument(client, work, requests, reason):
     stub, _ = client

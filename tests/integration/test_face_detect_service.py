@@ -13,6 +13,7 @@ import pytest
 import torch
 from dynamics.v1 import common_pb2, face_detect_pb2, face_detect_pb2_grpc
 
+from services.common.canvas import source_canvas
 from services.common.errors import REASON_METADATA_KEY
 from services.common.grpc_client import check_health, make_channel, wait_for_serving
 from services.common.grpc_server import GrpcService
@@ -68,8 +69,8 @@ def test_detect_source_tom_hanks(server):
         image=_encoded(assets.insightface_image_path("Tom_Hanks_54745.png"))), timeout=60)
     assert reply.faces_found == 1
     crop = raw_to_array(reply.crop)
-    canvas = raw_to_array(reply.canvas)
-    assert crop.shape == (256, 256, 3) and canvas.shape == (112, 112, 3)
+    assert crop.shape == (256, 256, 3)
+    assert (reply.canvas_width, reply.canvas_height, reply.source_max_dim) == (112, 112, 1280)
     m_c2o = np.array(reply.crop_to_canvas.values).reshape(3, 3)
     # the 512-crop centre maps onto the face in the photo
     centre = m_c2o @ np.array([256.0, 256.0, 1.0])
@@ -77,6 +78,23 @@ def test_detect_source_tom_hanks(server):
     assert reply.face.y1 - 20 <= centre[1] <= reply.face.y2
     assert reply.landmarks.count == 5
     assert (reply.ratios.eye_left, reply.ratios.lip) == (0.0, 0.0), "no 203-point model: unknown"
+
+
+def test_detect_source_crop_comes_from_the_shared_canvas(server):
+    """The reply names the canvas (size, max-dim) instead of carrying it; the crop is the one
+    a FaceDetector cuts from `source_canvas(photo, max_dim)`, the function the encoder uses."""
+    _service, stub = server
+    data = assets.insightface_image_path("t1.jpg").read_bytes()
+    reply = stub.DetectSource(face_detect_pb2.DetectSourceRequest(
+        image=common_pb2.Image(encoded=common_pb2.EncodedImage(data=data)), source_max_dim=641),
+        timeout=60)
+    canvas = source_canvas(data, 641)
+    assert canvas.shape == (442, 640, 3)  # 641 x 443 resized, then cropped to even sides
+    assert (reply.canvas_width, reply.canvas_height, reply.source_max_dim) == (640, 442, 641)
+    local = FaceDetector.from_config(FaceDetectConfig()).analyse_canvas(canvas)
+    assert np.array_equal(raw_to_array(reply.crop), local.crop)
+    assert np.array_equal(np.array(reply.crop_to_canvas.values).reshape(3, 3), local.m_c2o)
+    assert reply.ByteSize() < 300_000  # the crop and a few numbers, whatever the photo's size
 
 
 def test_corrupt_image_is_invalid_argument(server):

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from dynamics.v1 import common_pb2 as dynamics_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x64ynamics/v1/encoder.proto\x12\x0b\x64ynamics.v1\x1a\x18\x64ynamics/v1/common.proto\"\xa3\x02\n\x0c\x45ncodeHeader\x12\"\n\x03\x66ps\x18\x01 \x01(\x0b\x32\x15.dynamics.v1.Rational\x12\"\n\x06\x63\x61nvas\x18\x02 \x01(\x0b\x32\x12.dynamics.v1.Image\x12.\n\x0e\x63rop_to_canvas\x18\x03 \x01(\x0b\x32\x16.dynamics.v1.Matrix3x3\x12\x0b\n\x03\x63rf\x18\x04 \x01(\x05\x12\x0e\n\x06preset\x18\x05 \x01(\t\x12\x13\n\x0b\x61udio_bytes\x18\x06 \x01(\x03\x12\x14\n\x0ctotal_frames\x18\x07 \x01(\x05\x12\x13\n\x0b\x66rame_width\x18\x08 \x01(\x05\x12\x14\n\x0c\x66rame_height\x18\t \x01(\x05\x12\x0f\n\x07\x63omment\x18\n \x01(\t\x12\x17\n\x0f\x65xpected_frames\x18\x0b \x01(\x05\"\x8c\x01\n\rEncodeRequest\x12+\n\x06header\x18\x01 \x01(\x0b\x32\x19.dynamics.v1.EncodeHeaderH\x00\x12\x15\n\x0b\x61udio_chunk\x18\x02 \x01(\x0cH\x00\x12/\n\x05\x66rame\x18\x03 \x01(\x0b\x32\x1e.dynamics.v1.AnimatedFrameDataH\x00\x42\x06\n\x04item\"H\n\x11\x41nimatedFrameData\x12\r\n\x05index\x18\x01 \x01(\x05\x12$\n\x05image\x18\x02 \x01(\x0b\x32\x15.dynamics.v1.RawImage\"[\n\rEncodeSummary\x12\x0e\n\x06\x66rames\x18\x01 \x01(\x05\x12\x18\n\x10\x64uration_seconds\x18\x02 \x01(\x01\x12\x11\n\thas_audio\x18\x03 \x01(\x08\x12\r\n\x05\x62ytes\x18\x04 \x01(\x03\"\x87\x01\n\x0e\x45ncodeResponse\x12\x13\n\tmp4_chunk\x18\x01 \x01(\x0cH\x00\x12)\n\x08progress\x18\x02 \x01(\x0b\x32\x15.dynamics.v1.ProgressH\x00\x12-\n\x07summary\x18\x03 \x01(\x0b\x32\x1a.dynamics.v1.EncodeSummaryH\x00\x42\x06\n\x04item2W\n\x0e\x45ncoderService\x12\x45\n\x06\x45ncode\x12\x1a.dynamics.v1.EncodeRequest\x1a\x1b.dynamics.v1.EncodeResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x64ynamics/v1/encoder.proto\x12\x0b\x64ynamics.v1\x1a\x18\x64ynamics/v1/common.proto\"\xe7\x02\n\x0c\x45ncodeHeader\x12\"\n\x03\x66ps\x18\x01 \x01(\x0b\x32\x15.dynamics.v1.Rational\x12.\n\x0e\x63rop_to_canvas\x18\x03 \x01(\x0b\x32\x16.dynamics.v1.Matrix3x3\x12\x0b\n\x03\x63rf\x18\x04 \x01(\x05\x12\x0e\n\x06preset\x18\x05 \x01(\t\x12\x13\n\x0b\x61udio_bytes\x18\x06 \x01(\x03\x12\x14\n\x0ctotal_frames\x18\x07 \x01(\x05\x12\x13\n\x0b\x66rame_width\x18\x08 \x01(\x05\x12\x14\n\x0c\x66rame_height\x18\t \x01(\x05\x12\x0f\n\x07\x63omment\x18\n \x01(\t\x12\x17\n\x0f\x65xpected_frames\x18\x0b \x01(\x05\x12\x13\n\x0bphoto_bytes\x18\x0c \x01(\x03\x12\x16\n\x0esource_max_dim\x18\r \x01(\x05\x12\x14\n\x0c\x63\x61nvas_width\x18\x0e \x01(\x05\x12\x15\n\rcanvas_height\x18\x0f \x01(\x05J\x04\x08\x02\x10\x03R\x06\x63\x61nvas\"\xa3\x01\n\rEncodeRequest\x12+\n\x06header\x18\x01 \x01(\x0b\x32\x19.dynamics.v1.EncodeHeaderH\x00\x12\x15\n\x0b\x61udio_chunk\x18\x02 \x01(\x0cH\x00\x12/\n\x05\x66rame\x18\x03 \x01(\x0b\x32\x1e.dynamics.v1.AnimatedFrameDataH\x00\x12\x15\n\x0bphoto_chunk\x18\x04 \x01(\x0cH\x00\x42\x06\n\x04item\"H\n\x11\x41nimatedFrameData\x12\r\n\x05index\x18\x01 \x01(\x05\x12$\n\x05image\x18\x02 \x01(\x0b\x32\x15.dynamics.v1.RawImage\"[\n\rEncodeSummary\x12\x0e\n\x06\x66rames\x18\x01 \x01(\x05\x12\x18\n\x10\x64uration_seconds\x18\x02 \x01(\x01\x12\x11\n\thas_audio\x18\x03 \x01(\x08\x12\r\n\x05\x62ytes\x18\x04 \x01(\x03\"\x87\x01\n\x0e\x45ncodeResponse\x12\x13\n\tmp4_chunk\x18\x01 \x01(\x0cH\x00\x12)\n\x08progress\x18\x02 \x01(\x0b\x32\x15.dynamics.v1.ProgressH\x00\x12-\n\x07summary\x18\x03 \x01(\x0b\x32\x1a.dynamics.v1.EncodeSummaryH\x00\x42\x06\n\x04item2W\n\x0e\x45ncoderService\x12\x45\n\x06\x45ncode\x12\x1a.dynamics.v1.EncodeRequest\x1a\x1b.dynamics.v1.EncodeResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,15 +33,15 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dynamics.v1.encoder_pb2', _
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ENCODEHEADER']._serialized_start=69
-  _globals['_ENCODEHEADER']._serialized_end=360
-  _globals['_ENCODEREQUEST']._serialized_start=363
-  _globals['_ENCODEREQUEST']._serialized_end=503
-  _globals['_ANIMATEDFRAMEDATA']._serialized_start=505
-  _globals['_ANIMATEDFRAMEDATA']._serialized_end=577
-  _globals['_ENCODESUMMARY']._serialized_start=579
-  _globals['_ENCODESUMMARY']._serialized_end=670
-  _globals['_ENCODERESPONSE']._serialized_start=673
-  _globals['_ENCODERESPONSE']._serialized_end=808
-  _globals['_ENCODERSERVICE']._serialized_start=810
-  _globals['_ENCODERSERVICE']._serialized_end=897
+  _globals['_ENCODEHEADER']._serialized_end=428
+  _globals['_ENCODEREQUEST']._serialized_start=431
+  _globals['_ENCODEREQUEST']._serialized_end=594
+  _globals['_ANIMATEDFRAMEDATA']._serialized_start=596
+  _globals['_ANIMATEDFRAMEDATA']._serialized_end=668
+  _globals['_ENCODESUMMARY']._serialized_start=670
+  _globals['_ENCODESUMMARY']._serialized_end=761
+  _globals['_ENCODERESPONSE']._serialized_start=764
+  _globals['_ENCODERESPONSE']._serialized_end=899
+  _globals['_ENCODERSERVICE']._serialized_start=901
+  _globals['_ENCODERSERVICE']._serialized_end=988
 # @@protoc_insertion_point(module_scope)

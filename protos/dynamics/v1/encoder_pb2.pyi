@@ -7,9 +7,8 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class EncodeHeader(_message.Message):
-    __slots__ = ("fps", "canvas", "crop_to_canvas", "crf", "preset", "audio_bytes", "total_frames", "frame_width", "frame_height", "comment", "expected_frames")
+    __slots__ = ("fps", "crop_to_canvas", "crf", "preset", "audio_bytes", "total_frames", "frame_width", "frame_height", "comment", "expected_frames", "photo_bytes", "source_max_dim", "canvas_width", "canvas_height")
     FPS_FIELD_NUMBER: _ClassVar[int]
-    CANVAS_FIELD_NUMBER: _ClassVar[int]
     CROP_TO_CANVAS_FIELD_NUMBER: _ClassVar[int]
     CRF_FIELD_NUMBER: _ClassVar[int]
     PRESET_FIELD_NUMBER: _ClassVar[int]
@@ -19,8 +18,11 @@ class EncodeHeader(_message.Message):
     FRAME_HEIGHT_FIELD_NUMBER: _ClassVar[int]
     COMMENT_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    PHOTO_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_MAX_DIM_FIELD_NUMBER: _ClassVar[int]
+    CANVAS_WIDTH_FIELD_NUMBER: _ClassVar[int]
+    CANVAS_HEIGHT_FIELD_NUMBER: _ClassVar[int]
     fps: _common_pb2.Rational
-    canvas: _common_pb2.Image
     crop_to_canvas: _common_pb2.Matrix3x3
     crf: int
     preset: str
@@ -30,17 +32,23 @@ class EncodeHeader(_message.Message):
     frame_height: int
     comment: str
     expected_frames: int
-    def __init__(self, fps: _Optional[_Union[_common_pb2.Rational, _Mapping]] = ..., canvas: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., crop_to_canvas: _Optional[_Union[_common_pb2.Matrix3x3, _Mapping]] = ..., crf: _Optional[int] = ..., preset: _Optional[str] = ..., audio_bytes: _Optional[int] = ..., total_frames: _Optional[int] = ..., frame_width: _Optional[int] = ..., frame_height: _Optional[int] = ..., comment: _Optional[str] = ..., expected_frames: _Optional[int] = ...) -> None: ...
+    photo_bytes: int
+    source_max_dim: int
+    canvas_width: int
+    canvas_height: int
+    def __init__(self, fps: _Optional[_Union[_common_pb2.Rational, _Mapping]] = ..., crop_to_canvas: _Optional[_Union[_common_pb2.Matrix3x3, _Mapping]] = ..., crf: _Optional[int] = ..., preset: _Optional[str] = ..., audio_bytes: _Optional[int] = ..., total_frames: _Optional[int] = ..., frame_width: _Optional[int] = ..., frame_height: _Optional[int] = ..., comment: _Optional[str] = ..., expected_frames: _Optional[int] = ..., photo_bytes: _Optional[int] = ..., source_max_dim: _Optional[int] = ..., canvas_width: _Optional[int] = ..., canvas_height: _Optional[int] = ...) -> None: ...
 
 class EncodeRequest(_message.Message):
-    __slots__ = ("header", "audio_chunk", "frame")
+    __slots__ = ("header", "audio_chunk", "frame", "photo_chunk")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     AUDIO_CHUNK_FIELD_NUMBER: _ClassVar[int]
     FRAME_FIELD_NUMBER: _ClassVar[int]
+    PHOTO_CHUNK_FIELD_NUMBER: _ClassVar[int]
     header: EncodeHeader
     audio_chunk: bytes
     frame: AnimatedFrameData
-    def __init__(self, header: _Optional[_Union[EncodeHeader, _Mapping]] = ..., audio_chunk: _Optional[bytes] = ..., frame: _Optional[_Union[AnimatedFrameData, _Mapping]] = ...) -> None: ...
+    photo_chunk: bytes
+    def __init__(self, header: _Optional[_Union[EncodeHeader, _Mapping]] = ..., audio_chunk: _Optional[bytes] = ..., frame: _Optional[_Union[AnimatedFrameData, _Mapping]] = ..., photo_chunk: _Optional[bytes] = ...) -> None: ...
 
 class AnimatedFrameData(_message.Message):
     __slots__ = ("index", "image")

@@ -45,7 +45,8 @@ class EncoderServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Encode(self, request_iterator, context):
-        """A header, optional audio-source chunks, then frames in order; MP4 bytes stream back.
+        """A header, the source photo in chunks (for paste-back), optional audio-source chunks, then
+        frames in order; MP4 bytes stream back.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from dynamics.v1 import common_pb2 as dynamics_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x64ynamics/v1/face_detect.proto\x12\x0b\x64ynamics.v1\x1a\x18\x64ynamics/v1/common.proto\"2\n\rDetectRequest\x12!\n\x05image\x18\x01 \x01(\x0b\x32\x12.dynamics.v1.Image\"e\n\x0e\x44\x65tectResponse\x12\r\n\x05width\x18\x01 \x01(\x05\x12\x0e\n\x06height\x18\x02 \x01(\x05\x12#\n\x05\x66\x61\x63\x65s\x18\x03 \x03(\x0b\x32\x14.dynamics.v1.FaceBox\x12\x0f\n\x07\x62\x61\x63kend\x18\x04 \x01(\t\"d\n\x13\x44\x65tectSourceRequest\x12!\n\x05image\x18\x01 \x01(\x0b\x32\x12.dynamics.v1.Image\x12\x16\n\x0esource_max_dim\x18\x02 \x01(\x05\x12\x12\n\nface_index\x18\x03 \x01(\x05\"\x9f\x02\n\x14\x44\x65tectSourceResponse\x12%\n\x06\x63\x61nvas\x18\x01 \x01(\x0b\x32\x15.dynamics.v1.RawImage\x12#\n\x04\x63rop\x18\x02 \x01(\x0b\x32\x15.dynamics.v1.RawImage\x12.\n\x0e\x63rop_to_canvas\x18\x03 \x01(\x0b\x32\x16.dynamics.v1.Matrix3x3\x12)\n\tlandmarks\x18\x04 \x01(\x0b\x32\x16.dynamics.v1.Landmarks\x12\'\n\x06ratios\x18\x05 \x01(\x0b\x32\x17.dynamics.v1.FaceRatios\x12\"\n\x04\x66\x61\x63\x65\x18\x06 \x01(\x0b\x32\x14.dynamics.v1.FaceBox\x12\x13\n\x0b\x66\x61\x63\x65s_found\x18\x07 \x01(\x05\"e\n\x12TrackDrivingConfig\x12\r\n\x05width\x18\x01 \x01(\x05\x12\x0e\n\x06height\x18\x02 \x01(\x05\x12\x14\n\x0ctotal_frames\x18\x03 \x01(\x05\x12\x1a\n\x12\x63rop_driving_video\x18\x04 \x01(\x08\"|\n\x13TrackDrivingRequest\x12\x31\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1f.dynamics.v1.TrackDrivingConfigH\x00\x12*\n\x05\x66rame\x18\x02 \x01(\x0b\x32\x19.dynamics.v1.DrivingFrameH\x00\x42\x06\n\x04item\"C\n\x0c\x44rivingFrame\x12\r\n\x05index\x18\x01 \x01(\x05\x12$\n\x05image\x18\x02 \x01(\x0b\x32\x15.dynamics.v1.RawImage\"\xb2\x01\n\x14TrackDrivingResponse\x12\r\n\x05index\x18\x01 \x01(\x05\x12#\n\x04\x63rop\x18\x02 \x01(\x0b\x32\x15.dynamics.v1.RawImage\x12\'\n\x06ratios\x18\x03 \x01(\x0b\x32\x17.dynamics.v1.FaceRatios\x12)\n\tlandmarks\x18\x04 \x01(\x0b\x32\x16.dynamics.v1.Landmarks\x12\x12\n\nface_found\x18\x05 \x01(\x08\x32\x84\x02\n\x11\x46\x61\x63\x65\x44\x65tectService\x12\x41\n\x06\x44\x65tect\x12\x1a.dynamics.v1.DetectRequest\x1a\x1b.dynamics.v1.DetectResponse\x12S\n\x0c\x44\x65tectSource\x12 .dynamics.v1.DetectSourceRequest\x1a!.dynamics.v1.DetectSourceResponse\x12W\n\x0cTrackDriving\x12 .dynamics.v1.TrackDrivingRequest\x1a!.dynamics.v1.TrackDrivingResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x64ynamics/v1/face_detect.proto\x12\x0b\x64ynamics.v1\x1a\x18\x64ynamics/v1/common.proto\"2\n\rDetectRequest\x12!\n\x05image\x18\x01 \x01(\x0b\x32\x12.dynamics.v1.Image\"e\n\x0e\x44\x65tectResponse\x12\r\n\x05width\x18\x01 \x01(\x05\x12\x0e\n\x06height\x18\x02 \x01(\x05\x12#\n\x05\x66\x61\x63\x65s\x18\x03 \x03(\x0b\x32\x14.dynamics.v1.FaceBox\x12\x0f\n\x07\x62\x61\x63kend\x18\x04 \x01(\t\"d\n\x13\x44\x65tectSourceRequest\x12!\n\x05image\x18\x01 \x01(\x0b\x32\x12.dynamics.v1.Image\x12\x16\n\x0esource_max_dim\x18\x02 \x01(\x05\x12\x12\n\nface_index\x18\x03 \x01(\x05\"\xcb\x02\n\x14\x44\x65tectSourceResponse\x12#\n\x04\x63rop\x18\x02 \x01(\x0b\x32\x15.dynamics.v1.RawImage\x12.\n\x0e\x63rop_to_canvas\x18\x03 \x01(\x0b\x32\x16.dynamics.v1.Matrix3x3\x12)\n\tlandmarks\x18\x04 \x01(\x0b\x32\x16.dynamics.v1.Landmarks\x12\'\n\x06ratios\x18\x05 \x01(\x0b\x32\x17.dynamics.v1.FaceRatios\x12\"\n\x04\x66\x61\x63\x65\x18\x06 \x01(\x0b\x32\x14.dynamics.v1.FaceBox\x12\x13\n\x0b\x66\x61\x63\x65s_found\x18\x07 \x01(\x05\x12\x14\n\x0c\x63\x61nvas_width\x18\x08 \x01(\x05\x12\x15\n\rcanvas_height\x18\t \x01(\x05\x12\x16\n\x0esource_max_dim\x18\n \x01(\x05J\x04\x08\x01\x10\x02R\x06\x63\x61nvas\"e\n\x12TrackDrivingConfig\x12\r\n\x05width\x18\x01 \x01(\x05\x12\x0e\n\x06height\x18\x02 \x01(\x05\x12\x14\n\x0ctotal_frames\x18\x03 \x01(\x05\x12\x1a\n\x12\x63rop_driving_video\x18\x04 \x01(\x08\"|\n\x13TrackDrivingRequest\x12\x31\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1f.dynamics.v1.TrackDrivingConfigH\x00\x12*\n\x05\x66rame\x18\x02 \x01(\x0b\x32\x19.dynamics.v1.DrivingFrameH\x00\x42\x06\n\x04item\"C\n\x0c\x44rivingFrame\x12\r\n\x05index\x18\x01 \x01(\x05\x12$\n\x05image\x18\x02 \x01(\x0b\x32\x15.dynamics.v1.RawImage\"\xb2\x01\n\x14TrackDrivingResponse\x12\r\n\x05index\x18\x01 \x01(\x05\x12#\n\x04\x63rop\x18\x02 \x01(\x0b\x32\x15.dynamics.v1.RawImage\x12\'\n\x06ratios\x18\x03 \x01(\x0b\x32\x17.dynamics.v1.FaceRatios\x12)\n\tlandmarks\x18\x04 \x01(\x0b\x32\x16.dynamics.v1.Landmarks\x12\x12\n\nface_found\x18\x05 \x01(\x08\x32\x84\x02\n\x11\x46\x61\x63\x65\x44\x65tectService\x12\x41\n\x06\x44\x65tect\x12\x1a.dynamics.v1.DetectRequest\x1a\x1b.dynamics.v1.DetectResponse\x12S\n\x0c\x44\x65tectSource\x12 .dynamics.v1.DetectSourceRequest\x1a!.dynamics.v1.DetectSourceResponse\x12W\n\x0cTrackDriving\x12 .dynamics.v1.TrackDrivingRequest\x1a!.dynamics.v1.TrackDrivingResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,15 +39,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DETECTSOURCEREQUEST']._serialized_start=227
   _globals['_DETECTSOURCEREQUEST']._serialized_end=327
   _globals['_DETECTSOURCERESPONSE']._serialized_start=330
-  _globals['_DETECTSOURCERESPONSE']._serialized_end=617
-  _globals['_TRACKDRIVINGCONFIG']._serialized_start=619
-  _globals['_TRACKDRIVINGCONFIG']._serialized_end=720
-  _globals['_TRACKDRIVINGREQUEST']._serialized_start=722
-  _globals['_TRACKDRIVINGREQUEST']._serialized_end=846
-  _globals['_DRIVINGFRAME']._serialized_start=848
-  _globals['_DRIVINGFRAME']._serialized_end=915
-  _globals['_TRACKDRIVINGRESPONSE']._serialized_start=918
-  _globals['_TRACKDRIVINGRESPONSE']._serialized_end=1096
-  _globals['_FACEDETECTSERVICE']._serialized_start=1099
-  _globals['_FACEDETECTSERVICE']._serialized_end=1359
+  _globals['_DETECTSOURCERESPONSE']._serialized_end=661
+  _globals['_TRACKDRIVINGCONFIG']._serialized_start=663
+  _globals['_TRACKDRIVINGCONFIG']._serialized_end=764
+  _globals['_TRACKDRIVINGREQUEST']._serialized_start=766
+  _globals['_TRACKDRIVINGREQUEST']._serialized_end=890
+  _globals['_DRIVINGFRAME']._serialized_start=892
+  _globals['_DRIVINGFRAME']._serialized_end=959
+  _globals['_TRACKDRIVINGRESPONSE']._serialized_start=962
+  _globals['_TRACKDRIVINGRESPONSE']._serialized_end=1140
+  _globals['_FACEDETECTSERVICE']._serialized_start=1143
+  _globals['_FACEDETECTSERVICE']._serialized_end=1403
 # @@protoc_insertion_point(module_scope)

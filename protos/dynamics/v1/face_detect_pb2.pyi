@@ -36,22 +36,26 @@ class DetectSourceRequest(_message.Message):
     def __init__(self, image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., source_max_dim: _Optional[int] = ..., face_index: _Optional[int] = ...) -> None: ...
 
 class DetectSourceResponse(_message.Message):
-    __slots__ = ("canvas", "crop", "crop_to_canvas", "landmarks", "ratios", "face", "faces_found")
-    CANVAS_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("crop", "crop_to_canvas", "landmarks", "ratios", "face", "faces_found", "canvas_width", "canvas_height", "source_max_dim")
     CROP_FIELD_NUMBER: _ClassVar[int]
     CROP_TO_CANVAS_FIELD_NUMBER: _ClassVar[int]
     LANDMARKS_FIELD_NUMBER: _ClassVar[int]
     RATIOS_FIELD_NUMBER: _ClassVar[int]
     FACE_FIELD_NUMBER: _ClassVar[int]
     FACES_FOUND_FIELD_NUMBER: _ClassVar[int]
-    canvas: _common_pb2.RawImage
+    CANVAS_WIDTH_FIELD_NUMBER: _ClassVar[int]
+    CANVAS_HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_MAX_DIM_FIELD_NUMBER: _ClassVar[int]
     crop: _common_pb2.RawImage
     crop_to_canvas: _common_pb2.Matrix3x3
     landmarks: _common_pb2.Landmarks
     ratios: _common_pb2.FaceRatios
     face: _common_pb2.FaceBox
     faces_found: int
-    def __init__(self, canvas: _Optional[_Union[_common_pb2.RawImage, _Mapping]] = ..., crop: _Optional[_Union[_common_pb2.RawImage, _Mapping]] = ..., crop_to_canvas: _Optional[_Union[_common_pb2.Matrix3x3, _Mapping]] = ..., landmarks: _Optional[_Union[_common_pb2.Landmarks, _Mapping]] = ..., ratios: _Optional[_Union[_common_pb2.FaceRatios, _Mapping]] = ..., face: _Optional[_Union[_common_pb2.FaceBox, _Mapping]] = ..., faces_found: _Optional[int] = ...) -> None: ...
+    canvas_width: int
+    canvas_height: int
+    source_max_dim: int
+    def __init__(self, crop: _Optional[_Union[_common_pb2.RawImage, _Mapping]] = ..., crop_to_canvas: _Optional[_Union[_common_pb2.Matrix3x3, _Mapping]] = ..., landmarks: _Optional[_Union[_common_pb2.Landmarks, _Mapping]] = ..., ratios: _Optional[_Union[_common_pb2.FaceRatios, _Mapping]] = ..., face: _Optional[_Union[_common_pb2.FaceBox, _Mapping]] = ..., faces_found: _Optional[int] = ..., canvas_width: _Optional[int] = ..., canvas_height: _Optional[int] = ..., source_max_dim: _Optional[int] = ...) -> None: ...
 
 class TrackDrivingConfig(_message.Message):
     __slots__ = ("width", "height", "total_frames", "crop_driving_video")

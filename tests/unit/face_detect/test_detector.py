@@ -10,9 +10,10 @@ import pytest
 from PIL import Image
 
 from services.common import face_geometry as g
+from services.common.canvas import prepare_canvas
 from services.common.errors import FaceNotFoundError, InvalidInputError
 from services.common.media import decode_image
-from services.face_detect.detector import FaceDetector, prepare_canvas, source_crop_params
+from services.face_detect.detector import FaceDetector, source_crop_params
 
 
 def test_prepare_canvas_limits_and_evens():
