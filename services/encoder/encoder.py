@@ -117,6 +117,7 @@ class EncodeSession:
         self._audio_path = self.tmp / "audio-source"
         self._audio_received = 0
         self._has_audio = False
+        self._audio_format: str | None = None  # the audio source's demuxer, once probed
         self._frames = 0
         self._frame_size = params.frame_size
         self._paste: PasteBack | None = None
@@ -181,7 +182,8 @@ class EncodeSession:
                                     f"{self.params.audio_bytes} bytes before the first frame",
                                     reason="bad_audio")
         if self.params.audio_bytes:
-            self._has_audio = ff.probe_has_audio(self.config.ffprobe, self._audio_path)
+            self._audio_format = ff.probe_audio_source(self.config.ffprobe, self._audio_path)
+            self._has_audio = self._audio_format is not None
         out_h, out_w = first.shape[:2]
         if self.params.canvas is not None:
             try:
@@ -204,7 +206,8 @@ class EncodeSession:
                     ff.audio_encode_argv(
                         self.config.ffmpeg, audio_source=self._audio_path,
                         duration=Fraction(self._announced_frames) / self.params.fps,
-                        bitrate=self.config.audio_bitrate, output=self._audio_aac_path),
+                        bitrate=self.config.audio_bitrate, output=self._audio_aac_path,
+                        audio_format=self._audio_format),
                     self.tmp / "audio.log", stdin=False)
 
     # -- output ------------------------------------------------------------------------------
@@ -253,7 +256,8 @@ class EncodeSession:
                 argv = ff.mux_audio_argv(self.config.ffmpeg, video=self._video_path,
                                          audio_source=self._audio_path, duration=duration,
                                          bitrate=self.config.audio_bitrate, output=final,
-                                         comment=self.params.comment)
+                                         comment=self.params.comment,
+                                         audio_format=self._audio_format)
             with self._lock:
                 self._check_alive()
                 self._process = ff.FFmpegProcess(argv, self.tmp / "mux.log", stdin=False)

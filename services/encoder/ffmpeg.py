@@ -6,6 +6,13 @@ known up front (the header's frame count), `audio_encode_argv` turns the hero vi
 AAC cut or padded to exactly that length at the same time, and `mux_copy_argv` only copies both
 streams together at the end; otherwise `mux_audio_argv` copies the video and encodes the audio
 in one pass after the frames. Every final file gets `+faststart`.
+
+Every input names its demuxer and protocol (services/common/ffmpeg_safety.py): the frames come
+from our own pipe (`-f rawvideo`, protocol `pipe`), the audio source is read with the demuxer
+`probe_audio_source` found (one of the video containers the gateway accepts), and our own
+intermediate files with `mov`. FFmpeg runs as a guarded child: its own process group, killed
+with the encoder. Its stderr goes to a file in the session's folder; errors name the exit code
+and the log holds the stderr tail, never the client.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from pathlib import Path
 
 import ffmpeg
 
+from services.common import ffmpeg_safety as safety
 from services.common.errors import DynamicsError, InvalidInputError, UnavailableError
 
 logger = logging.getLogger(__name__)
@@ -29,9 +37,10 @@ _GLOBAL_ARGS = ("-hide_banner", "-nostats", "-loglevel", "error")
 
 
 class FFmpegError(DynamicsError):
-    """FFmpeg failed; the message carries the tail of its stderr."""
+    """FFmpeg failed; the message names the exit code (the stderr tail is logged)."""
 
     default_reason = "ffmpeg_failed"
+    detail = ""  # the stderr tail: for logs, never sent
 
 
 def seconds_arg(value: Fraction) -> str:
@@ -44,8 +53,8 @@ def video_encode_argv(binary: str, *, width: int, height: int, fps: Fraction, cr
                       preset: str, output: Path, faststart: bool, comment: str = "") -> list[str]:
     """rawvideo rgb24 on stdin -> H.264 yuv420p MP4 at exactly `fps` (width/height even)."""
     source = ffmpeg.input(
-        "pipe:0", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}",
-        framerate=f"{fps.numerator}/{fps.denominator}",
+        "pipe:0", **safety.pipe_input_options("rawvideo"), pix_fmt="rgb24",
+        s=f"{width}x{height}", framerate=f"{fps.numerator}/{fps.denominator}",
     )
     options = {"vcodec": "libx264", "pix_fmt": "yuv420p", "crf": crf, "preset": preset}
     if faststart:
@@ -56,7 +65,12 @@ def video_encode_argv(binary: str, *, width: int, height: int, fps: Fraction, cr
     return ffmpeg.compile(stream, cmd=binary, overwrite_output=True)
 
 
-def _fitted_audio(audio_source: Path, duration: Fraction):
+def _own_file(path: Path):
+    """An MP4/M4A this encoder wrote itself."""
+    return ffmpeg.input(str(path), **safety.input_options("mov"))
+
+
+def _fitted_audio(audio_source: Path, duration: Fraction, audio_format: str):
     """The source's first audio stream, exactly `duration` long.
 
     The input is read for at most `duration` (-t). A late-starting audio stream gets silence in
@@ -65,7 +79,7 @@ def _fitted_audio(audio_source: Path, duration: Fraction):
     together, instead of `-shortest` cutting whichever ends first.
     """
     length = seconds_arg(duration)
-    sound = ffmpeg.input(str(audio_source), t=length)
+    sound = ffmpeg.input(str(audio_source), t=length, **safety.input_options(audio_format))
     return (sound["a:0"]
             .filter("aresample", **{"async": 1, "first_pts": 0})
             .filter("apad", whole_dur=length)
@@ -73,22 +87,27 @@ def _fitted_audio(audio_source: Path, duration: Fraction):
 
 
 def mux_audio_argv(binary: str, *, video: Path, audio_source: Path, duration: Fraction,
-                   bitrate: str, output: Path, comment: str = "") -> list[str]:
-    """Copy the video stream and add the source's first audio stream as AAC of equal length."""
-    picture = ffmpeg.input(str(video))
+                   bitrate: str, output: Path, comment: str = "",
+                   audio_format: str = "matroska") -> list[str]:
+    """Copy the video stream and add the source's first audio stream as AAC of equal length.
+
+    `audio_format`: the audio source's demuxer, as `probe_audio_source` found it."""
+    picture = _own_file(video)
     extra = {"metadata": f"comment={comment}"} if comment else {}
     stream = ffmpeg.output(
-        picture["v:0"], _fitted_audio(audio_source, duration), str(output), vcodec="copy",
+        picture["v:0"], _fitted_audio(audio_source, duration, audio_format), str(output),
+        vcodec="copy",
         acodec="aac", audio_bitrate=bitrate, movflags="+faststart", **extra,
     ).global_args(*_GLOBAL_ARGS, "-nostdin")
     return ffmpeg.compile(stream, cmd=binary, overwrite_output=True)
 
 
 def audio_encode_argv(binary: str, *, audio_source: Path, duration: Fraction, bitrate: str,
-                      output: Path) -> list[str]:
+                      output: Path, audio_format: str = "matroska") -> list[str]:
     """The source's first audio stream as AAC of exactly `duration`, alone in an M4A file."""
     stream = ffmpeg.output(
-        _fitted_audio(audio_source, duration), str(output), acodec="aac", audio_bitrate=bitrate,
+        _fitted_audio(audio_source, duration, audio_format), str(output), acodec="aac",
+        audio_bitrate=bitrate,
     ).global_args(*_GLOBAL_ARGS, "-nostdin")
     return ffmpeg.compile(stream, cmd=binary, overwrite_output=True)
 
@@ -98,7 +117,7 @@ def mux_copy_argv(binary: str, *, video: Path, audio: Path, output: Path,
     """Put an encoded video stream and an encoded audio stream into one MP4, both copied."""
     extra = {"metadata": f"comment={comment}"} if comment else {}
     stream = ffmpeg.output(
-        ffmpeg.input(str(video))["v:0"], ffmpeg.input(str(audio))["a:0"], str(output),
+        _own_file(video)["v:0"], _own_file(audio)["a:0"], str(output),
         vcodec="copy", acodec="copy", movflags="+faststart", **extra,
     ).global_args(*_GLOBAL_ARGS, "-nostdin")
     return ffmpeg.compile(stream, cmd=binary, overwrite_output=True)
@@ -113,7 +132,10 @@ def _tail(path: Path) -> str:
 
 
 class FFmpegProcess:
-    """One running FFmpeg with stdin as a pipe and stderr captured to a file."""
+    """One running FFmpeg with stdin as a pipe and stderr captured to a file.
+
+    A guarded child (services/common/ffmpeg_safety.py): its own process group, SIGKILLed when
+    the encoder dies, killed as a group by `kill()`."""
 
     def __init__(self, argv: list[str], stderr_path: Path, *, stdin: bool) -> None:
         self.argv = argv
@@ -122,7 +144,7 @@ class FFmpegProcess:
         self._killed = False
         with open(stderr_path, "wb") as err:
             try:
-                self.proc = subprocess.Popen(
+                self.proc = safety.popen(
                     argv, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL, stderr=err,
                 )
@@ -163,8 +185,7 @@ class FFmpegProcess:
         with self._lock:
             if self.proc.poll() is None:
                 self._killed = True
-                self.proc.kill()
-            self.proc.wait()
+            safety.kill_group(self.proc)
             if self.proc.stdin is not None:
                 try:
                     self.proc.stdin.close()
@@ -175,7 +196,11 @@ class FFmpegProcess:
         if self._killed:
             return FFmpegError("ffmpeg was stopped", reason="ffmpeg_killed")
         tail = _tail(self.stderr_path)
-        return FFmpegError(f"ffmpeg exited with code {self.proc.returncode}: {tail}")
+        logger.warning("ffmpeg exited with code %s: %s", self.proc.returncode, tail,
+                       extra={"argv": " ".join(self.argv)})
+        error = FFmpegError(f"ffmpeg exited with code {self.proc.returncode}")
+        error.detail = tail
+        return error
 
 
 def run_ffmpeg(argv: list[str], stderr_path: Path, timeout_s: float) -> None:
@@ -183,32 +208,50 @@ def run_ffmpeg(argv: list[str], stderr_path: Path, timeout_s: float) -> None:
     FFmpegProcess(argv, stderr_path, stdin=False).finish(timeout_s)
 
 
-def probe_has_audio(ffprobe: str, path: Path) -> bool:
-    """Whether a media file has an audio stream; unreadable files are the caller's fault."""
-    argv = [ffprobe, "-v", "error", "-show_streams", "-of", "json", str(path)]
+def probe_audio_source(ffprobe: str, path: Path) -> str | None:
+    """The demuxer to read the audio source with, or None when it has no audio stream.
+
+    Only the allowed containers are opened (a playlist or list of files is refused before
+    anything it names is read); unreadable files are the caller's fault."""
+    argv = [ffprobe, "-v", "error", "-show_streams", "-show_format", "-of", "json",
+            *safety.probe_input_args(), str(path)]
     try:
-        done = subprocess.run(argv, capture_output=True, timeout=PROBE_TIMEOUT_S, check=False)
+        done = safety.run(argv, PROBE_TIMEOUT_S)
     except OSError as exc:
         raise UnavailableError(f"cannot start {ffprobe}: {exc}", reason="no_ffmpeg") from exc
     except subprocess.TimeoutExpired:
         raise InvalidInputError("probing the audio source timed out", reason="bad_audio") from None
     if done.returncode != 0:
         tail = done.stderr.decode("utf-8", "replace").strip()[-STDERR_TAIL_CHARS:]
-        raise InvalidInputError(f"the audio source is not a readable media file: {tail}",
+        logger.warning("ffprobe refused the audio source %s: %s", path, tail)
+        if safety.refused_demuxer(done.stderr) is not None:
+            raise InvalidInputError("the audio source is not in an accepted container",
+                                    reason="unsupported_container")
+        raise InvalidInputError("the audio source is not a readable media file",
                                 reason="bad_audio")
-    streams = json.loads(done.stdout.decode("utf-8") or "{}").get("streams", [])
-    return any(s.get("codec_type") == "audio" for s in streams)
+    data = json.loads(done.stdout.decode("utf-8") or "{}")
+    try:
+        demuxer = safety.demuxer_of(str((data.get("format") or {}).get("format_name", "")))
+    except safety.UnsafeMediaError:
+        raise InvalidInputError("the audio source is not in an accepted container",
+                                reason="unsupported_container") from None
+    streams = data.get("streams") or []
+    return demuxer if any(s.get("codec_type") == "audio" for s in streams) else None
+
+
+def probe_has_audio(ffprobe: str, path: Path) -> bool:
+    """Whether a media file (in an accepted container) has an audio stream."""
+    return probe_audio_source(ffprobe, path) is not None
 
 
 def check_tools(ffmpeg_bin: str, ffprobe: str) -> str:
     """Verify FFmpeg has libx264 and aac and that ffprobe runs; returns FFmpeg's version line."""
     try:
-        version = subprocess.run([ffmpeg_bin, "-hide_banner", "-version"], capture_output=True,
-                                 timeout=PROBE_TIMEOUT_S, check=True)
-        encoders = subprocess.run([ffmpeg_bin, "-hide_banner", "-encoders"], capture_output=True,
-                                  timeout=PROBE_TIMEOUT_S, check=True)
-        subprocess.run([ffprobe, "-hide_banner", "-version"], capture_output=True,
-                       timeout=PROBE_TIMEOUT_S, check=True)
+        version = safety.run([ffmpeg_bin, "-hide_banner", "-version"], PROBE_TIMEOUT_S)
+        encoders = safety.run([ffmpeg_bin, "-hide_banner", "-encoders"], PROBE_TIMEOUT_S)
+        probe = safety.run([ffprobe, "-hide_banner", "-version"], PROBE_TIMEOUT_S)
+        for done in (version, encoders, probe):
+            done.check_returncode()
     except (OSError, subprocess.SubprocessError) as exc:
         raise UnavailableError(f"FFmpeg tools are not usable: {exc}", reason="no_ffmpeg") from exc
     names = {line.split()[1] for line in encoders.stdout.decode().splitlines()

@@ -107,7 +107,8 @@ def sample_frames(count: int, width: int, height: int, seed: int = 0) -> list[np
 
 
 def child_ffmpeg_pids() -> list[int]:
-    """FFmpeg processes whose parent is this test process (zombies included)."""
+    """FFmpeg processes whose parent is this test process (zombies included); a child that
+    is still `setpriv` about to exec FFmpeg counts as FFmpeg."""
     me, found = os.getpid(), []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -118,6 +119,13 @@ def child_ffmpeg_pids() -> list[int]:
             continue
         comm = stat[stat.index("(") + 1:stat.rindex(")")]
         ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        if comm == "setpriv":
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            comm = "ffmpeg" if any(Path(a.decode(errors="replace")).name.startswith("ffmpeg")
+                                   for a in argv) else comm
         if ppid == me and comm.startswith("ffmpeg"):
             found.append(int(entry.name))
     return found
