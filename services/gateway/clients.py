@@ -129,8 +129,13 @@ class ServiceClients:
         self.close()
 
 
-# RESOURCE_EXHAUSTED reasons that describe the job (too long, too large), not a full fleet.
-SIZE_LIMIT_REASONS = frozenset({"too_many_frames", "audio_too_large"})
+# The one RESOURCE_EXHAUSTED that means "the fleet is full, wait": the animator's job slots or
+# frame queue are full. Every other RESOURCE_EXHAUSTED describes the job (too many frames, audio
+# or photo too large, a message over gRPC's size limit) and running it again cannot help.
+CAPACITY_REASONS = frozenset({"animator_busy"})
+# gRPC's own size check ("Sent message larger than max (N vs. M)" / "Received message ...")
+# carries no dynamics-reason; its details are how it is recognised.
+_MESSAGE_SIZE_DETAIL = "message larger than max"
 
 
 def _reason(exc: grpc.RpcError) -> str | None:
@@ -155,12 +160,14 @@ def job_failed_from_rpc(exc: grpc.RpcError, service: str) -> JobFailed:
         return JobFailed("service_unavailable", f"the {service} service is unavailable: {details}",
                          retryable=True)
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-        if reason in SIZE_LIMIT_REASONS:
-            # The job itself is over a limit: running it again cannot help.
-            return JobFailed(reason, f"the {service} service refused the job: {details}",
-                             retryable=False)
-        return JobFailed(reason or "busy", f"the {service} service is at capacity: {details}",
-                         retryable=True)
+        if reason in CAPACITY_REASONS:
+            return JobFailed(reason, f"the {service} service is at capacity: {details}",
+                             retryable=True)
+        if reason is None and _MESSAGE_SIZE_DETAIL in details.lower():
+            return JobFailed("message_too_large", f"a message to or from the {service} service "
+                             f"is over the gRPC size limit: {details}", retryable=False)
+        return JobFailed(reason or "resource_exhausted",
+                         f"the {service} service refused the job: {details}", retryable=False)
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return JobFailed("timeout", f"the {service} service did not finish in time", retryable=True)
     if code == grpc.StatusCode.CANCELLED:

@@ -30,7 +30,7 @@ from dynamics.v1 import animator_pb2, common_pb2
 
 from services.common.errors import DynamicsError
 from services.gateway import stages
-from services.gateway.clients import ServiceClients, job_failed_from_rpc
+from services.gateway.clients import CAPACITY_REASONS, ServiceClients, job_failed_from_rpc
 from services.gateway.fetch import MediaFetcher
 from services.gateway.job_types import (
     STAGES,
@@ -264,8 +264,9 @@ class Orchestrator:
         if isinstance(error, grpc.RpcError):
             return job_failed_from_rpc(error, "backend")
         if isinstance(error, DynamicsError):
-            retryable = error.status in (grpc.StatusCode.UNAVAILABLE,
-                                         grpc.StatusCode.RESOURCE_EXHAUSTED)
+            retryable = error.status == grpc.StatusCode.UNAVAILABLE or (
+                error.status == grpc.StatusCode.RESOURCE_EXHAUSTED
+                and error.reason in CAPACITY_REASONS)
             return JobFailed(error.reason, error.message, retryable=retryable)
         if isinstance(error, Aborted):
             return JobFailed("cancelled", "The job was stopped.", retryable=False)

@@ -23,7 +23,7 @@ from services.gateway.jobs import Job, JobStore
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.notify import JobEvent, Notifier
 from services.gateway.result_links import ResultLinks
-from services.gateway.retry_policy import plan_retry
+from services.gateway.retry_policy import final_failure, plan_retry
 from services.gateway.storage import ResultStorage, StorageError, result_key
 
 logger = logging.getLogger(__name__)
@@ -279,6 +279,7 @@ class WorkerPool:
             age_s=self.store.clock() - job.created_at,
             base_delay_s=self.config.retry_base_s,
             max_queue_s=self.config.max_queue_s,
+            waited_s=self.store.clock() - (job.started_at or job.created_at),
         )
         if plan is not None:
             logger.warning(
@@ -297,6 +298,7 @@ class WorkerPool:
                 count_attempt=plan.count_attempt,
             )
             return
+        code, message = final_failure(code, message, retryable, max_queue_s=self.config.max_queue_s)
         if self.store.fail(job.id, token, code=code, message=message, timings=run.timings):
             self._settled(job, "failed", code, message)
 

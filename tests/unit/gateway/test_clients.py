@@ -6,19 +6,19 @@ from concurrent import futures
 
 import grpc
 import pytest
-
 from dynamics.v1 import face_detect_pb2, face_detect_pb2_grpc
+
 from services.common.errors import FaceNotFoundError, ResourceExhaustedError, handle_errors
 from services.gateway.clients import ServiceClients, ServiceTargets, job_failed_from_rpc
 
 
 class _Refusing(face_detect_pb2_grpc.FaceDetectServiceServicer):
     @handle_errors
-    def DetectSource(self, request, context):  # noqa: N802 - gRPC method name
+    def DetectSource(self, request, context):
         raise FaceNotFoundError("no face in the source photo", reason="no_face")
 
     @handle_errors
-    def TrackDriving(self, request_iterator, context):  # noqa: N802 - gRPC method name
+    def TrackDriving(self, request_iterator, context):
         config = next(request_iterator).config
         if config.total_frames > 100:
             raise ResourceExhaustedError("3000 frames announced; the limit is 100",
@@ -27,7 +27,7 @@ class _Refusing(face_detect_pb2_grpc.FaceDetectServiceServicer):
         yield  # a generator, like the real servicer
 
     @handle_errors
-    def Detect(self, request, context):  # noqa: N802 - gRPC method name
+    def Detect(self, request, context):
         raise RuntimeError("bug")
 
 
@@ -52,13 +52,14 @@ def test_invalid_argument_carries_the_service_reason(clients) -> None:
     assert not failed.retryable
 
 
-def test_resource_exhausted_is_retryable(clients) -> None:
+def test_resource_exhausted_without_the_capacity_reason_is_not_retried(clients) -> None:
     requests = iter([face_detect_pb2.TrackDrivingRequest(
         config=face_detect_pb2.TrackDrivingConfig(width=8, height=8))])
     with pytest.raises(grpc.RpcError) as err:
         list(clients.face_detect.track_driving(requests, timeout_s=10))
     failed = job_failed_from_rpc(err.value, "face detection")
-    assert failed.retryable and failed.code == "resource_exhausted"
+    assert not failed.retryable and failed.code == "resource_exhausted"
+    assert "too many streams" in failed.message
 
 
 def test_a_job_over_a_size_limit_is_not_retried(clients) -> None:

@@ -9,7 +9,6 @@ import pytest
 from services.gateway.database import Database
 from services.gateway.job_record import SCHEMA
 from services.gateway.jobs import JobStore, decode_cursor
-from services.gateway.retry_policy import RetryPlan, plan_retry
 
 
 class FakeClock:
@@ -215,7 +214,7 @@ def test_requeue_delay_and_uncounted_attempts(store, clock):
     job = store.create("a", SPEC)[0]
     lease = store.claim("w", 10, 3)
     assert store.requeue(
-        job.id, lease.lease_token, code="busy", message="full", delay_s=30, count_attempt=False
+        job.id, lease.lease_token, code="animator_busy", message="full", delay_s=30, count_attempt=False
     )
     assert store.claim("w", 10, 3) is None  # not before the delay
     clock.advance(31)
@@ -237,27 +236,3 @@ def test_old_table_gains_later_columns(tmp_path):
 def _columns(db: Database) -> list[str]:
     with db.transaction(write=False) as tx:
         return tx.columns("jobs")
-
-
-@pytest.mark.parametrize(
-    "code, attempts, age, expected",
-    [
-        ("no_face", 1, 0, None),
-        ("service_unavailable", 1, 0, RetryPlan(5.0, True)),
-        ("service_unavailable", 2, 0, RetryPlan(10.0, True)),
-        ("service_unavailable", 3, 0, None),
-        ("busy", 7, 100, RetryPlan(120.0, False)),
-        ("busy", 1, 1799, None),
-    ],
-)
-def test_retry_plan(code, attempts, age, expected):
-    plan = plan_retry(
-        code,
-        code != "no_face",
-        attempts=attempts,
-        max_attempts=3,
-        age_s=age,
-        base_delay_s=5.0,
-        max_queue_s=1800.0,
-    )
-    assert plan == expected
