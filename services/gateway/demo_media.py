@@ -21,6 +21,8 @@ import cv2
 import ffmpeg
 import numpy as np
 
+from services.common import ffmpeg_safety as safety
+
 
 def portrait() -> np.ndarray:
     """H x W x 3 uint8 RGB packaged portrait."""
@@ -70,13 +72,17 @@ def write_hero_clip(
     dest: Path, *, seconds: float = 3.0, fps: int = 25, size: int = 256, tone_hz: float = 440.0,
     face: np.ndarray | None = None,
 ) -> Path:
-    """Encode the moving-face clip with a sine tone to `dest` (MP4, H.264 + AAC)."""
+    """Encode the moving-face clip with a sine tone to `dest` (MP4, H.264 + AAC).
+
+    Both inputs are ours and named exactly: raw frames over a pipe, and a lavfi tone built
+    from numbers (never from user data)."""
     face = hero_face() if face is None else face
     frames = max(1, round(seconds * fps))
-    video = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{size}x{size}",
-                         framerate=fps)
-    audio = ffmpeg.input(f"sine=frequency={tone_hz}:sample_rate=44100:duration={frames / fps}",
-                         format="lavfi")
+    video = ffmpeg.input("pipe:", **safety.pipe_input_options("rawvideo"), pix_fmt="rgb24",
+                         s=f"{size}x{size}", framerate=fps)
+    audio = ffmpeg.input(
+        f"sine=frequency={float(tone_hz)}:sample_rate=44100:duration={frames / fps}",
+        format="lavfi", format_whitelist="lavfi")
     args = (
         ffmpeg.output(video, audio, str(dest), vcodec="libx264", pix_fmt="yuv420p",
                       preset="veryfast", crf=20, acodec="aac", movflags="+faststart")
@@ -85,7 +91,7 @@ def write_hero_clip(
         .get_args()
     )
     dest.parent.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(["ffmpeg", *args], stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = safety.popen(["ffmpeg", *args], stdin=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdin is not None
     try:
         for index in range(frames):
