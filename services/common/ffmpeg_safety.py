@@ -41,6 +41,7 @@ can abort the child before exec.
 from __future__ import annotations
 
 import atexit
+import errno
 import logging
 import os
 import queue
@@ -120,6 +121,66 @@ def pipe_input_options(fmt: str = "rawvideo") -> dict[str, str]:
     return {"format": fmt, "format_whitelist": fmt, "protocol_whitelist": PIPE_PROTOCOLS}
 
 
+_MOV_CONTAINERS = frozenset({b"moov", b"trak", b"mdia", b"minf", b"dinf"})
+_MAX_DREF_ENTRIES = 64
+
+
+def mov_external_reference(path: os.PathLike | str) -> bool:
+    """Whether an MP4/MOV names another file or URL for its samples: a data reference entry
+    (`url `, `urn `, `alis`, ...) without the self-contained flag, or a compressed movie
+    header (`cmov`) this check cannot see into. Only box headers are read.
+
+    FFmpeg does not follow such references with `enable_drefs` off (the default, and set
+    explicitly here); refusing the file gives a clear answer instead of a track of garbage.
+    """
+    with open(path, "rb") as handle:
+        end = os.fstat(handle.fileno()).st_size
+        return _mov_walk(handle, 0, end, 0)
+
+
+def _mov_walk(handle, start: int, end: int, depth: int) -> bool:
+    pos = start
+    while pos + 8 <= end and depth < 8:
+        handle.seek(pos)
+        head = handle.read(16)
+        size, kind = int.from_bytes(head[:4], "big"), head[4:8]
+        header = 8
+        if size == 1 and len(head) == 16:
+            size, header = int.from_bytes(head[8:16], "big"), 16
+        elif size == 0:
+            size = end - pos
+        if size < header or pos + size > end:
+            return False  # a cut or broken file: FFmpeg's own checks refuse it
+        if kind == b"cmov":
+            return True
+        if kind in _MOV_CONTAINERS and _mov_walk(handle, pos + header, pos + size, depth + 1):
+            return True
+        if kind == b"dref" and _dref_external(handle, pos + header, pos + size):
+            return True
+        pos += size
+    return False
+
+
+def _dref_external(handle, start: int, end: int) -> bool:
+    handle.seek(start)
+    head = handle.read(8)  # version + flags, entry count
+    if len(head) < 8:
+        return False
+    pos = start + 8
+    for _ in range(min(int.from_bytes(head[4:8], "big"), _MAX_DREF_ENTRIES)):
+        if pos + 12 > end:
+            break
+        handle.seek(pos)
+        entry = handle.read(12)  # size, type, version + flags
+        size, flags = int.from_bytes(entry[:4], "big"), int.from_bytes(entry[9:12], "big")
+        if not flags & 1:  # 1 = the data is in this file
+            return True
+        if size < 12:
+            break
+        pos += size
+    return False
+
+
 _REFUSED = re.compile(r"\[([A-Za-z0-9_,]+) @ [^\]]*\] Format not on whitelist")
 
 
@@ -178,6 +239,8 @@ class _Spawner:
                 future.set_exception(exc)
 
     def popen(self, argv: Sequence[str], **kwargs) -> subprocess.Popen:
+        if shutil.which(argv[0]) is None:  # as Popen would say, not setpriv's exit code 127
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), argv[0])
         self._ensure_thread()
         future: Future = Future()
         self._requests.put((guarded_argv(argv), {**kwargs, "start_new_session": True}, future))

@@ -235,6 +235,9 @@ def probe_audio_source(ffprobe: str, path: Path) -> str | None:
     except safety.UnsafeMediaError:
         raise InvalidInputError("the audio source is not in an accepted container",
                                 reason="unsupported_container") from None
+    if demuxer == "mov" and safety.mov_external_reference(path):
+        raise InvalidInputError("the audio source refers to other files",
+                                reason="unsupported_container")
     streams = data.get("streams") or []
     return demuxer if any(s.get("codec_type") == "audio" for s in streams) else None
 

@@ -207,6 +207,10 @@ def probe_video(path: Path, limits: MediaLimits = MediaLimits()) -> VideoInfo:
         container = safety.demuxer_of(str((data.get("format") or {}).get("format_name", "")))
     except safety.UnsafeMediaError as exc:
         raise _unsupported(exc.found) from None
+    if container == "mov" and safety.mov_external_reference(path):
+        logger.warning("%s refers to samples in other files", path)
+        raise MediaError(f"the hero video refers to other files; send a self-contained "
+                         f"{ACCEPTED_CONTAINERS} video", reason="unsupported_container")
     streams = data.get("streams") or []
     video = [
         s for s in streams
