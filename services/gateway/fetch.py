@@ -20,9 +20,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 from services.common.errors import InvalidInputError
+from services.gateway.strict_input import StrictInputError, parse_uint
 
 Resolver = Callable[[str, int], Sequence[str]]
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -39,6 +40,9 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 # an IPv4 spelling that some resolvers accept (2130706433, 0177.0.0.1, 0x7f.1, 127.1).
 _NUMERIC_HOST = re.compile(r"^(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]*))*$", re.IGNORECASE)
 _HOST_LABEL = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$", re.IGNORECASE)
+# Characters a request target keeps as they are; anything else (non-ASCII) is percent-encoded
+# as UTF-8, since an HTTP request line is ASCII.
+_TARGET_SAFE = "/%:@!$&'()*+,;=?~[]-._"
 
 
 class FetchError(InvalidInputError):
@@ -128,6 +132,33 @@ def _literal_ip(host: str) -> IPAddress | None:
 def _valid_hostname(host: str) -> bool:
     labels = host.rstrip(".").split(".")
     return len(host) <= 253 and all(_HOST_LABEL.match(label) for label in labels)
+
+
+def request_target(url: str) -> str:
+    """The path and query of `url` as an ASCII request target."""
+    parts = urlsplit(url)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return quote(target, safe=_TARGET_SAFE)
+
+
+def declared_length(resp: http.client.HTTPResponse, url: str) -> int | None:
+    """The response's Content-Length, or None when it has none; a length that is not one
+    plain ASCII number (`\xb2`, `+5`, `1_0`, `5, 5`), or one sent beside chunked transfer
+    coding, is a broken response (RFC 9112 §6.3) and fails the download."""
+    raw = resp.getheader("Content-Length")
+    if raw is None:
+        return None
+    if resp.chunked:
+        raise FetchError(
+            f"{url!r} sent both Content-Length and chunked Transfer-Encoding",
+            reason="fetch_failed",
+        )
+    try:
+        return parse_uint(raw.strip(" \t"), max_digits=19, what="Content-Length")
+    except StrictInputError:
+        raise FetchError(
+            f"{url!r} sent an invalid Content-Length: {raw[:40]!r}", reason="fetch_failed"
+        ) from None
 
 
 class _PinnedHTTPConnection(http.client.HTTPConnection):
@@ -238,7 +269,7 @@ class MediaFetcher:
         )
         watchdog.start()
         try:
-            path = urlsplit(url)._replace(scheme="", netloc="", fragment="").geturl() or "/"
+            path = request_target(url)
             conn.request("GET", path, headers={"User-Agent": self.policy.user_agent})
             resp = conn.getresponse()
             if resp.status in (301, 302, 303, 307, 308):
@@ -274,10 +305,10 @@ class MediaFetcher:
 
     def _save(self, resp, url: str, dest: Path, deadline: float, cancel: threading.Event) -> int:
         limit = self.policy.max_bytes
-        declared = resp.getheader("Content-Length")
-        if declared and declared.isdigit() and int(declared) > limit:
+        declared = declared_length(resp, url)
+        if declared is not None and declared > limit:
             raise FetchError(
-                f"{url!r} is {int(declared)} bytes, over the limit of {limit}", reason="too_large"
+                f"{url!r} is {declared} bytes, over the limit of {limit}", reason="too_large"
             )
         part = dest.with_name(dest.name + ".part")
         total = 0
@@ -301,7 +332,7 @@ class MediaFetcher:
                 raise FetchError("download cancelled", reason="cancelled")
             if time.monotonic() >= deadline:
                 raise FetchError(f"download of {url!r} timed out", reason="fetch_timeout")
-            if declared and declared.isdigit() and total != int(declared):
+            if declared is not None and total != declared:
                 raise FetchError(f"{url!r} ended after {total} of {declared} bytes")
             part.replace(dest)
         finally:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,14 +17,23 @@ from services.common.media import decode_image
 from services.gateway.config import MIB, GatewayConfig
 from services.gateway.fetch import FetchError, MediaFetcher
 from services.gateway.media import MediaLimits, probe_video
-from services.gateway.webhook import WebhookTarget
 from services.gateway.schemas import ApiError, JobCreate
+from services.gateway.strict_input import (
+    MediaType,
+    StrictInputError,
+    load_json,
+    parse_media_type,
+    parse_uint,
+)
 from services.gateway.uploads import parse_multipart
+from services.gateway.webhook import WebhookTarget
 
 logger = logging.getLogger(__name__)
 
 MAX_JSON_BYTES = MIB
 _TEXT_FIELDS = set(JobCreate.model_fields)
+# RFC 2046 boundary: 1-70 of these characters, not ending in a space.
+_BOUNDARY = re.compile(r"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]")
 
 
 @dataclass
@@ -51,10 +60,12 @@ async def _read_json(request: Request) -> JobCreate:
                 413, "too_large", f"a JSON job body is limited to {MAX_JSON_BYTES} bytes"
             )
     try:
-        return JobCreate.model_validate_json(bytes(body))
+        data = load_json(bytes(body))
+    except StrictInputError as exc:
+        raise ApiError(400, exc.code, f"the body is not usable JSON: {exc.message}") from None
+    try:
+        return JobCreate.model_validate(data)
     except ValidationError as exc:
-        if any(err.get("type") == "json_invalid" for err in exc.errors()):
-            raise ApiError(400, "malformed_json", "the body is not valid JSON") from None
         raise ApiError(422, "invalid_request", validation_message(exc)) from None
 
 
@@ -62,9 +73,9 @@ def _form_to_model(fields: dict[str, str]) -> JobCreate:
     data: dict[str, Any] = dict(fields)
     if "options" in data:
         try:
-            data["options"] = json.loads(data["options"])
-        except json.JSONDecodeError:
-            raise ApiError(422, "invalid_request", "options: must be a JSON object") from None
+            data["options"] = load_json(data["options"])
+        except StrictInputError as exc:
+            raise ApiError(422, "invalid_request", f"options: {exc.message}") from None
     try:
         return JobCreate.model_validate(data)
     except ValidationError as exc:
@@ -81,6 +92,29 @@ def _media_entry(name: str, url: str | None, path: Path | None) -> dict[str, str
     return {"path": str(path) if path else None, "url": url}
 
 
+def _content_type(request: Request) -> MediaType:
+    raw = request.headers.get("content-type", "")
+    if not raw.strip():
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            "send application/json (URLs) or multipart/form-data (uploads)",
+        )
+    try:
+        return parse_media_type(raw)
+    except StrictInputError as exc:
+        raise ApiError(400, "malformed_content_type", exc.message) from None
+
+
+def _boundary(media: MediaType) -> str:
+    boundary = media.params.get("boundary", "")
+    if not _BOUNDARY.fullmatch(boundary):
+        raise ApiError(
+            400, "bad_multipart", "multipart/form-data needs a boundary of 1-70 RFC 2046 characters"
+        )
+    return boundary
+
+
 class JobIntake:
     """Validates job requests against the gateway's limits."""
 
@@ -93,14 +127,16 @@ class JobIntake:
 
     async def read(self, request: Request, upload_dir: Path) -> Intake:
         """Parse and validate the body; uploaded files end up in `upload_dir`."""
-        content_type = request.headers.get("content-type", "")
+        media = _content_type(request)
         self._check_length(request)
         paths: dict[str, Path] = {}
-        if content_type.startswith("application/json"):
+        if media.essence == "application/json":
+            if media.params.get("charset", "utf-8").lower() != "utf-8":
+                raise ApiError(415, "unsupported_media_type", "JSON bodies must be UTF-8")
             job = await _read_json(request)
-        elif content_type.startswith("multipart/form-data"):
+        elif media.essence == "multipart/form-data":
             form = await parse_multipart(
-                content_type,
+                f'multipart/form-data; boundary="{_boundary(media)}"',
                 request.stream(),
                 upload_dir,
                 {"source": self.config.max_image_bytes, "driving": self.config.max_video_bytes},
@@ -131,9 +167,11 @@ class JobIntake:
         declared = request.headers.get("content-length")
         limit = self.config.max_image_bytes + self.config.max_video_bytes + MIB
         if declared is not None:
-            if not declared.isdigit():
-                raise ApiError(400, "bad_request", "Content-Length is not a number")
-            if int(declared) > limit:
+            try:
+                length = parse_uint(declared, max_digits=20, what="Content-Length")
+            except StrictInputError as exc:
+                raise ApiError(400, "bad_content_length", exc.message) from None
+            if length > limit:
                 raise ApiError(413, "too_large", f"the request body is larger than {limit} bytes")
 
     def _check_limits(self, job: JobCreate) -> None:

@@ -13,6 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, StreamingResponse
 from fastapi.security import APIKeyHeader
+from pydantic import BeforeValidator
 from starlette.concurrency import run_in_threadpool
 
 from services.gateway.auth import User
@@ -21,6 +22,7 @@ from services.gateway.jobs import Job
 from services.gateway.schemas import ApiError, ErrorBody, JobCreate, JobPage, JobView, job_view
 from services.gateway.state import GatewayState, get_state
 from services.gateway.storage import StorageError, result_key
+from services.gateway.strict_input import StrictInputError, parse_byte_ranges, parse_uint
 
 _auth_header = APIKeyHeader(
     name="Authorization",
@@ -28,7 +30,10 @@ _auth_header = APIKeyHeader(
     scheme_name="FirebaseIdToken",
     description="`Bearer <Firebase ID token>`",
 )
-_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
+_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,200}")
+# What a job id can look like (ids are uuid4 hex); anything else is answered 404 unseen by the
+# database, so control characters and odd encodings never reach a query.
+_JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _ERRORS = {
     code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 415, 422, 429, 503)
 }
@@ -47,7 +52,21 @@ def current_user(
 CurrentUser = Annotated[User, Depends(current_user)]
 
 
+def _strict_int(value: object) -> object:
+    """Query integers in plain ASCII digits only (not `1_0`, ` 5`, `+5` or `５`)."""
+    return parse_uint(value, max_digits=9) if isinstance(value, str) else value
+
+
+StrictInt = Annotated[int, BeforeValidator(_strict_int)]
+
+
+def _check_job_id(job_id: str) -> None:
+    if not _JOB_ID.fullmatch(job_id):
+        raise ApiError(404, "not_found", "no such job")
+
+
 def _owned(state: GatewayState, job_id: str, user: User) -> Job:
+    _check_job_id(job_id)
     job = state.store.get(job_id, owner=user.uid)
     if job is None:
         raise ApiError(404, "not_found", f"no job {job_id!r}")
@@ -160,7 +179,7 @@ async def create_job(
 ) -> JSONResponse:
     state = get_state(request)
     if idempotency_key is not None:
-        if not _IDEMPOTENCY_KEY.match(idempotency_key):
+        if not _IDEMPOTENCY_KEY.fullmatch(idempotency_key):
             raise ApiError(
                 400, "bad_idempotency_key", "Idempotency-Key must be 1-200 visible ASCII characters"
             )
@@ -180,7 +199,7 @@ async def create_job(
 def list_jobs(
     request: Request,
     user: CurrentUser,
-    limit: int = Query(20, ge=1, le=100),
+    limit: Annotated[StrictInt, Query(ge=1, le=100)] = 20,
     cursor: str | None = Query(None, max_length=512),
     status: str | None = Query(None, pattern="^(queued|running|succeeded|failed|cancelled)$"),
 ) -> JobPage:
@@ -213,7 +232,11 @@ def cancel_job(job_id: str, request: Request, user: CurrentUser) -> JobView:
 @router.get(
     "/{job_id}/result",
     summary="The MP4 (or a redirect to a signed storage URL)",
-    responses={200: {"content": {"video/mp4": {}}}, 307: {"description": "signed URL"}},
+    responses={
+        200: {"content": {"video/mp4": {}}},
+        307: {"description": "signed URL"},
+        416: {"model": ErrorBody, "description": "no requested byte range lies in the file"},
+    },
 )
 def get_result(
     job_id: str,
@@ -227,6 +250,7 @@ def get_result(
     if expires is not None or sig is not None:
         if not state.links.verify(job_id, expires or "", sig or ""):
             raise ApiError(403, "invalid_link", "the result link is invalid or has expired")
+        _check_job_id(job_id)
         job = state.store.get(job_id)
         if job is None:
             raise ApiError(404, "not_found", f"no job {job_id!r}")
@@ -237,6 +261,7 @@ def get_result(
     key = job.result_key or result_key(job.id)
     local = state.storage.local_path(key)
     if local is not None:
+        _check_range(request.headers.get("range"), local)
         return FileResponse(local, media_type="video/mp4", filename=f"{job.id}.mp4")
     signed = state.storage.signed_url(key)
     if signed:
@@ -248,6 +273,22 @@ def get_result(
         media_type="video/mp4",
         headers={"Content-Disposition": f'attachment; filename="{job.id}.mp4"'},
     )
+
+
+def _check_range(header: str | None, path) -> None:
+    """Answer a malformed or unsatisfiable Range in the API's error shape; a valid one is left
+    to the file response, whose parser accepts every range this one does."""
+    if header is None:
+        return
+    size = path.stat().st_size
+    try:
+        parse_byte_ranges(header, size)
+    except StrictInputError as exc:
+        if exc.code == "range_not_satisfiable":
+            raise ApiError(
+                416, exc.code, exc.message, {"Content-Range": f"bytes */{size}"}
+            ) from None
+        raise ApiError(400, "bad_range", exc.message) from None
 
 
 @router.get(

@@ -10,11 +10,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
+import re
 import secrets
 import time
 from collections.abc import Callable
 
+from services.gateway.strict_input import StrictInputError, parse_uint
+
 _ROUND_S = 3600
+_SIGNATURE = re.compile(r"[0-9a-f]{64}")
 
 
 class ResultLinks:
@@ -46,9 +50,12 @@ class ResultLinks:
         )
 
     def verify(self, job_id: str, expires: str, signature: str) -> bool:
-        """True when the link is this job's, unexpired and untampered."""
-        if not expires.isdigit() or len(expires) > 12:
+        """True when the link is this job's, unexpired and untampered. `expires` must be plain
+        ASCII digits and `signature` 64 lower-case hex digits; anything else is not a link."""
+        try:
+            when = parse_uint(expires, max_digits=12, what="expires")
+        except StrictInputError:
             return False
-        if int(expires) < self.clock():
+        if when < self.clock() or not _SIGNATURE.fullmatch(signature):
             return False
-        return hmac.compare_digest(self._sign(job_id, int(expires)), signature)
+        return hmac.compare_digest(self._sign(job_id, when), signature)

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from services.gateway.jobs import Job
 from services.gateway.result_links import ResultLinks
+from services.gateway.strict_input import parse_decimal, parse_uint
 
 
 class ApiError(Exception):
@@ -30,17 +31,21 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
-def _no_bool(value: object) -> object:
-    """Numbers may come as JSON numbers or form strings, never as true/false."""
+def _number(value: object, *, integer: bool = False) -> object:
+    """Numbers come as JSON numbers or as form strings in one plain ASCII spelling (`10`,
+    `2.5`), never as true/false, and never as what `float()`/`int()` would also take
+    (`inf`, `1_0`, ` 5 `, `１０`)."""
     if isinstance(value, bool):
-        raise ValueError("a number is required, not a boolean")
+        raise ValueError("a number is required, not a boolean")  # noqa: TRY004 - pydantic wants ValueError
+    if isinstance(value, str):
+        return parse_uint(value, max_digits=9) if integer else parse_decimal(value)
     return value
 
 
 class AnimationOptions(BaseModel):
     """How the hero video's motion is applied to the photo (LivePortrait options)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     relative_motion: bool = Field(True, description="relative (default) or absolute motion")
     driving_option: Literal["expression-friendly", "pose-friendly"] = "expression-friendly"
@@ -55,28 +60,36 @@ class AnimationOptions(BaseModel):
     @field_validator("driving_multiplier", mode="before")
     @classmethod
     def _numbers(cls, value: object) -> object:
-        return _no_bool(value)
+        return _number(value)
 
 
 class JobCreate(BaseModel):
     """A job as JSON (URLs); multipart uploads send the same fields as form fields plus the
     files `source` (photo) and `driving` (hero video), with `options` as a JSON string."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     source_url: str | None = Field(None, max_length=2048, description="https URL of the photo")
     driving_url: str | None = Field(None, max_length=2048, description="https URL of the video")
     seconds: float = Field(10.0, gt=0.0, description="length of the result; the video is trimmed")
     source_max_dim: int = Field(1280, ge=64, description="longest side the photo is scaled to")
     options: AnimationOptions = Field(default_factory=AnimationOptions)
-    fcm_token: str | None = Field(None, min_length=1, max_length=4096)
+    fcm_token: str | None = Field(
+        None, min_length=1, max_length=4096, pattern=r"^[\x21-\x7e]+$",
+        description="FCM registration token (visible ASCII)",
+    )
     webhook_url: str | None = Field(None, max_length=2048)
     sequential: bool = Field(False, description="run the stages one after the other (benchmarks)")
 
-    @field_validator("seconds", "source_max_dim", mode="before")
+    @field_validator("seconds", mode="before")
     @classmethod
-    def _numbers(cls, value: object) -> object:
-        return _no_bool(value)
+    def _seconds(cls, value: object) -> object:
+        return _number(value)
+
+    @field_validator("source_max_dim", mode="before")
+    @classmethod
+    def _dimension(cls, value: object) -> object:
+        return _number(value, integer=True)
 
 
 class JobError(BaseModel):

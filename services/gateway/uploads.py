@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import ClientDisconnect
 
 from services.gateway.schemas import ApiError
 
@@ -141,7 +142,7 @@ async def parse_multipart(
         async for chunk in body:
             parser.write(chunk)
         parser.finalize()
-    except ApiError:
+    except (ApiError, ClientDisconnect):
         raise
     except Exception as exc:  # noqa: BLE001 - the parser's own errors mean a malformed body
         raise ApiError(400, "bad_multipart", f"malformed multipart body: {exc}") from None

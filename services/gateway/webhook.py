@@ -16,9 +16,15 @@ import hmac
 import http.client
 import socket
 import ssl
-from urllib.parse import urlsplit
 
-from services.gateway.fetch import FetchError, FetchPolicy, MediaFetcher, Resolver, system_resolver
+from services.gateway.fetch import (
+    FetchError,
+    FetchPolicy,
+    MediaFetcher,
+    Resolver,
+    request_target,
+    system_resolver,
+)
 
 SIGNATURE_HEADER = "X-Dynamics-Signature"
 TIMESTAMP_HEADER = "X-Dynamics-Timestamp"
@@ -32,7 +38,9 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
 
 
 def verify_signature(secret: str, timestamp: str, body: bytes, header: str) -> bool:
-    return hmac.compare_digest(sign(secret, timestamp, body), header)
+    """Compared as bytes: a header with non-ASCII characters is a mismatch, not an error."""
+    given = header.encode("utf-8", "surrogateescape")
+    return hmac.compare_digest(sign(secret, timestamp, body).encode(), given)
 
 
 class _PinnedHTTP(http.client.HTTPConnection):
@@ -82,8 +90,7 @@ class WebhookTarget:
     def post(self, url: str, body: bytes, headers: dict[str, str]) -> int:
         """POST `body`; returns the HTTP status (redirects are not followed)."""
         scheme, host, port, ip = self.check(url)
-        parts = urlsplit(url)
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        target = request_target(url)
         if scheme == "https":
             conn: http.client.HTTPConnection = _PinnedHTTPS(
                 host, port, ip, self.timeout_s, self._tls

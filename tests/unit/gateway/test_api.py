@@ -389,7 +389,7 @@ _URLS = {"source_url": "http://127.0.0.1:9/a", "driving_url": "http://127.0.0.1:
         (b"null", 422, "invalid_request"),
         (b"[]", 422, "invalid_request"),
         (b"1", 422, "invalid_request"),
-        (b'{"source_url": NaN}', 422, "invalid_request"),
+        (b'{"source_url": NaN}', 400, "malformed_json"),
         *[
             (json.dumps(_URLS | {key: value}).encode(), 422, "invalid_request")
             for key, value in [
