@@ -65,10 +65,10 @@ def _encoded_cases(folder: Path, face: Path) -> list[VideoCase]:
     """Each entry: id -> (ffmpeg args before the output, suffix, intake answer, job answer)."""
     specs: dict[str, tuple[list[str], str, str, str | None]] = {
         "audio-only-aac": (TONE + ["-c:a", "aac"], "m4a", "no_video_stream", None),
-        "audio-only-wav": (TONE, "wav", "no_video_stream", None),
-        "audio-only-mp3": (TONE + ["-c:a", "libmp3lame"], "mp3", "no_video_stream", None),
-        "gif": (_src("32x32", 5, 1), "gif", "unsupported_codec", None),
-        "png-as-video": (_src("32x32", 1, 1) + ["-frames:v", "1"], "png", "unsupported_codec",
+        "audio-only-wav": (TONE, "wav", "unsupported_container", None),
+        "audio-only-mp3": (TONE + ["-c:a", "libmp3lame"], "mp3", "unsupported_container", None),
+        "gif": (_src("32x32", 5, 1), "gif", "unsupported_container", None),
+        "png-as-video": (_src("32x32", 1, 1) + ["-frames:v", "1"], "png", "unsupported_container",
                          None),
         "mjpeg-avi": (_src("32x32", 5, 1) + ["-c:v", "mjpeg"], "avi", "accept", "no_face"),
         "frame-rate-240": (_src("32x32", 240, 0.2) + H264, "mp4", "bad_frame_rate", None),
