@@ -1,9 +1,17 @@
 """The three gRPC services as local subprocesses on loopback (for `dynamics render`/`up`, tests).
 
 Each service gets a free loopback port chosen here (whatever its log level) and a metrics port
-of 0. The stack is ready when every service's health check says SERVING; a service that exits
-or stays NOT_SERVING past the timeout fails the start with the tail of its log. `stop()` sends SIGTERM
-(the services drain) and kills what is still running after the grace period.
+of 0, and listens on 127.0.0.1 only (gRPC and metrics: `<SVC>_BIND_HOST`). The stack is ready
+when every service's health check says SERVING; a service that exits or stays NOT_SERVING past
+the timeout fails the start with the tail of its log. `stop()` sends SIGTERM (the services
+drain) and kills what is still running after the grace period.
+
+`supervise()` (used by `dynamics up`) watches the running services from a thread: a service
+that exits is reaped, logged and started again on the same port after a backoff (1 s, doubling,
+at most 30 s), and the stack waits for it to be SERVING again. A service that dies more than
+`max_restarts` times within `restart_window_s` is given up on: `failure` holds a `StackError`
+naming it (with its exit code and the tail of its log) and the `on_failure` callback runs, so
+the owner can shut everything down.
 """
 
 from __future__ import annotations
@@ -17,13 +25,14 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.common.grpc_server import PARENT_PID_ENV
 from services.common.grpc_client import make_channel, wait_for_serving
+from services.common.grpc_server import PARENT_PID_ENV
 from services.gateway.clients import (
     ANIMATOR_SERVICE,
     ENCODER_SERVICE,
@@ -40,8 +49,23 @@ _SERVICES = {
 }
 
 
+# Local services listen on loopback only: nothing outside this machine reaches them.
+LOOPBACK = "127.0.0.1"
+MAX_BACKOFF_S = 30.0
+
+
 class StackError(RuntimeError):
-    """A local service did not come up."""
+    """A local service did not come up, or kept dying."""
+
+
+def describe_exit(code: int | None) -> str:
+    """"exited with code 1" / "was killed by SIGKILL" for a Popen return code."""
+    if code is not None and code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
 
 
 @dataclass(frozen=True)
@@ -57,6 +81,10 @@ class StackConfig:
     start_timeout_s: float = 180.0
     grace_s: float = 10.0
     log_dir: Path | None = None
+    # supervision (`LocalStack.supervise`): restarts of one service allowed within the window
+    max_restarts: int = 3
+    restart_window_s: float = 300.0
+    restart_backoff_s: float = 1.0  # first delay; doubles per restart within the window
 
 
 @dataclass
@@ -68,6 +96,8 @@ class LocalService:
     log_path: Path
     port: int | None = None
     metrics_port: int | None = None
+    deaths: list[float] = field(default_factory=list)  # monotonic times, within the window
+    restarts: int = 0  # restarts that reached SERVING
 
     @property
     def target(self) -> str:
@@ -121,13 +151,18 @@ class LocalStack:
     def __init__(self, config: StackConfig) -> None:
         self.config = config
         self.services: dict[str, LocalService] = {}
+        self.failure: StackError | None = None  # set when supervision gave a service up
         self._own_log_dir: tempfile.TemporaryDirectory | None = None
+        self._stopping = threading.Event()
+        self._supervisor: threading.Thread | None = None
+        self._on_failure: Callable[[StackError], None] | None = None
 
     def _env(self, prefix: str, port: int) -> dict[str, str]:
         cfg = self.config
         inherited = os.environ if cfg.env is None else cfg.env
         env = {**inherited, "PYTHONUNBUFFERED": "1", f"{prefix}_PORT": str(port),
                f"{prefix}_METRICS_PORT": "0", f"{prefix}_GRACE_S": str(cfg.grace_s),
+               f"{prefix}_BIND_HOST": LOOPBACK,
                PARENT_PID_ENV: str(os.getpid())}  # the service dies with this process
         env.setdefault("LOG_LEVEL", "INFO")
         if prefix == "ANIMATOR":
@@ -145,18 +180,14 @@ class LocalStack:
             self._own_log_dir = tempfile.TemporaryDirectory(prefix="dynamics-stack-")
             log_dir = Path(self._own_log_dir.name)
         log_dir.mkdir(parents=True, exist_ok=True)
+        self._stopping.clear()
         try:
-            for name, (module, prefix, _full) in _SERVICES.items():
+            for name in _SERVICES:
                 log_path = log_dir / f"{name}.log"
+                log_path.write_bytes(b"")
                 port = free_port()
-                with open(log_path, "wb") as log:
-                    # no preexec_fn: the service sets its own parent-death signal
-                    # (`die_with_parent`), so Popen need not fork a process that runs gRPC
-                    proc = subprocess.Popen(
-                        [sys.executable, "-m", module], env=self._env(prefix, port),
-                        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    )
-                self.services[name] = LocalService(name, proc, log_path, port)
+                self.services[name] = LocalService(name, self._spawn(name, port, log_path),
+                                                   log_path, port)
             deadline = time.monotonic() + self.config.start_timeout_s
             for name, service in self.services.items():
                 self._await_serving(service, _SERVICES[name][2], deadline)
@@ -165,10 +196,22 @@ class LocalStack:
             raise
         return self.targets
 
+    def _spawn(self, name: str, port: int, log_path: Path) -> subprocess.Popen:
+        module, prefix, _full = _SERVICES[name]
+        with open(log_path, "ab") as log:  # a restart appends to the same log
+            # no preexec_fn: the service sets its own parent-death signal (`die_with_parent`),
+            # so Popen need not fork a process that runs gRPC
+            return subprocess.Popen(
+                [sys.executable, "-m", module], env=self._env(prefix, port),
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            )
+
     def _await_serving(self, service: LocalService, full_name: str, deadline: float) -> None:
         channel = make_channel(service.target)
         try:
             while not wait_for_serving(channel, full_name, timeout_s=1.0):
+                if self._stopping.is_set():
+                    raise StackError(f"{service.name}: the stack is stopping")
                 self._check_alive(service)
                 if time.monotonic() > deadline:
                     raise StackError(f"{service.name} was not SERVING within "
@@ -183,8 +226,77 @@ class LocalStack:
     def _check_alive(service: LocalService) -> None:
         code = service.proc.poll()
         if code is not None:
-            raise StackError(f"{service.name} exited with code {code} before serving; "
+            raise StackError(f"{service.name} {describe_exit(code)} before serving; "
                              f"its log ends:\n{service.log_tail()}")
+
+    def supervise(self, on_failure: Callable[[StackError], None] | None = None,
+                  poll_s: float = 0.5) -> None:
+        """Restart services that die (see the module docstring) until `stop()`.
+
+        Call after `start()`. `on_failure` runs on the supervising thread once a service is
+        given up on; the other services keep running until `stop()`.
+        """
+        if self._supervisor is not None:
+            raise RuntimeError("already supervising")
+        self._on_failure = on_failure
+        # This thread starts the restarted services, and their parent-death signal follows the
+        # thread that started them: it lives until stop(), which stops those services anyway.
+        self._supervisor = threading.Thread(target=self._supervise, args=(poll_s,),
+                                            name="stack-supervisor", daemon=True)
+        self._supervisor.start()
+
+    def _supervise(self, poll_s: float) -> None:
+        while not self._stopping.wait(poll_s):
+            for service in list(self.services.values()):
+                code = service.proc.poll()  # reaps an exited service
+                if code is None or self._stopping.is_set():
+                    continue
+                try:
+                    self._revive(service, code)
+                except StackError as exc:
+                    if self._stopping.is_set():
+                        return
+                    self.failure = exc
+                    logger.error("%s", exc)
+                    if self._on_failure is not None:
+                        self._on_failure(exc)
+                    return
+
+    def _revive(self, service: LocalService, code: int) -> None:
+        """Restart `service` on its port until it is SERVING; StackError past the budget."""
+        cfg = self.config
+        while not self._stopping.is_set():
+            now = time.monotonic()
+            service.deaths = [t for t in service.deaths if now - t < cfg.restart_window_s]
+            service.deaths.append(now)
+            if len(service.deaths) > cfg.max_restarts:
+                raise StackError(
+                    f"{service.name} {describe_exit(code)}; it died {len(service.deaths)} times "
+                    f"within {cfg.restart_window_s:.0f} s (at most {cfg.max_restarts} restarts "
+                    f"allowed), so it is not restarted again. Its log ends:\n"
+                    f"{service.log_tail()}")
+            delay = min(cfg.restart_backoff_s * 2 ** (len(service.deaths) - 1), MAX_BACKOFF_S)
+            logger.error("%s %s; restarting it on port %d in %.1f s (restart %d of at most %d "
+                         "within %.0f s)", service.name, describe_exit(code), service.port,
+                         delay, len(service.deaths), cfg.max_restarts, cfg.restart_window_s)
+            if self._stopping.wait(delay):
+                return
+            service.proc = self._spawn(service.name, service.port, service.log_path)
+            deadline = time.monotonic() + cfg.start_timeout_s
+            try:
+                self._await_serving(service, _SERVICES[service.name][2], deadline)
+            except StackError:
+                if self._stopping.is_set():
+                    return
+                if service.proc.poll() is None:  # never became SERVING: counts as a death
+                    service.proc.kill()
+                    service.proc.wait()
+                code = service.proc.returncode
+                continue
+            service.restarts += 1
+            logger.warning("%s restarted and SERVING again on %s (restart %d)", service.name,
+                           service.target, service.restarts)
+            return
 
     @property
     def targets(self) -> ServiceTargets:
@@ -192,6 +304,10 @@ class LocalStack:
 
     def stop(self, timeout_s: float | None = None) -> dict[str, int | None]:
         """SIGTERM every service, wait for the drain, kill stragglers; returns exit codes."""
+        self._stopping.set()
+        supervisor, self._supervisor = self._supervisor, None
+        if supervisor is not None and supervisor is not threading.current_thread():
+            supervisor.join()  # it notices `_stopping` within a second
         wait_s = (self.config.grace_s + 10.0) if timeout_s is None else timeout_s
         for service in self.services.values():
             if service.proc.poll() is None:
