@@ -138,3 +138,94 @@ def test_server_that_never_answers_hits_the_deadline(tmp_path: Path) -> None:
         assert time.monotonic() - start < 4.0
     finally:
         silent.close()
+
+
+class _RawServer:
+    """A loopback HTTP server that answers each path with exact bytes (header values no
+    HTTP library would send), then closes the connection; records request lines."""
+
+    def __init__(self, replies: dict[str, bytes]) -> None:
+        self.replies, self.requests = replies, []
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        break
+                    head += chunk
+                line = head.split(b"\r\n", 1)[0]
+                self.requests.append(line)
+                path = line.split(b" ")[1].decode("ascii", "replace") if b" " in line else ""
+                conn.sendall(self.replies.get(path, b"HTTP/1.1 404 Not Found\r\n"
+                                              b"Content-Length: 0\r\n\r\n"))
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _reply(*headers: bytes, body: bytes = b"video") -> bytes:
+    return b"HTTP/1.1 200 OK\r\n" + b"".join(h + b"\r\n" for h in headers) + b"\r\n" + body
+
+
+BAD_LENGTHS = {
+    "/superscript-two": _reply(b"Content-Length: \xb2"),  # '²': isdigit() True, int() fails
+    "/superscript-three": _reply(b"Content-Length: \xb3"),
+    "/superscript-one": _reply(b"Content-Length: \xb9"),
+    "/superscript-utf8": _reply(b"Content-Length: \xc2\xb2"),
+    "/plus-sign": _reply(b"Content-Length: +5"),
+    "/underscore": _reply(b"Content-Length: 0_5"),
+    "/negative": _reply(b"Content-Length: -1"),
+    "/list": _reply(b"Content-Length: 5, 5"),
+    "/hex": _reply(b"Content-Length: 0x5"),
+    "/thirty-digits": _reply(b"Content-Length: " + b"9" * 30),
+    "/with-chunked": _reply(b"Content-Length: 5", b"Transfer-Encoding: chunked",
+                            body=b"5\r\nvideo\r\n0\r\n\r\n"),
+    "/chunk-size-superscript": _reply(b"Transfer-Encoding: chunked",
+                                      body=b"\xb2\r\nvideo\r\n0\r\n\r\n"),
+}
+
+
+@pytest.fixture()
+def raw_server():
+    srv = _RawServer({**BAD_LENGTHS, "/good": _reply(b"Content-Length: 5"),
+                      "/vid%C3%A9o%20x?q=%C3%BC": _reply(b"Content-Length: 5")})
+    yield srv
+    srv.close()
+
+
+@pytest.mark.parametrize("path", list(BAD_LENGTHS))
+def test_unusable_content_length_fails_the_fetch_cleanly(raw_server, path, tmp_path) -> None:
+    """A fetched server's broken framing is a `fetch_failed` reason, never an internal error,
+    and nothing is left on disk."""
+    resolver = _Resolver({"media.example": [["127.0.0.1"]]})
+    with pytest.raises(FetchError) as err:
+        _fetcher(resolver).fetch(f"http://media.example:{raw_server.port}{path}", tmp_path / "v")
+    assert err.value.reason == "fetch_failed", err.value.message
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_plain_content_length_still_downloads(raw_server, tmp_path) -> None:
+    resolver = _Resolver({"media.example": [["127.0.0.1"]]})
+    result = _fetcher(resolver).fetch(f"http://media.example:{raw_server.port}/good",
+                                      tmp_path / "v")
+    assert result.path.read_bytes() == b"video" and result.size == 5
+
+
+def test_non_ascii_url_path_is_sent_percent_encoded(raw_server, tmp_path) -> None:
+    resolver = _Resolver({"media.example": [["127.0.0.1"]]})
+    result = _fetcher(resolver).fetch(
+        f"http://media.example:{raw_server.port}/vidéo x?q=ü".replace(" ", "%20"), tmp_path / "v")
+    assert result.path.read_bytes() == b"video"
+    assert raw_server.requests[-1] == b"GET /vid%C3%A9o%20x?q=%C3%BC HTTP/1.1"
