@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from services.gateway.auth import User
 from services.gateway.job_inputs import drop_inputs, share_uploads
-from services.gateway.jobs import Job
+from services.gateway.jobs import Job, Quota, QuotaExceeded
 from services.gateway.schemas import ApiError, ErrorBody, JobCreate, JobPage, JobView, job_view
 from services.gateway.state import GatewayState, get_state
 from services.gateway.storage import StorageError, result_key
@@ -96,25 +96,21 @@ _CREATE_BODY = {
 }
 
 
-def _check_quota(state: GatewayState, user: User) -> None:
+def _quota(state: GatewayState) -> Quota:
     config = state.config
-    now = time.time()
-    active, recent, oldest = state.store.usage(user.uid, now - config.rate_limit_window_s)
-    if active >= config.max_active_jobs:
-        raise ApiError(
-            429,
-            "too_many_active_jobs",
-            f"at most {config.max_active_jobs} jobs may be queued or running at once",
-            {"Retry-After": "30"},
-        )
-    if recent >= config.rate_limit_jobs:
-        retry = max(1, int((oldest or now) + config.rate_limit_window_s - now) + 1)
-        raise ApiError(
-            429,
-            "rate_limited",
-            f"at most {config.rate_limit_jobs} jobs per {config.rate_limit_window_s:g} s",
-            {"Retry-After": str(retry)},
-        )
+    return Quota(config.max_active_jobs, config.rate_limit_jobs, config.rate_limit_window_s)
+
+
+def _too_many(exc: QuotaExceeded) -> ApiError:
+    return ApiError(429, exc.code, exc.message, {"Retry-After": str(exc.retry_after_s)})
+
+
+def _check_quota(state: GatewayState, user: User) -> None:
+    """Refuse early, before the body is read, when the quota is already used up; the job's
+    insert checks again atomically (`JobStore.create`)."""
+    exceeded = state.store.check_quota(user.uid, _quota(state))
+    if exceeded is not None:
+        raise _too_many(exceeded)
 
 
 def _accepted(state: GatewayState, job: Job, replayed: bool) -> JSONResponse:
@@ -130,7 +126,8 @@ async def _intake_and_store(
 ) -> tuple[Job, bool]:
     """Validate the body, keep the uploads where workers can read them, insert the job.
 
-    Whatever fails, and a lost idempotency race, leaves no uploaded files behind.
+    Whatever fails (a quota used up while the body was read included), and a lost
+    idempotency race, leaves no uploaded files behind.
     """
     job_id = uuid.uuid4().hex
     upload_dir = state.config.upload_dir(job_id)
@@ -146,15 +143,19 @@ async def _intake_and_store(
                 "Uploads cannot be stored right now.",
                 {"Retry-After": "30"},
             ) from None
-        job, created = await run_in_threadpool(
-            lambda: state.store.create(
-                user.uid,
-                spec,
-                notify=intake.notify,
-                idempotency_key=idempotency_key,
-                job_id=job_id,
+        try:
+            job, created = await run_in_threadpool(
+                lambda: state.store.create(
+                    user.uid,
+                    spec,
+                    notify=intake.notify,
+                    idempotency_key=idempotency_key,
+                    job_id=job_id,
+                    quota=_quota(state),
+                )
             )
-        )
+        except QuotaExceeded as exc:
+            raise _too_many(exc) from None
     except BaseException:
         await run_in_threadpool(drop_inputs, state.storage, spec or {}, upload_dir)
         raise

@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import time
 import uuid
+import zlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from services.gateway.database import Database, Transaction
@@ -26,7 +28,39 @@ from services.gateway.job_record import (
     encode_cursor,
 )
 
-__all__ = ["ACTIVE", "TERMINAL", "Job", "JobStore", "decode_cursor", "encode_cursor"]
+__all__ = [
+    "ACTIVE",
+    "TERMINAL",
+    "Job",
+    "JobStore",
+    "Quota",
+    "QuotaExceeded",
+    "decode_cursor",
+    "encode_cursor",
+]
+
+# Namespace of the per-owner advisory locks that serialise job creation on PostgreSQL (the
+# second key is a hash of the owner; a collision only makes two owners wait for each other).
+_QUOTA_LOCK = 724412
+
+
+@dataclass(frozen=True)
+class Quota:
+    """What one owner may have: jobs queued or running at once, jobs created per window."""
+
+    max_active: int
+    rate_limit_jobs: int
+    window_s: float
+
+
+class QuotaExceeded(Exception):
+    """A new job would pass the owner's quota; `retry_after_s` is when to try again."""
+
+    def __init__(self, code: str, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.retry_after_s = retry_after_s
 
 
 class JobStore:
@@ -56,8 +90,15 @@ class JobStore:
         notify: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
         job_id: str | None = None,
+        quota: Quota | None = None,
     ) -> tuple[Job, bool]:
         """Insert a queued job; with a known idempotency key return the earlier job instead.
+
+        With `quota`, the owner's usage is counted and the job inserted in one transaction that
+        holds the owner's creation lock (SQLite: the database write lock, taken by BEGIN
+        IMMEDIATE; PostgreSQL: a per-owner advisory transaction lock, so under READ COMMITTED
+        every count runs after the previous creator committed). Concurrent requests therefore
+        cannot all pass the limit; one that would raises QuotaExceeded and inserts nothing.
 
         Returns (job, created).
         """
@@ -65,10 +106,23 @@ class JobStore:
             earlier = self.get_by_idempotency_key(owner, idempotency_key)
             if earlier is not None:
                 return earlier, False
-        now = self.clock()
         job_id = job_id or uuid.uuid4().hex
         try:
             with self.db.transaction() as tx:
+                if quota is not None:
+                    self._lock_owner(tx, owner)
+                    if idempotency_key:
+                        rows = tx.query(
+                            "SELECT * FROM jobs WHERE owner = ? AND idempotency_key = ?",
+                            (owner, idempotency_key),
+                        )
+                        if rows:
+                            return Job.from_row(rows[0]), False
+                    now = self.clock()
+                    exceeded = self._quota_check(tx, owner, quota, now)
+                    if exceeded is not None:
+                        raise exceeded
+                now = self.clock()
                 tx.execute(
                     "INSERT INTO jobs (id, owner, status, stage, spec, notify, idempotency_key,"
                     " created_at, updated_at) VALUES (?, ?, 'queued', 'queued', ?, ?, ?, ?, ?)",
@@ -92,6 +146,39 @@ class JobStore:
         job = self.get(job_id)
         assert job is not None
         return job, True
+
+    def check_quota(self, owner: str, quota: Quota) -> QuotaExceeded | None:
+        """The owner's quota as it stands now, without reserving anything (a fast early
+        refusal; `create(quota=...)` is the authoritative check)."""
+        with self.db.transaction(write=False) as tx:
+            return self._quota_check(tx, owner, quota, self.clock())
+
+    def _lock_owner(self, tx: Transaction, owner: str) -> None:
+        """Serialise job creation for `owner` until the transaction ends."""
+        if self.db.dialect == "postgresql":
+            key = zlib.crc32(owner.encode("utf-8")) - 2**31  # a signed 32-bit key
+            tx.query("SELECT pg_advisory_xact_lock(?, ?) AS locked", (_QUOTA_LOCK, key))
+        # SQLite: the write transaction began with BEGIN IMMEDIATE and holds the database's
+        # single write lock already.
+
+    def _quota_check(
+        self, tx: Transaction, owner: str, quota: Quota, now: float
+    ) -> QuotaExceeded | None:
+        active, recent, oldest = self._usage(tx, owner, now - quota.window_s)
+        if active >= quota.max_active:
+            return QuotaExceeded(
+                "too_many_active_jobs",
+                f"at most {quota.max_active} jobs may be queued or running at once",
+                30,
+            )
+        if recent >= quota.rate_limit_jobs:
+            retry = max(1, int((oldest or now) + quota.window_s - now) + 1)
+            return QuotaExceeded(
+                "rate_limited",
+                f"at most {quota.rate_limit_jobs} jobs per {quota.window_s:g} s",
+                retry,
+            )
+        return None
 
     def get(self, job_id: str, owner: str | None = None) -> Job | None:
         """The job, or None when it does not exist or belongs to someone else."""
@@ -130,16 +217,19 @@ class JobStore:
     def usage(self, owner: str, since: float) -> tuple[int, int, float | None]:
         """(active jobs, jobs created since `since`, oldest creation time in that window)."""
         with self.db.transaction(write=False) as tx:
-            active = tx.query(
-                "SELECT COUNT(*) AS n FROM jobs"
-                " WHERE owner = ? AND status IN ('queued', 'running')",
-                (owner,),
-            )[0]["n"]
-            window = tx.query(
-                "SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM jobs"
-                " WHERE owner = ? AND created_at >= ?",
-                (owner, since),
-            )[0]
+            return self._usage(tx, owner, since)
+
+    @staticmethod
+    def _usage(tx: Transaction, owner: str, since: float) -> tuple[int, int, float | None]:
+        active = tx.query(
+            "SELECT COUNT(*) AS n FROM jobs WHERE owner = ? AND status IN ('queued', 'running')",
+            (owner,),
+        )[0]["n"]
+        window = tx.query(
+            "SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM jobs"
+            " WHERE owner = ? AND created_at >= ?",
+            (owner, since),
+        )[0]
         return int(active), int(window["n"]), window["oldest"]
 
     def request_cancel(self, job_id: str, owner: str) -> Job | None:
