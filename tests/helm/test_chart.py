@@ -27,6 +27,7 @@ GRPC_SERVICES = {"face-detect": "dynamics.v1.FaceDetectService",
                  "encoder": "dynamics.v1.EncoderService"}
 GRACE_ENV = {"face-detect": "FACE_DETECT_GRACE_S", "animator": "ANIMATOR_GRACE_S",
              "encoder": "ENCODER_GRACE_S"}
+ENV_PREFIX = {"face-detect": "FACE_DETECT", "animator": "ANIMATOR", "encoder": "ENCODER"}
 
 # Custom resources have no schema in kubernetes-validate; these pin the fields we rely on.
 _LABELS = {"type": "object", "additionalProperties": {"type": "string"}}
@@ -173,6 +174,23 @@ def test_grpc_probes_use_the_health_service(rendered) -> None:
     assert gateway["readinessProbe"]["httpGet"]["path"] == "/readyz"
 
 
+def test_grpc_services_bind_the_pod_interfaces_explicitly(rendered) -> None:
+    """BIND_HOST is set, and what each service makes of it is what Services and probes need."""
+    from services.common.config import env_bind_host
+
+    _, docs = rendered
+    deployments = _deployments(docs)
+    for component, prefix in ENV_PREFIX.items():
+        env = _env(_container(deployments[component]))
+        assert env["BIND_HOST"] == "0.0.0.0", component
+        assert env_bind_host(env, prefix) == "0.0.0.0"
+    assert "BIND_HOST" not in _env(_container(deployments["gateway"]))
+    dual = _deployments(_render({"bindHost": "::", "encoder": {
+        "env": {"ENCODER_BIND_HOST": "0.0.0.0"}}}))
+    assert env_bind_host(_env(_container(dual["face-detect"])), "FACE_DETECT") == "::"
+    assert env_bind_host(_env(_container(dual["encoder"])), "ENCODER") == "0.0.0.0"
+
+
 def test_rollouts_never_drop_capacity_and_outlast_jobs(rendered) -> None:
     _, docs = rendered
     for component, deployment in _deployments(docs).items():
@@ -289,7 +307,8 @@ def test_gateway_database_option() -> None:
 
 
 def test_values_schema_rejects_mistakes() -> None:
-    for bad in ({"animator": {"replicas": 2}}, {"logLevel": "LOUD"},
+    for bad in ({"animator": {"replicas": 2}}, {"logLevel": "LOUD"}, {"bindHost": "localhost"},
+                {"bindHost": ""},
                 {"animator": {"weights": {"source": "s3"}}},
                 {"images": {"cpu": {"digest": "latest"}}},
                 {"gateway": {"storage": {"backend": "firebase"}}}):
