@@ -225,6 +225,10 @@ def cancel_job(job_id: str, request: Request, user: CurrentUser) -> JobView:
     job = state.store.request_cancel(job_id, user.uid)
     if job is None:
         raise ApiError(404, "not_found", f"no job {job_id!r}")
+    if job.status == "cancelled":
+        # Settled by this request (queued, or its worker's lease had expired): no worker holds
+        # it, so its uploads go now. A live running job keeps them until its worker stops.
+        drop_inputs(state.storage, job.spec, state.config.upload_dir(job.id))
     if state.pool is not None:
         state.pool.cancel_local(job_id)
     return job_view(job, state.links)

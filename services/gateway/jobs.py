@@ -233,13 +233,24 @@ class JobStore:
         return int(active), int(window["n"]), window["oldest"]
 
     def request_cancel(self, job_id: str, owner: str) -> Job | None:
-        """Cancel a queued job at once; flag a running one for its worker. None if not found."""
+        """Cancel a queued job at once, and a running one whose lease has expired (its worker
+        is gone); flag a live running one for its worker. None if not found.
+
+        A job this call settles as cancelled is held by no worker, so its inputs are the
+        caller's to delete.
+        """
         now = self.clock()
         with self.db.transaction() as tx:
             tx.execute(
                 "UPDATE jobs SET status = 'cancelled', stage = 'cancelled', cancel_requested = 1,"
                 " finished_at = ?, updated_at = ? WHERE id = ? AND owner = ? AND status = 'queued'",
                 (now, now, job_id, owner),
+            )
+            tx.execute(
+                "UPDATE jobs SET status = 'cancelled', stage = 'cancelled', cancel_requested = 1,"
+                " eta_seconds = NULL, lease_token = NULL, finished_at = ?, updated_at = ?"
+                " WHERE id = ? AND owner = ? AND status = 'running' AND lease_expires < ?",
+                (now, now, job_id, owner, now),
             )
             tx.execute(
                 "UPDATE jobs SET cancel_requested = 1, updated_at = ?"

@@ -169,6 +169,19 @@ def test_cancel_of_a_dead_workers_job_settles_on_expiry(store, clock):
     assert store.get(job.id).status == "cancelled"
 
 
+def test_cancel_after_the_lease_expired_settles_at_once(store, clock):
+    job = store.create("a", SPEC)[0]
+    store.claim("dead", 5, 3)
+    clock.advance(6)
+    cancelled = store.request_cancel(job.id, "a")
+    assert (cancelled.status, cancelled.lease_token, cancelled.cancel_requested) == (
+        "cancelled",
+        None,
+        True,
+    )
+    assert store.claim("w", 5, 3) is None
+
+
 def test_requeue_fail_and_usage(store, clock):
     job = store.create("a", SPEC)[0]
     lease = store.claim("w", 10, 3)
