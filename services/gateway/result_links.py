@@ -50,12 +50,13 @@ class ResultLinks:
         )
 
     def verify(self, job_id: str, expires: str, signature: str) -> bool:
-        """True when the link is this job's, unexpired and untampered. `expires` must be plain
-        ASCII digits and `signature` 64 lower-case hex digits; anything else is not a link."""
+        """True when the link is this job's, unexpired and untampered. `expires` must be spelled
+        as `url` spells it (ASCII digits, no leading zero) and `signature` as 64 lower-case hex
+        digits; anything else is not a link."""
         try:
             when = parse_uint(expires, max_digits=12, what="expires")
         except StrictInputError:
             return False
-        if when < self.clock() or not _SIGNATURE.fullmatch(signature):
+        if str(when) != expires or when < self.clock() or not _SIGNATURE.fullmatch(signature):
             return False
         return hmac.compare_digest(self._sign(job_id, when), signature)
