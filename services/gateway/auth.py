@@ -5,16 +5,23 @@
 
 from __future__ import annotations
 
+import base64
 import logging
+import re
 from dataclasses import dataclass
 from typing import Protocol
 
 import firebase_admin
 from firebase_admin import auth as fb_auth
 
+from services.gateway.strict_input import load_json
+
 logger = logging.getLogger(__name__)
 
 LOCAL_USER = "local"
+# Firebase ID tokens are about 1 KB; the signature segment is empty for emulator tokens.
+MAX_TOKEN_CHARS = 8192
+_JWT = re.compile(r"([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]*)")
 
 
 class AuthError(Exception):
@@ -57,6 +64,23 @@ def bearer_token(authorization: str | None) -> str:
     return token
 
 
+def check_jwt_shape(token: str) -> None:
+    """Refuse what cannot be a JWT before a library parses it: three base64url segments whose
+    header and payload are JSON objects under the strict parser (the verifier's own `json.loads`
+    recurses once per nesting level, so a token nested a few thousand deep crashed it)."""
+    found = _JWT.fullmatch(token) if len(token) <= MAX_TOKEN_CHARS else None
+    if found is None:
+        raise AuthError("invalid_token", "The ID token is not valid for this project.")
+    for segment in found.group(1, 2):
+        try:
+            value = load_json(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+        except ValueError:  # binascii.Error and StrictInputError are ValueErrors
+            value = None
+        if not isinstance(value, dict):
+            logger.info("rejected ID token: not a JWT with JSON header and payload")
+            raise AuthError("invalid_token", "The ID token is not valid for this project.")
+
+
 class FirebaseAuth:
     """Verifies Firebase ID tokens (RS256, Google's certificates, audience = project id).
 
@@ -78,6 +102,7 @@ class FirebaseAuth:
 
     def authenticate(self, authorization: str | None) -> User:
         token = bearer_token(authorization)
+        check_jwt_shape(token)
         try:
             claims = fb_auth.verify_id_token(token, app=self.app)
         except fb_auth.ExpiredIdTokenError:

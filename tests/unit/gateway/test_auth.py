@@ -3,6 +3,7 @@ loopback server serving the test key's certificate; per-user isolation of jobs."
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
@@ -63,6 +64,33 @@ def test_missing_or_malformed_credentials_are_401(client, headers, code):
     assert response.status_code == 401
     assert response.json()["error"]["code"] == code
     assert response.headers["WWW-Authenticate"] == "Bearer"
+
+
+def _segment(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+_HEADER = _segment(b'{"alg": "RS256", "kid": "k", "typ": "JWT"}')
+CRAFTED_TOKENS = {
+    # nested a few thousand deep, under the length limit: the verifier's json.loads recursed
+    "deep-header": _segment(b"[" * 3000 + b"]" * 3000) + "." + _segment(b"{}") + ".c2ln",
+    "deep-payload": _HEADER + "." + _segment(b'{"a":' * 1200 + b"1" + b"}" * 1200) + ".c2ln",
+    "huge-int-kid": _segment(b'{"alg": "RS256", "kid": ' + b"9" * 5000 + b"}") + ".e30.c2ln",
+    "nan-claims": _HEADER + "." + _segment(b'{"exp": NaN, "iat": Infinity}') + ".c2ln",
+    "duplicate-sub": _HEADER + "." + _segment(b'{"sub": "a", "sub": "b"}') + ".c2ln",
+    "array-header": _segment(b"[1]") + ".e30.c2ln",
+    "not-utf8": _segment(b"\xff\xfe") + ".e30.c2ln",
+    "four-segments": _HEADER + ".e30.c2ln.c2ln",
+    "non-base64url": _HEADER + ".e30+/.c2ln",
+    "too-long": _HEADER + "." + "A" * 9000 + ".c2ln",
+}
+
+
+@pytest.mark.parametrize("token", list(CRAFTED_TOKENS.values()), ids=list(CRAFTED_TOKENS))
+def test_crafted_tokens_are_401_not_500(client, token):
+    response = client.get("/v1/jobs", headers=bearer(token))
+    assert response.status_code == 401, response.text
+    assert response.json()["error"]["code"] == "invalid_token"
 
 
 def test_expired_wrong_audience_and_foreign_key_are_401(client, tokens):
