@@ -11,9 +11,11 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
 import pytest
 
 from services.gateway.fetch import FetchError, FetchPolicy, MediaFetcher
+from tests.reliability.conftest import start_gateway
 
 BOMB = gzip.compress(b"\x00" * (40 * 1024 * 1024), compresslevel=9)  # ~40 KiB on the wire
 
@@ -229,3 +231,39 @@ def test_non_ascii_url_path_is_sent_percent_encoded(raw_server, tmp_path) -> Non
         f"http://media.example:{raw_server.port}/vidéo x?q=ü".replace(" ", "%20"), tmp_path / "v")
     assert result.path.read_bytes() == b"video"
     assert raw_server.requests[-1] == b"GET /vid%C3%A9o%20x?q=%C3%BC HTTP/1.1"
+
+
+@pytest.fixture()
+def fetching_gateway(tmp_path):
+    """A real gateway with one worker that may fetch from loopback (no gRPC services: a job
+    that fails while fetching never reaches them)."""
+    gateway, base = start_gateway(tmp_path / "gw", {
+        "GATEWAY_WORKERS": "1", "ALLOW_HTTP_URLS": "1", "FETCH_TRUSTED_NETWORKS": "127.0.0.1/32",
+        "JOB_MAX_ATTEMPTS": "1", "JOB_POLL_S": "0.1", "FETCH_TIMEOUT_S": "10"})
+    try:
+        yield gateway, base
+    finally:
+        try:
+            gateway.terminate(30)
+        finally:
+            gateway.kill()
+
+
+def test_a_job_whose_server_sends_content_length_superscript_fails_as_fetch_failed(
+    raw_server, fetching_gateway
+) -> None:
+    gateway, base = fetching_gateway
+    source = f"http://127.0.0.1:{raw_server.port}/superscript-two"
+    with httpx.Client(base_url=base, timeout=30) as client:
+        created = client.post("/v1/jobs", json={"source_url": source, "driving_url": source})
+        assert created.status_code == 202, created.text
+        job_id = created.json()["id"]
+        deadline = time.monotonic() + 60
+        while (job := client.get(f"/v1/jobs/{job_id}").json())["status"] not in (
+                "failed", "succeeded", "cancelled"):
+            assert time.monotonic() < deadline, job
+            time.sleep(0.2)
+    assert job["status"] == "failed" and job["error"]["code"] == "fetch_failed", job
+    assert "Content-Length" in job["error"]["message"]
+    assert not [line for line in gateway.lines
+                if '"severity": "ERROR"' in line or "Traceback" in line]
