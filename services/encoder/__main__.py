@@ -6,6 +6,7 @@ import logging
 
 from dynamics.v1 import encoder_pb2_grpc
 
+from services.common.ffmpeg_safety import kill_children
 from services.common.grpc_server import GrpcService, serve_forever
 from services.common.logging import configure_logging
 from services.encoder.config import EncoderConfig
@@ -26,8 +27,13 @@ def main() -> None:
         host=config.bind_host,
     )
     # Readiness stays NOT_SERVING until FFmpeg is found and has libx264 and aac.
-    serve_forever(service, load=lambda: logger.info(
-        "ffmpeg checked", extra={"version": check_tools(config.ffmpeg, config.ffprobe)}))
+    try:
+        serve_forever(service, load=lambda: logger.info(
+            "ffmpeg checked", extra={"version": check_tools(config.ffmpeg, config.ffprobe)}))
+    finally:
+        # Drained (or the grace ran out): no FFmpeg outlives the service, even while a stuck
+        # handler thread keeps the interpreter from exiting.
+        kill_children()
 
 
 if __name__ == "__main__":
