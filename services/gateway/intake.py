@@ -47,7 +47,8 @@ class Intake:
 def validation_message(exc: ValidationError) -> str:
     """One readable sentence from pydantic's first error."""
     first = exc.errors()[0]
-    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+    # Keys come from the client: each is cut short, so a 60 KB key is not echoed back whole.
+    where = ".".join(str(p)[:64] for p in first.get("loc", ()) if p != "body") or "body"
     return f"{where}: {first.get('msg', 'invalid value')}"
 
 
@@ -129,6 +130,11 @@ class JobIntake:
         """Parse and validate the body; uploaded files end up in `upload_dir`."""
         media = _content_type(request)
         self._check_length(request)
+        encoding = request.headers.get("content-encoding", "identity").strip().lower()
+        if encoding != "identity":
+            raise ApiError(
+                415, "unsupported_content_encoding", "send the body without a Content-Encoding"
+            )
         paths: dict[str, Path] = {}
         if media.essence == "application/json":
             if media.params.get("charset", "utf-8").lower() != "utf-8":

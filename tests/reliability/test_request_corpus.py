@@ -8,6 +8,7 @@ the gateway's error shape.
 
 from __future__ import annotations
 
+import gzip
 import json
 import socket
 from collections.abc import Iterator
@@ -189,6 +190,11 @@ def _form(fields: dict[str, str | bytes]) -> bytes:
     return body + b"--b--\r\n"
 
 
+def _part(disposition: bytes, body: bytes, extra_headers: bytes = b"") -> bytes:
+    return (b"--b\r\nContent-Disposition: " + disposition + b"\r\n" + extra_headers + b"\r\n"
+            + body + b"\r\n--b--\r\n")
+
+
 def _form_with_urls(**fields: str | bytes) -> bytes:
     """A multipart job that is accepted (202) unless one of `fields` is refused."""
     return _form({**URLS, **fields})
@@ -231,6 +237,39 @@ KEEPALIVE_CASES: list[tuple[str, str, bytes | str, list, bytes, int, str | None]
      _form_with_urls(options='{"region": "\\udfff"}'), 422, "invalid_request"),
     ("options-not-utf8", "POST", "/v1/jobs", [("Content-Type", MULTIPART_JSON)],
      _form_with_urls(options=b'{"region": "\xff"}'), 400, "bad_multipart"),
+    ("options-long-unknown-key", "POST", "/v1/jobs", [("Content-Type", MULTIPART_JSON)],
+     _form_with_urls(options=json.dumps({"k" * 60_000: 1})), 422, "invalid_request"),
+    # multipart part headers
+    ("part-name-rfc2231", "POST", "/v1/jobs", [("Content-Type", MULTIPART_JSON)],
+     _part(b"form-data; name*=UTF-8''seconds", b"5"), 400, "bad_multipart"),
+    ("part-name-nul", "POST", "/v1/jobs", [("Content-Type", MULTIPART_JSON)],
+     _part(b'form-data; name="sec\x00onds"', b"5"), 422, "invalid_request"),
+    ("part-name-latin1", "POST", "/v1/jobs", [("Content-Type", MULTIPART_JSON)],
+     _part(b'form-data; name="s\xe9conds"', b"5"), 422, "invalid_request"),
+    ("part-name-unterminated-quote", "POST", "/v1/jobs", [("Content-Type", MULTIPART_JSON)],
+     _part(b'form-data; name="seconds', b"5"), 422, "invalid_request"),
+    ("part-filename-traversal", "POST", "/v1/jobs", [("Content-Type", MULTIPART_JSON)],
+     _part(b'form-data; name="driving"; filename="../../../../etc/x.mp4"', b"\0" * 100), 422,
+     "invalid_request"),
+    ("part-filename-nul", "POST", "/v1/jobs", [("Content-Type", MULTIPART_JSON)],
+     _part(b'form-data; name="driving"; filename="a.mp4\x00.png"', b"\0" * 100), 422,
+     "invalid_request"),
+    ("part-filename-5000-chars", "POST", "/v1/jobs", [("Content-Type", MULTIPART_JSON)],
+     _part(b'form-data; name="driving"; filename="' + b"a" * 5000 + b'.mp4"', b"\0"), 400,
+     "bad_multipart"),
+    ("part-header-without-colon", "POST", "/v1/jobs", [("Content-Type", MULTIPART_JSON)],
+     b"--b\r\nContent-Disposition form-data\r\n\r\nx\r\n--b--\r\n", 400, "bad_multipart"),
+    ("part-header-latin1", "POST", "/v1/jobs", [("Content-Type", MULTIPART_JSON)],
+     _part(b'form-data; name="seconds"', b"5", b"X-\xe9: \xb2\r\n"), 400, "bad_multipart"),
+    ("part-lf-only", "POST", "/v1/jobs", [("Content-Type", MULTIPART_JSON)],
+     b'--b\nContent-Disposition: form-data; name="seconds"\n\n5\n--b--\n', 400,
+     "bad_multipart"),
+    ("part-preamble-500k", "POST", "/v1/jobs", [("Content-Type", MULTIPART_JSON)],
+     b"x" * 500_000 + b"\r\n--b--\r\n", 400, "bad_multipart"),
+    ("form-seconds-bom", "POST", "/v1/jobs", [("Content-Type", MULTIPART_JSON)],
+     _form_with_urls(seconds=b"\xef\xbb\xbf5"), 422, "invalid_request"),
+    ("form-options-empty", "POST", "/v1/jobs", [("Content-Type", MULTIPART_JSON)],
+     _form_with_urls(options=b""), 422, "invalid_request"),
     # multipart numbers: one plain ASCII spelling
     ("form-seconds-underscore", "POST", "/v1/jobs", [("Content-Type", MULTIPART_JSON)],
      _form_with_urls(seconds="1_0"), 422, "invalid_request"),
@@ -336,6 +375,15 @@ KEEPALIVE_CASES: list[tuple[str, str, bytes | str, list, bytes, int, str | None]
     ("idempotency-key-tab", "POST", "/v1/jobs",
      [("Content-Type", "application/json"), ("Idempotency-Key", "a\tb")], _json_body(), 400,
      "bad_idempotency_key"),
+    ("content-encoding-gzip", "POST", "/v1/jobs",
+     [("Content-Type", "application/json"), ("Content-Encoding", "gzip")],
+     gzip.compress(_json_body()), 415, "unsupported_content_encoding"),
+    ("content-encoding-gzip-multipart", "POST", "/v1/jobs",
+     [("Content-Type", MULTIPART_JSON), ("Content-Encoding", "gzip")],
+     gzip.compress(_form_with_urls()), 415, "unsupported_content_encoding"),
+    ("content-encoding-identity", "POST", "/v1/jobs",
+     [("Content-Type", "application/json"), ("Content-Encoding", "Identity")], _json_body(), 202,
+     None),
     ("forwarded-junk", "GET", "/v1/jobs",
      [("X-Forwarded-For", b"\xb2\xb2, ::zz, 999.1.1.1"), ("X-Forwarded-Proto", "javascript")],
      b"", 200, None),
@@ -353,6 +401,7 @@ def test_crafted_input_keeps_the_connection(intake_gateway, method, target, head
             error = json.loads(response.body)["error"]
             assert error["code"] == code and error["message"], error
             assert set(json.loads(response.body)) == {"error"}
+            assert len(error["message"]) < 1000, "the message echoes client input at length"
         assert conn.alive(), "the connection was dropped after the answer"
 
 
