@@ -260,6 +260,9 @@ class LocalStack:
                     logger.error("%s", exc)
                     if self._on_failure is not None:
                         self._on_failure(exc)
+                    # stay until stop(): services this thread restarted get their parent-death
+                    # signal when it ends, and stop() drains them in order instead
+                    self._stopping.wait()
                     return
 
     def _revive(self, service: LocalService, code: int) -> None:
