@@ -252,7 +252,10 @@ class LocalStack:
                 if code is None or self._stopping.is_set():
                     continue
                 try:
-                    self._revive(service, code)
+                    try:
+                        self._revive(service, code)
+                    except OSError as exc:  # could not even start the process
+                        raise StackError(f"{service.name} could not be restarted: {exc}") from exc
                 except StackError as exc:
                     if self._stopping.is_set():
                         return
@@ -274,7 +277,8 @@ class LocalStack:
             service.deaths.append(now)
             if len(service.deaths) > cfg.max_restarts:
                 raise StackError(
-                    f"{service.name} {describe_exit(code)}; it died {len(service.deaths)} times "
+                    f"{service.name} {describe_exit(code)}; it died {len(service.deaths)} "
+                    f"time{'s' if len(service.deaths) != 1 else ''} "
                     f"within {cfg.restart_window_s:.0f} s (at most {cfg.max_restarts} restarts "
                     f"allowed), so it is not restarted again. Its log ends:\n"
                     f"{service.log_tail()}")

@@ -1,4 +1,6 @@
-"""local_stack: a service that cannot start fails the stack with its own log, nothing is left."""
+"""local_stack: a service that cannot start fails the stack with its own log, nothing is left;
+services listen on 127.0.0.1 only; a supervised stack restarts a killed service on its port
+until the restart budget is spent, then reports the service."""
 
 from __future__ import annotations
 
@@ -12,7 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from services.common.grpc_client import check_health, make_channel
+from services.gateway.clients import ENCODER_SERVICE
 from services.gateway.local_stack import LocalStack, StackConfig, StackError, weights_fingerprint
+from tests.unit.common.listening import listening_sockets
 
 FIXTURE_WEIGHTS = Path(__file__).resolve().parents[1] / "fixtures" / "liveportrait" / "checkpoints"
 
@@ -76,3 +81,52 @@ def test_services_stop_when_the_process_that_started_them_is_killed(tmp_path: Pa
     for pid in left.values():
         os.kill(pid, signal.SIGKILL)
     assert not left, f"orphaned services: {left}"
+
+
+def _wait_until(condition, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").is_file(), reason="reads /proc (Linux)")
+def test_supervised_stack_restarts_a_killed_service_on_its_port_within_budget(
+        tmp_path: Path) -> None:
+    stack = LocalStack(StackConfig(weights_dir=FIXTURE_WEIGHTS, animator_device="cpu",
+                                   log_dir=tmp_path, max_restarts=2, restart_backoff_s=0.2))
+    failures: list[StackError] = []
+    stack.start()
+    try:
+        for name, service in stack.services.items():
+            bound = listening_sockets(service.proc.pid)
+            assert {address for address, _ in bound} == {"127.0.0.1"}, (name, bound)
+            assert {service.port, service.metrics_port} <= {port for _, port in bound}
+        stack.supervise(on_failure=failures.append, poll_s=0.1)
+        encoder = stack.services["encoder"]
+        port = encoder.port
+        for restart in (1, 2):
+            old = encoder.proc
+            os.kill(old.pid, signal.SIGKILL)
+            _wait_until(lambda n=restart: encoder.restarts == n, 90, f"restart {restart}")
+            assert encoder.proc.pid != old.pid and encoder.port == port
+            assert not _alive(old.pid) and not Path(f"/proc/{old.pid}").exists()  # reaped
+            channel = make_channel(encoder.target)
+            try:
+                assert check_health(channel, ENCODER_SERVICE) == "SERVING"
+            finally:
+                channel.close()
+            assert {a for a, _ in listening_sockets(encoder.proc.pid)} == {"127.0.0.1"}
+        assert failures == [] and stack.failure is None
+        last = encoder.proc
+        os.kill(last.pid, signal.SIGKILL)  # the third death within the window: given up
+        _wait_until(lambda: failures, 30, "the supervisor to give up")
+        assert failures == [stack.failure]
+        assert str(stack.failure).startswith(
+            "encoder was killed by SIGKILL; it died 3 times within 300 s (at most 2 restarts")
+        time.sleep(1.0)
+        assert encoder.proc is last and encoder.restarts == 2  # not restarted again
+        assert all(s.proc.poll() is None for n, s in stack.services.items() if n != "encoder")
+    finally:
+        codes = stack.stop()
+    assert codes["encoder"] == -signal.SIGKILL
