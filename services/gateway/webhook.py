@@ -39,7 +39,7 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
 
 def verify_signature(secret: str, timestamp: str, body: bytes, header: str) -> bool:
     """Compared as bytes: a header with non-ASCII characters is a mismatch, not an error."""
-    given = header.encode("utf-8", "surrogateescape")
+    given = header.encode("utf-8", "replace")
     return hmac.compare_digest(sign(secret, timestamp, body).encode(), given)
 
 

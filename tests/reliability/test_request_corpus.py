@@ -289,6 +289,9 @@ KEEPALIVE_CASES: list[tuple[str, str, bytes | str, list, bytes, int, str | None]
      _form_with_urls(source_max_dim="٥١٢"), 422, "invalid_request"),
     ("form-dim-5000-digits", "POST", "/v1/jobs", [("Content-Type", MULTIPART_JSON)],
      _form_with_urls(source_max_dim=_HUGE_INT), 422, "invalid_request"),
+    ("source-over-its-limit", "POST", "/v1/jobs", [("Content-Type", MULTIPART_JSON)],
+     _part(b'form-data; name="source"; filename="a.png"', b"\0" * (5 * 1024 * 1024 // 2)), 413,
+     "too_large"),
     ("form-plain-numbers-accepted", "POST", "/v1/jobs", [("Content-Type", MULTIPART_JSON)],
      _form_with_urls(seconds="2.5", source_max_dim="512"), 202, None),
     # JSON bodies: strict JSON

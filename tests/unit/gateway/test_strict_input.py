@@ -18,6 +18,7 @@ from services.gateway.strict_input import (
     parse_media_type,
     parse_uint,
 )
+from services.gateway.webhook import sign, verify_signature
 
 # Spellings Python's int()/float()/isdigit() accept (or half-accept) that are not plain ASCII.
 NOT_UINTS = [
@@ -220,3 +221,10 @@ def test_result_link_expires() -> None:
 ])
 def test_request_target_is_ascii(url: str, target: str) -> None:
     assert request_target(url) == target
+
+
+def test_webhook_signature_check_takes_any_header() -> None:
+    good = sign("secret", "1700000000", b"{}")
+    assert verify_signature("secret", "1700000000", b"{}", good)
+    for header in ("", good.upper(), good[:-1] + "\u00e9", "\ud800", "sha256=" + "\uff10" * 64):
+        assert not verify_signature("secret", "1700000000", b"{}", header)
