@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from services.common.errors import InvalidInputError
-from services.common.media import decode_image
+from services.common.media import check_image
 from services.gateway.config import MIB, GatewayConfig
 from services.gateway.fetch import FetchError, MediaFetcher
 from services.gateway.media import MediaLimits, probe_video
@@ -215,4 +215,4 @@ class JobIntake:
             raise ApiError(422, exc.reason, exc.message) from None
 
     def _check_image(self, path: Path) -> None:
-        decode_image(path.read_bytes())
+        check_image(path)
