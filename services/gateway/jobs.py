@@ -157,7 +157,10 @@ class JobStore:
         """Serialise job creation for `owner` until the transaction ends."""
         if self.db.dialect == "postgresql":
             key = zlib.crc32(owner.encode("utf-8")) - 2**31  # a signed 32-bit key
-            tx.query("SELECT pg_advisory_xact_lock(?, ?) AS locked", (_QUOTA_LOCK, key))
+            tx.query(
+                "SELECT pg_advisory_xact_lock(CAST(? AS INTEGER), CAST(? AS INTEGER)) AS locked",
+                (_QUOTA_LOCK, key),
+            )
         # SQLite: the write transaction began with BEGIN IMMEDIATE and holds the database's
         # single write lock already.
 
