@@ -24,7 +24,7 @@ from services.gateway.render_cli import NOISE_WARNING, RANDOM_MARKER, default_we
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dynamics up", description=__doc__.splitlines()[0])
-    p.add_argument("--port", type=int, default=8080, help="gateway HTTP port (0: any free one)")
+    p.add_argument("--port", type=_port, default=8080, help="gateway HTTP port (0: any free one)")
     p.add_argument("--host", default="127.0.0.1",
                    help="gateway bind address (default 127.0.0.1; 0.0.0.0 exposes the REST API "
                         "to the network, without auth). The three services always bind 127.0.0.1")
@@ -40,6 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--restart-window", type=float, default=300.0, metavar="SECONDS",
                    help="window for --max-restarts (default 300)")
     return p
+
+
+def _port(text: str) -> int:
+    if not text.isdecimal() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (0-65535)")
+    return int(text)
 
 
 def gateway_environ(environ: Mapping[str, str], args: argparse.Namespace, targets,
@@ -165,5 +171,8 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str], weights: Path,
         close_clients()
     if stack.failure is not None:
         print(f"dynamics up: giving up: {stack.failure}", file=sys.stderr)
+        return 1
+    if not server.started:
+        print("dynamics up: the gateway did not start (see the log above)", file=sys.stderr)
         return 1
     return 0
