@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 import shutil
 import time
@@ -18,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from services.gateway.auth import User
 from services.gateway.job_inputs import drop_inputs, share_uploads
+from services.gateway.job_record import decode_cursor
 from services.gateway.jobs import Job, Quota, QuotaExceeded
 from services.gateway.schemas import ApiError, ErrorBody, JobCreate, JobPage, JobView, job_view
 from services.gateway.state import GatewayState, get_state
@@ -63,6 +65,17 @@ StrictInt = Annotated[int, BeforeValidator(_strict_int)]
 def _check_job_id(job_id: str) -> None:
     if not _JOB_ID.fullmatch(job_id):
         raise ApiError(404, "not_found", "no such job")
+
+
+def _check_cursor(cursor: str) -> None:
+    """A page cursor names a creation time and a job id; one naming anything else (a NUL in the
+    id makes PostgreSQL refuse the query) is malformed."""
+    try:
+        created_at, job_id = decode_cursor(cursor)
+    except ValueError:
+        created_at, job_id = math.nan, ""
+    if not math.isfinite(created_at) or not _JOB_ID.fullmatch(job_id):
+        raise ApiError(400, "bad_cursor", "the page cursor is malformed")
 
 
 def _owned(state: GatewayState, job_id: str, user: User) -> Job:
@@ -205,6 +218,8 @@ def list_jobs(
     status: str | None = Query(None, pattern="^(queued|running|succeeded|failed|cancelled)$"),
 ) -> JobPage:
     state = get_state(request)
+    if cursor is not None:
+        _check_cursor(cursor)
     try:
         jobs, next_cursor = state.store.list(user.uid, limit=limit, cursor=cursor, status=status)
     except ValueError:
