@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import atexit
 import errno
+import functools
 import logging
 import os
 import queue
@@ -203,8 +204,15 @@ _SETPRIV = shutil.which("setpriv")
 def guarded_argv(argv: Sequence[str]) -> list[str]:
     """`argv` under `setpriv --pdeathsig KILL` (unchanged where setpriv is missing)."""
     if _SETPRIV is None:
+        _warn_no_setpriv()
         return list(argv)
     return [_SETPRIV, f"--pdeathsig={PDEATHSIG}", "--", *argv]
+
+
+@functools.cache
+def _warn_no_setpriv() -> None:
+    logger.warning("setpriv (util-linux) is missing: FFmpeg children are killed on shutdown "
+                   "and cancel, but not when this process is killed")
 
 
 class _Spawner:

@@ -164,15 +164,21 @@ def _ffprobe(path: Path, limits: MediaLimits, *extra: str, demuxer: str | None =
 
 
 def _packet_times(path: Path, limits: MediaLimits, demuxer: str, stream_index: int,
-                  max_packets: int | None) -> list[tuple[str, str]]:
-    """(pts, dts) of the video stream's packets in file order ('N/A' where absent)."""
+                  max_packets: int | None) -> tuple[list[tuple[str, str]], float | None]:
+    """(pts, dts) of the video stream's packets in file order ('N/A' where absent), and the
+    container's duration in seconds (None when unknown)."""
     extra = ["-select_streams", str(stream_index)]
     if max_packets is not None:
         extra += ["-read_intervals", f"%+#{max_packets}"]
     data = _ffprobe(path, limits, *extra, demuxer=demuxer,
-                    show=("-show_entries", "packet=pts,dts"))
-    return [(str(p.get("pts", "N/A")), str(p.get("dts", "N/A")))
-            for p in data.get("packets") or []]
+                    show=("-show_entries", "packet=pts,dts:format=duration"))
+    packets = [(str(p.get("pts", "N/A")), str(p.get("dts", "N/A")))
+               for p in data.get("packets") or []]
+    try:
+        duration = float((data.get("format") or {}).get("duration"))
+    except (TypeError, ValueError):
+        duration = None
+    return packets, duration
 
 
 def _is_int(text: str) -> bool:
@@ -244,7 +250,7 @@ def probe_video(path: Path, limits: MediaLimits = MediaLimits()) -> VideoInfo:
         width, height = height, width
     stream_index = int(stream.get("index", 0))
     _check_timestamps(
-        _packet_times(path, limits, container, stream_index, limits.timestamp_packets))
+        _packet_times(path, limits, container, stream_index, limits.timestamp_packets)[0])
     return VideoInfo(
         width=width, height=height, fps=fps, duration_s=duration,
         frames=round(duration * fps),
@@ -287,7 +293,7 @@ def trim_video(
     done = _run(["ffmpeg", *args], limits.trim_timeout_s, "trimming the video")
     if done.returncode != 0 or not dst.is_file():
         raise _failed("trim", src, done.stderr, "the video cannot be cut", "bad_video")
-    packets = _packet_times(dst, limits, "matroska", 0, None)
+    packets, duration = _packet_times(dst, limits, "matroska", 0, None)
     frames = len(packets)
     if frames == 0:
         raise MediaError("the video has no frames", reason="no_frames")
@@ -295,10 +301,8 @@ def trim_video(
         raise MediaError("the video has more frames than its length allows",
                          reason="bad_timestamps")
     _check_timestamps(packets)
-    counted = _ffprobe(dst, limits, demuxer="matroska", show=("-show_format",))
-    duration = float((counted.get("format") or {}).get("duration") or frames / info.fps)
     return replace(
-        info, frames=frames, duration_s=duration, stream_index=0, size_bytes=dst.stat().st_size,
+        info, frames=frames, duration_s=duration or float(frames / info.fps), stream_index=0, size_bytes=dst.stat().st_size,
         container="matroska",
     )
 
