@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from services.gateway.config import GatewayConfig
 from services.gateway.job_types import JobSpec, MediaInput
 from services.gateway.jobs import Job
 from services.gateway.storage import ResultStorage
@@ -63,6 +64,11 @@ def drop_inputs(storage: ResultStorage, spec: Mapping[str, Any], upload_dir: Pat
                 storage.delete(key)
             except Exception:  # leftovers are logged, not fatal
                 logger.warning("could not delete input %s", key, exc_info=True)
+
+
+def drop_job_inputs(storage: ResultStorage, config: GatewayConfig, job: Job) -> None:
+    """Delete the inputs of a job that is final, from its stored spec and its upload folder."""
+    drop_inputs(storage, job.spec, config.upload_dir(job.id))
 
 
 def job_spec(job: Job, local: Mapping[str, Path] | None = None) -> JobSpec:

@@ -8,6 +8,7 @@ lost the job and stops. That is what keeps one job from running twice at the sam
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 import zlib
@@ -27,6 +28,8 @@ from services.gateway.job_record import (
     decode_cursor,
     encode_cursor,
 )
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "ACTIVE",
@@ -69,6 +72,10 @@ class JobStore:
     def __init__(self, db: Database, clock: Callable[[], float] = time.time) -> None:
         self.db = db
         self.clock = clock
+        # Called (outside the transaction) with each job `claim` settles because its worker's
+        # lease ran out: cancelled, or out of attempts. No worker settles those, so whoever
+        # owns the inputs (the gateway) deletes them here. Errors are logged, not raised.
+        self.on_abandoned: Callable[[Job], None] | None = None
         with db.transaction() as tx:
             if db.dialect == "postgresql":
                 tx.query("SELECT pg_advisory_xact_lock(724411) AS locked")
@@ -277,7 +284,7 @@ class JobStore:
         now = self.clock()
         token = f"{worker_id}:{uuid.uuid4().hex}"
         with self.db.transaction() as tx:
-            self._reap_expired(tx, now, max_attempts)
+            abandoned = self._reap_expired(tx, now, max_attempts)
             lock = " FOR UPDATE SKIP LOCKED" if self.db.dialect == "postgresql" else ""
             rows = tx.query(
                 "UPDATE jobs SET status = 'running', lease_token = ?, lease_expires = ?,"
@@ -289,20 +296,33 @@ class JobStore:
                 + ") RETURNING *",
                 (token, now + lease_s, now, now, now, now),
             )
+        for job in abandoned:
+            self._abandoned(job)
         return Job.from_row(rows[0]) if rows else None
 
-    def _reap_expired(self, tx: Transaction, now: float, max_attempts: int) -> None:
-        """Settle expired leases that must not run again: cancelled, or out of attempts."""
-        tx.execute(
+    def _abandoned(self, job: Job) -> None:
+        if self.on_abandoned is None:
+            return
+        try:
+            self.on_abandoned(job)
+        except Exception:
+            logger.warning("clean-up of abandoned job %s failed", job.id, exc_info=True)
+
+    def _reap_expired(self, tx: Transaction, now: float, max_attempts: int) -> list[Job]:
+        """Settle expired leases that must not run again: cancelled, or out of attempts.
+
+        Returns the jobs settled.
+        """
+        rows = tx.query(
             "UPDATE jobs SET status = 'cancelled', stage = 'cancelled', finished_at = ?,"
             " updated_at = ?, lease_token = NULL WHERE status = 'running' AND lease_expires < ?"
-            " AND cancel_requested = 1",
+            " AND cancel_requested = 1 RETURNING *",
             (now, now, now),
         )
-        tx.execute(
+        rows += tx.query(
             "UPDATE jobs SET status = 'failed', stage = 'failed', error_code = 'worker_lost',"
             " error_message = ?, finished_at = ?, updated_at = ?, lease_token = NULL"
-            " WHERE status = 'running' AND lease_expires < ? AND attempts >= ?",
+            " WHERE status = 'running' AND lease_expires < ? AND attempts >= ? RETURNING *",
             (
                 "The job was interrupted too many times and was given up.",
                 now,
@@ -311,6 +331,7 @@ class JobStore:
                 max_attempts,
             ),
         )
+        return [Job.from_row(row) for row in rows]
 
     def renew(self, job_id: str, token: str, lease_s: float) -> tuple[bool, bool]:
         """Extend the lease. Returns (still ours, cancel requested)."""

@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from fastapi import FastAPI
@@ -21,6 +22,7 @@ from services.gateway.database import Database
 from services.gateway.fetch import FetchPolicy, MediaFetcher
 from services.gateway.firebase_app import delete_firebase_app, make_firebase_app
 from services.gateway.intake import JobIntake
+from services.gateway.job_inputs import drop_job_inputs
 from services.gateway.jobs import JobStore
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.notify import Notifier
@@ -119,6 +121,7 @@ class Gateway:
             if config.storage_backend == "firebase"
             else LocalStorage(config.data_dir / "results")
         )
+        store.on_abandoned = partial(drop_job_inputs, storage, config)
         notifier = Notifier(
             firebase_app=firebase_app,
             fcm_endpoint=config.fcm_endpoint,

@@ -1,9 +1,10 @@
 """A cancelled job's uploaded photo and video are deleted from the gateway's disk.
 
-Three ways a job ends cancelled, each against a real gateway process over HTTP with real upload
-files: cancelled while queued (DELETE settles it; nothing else ever would), cancelled while
-running (its worker deletes them when it stops), and cancelled after its worker died (the lease
-has expired, so DELETE settles it at once). The running cases use the gateway whose workers run
+Each case runs against a real gateway process over HTTP with real upload files: cancelled while
+queued (DELETE settles it; nothing else ever would), cancelled while running (its worker deletes
+them when it stops), cancelled after its worker died (the lease has expired, so DELETE settles
+it at once), and given up after its worker died with no attempts left (the next claim settles
+it and hands it to the store's `on_abandoned`). The running cases use the gateway whose workers run
 the orchestrator stand-in (tests/unit/gateway/standin_gateway.py, STANDIN_BLOCK=1: each job
 waits before animating until it is cancelled).
 """
@@ -65,10 +66,11 @@ def test_cancel_while_queued_deletes_the_uploads(queue_only, hero_bytes) -> None
         assert _uploads(data, kept) == ["driving.mp4", "source.png"]
 
 
-def _start_standin(data: Path, port: int, workers: int) -> subprocess.Popen:
+def _start_standin(data: Path, port: int, workers: int, **extra: str) -> subprocess.Popen:
     env = dict(os.environ, GATEWAY_PORT=str(port), GATEWAY_AUTH_MODE="none",
                GATEWAY_DATA_DIR=str(data), GATEWAY_WORKERS=str(workers), JOB_LEASE_S="2",
-               JOB_HEARTBEAT_S="0.3", JOB_POLL_S="0.1", STANDIN_BLOCK="1", MAX_SECONDS="10")
+               JOB_HEARTBEAT_S="0.3", JOB_POLL_S="0.1", STANDIN_BLOCK="1", MAX_SECONDS="10",
+               **extra)
     proc = subprocess.Popen([sys.executable, "-m", "tests.unit.gateway.standin_gateway"],
                             cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -141,3 +143,26 @@ def test_cancel_after_the_worker_died_deletes_the_uploads(tmp_path, hero_bytes) 
             process.terminate(30)
         finally:
             process.kill()
+
+
+def test_a_job_given_up_after_its_worker_died_loses_its_uploads(tmp_path, hero_bytes) -> None:
+    data, port = tmp_path / "data", free_port()
+    base = f"http://127.0.0.1:{port}"
+    first = _start_standin(data, port, workers=1, JOB_MAX_ATTEMPTS="1")
+    try:
+        with httpx.Client(base_url=base, timeout=60) as client:
+            job_id = client.post("/v1/jobs", files=_files(hero_bytes)).json()["id"]
+            wait_for(lambda: _status(client, job_id) == "running", timeout=30)
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+    assert _uploads(data, job_id) == ["driving.mp4", "source.png"]
+    # A replica with workers finds the expired lease of a job with no attempts left.
+    second = _start_standin(data, port, workers=1, JOB_MAX_ATTEMPTS="1")
+    try:
+        with httpx.Client(base_url=base, timeout=60) as client:
+            wait_for(lambda: _status(client, job_id) == "failed", timeout=30)
+            assert client.get(f"/v1/jobs/{job_id}").json()["error"]["code"] == "worker_lost"
+            wait_for(lambda: not (data / "uploads" / job_id).exists(), timeout=10)
+    finally:
+        _stop(second)

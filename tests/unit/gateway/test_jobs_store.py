@@ -182,6 +182,34 @@ def test_cancel_after_the_lease_expired_settles_at_once(store, clock):
     assert store.claim("w", 5, 3) is None
 
 
+def test_jobs_settled_by_the_reaper_are_handed_to_on_abandoned(store, clock):
+    seen = []
+    store.on_abandoned = seen.append
+    cancelled = store.create("a", SPEC)[0]
+    store.claim("dead", 5, 1)
+    store.request_cancel(cancelled.id, "a")  # flagged while the lease is live
+    lost = store.create("a", SPEC)[0]
+    store.claim("dead", 5, 1)  # its only attempt
+    clock.advance(6)
+    assert store.claim("w", 5, 1) is None
+    assert sorted((job.id, job.status) for job in seen) == sorted(
+        [(cancelled.id, "cancelled"), (lost.id, "failed")]
+    )
+    assert seen[0].spec == SPEC
+
+
+def test_a_failing_on_abandoned_does_not_stop_claims(store, clock):
+    def explode(job):
+        raise OSError("disk gone")
+
+    store.on_abandoned = explode
+    store.create("a", SPEC)
+    store.claim("dead", 5, 1)
+    clock.advance(6)
+    fresh = store.create("a", SPEC)[0]
+    assert store.claim("w", 5, 1).id == fresh.id
+
+
 def test_requeue_fail_and_usage(store, clock):
     job = store.create("a", SPEC)[0]
     lease = store.claim("w", 10, 3)
