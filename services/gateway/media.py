@@ -5,7 +5,10 @@ shell strings. Every ffprobe/FFmpeg call names the demuxers and protocols it may
 (services/common/ffmpeg_safety.py): the probe allows only the video containers we accept, and
 later calls force the demuxer the probe found, so a playlist or any other file that names
 further files is refused before anything is read from it. Children run as guarded processes
-(own process group, killed when the gateway dies). The trimmed video is a stream copy (no re-encode) into Matroska written with
+(own process group, killed when the gateway dies). Client-facing messages are short and fixed
+per reason; FFmpeg's stderr (with server paths) goes to the log only.
+
+The trimmed video is a stream copy (no re-encode) into Matroska written with
 `+bitexact`, so the same input trims to the same bytes and its sha256 keys the motion cache.
 The trim stops at a frame count derived from the probed frame rate as well as at the duration,
 and videos whose frame timestamps do not increase are refused, so a file whose timestamps are
@@ -111,9 +114,8 @@ def _failed(what: str, path: Path, stderr: bytes, message: str, reason: str) -> 
 
 
 def _unsupported(found: str | None) -> MediaError:
-    kind = found if found and found.replace("_", "").isalnum() and len(found) <= 24 else None
-    what = f"a {kind} file" if kind and kind != "unknown" else "a container we do not open"
-    return MediaError(f"the hero video is {what}; send an {ACCEPTED_CONTAINERS} video",
+    logger.warning("refused a %s file as the hero video", found or "unknown")
+    return MediaError(f"the hero video is not an {ACCEPTED_CONTAINERS} file",
                       reason="unsupported_container")
 
 
@@ -215,8 +217,8 @@ def probe_video(path: Path, limits: MediaLimits = MediaLimits()) -> VideoInfo:
         raise _unsupported(exc.found) from None
     if container == "mov" and safety.mov_external_reference(path):
         logger.warning("%s refers to samples in other files", path)
-        raise MediaError(f"the hero video refers to other files; send a self-contained "
-                         f"{ACCEPTED_CONTAINERS} video", reason="unsupported_container")
+        raise MediaError(f"the hero video is not a self-contained {ACCEPTED_CONTAINERS} file",
+                         reason="unsupported_container")
     streams = data.get("streams") or []
     video = [
         s for s in streams
@@ -302,8 +304,8 @@ def trim_video(
                          reason="bad_timestamps")
     _check_timestamps(packets)
     return replace(
-        info, frames=frames, duration_s=duration or float(frames / info.fps), stream_index=0, size_bytes=dst.stat().st_size,
-        container="matroska",
+        info, frames=frames, duration_s=duration or float(frames / info.fps), stream_index=0,
+        size_bytes=dst.stat().st_size, container="matroska",
     )
 
 
@@ -401,8 +403,7 @@ class FrameDecoder:
             # FFmpeg died mid-video (crash, OOM kill): the frames so far are not the video.
             logger.warning("decoding %s stopped after %d frames (exit %d): %s", self._path,
                            self.frames_read, code, _stderr_tail(self._stderr, 5))
-            raise MediaError(f"decoding the video stopped after {self.frames_read} frames "
-                             f"(FFmpeg exit {code})", reason="decode_failed")
+            raise MediaError("decoding the video stopped part way", reason="decode_failed")
 
     def close(self) -> None:
         """Stop FFmpeg (if still running) and release its pipes."""

@@ -203,7 +203,9 @@ def test_odd_single_frame_and_variable_rate_videos_decode(
     assert decoded[0].shape == (info.height, info.width, 3)
 
 
-def test_ffmpeg_dying_mid_video_is_an_error_not_a_short_video(clip: Path, tmp_path: Path) -> None:
+def test_ffmpeg_dying_mid_video_is_an_error_not_a_short_video(
+    clip: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     info = trim_video(clip, tmp_path / "t.mkv", 2.0)
     decoder = FrameDecoder(tmp_path / "t.mkv", info)
     frames = iter(decoder)
@@ -211,5 +213,7 @@ def test_ffmpeg_dying_mid_video_is_an_error_not_a_short_video(clip: Path, tmp_pa
     decoder._proc.send_signal(signal.SIGKILL)  # a crash, not our own close()
     with pytest.raises(MediaError) as err:
         list(frames)
-    assert err.value.reason == "decode_failed" and "exit -9" in err.value.message
+    assert err.value.reason == "decode_failed"
+    assert err.value.message == "decoding the video stopped part way"
+    assert any("exit -9" in record.getMessage() for record in caplog.records)
     decoder.close()
