@@ -191,7 +191,7 @@ def refused_demuxer(stderr: bytes | str) -> str | None:
     match = _REFUSED.search(text)
     if match:
         return match.group(1)
-    if "Format not on whitelist" in text or "Protocol '" in text and "not on whitelist" in text:
+    if "Format not on whitelist" in text or ("Protocol '" in text and "not on whitelist" in text):
         return "unknown"
     return None
 
@@ -253,8 +253,13 @@ class _Spawner:
         future: Future = Future()
         self._requests.put((guarded_argv(argv), {**kwargs, "start_new_session": True}, future))
         proc = future.result()
-        self.children.add(proc)
+        with self._lock:
+            self.children.add(proc)
         return proc
+
+    def snapshot(self) -> list[subprocess.Popen]:
+        with self._lock:
+            return list(self.children)
 
 
 _SPAWNER = _Spawner()
@@ -296,7 +301,7 @@ def run(argv: Sequence[str], timeout_s: float, *, stdout=subprocess.PIPE,
 
 def live_children() -> list[subprocess.Popen]:
     """Children started here that are still running."""
-    return [proc for proc in list(_SPAWNER.children) if proc.poll() is None]
+    return [proc for proc in _SPAWNER.snapshot() if proc.poll() is None]
 
 
 def kill_children() -> None:
