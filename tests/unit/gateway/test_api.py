@@ -430,8 +430,8 @@ def test_bad_list_parameters_are_422(client, query):
 @pytest.mark.parametrize(
     "body",
     [
-        b'--b\r\nContent-Disposition: form-data; name="seconds"\r\n\r\n5\r\n'
-        b'--b\r\nContent-Disposition: form-data; name="seconds"\r\n\r\n6\r\n--b--\r\n',
+        (b'--b\r\nContent-Disposition: form-data; name="seconds"\r\n\r\n5\r\n'
+        b'--b\r\nContent-Disposition: form-data; name="seconds"\r\n\r\n6\r\n--b--\r\n'),
         b'--b\r\nContent-Disposition: form-data; name="source"; filename="x.png"\r\n\r\nabc',
         b"--b\r\nContent-Disposition: attachment\r\n\r\nx\r\n--b--\r\n",
     ],
