@@ -1,0 +1,109 @@
+"""Every FFmpeg/ffprobe the services start names its demuxers and protocols before each input,
+and is started through services/common/ffmpeg_safety.py (a guarded child).
+
+The dynamic test runs the real media paths of the gateway (probe, trim, audio extraction,
+frame decoding) and of the encoder (both audio paths) and records each argv on its way to
+`ffmpeg_safety.popen` (the real process still runs). The static test fails when any service
+module that mentions FFmpeg starts processes some other way."""
+
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from services.common import ffmpeg_safety
+from services.encoder.config import EncoderConfig
+from services.encoder.encoder import EncodeParams, EncodeSession
+from services.gateway.media import FrameDecoder, extract_audio, probe_video, trim_video
+from tests.unit.encoder.media_tools import FFMPEG, FFPROBE, make_hero_video, needs_ffmpeg
+
+SERVICES = Path(__file__).resolve().parents[3] / "services"
+ALLOWED = set(ffmpeg_safety.VIDEO_DEMUXERS) | {"rawvideo"}
+
+
+def _inputs(argv: list[str]) -> list[tuple[list[str], str]]:
+    """(options before it, the input) for every input of an ffmpeg/ffprobe argv."""
+    tool = Path(argv[0]).name
+    if tool == "ffmpeg":
+        found, start = [], 0
+        for index, arg in enumerate(argv):
+            if arg == "-i":
+                found.append((argv[start:index], argv[index + 1]))
+                start = index + 2
+        return found
+    assert tool == "ffprobe", argv
+    return [(argv[1:-1], argv[-1])]
+
+
+def _option(options: list[str], name: str) -> str | None:
+    values = [options[i + 1] for i, arg in enumerate(options[:-1]) if arg == name]
+    return values[-1] if values else None
+
+
+@pytest.fixture
+def recorded(monkeypatch) -> list[list[str]]:
+    seen: list[list[str]] = []
+    real = ffmpeg_safety._SPAWNER.popen
+
+    def spy(argv, **kwargs):
+        seen.append(list(argv))
+        return real(argv, **kwargs)
+
+    monkeypatch.setattr(ffmpeg_safety._SPAWNER, "popen", spy)
+    return seen
+
+
+@pytest.mark.ffmpeg
+@needs_ffmpeg
+def test_every_media_call_names_demuxers_and_protocols(recorded, tmp_path) -> None:
+    hero = make_hero_video(tmp_path / "hero.mp4", seconds=1.0)
+    probe_video(hero)
+    info = trim_video(hero, tmp_path / "t.mkv", 1.0)
+    extract_audio(tmp_path / "t.mkv", tmp_path / "a.mka")
+    with FrameDecoder(tmp_path / "t.mkv", info) as decoder:
+        frames = list(decoder)
+    config = EncoderConfig(ffmpeg=FFMPEG, ffprobe=FFPROBE, tmp_dir=str(tmp_path))
+    audio = (tmp_path / "a.mka").read_bytes()
+    for expected in (len(frames), 0):  # audio made while frames stream, and after them
+        params = EncodeParams(fps=Fraction(25), crf=23, preset="ultrafast",
+                              audio_bytes=len(audio), expected_frames=expected)
+        with EncodeSession(config, params) as session:
+            session.add_audio(audio)
+            for index, frame in enumerate(frames):
+                session.add_frame(index, np.ascontiguousarray(frame))
+            session.finish()
+    media_calls = [argv for argv in recorded if not {"-version", "-encoders"} & set(argv)]
+    assert len(media_calls) >= 12, media_calls
+    for argv in media_calls:
+        inputs = _inputs(argv)
+        assert inputs, argv
+        for options, source in inputs:
+            formats = _option(options, "-format_whitelist")
+            protocols = _option(options, "-protocol_whitelist")
+            assert formats and set(formats.split(",")) <= ALLOWED, argv
+            if source.startswith("pipe:"):
+                assert protocols == "pipe" and _option(options, "-f") == "rawvideo", argv
+            else:
+                assert protocols == "file", argv
+                forced = _option(options, "-f")
+                if Path(argv[0]).name == "ffmpeg":
+                    assert forced in ffmpeg_safety.VIDEO_DEMUXERS, argv
+                if forced == "mov" or forced is None:
+                    assert _option(options, "-enable_drefs") == "0", argv
+
+
+def test_no_service_starts_ffmpeg_another_way() -> None:
+    starts = re.compile(r"subprocess\.(run|Popen|call|check_call|check_output)\(|"
+                        r"\bffmpeg\.run(_async)?\(|\.run_async\(|os\.(system|popen|exec\w*)\(")
+    offenders = []
+    for path in SERVICES.rglob("*.py"):
+        if path.name == "ffmpeg_safety.py":
+            continue
+        text = path.read_text()
+        if re.search(r"ffmpeg|ffprobe", text, re.IGNORECASE) and starts.search(text):
+            offenders.append(str(path.relative_to(SERVICES)))
+    assert offenders == []
