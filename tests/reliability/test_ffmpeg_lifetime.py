@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import grpc
+import httpx
 import numpy as np
 import pytest
 from dynamics.v1 import common_pb2, encoder_pb2, encoder_pb2_grpc
@@ -21,8 +22,9 @@ from dynamics.v1 import common_pb2, encoder_pb2, encoder_pb2_grpc
 from services.common import ffmpeg_safety
 from services.common.grpc_client import make_channel
 from services.common.media import array_to_raw
+from services.gateway.demo_media import write_hero_clip, write_source_photo
 from services.gateway.media import FrameDecoder, trim_video
-from tests.reliability.conftest import healthy, needs_ffmpeg
+from tests.reliability.conftest import healthy, needs_ffmpeg, start_gateway
 from tests.reliability.indirection_corpus import colour_clip
 from tests.service_process import REPO_ROOT, start_service
 
@@ -190,3 +192,28 @@ def test_shutdown_kills_live_children(tmp_path) -> None:
     assert proc in ffmpeg_safety.live_children()
     ffmpeg_safety.kill_children()
     assert proc.returncode is not None and not _alive(proc.pid)
+
+
+def test_sigkilled_gateway_leaves_no_ffmpeg(grpc_services, tmp_path) -> None:
+    """The real gateway, decoding a job's hero video for tracking (FFmpeg feeds frames as fast
+    as face_detect takes them), is SIGKILLed: its FFmpeg dies too."""
+    hero = write_hero_clip(tmp_path / "hero.mp4", seconds=8, fps=25, size=320)
+    photo = write_source_photo(tmp_path / "me.png", side=256)
+    targets = {f"{name.upper()}_ADDR": service.target for name, service in grpc_services.items()}
+    gateway, base = start_gateway(tmp_path / "gw", {
+        **targets, "GATEWAY_WORKERS": "1", "JOB_POLL_S": "0.1", "MAX_SECONDS": "10"})
+    pids: list[int] = []
+    try:
+        files = {"source": ("me.png", photo.read_bytes(), "image/png"),
+                 "driving": ("d.mp4", hero.read_bytes(), "video/mp4")}
+        response = httpx.post(f"{base}/v1/jobs", files=files, data={"seconds": "8"}, timeout=60)
+        assert response.status_code == 202, response.text
+        pids = _wait_for(lambda: _ffmpeg_children(gateway.proc.pid, "rawvideo"), 60,
+                         "the gateway's decoding FFmpeg")
+        _wedge(pids)
+        gateway.proc.kill()
+        gateway.proc.wait(10)
+        _wait_for(lambda: not any(_alive(pid) for pid in pids), 5, f"FFmpeg {pids} to die")
+    finally:
+        gateway.kill()
+        _cleanup(pids)
