@@ -8,7 +8,9 @@ module that mentions FFmpeg starts processes some other way."""
 
 from __future__ import annotations
 
+import os
 import re
+import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -107,3 +109,42 @@ def test_no_service_starts_ffmpeg_another_way() -> None:
         if re.search(r"ffmpeg|ffprobe", text, re.IGNORECASE) and starts.search(text):
             offenders.append(str(path.relative_to(SERVICES)))
     assert offenders == []
+
+
+def test_demuxer_names_and_refusals() -> None:
+    assert ffmpeg_safety.demuxer_of("mov,mp4,m4a,3gp,3g2,mj2") == "mov"
+    assert ffmpeg_safety.demuxer_of("matroska,webm") == "matroska"
+    for name in ("hls", "concat", "image2", "sdp", "lavfi", "wav", ""):
+        with pytest.raises(ffmpeg_safety.UnsafeMediaError):
+            ffmpeg_safety.demuxer_of(name)
+    with pytest.raises(ffmpeg_safety.UnsafeMediaError):
+        ffmpeg_safety.input_options("hls")
+    assert ffmpeg_safety.refused_demuxer(
+        b"[hls @ 0x55] Format not on whitelist 'mov,matroska,avi'\n") == "hls"
+    assert ffmpeg_safety.refused_demuxer(b"moov atom not found") is None
+
+
+def _gone(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat[stat.rindex(")") + 2] == "Z"  # a zombie has exited
+
+
+def test_kill_group_takes_grandchildren_and_missing_tools_raise(tmp_path) -> None:
+    marker = tmp_path / "grandchild.pid"
+    proc = ffmpeg_safety.popen(["sh", "-c", f"sleep 30 & echo $! > {marker}; wait"])
+    deadline = time.monotonic() + 5
+    while not marker.exists() or not marker.read_text().strip():
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    grandchild = int(marker.read_text())
+    assert os.getpgid(grandchild) == proc.pid  # the child leads its own group
+    ffmpeg_safety.kill_group(proc)
+    deadline = time.monotonic() + 5
+    while not _gone(grandchild):
+        assert time.monotonic() < deadline, "the grandchild outlived its group"
+        time.sleep(0.02)
+    with pytest.raises(FileNotFoundError):
+        ffmpeg_safety.popen([str(tmp_path / "no-such-ffmpeg")])
