@@ -37,7 +37,9 @@ logger = logging.getLogger(__name__)
 # then sees UNAVAILABLE for a call that had in fact finished).
 LINGER_S = 0.5
 
-# Frames travel one per message; a 512x512 RGB frame is 786 kB and a canvas may be a few MB.
+# Frames travel one per message (a 512x512 RGB frame is 786 kB); large payloads (the photo, audio,
+# the MP4) travel in chunks. The photo in DetectSource is one message, so MAX_IMAGE_BYTES stays
+# below this limit.
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 
 SERVER_OPTIONS: tuple[tuple[str, int], ...] = (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uvicorn
 
+from services.common.ffmpeg_safety import kill_children
 from services.common.logging import configure_logging
 from services.gateway.config import GatewayConfig
 from services.gateway.runtime import Gateway, real_orchestrator
@@ -26,6 +27,8 @@ def main() -> None:
     finally:
         gateway.close()
         close_clients()
+        # No FFmpeg/ffprobe child outlives the gateway, even one a stuck worker thread left.
+        kill_children()
 
 
 if __name__ == "__main__":

@@ -18,8 +18,11 @@ from services.common.config import (
     env_port,
     env_str,
 )
+from services.common.grpc_server import MAX_MESSAGE_BYTES
 
 MIB = 1024 * 1024
+# The photo reaches face_detect in one DetectSource message: keep it well under the gRPC limit.
+MAX_PHOTO_BYTES = MAX_MESSAGE_BYTES - MIB
 
 
 def _networks(environ: Mapping[str, str], name: str) -> tuple[str, ...]:
@@ -149,7 +152,9 @@ class GatewayConfig:
             max_attempts=env_int(environ, "JOB_MAX_ATTEMPTS", 3, minimum=1),
             retry_base_s=env_float(environ, "JOB_RETRY_BASE_S", 5.0, minimum=0.0),
             max_queue_s=env_float(environ, "JOB_MAX_QUEUE_S", 1800.0, minimum=1.0),
-            max_image_bytes=env_int(environ, "MAX_IMAGE_BYTES", 20 * MIB, minimum=1),
+            max_image_bytes=env_int(
+                environ, "MAX_IMAGE_BYTES", 20 * MIB, minimum=1, maximum=MAX_PHOTO_BYTES
+            ),
             max_video_bytes=env_int(environ, "MAX_VIDEO_BYTES", 200 * MIB, minimum=1),
             max_seconds=env_float(environ, "MAX_SECONDS", 10.0, minimum=1.0),
             max_source_dim=env_int(environ, "MAX_SOURCE_DIM", 4096, minimum=64),

@@ -235,6 +235,9 @@ def test_config_rejects_bad_values():
         GatewayConfig.from_env({})
     with pytest.raises(ConfigError, match="DATABASE_URL"):
         GatewayConfig.from_env({"GATEWAY_AUTH_MODE": "none", "DATABASE_URL": "mysql://x"})
+    # The photo travels to face_detect in one gRPC message: a limit above it cannot be served.
+    with pytest.raises(ConfigError, match="MAX_IMAGE_BYTES"):
+        GatewayConfig.from_env({"GATEWAY_AUTH_MODE": "none", "MAX_IMAGE_BYTES": str(32 << 20)})
     config = GatewayConfig.from_env(
         {
             "GATEWAY_AUTH_MODE": "none",
