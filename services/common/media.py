@@ -15,6 +15,7 @@ import numpy as np
 from dynamics.v1 import common_pb2
 from PIL import Image, UnidentifiedImageError
 
+from services.common.config import env_int
 from services.common.errors import InvalidInputError
 
 # 40 Mpx is far above any phone photo (a 12 Mpx camera gives 4032x3024) and far below what
@@ -157,16 +158,8 @@ class DecodeGate:
 
 
 def _budget_from_env() -> int:
-    raw = os.environ.get("IMAGE_DECODE_BUDGET_MB", "").strip()
-    if not raw:
-        return DEFAULT_DECODE_BUDGET_MB * 1024 * 1024
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"IMAGE_DECODE_BUDGET_MB must be a whole number, got {raw!r}") from None
-    if value < 16:
-        raise ValueError(f"IMAGE_DECODE_BUDGET_MB must be at least 16, got {value}")
-    return value * 1024 * 1024
+    mib = env_int(os.environ, "IMAGE_DECODE_BUDGET_MB", DEFAULT_DECODE_BUDGET_MB, minimum=16)
+    return mib * 1024 * 1024
 
 
 _GATE = DecodeGate(_budget_from_env())

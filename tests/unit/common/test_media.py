@@ -209,3 +209,26 @@ def test_every_mode_can_be_reduced(mode: str) -> None:
     out = decode_image(data, max_dim=50)
     assert out.shape == (34, 50, 3) and out.dtype == np.uint8
     check_image(data)
+
+
+def test_decode_budget_setting_is_validated_like_every_other_setting():
+    import os
+
+    from services.common import media
+    from services.common.config import ConfigError
+
+    saved = os.environ.get("IMAGE_DECODE_BUDGET_MB")
+    try:
+        os.environ["IMAGE_DECODE_BUDGET_MB"] = "²"
+        with pytest.raises(ConfigError, match="IMAGE_DECODE_BUDGET_MB"):
+            media._budget_from_env()
+        os.environ["IMAGE_DECODE_BUDGET_MB"] = "8"
+        with pytest.raises(ConfigError, match="IMAGE_DECODE_BUDGET_MB"):
+            media._budget_from_env()
+        os.environ["IMAGE_DECODE_BUDGET_MB"] = "64"
+        assert media._budget_from_env() == 64 * 1024 * 1024
+    finally:
+        if saved is None:
+            os.environ.pop("IMAGE_DECODE_BUDGET_MB", None)
+        else:
+            os.environ["IMAGE_DECODE_BUDGET_MB"] = saved
