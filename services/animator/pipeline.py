@@ -34,12 +34,12 @@ from services.animator.motion_types import (
     Retargeters,
     SourceMotion,
 )
-from services.animator.weights import load_models
+from services.animator.weights import DEFAULT_INPUT_SIZE, load_models
 from services.common.errors import InvalidInputError
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_INPUT_SIZE = 256
+BACKEND = "torch"
 
 
 @functools.cache
@@ -123,7 +123,9 @@ class AnimatorPipeline:
     batch_size: int = 8
     autocast_dtype: torch.dtype | None = None
     provenance: str = "unknown"
-    fingerprint: str = ""
+    fingerprint: str = ""  # weights.model_fingerprint of the loaded files, config and input size
+    config_name: str = ""
+    weights_dtype: torch.dtype = torch.float32  # storage dtype of F/M/W/G
     num_kp: int = 21
     device_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _held: threading.local = field(default_factory=threading.local, repr=False)
@@ -158,14 +160,15 @@ class AnimatorPipeline:
             autocast_dtype = autocast_dtype or dtype
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed shapes per batch size
-        models = load_models(weights_dir, device=device, dtype=dtype, config=config)
-        size = input_size or int(models.config.get("image_size", DEFAULT_INPUT_SIZE))
+        models = load_models(weights_dir, device=device, dtype=dtype, config=config,
+                             input_size=input_size)
         num_kp = int(models.config["model_params"]["motion_extractor_params"].get("num_kp", 21))
         pipe = cls(F=models.F, M=models.M, W=models.W, G=models.G,
                    stitching=models.stitching.float(), lip=models.lip.float(),
-                   eye=models.eye.float(), device=device, input_size=size,
+                   eye=models.eye.float(), device=device, input_size=models.input_size,
                    batch_size=batch_size, autocast_dtype=autocast_dtype,
-                   provenance=models.provenance, fingerprint=models.fingerprint, num_kp=num_kp)
+                   provenance=models.provenance, fingerprint=models.fingerprint,
+                   config_name=models.config_name, weights_dtype=dtype, num_kp=num_kp)
         if channels_last and device.type == "cuda":
             pipe.G = pipe.G.to(memory_format=torch.channels_last)
         if compile:
@@ -192,6 +195,11 @@ class AnimatorPipeline:
     @property
     def random_weights(self) -> bool:
         return self.provenance == "random"
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """The float type F/M/W/G compute in: the autocast dtype if set, else the weights'."""
+        return self.autocast_dtype or self.weights_dtype
 
     @property
     def retargeters(self) -> Retargeters:

@@ -13,9 +13,10 @@ from dynamics.v1 import animator_pb2, animator_pb2_grpc, common_pb2
 from services.animator import metrics, templates
 from services.animator.batcher import CrossJobBatcher, JobSlot
 from services.animator.motion_types import DrivingFrame, MotionOptions
-from services.animator.pipeline import AnimatorPipeline, Ratios
+from services.animator.pipeline import BACKEND, AnimatorPipeline, Ratios
 from services.animator.request_queue import BoundedReader
 from services.common.errors import (
+    FailedPreconditionError,
     InvalidInputError,
     ResourceExhaustedError,
     UnavailableError,
@@ -66,8 +67,22 @@ def _driving_item(request: animator_pb2.AnimateRequest):
                             reason="bad_request")
 
 
+def _dtype_name(dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def info_of(pipe: AnimatorPipeline) -> animator_pb2.AnimatorInfo:
+    """What a loaded pipeline runs, as GetInfo reports it."""
+    return animator_pb2.AnimatorInfo(
+        model_fingerprint=pipe.fingerprint, config_name=pipe.config_name,
+        provenance=pipe.provenance, backend=BACKEND, device=str(pipe.device),
+        dtype=_dtype_name(pipe.compute_dtype), input_size=pipe.input_size, num_kp=pipe.num_kp,
+        batch_size=pipe.batch_size)
+
+
 class AnimatorServicer(animator_pb2_grpc.AnimatorServiceServicer):
-    """ExtractMotion (crops -> template) and Animate (setup + motion/crops -> frames)."""
+    """ExtractMotion (crops -> template), Animate (setup + motion/crops -> frames) and GetInfo
+    (the model fingerprint and how the model runs)."""
 
     def __init__(self, pipeline: AnimatorPipeline | None = None, *, max_frames: int = 3000,
                  queue_frames: int = 16, max_jobs: int = 8, max_wait_ms: float = 10.0) -> None:
@@ -98,6 +113,10 @@ class AnimatorServicer(animator_pb2_grpc.AnimatorServiceServicer):
 
     def _on_gpu(self) -> bool:
         return self._pipe().device.type == "cuda"
+
+    @handle_errors
+    def GetInfo(self, request, context) -> animator_pb2.AnimatorInfo:
+        return info_of(self._pipe())  # UNAVAILABLE (reason loading) until the weights are in
 
     @handle_errors
     def ExtractMotion(self, request_iterator, context):
@@ -155,6 +174,11 @@ class AnimatorServicer(animator_pb2_grpc.AnimatorServiceServicer):
             raise InvalidInputError("the first Animate message must be the setup",
                                     reason="bad_request")
         setup = first.setup
+        fingerprint = self._pipe().fingerprint
+        if setup.motion_fingerprint and setup.motion_fingerprint != fingerprint:
+            raise FailedPreconditionError(
+                f"the motion was made by model {setup.motion_fingerprint}, this animator runs "
+                f"{fingerprint}", reason="model_mismatch")
         total = max(0, setup.total_frames)
         self._check_length(total)
         options = options_from_proto(setup.options, total)
@@ -210,7 +234,7 @@ class AnimatorServicer(animator_pb2_grpc.AnimatorServiceServicer):
                 frame=animator_pb2.AnimatedFrame(index=index, image=array_to_raw(out.images[k])),
                 progress=common_pb2.Progress(done=index + 1, total=total),
                 random_weights=out.random_weights, device_seconds=slot.device_seconds,
-                motion=extracted_at.get(index))
+                motion=extracted_at.get(index), model_fingerprint=self._pipe().fingerprint)
 
 
 def add_to_server(servicer: AnimatorServicer, server: grpc.Server) -> None:

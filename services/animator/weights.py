@@ -6,6 +6,12 @@ against `configs/state_dicts.json`), spectral norm is folded once, and the copy 
 Provenance: a `DYNAMICS_RANDOM_WEIGHTS.json` marker means "random" (output is noise), a
 `DYNAMICS_WEIGHTS_MANIFEST.json` from `hub.fetch_weights` whose sizes and sha256 match means
 "real", anything else is "unknown".
+
+The model fingerprint (`model_fingerprint`) is the one identity of a loaded model: a sha256 over
+the bytes of the five checkpoint files as read, the parsed architecture config and the network
+input size. The animator reports it (`GetInfo`, every `Animate` reply, every motion template)
+and the gateway keys its motion-template cache on it, so different weights or a different
+config never share a template.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import io
 import json
 import logging
 import pickle
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -50,6 +57,9 @@ logger = logging.getLogger(__name__)
 
 STATE_DICTS_JSON = Path(__file__).resolve().parent / "configs" / "state_dicts.json"
 PROVENANCES = ("real", "random", "unknown")
+DEFAULT_INPUT_SIZE = 256
+WEIGHT_KEYS = ("F", "M", "W", "G", "S")  # the five checkpoint files
+FINGERPRINT_HEX = 32  # hex characters of a model fingerprint (128 bits)
 
 
 @dataclass
@@ -64,8 +74,11 @@ class LivePortraitModels:
     lip: nn.Module  # R_lip
     eye: nn.Module  # R_eye
     config: dict[str, Any]  # parsed models.yaml
+    config_name: str  # packaged config name, the config file's path, or "inline"
     provenance: str  # "real" | "random" | "unknown"
-    fingerprint: str  # 16 hex chars over the five files' sha256 (cache keys)
+    file_sha256: dict[str, str]  # 'F', 'M', 'W', 'G', 'S' -> sha256 of the bytes loaded
+    input_size: int  # network input side (the config's image_size unless overridden)
+    fingerprint: str  # model_fingerprint(file_sha256, config, input_size)
     weights_dir: Path
     layout: str  # "tree" | "flat"
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
@@ -82,9 +95,30 @@ class LivePortraitModels:
                 for name, net in self.networks().items()}
 
 
+def model_fingerprint(file_sha256: Mapping[str, str], config: Mapping[str, Any],
+                      input_size: int) -> str:
+    """The model's identity: sha256 over the five files' sha256, the parsed config and the
+    input size (canonical JSON), as FINGERPRINT_HEX hex characters. Paths and the folder layout
+    are not part of it: the same bytes in a flat folder or an upstream tree are the same model.
+
+    Raises:
+        ValueError: a checkpoint file's digest is missing.
+    """
+    missing = [key for key in WEIGHT_KEYS if key not in file_sha256]
+    if missing:
+        raise ValueError(f"model fingerprint needs the sha256 of every weight file; missing "
+                         f"{missing}")
+    payload = json.dumps(
+        {"files": {key: file_sha256[key] for key in WEIGHT_KEYS}, "config": config,
+         "input_size": int(input_size)},
+        sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:FINGERPRINT_HEX]
+
+
 def load_models(weights_dir: str | Path, *, device: str | torch.device = "cpu",
                 dtype: torch.dtype = torch.float32,
-                config: str | Path | dict[str, Any] | None = None) -> LivePortraitModels:
+                config: str | Path | dict[str, Any] | None = None,
+                input_size: int | None = None) -> LivePortraitModels:
     """Load the five upstream checkpoint files strictly and return eval-mode networks.
 
     Args:
@@ -94,13 +128,16 @@ def load_models(weights_dir: str | Path, *, device: str | torch.device = "cpu",
         config: 'real' / 'reduced' (packaged configs), a models.yaml path or a parsed dict;
             default: `models.yaml` in the weights folder if present, else the packaged human
             config.
+        input_size: the side the networks are fed; default the config's `image_size`, else
+            256. Part of the fingerprint (motion extracted at another size is other motion).
 
     Raises:
         WeightsError: a missing/corrupt file, or a key/shape mismatch (names file and key).
         ModelConfigError: the config is unreadable or does not describe buildable networks.
     """
     found = locate_weight_files(weights_dir)
-    cfg = _resolve_config(found, config)
+    cfg, config_name = _resolve_config(found, config)
+    size = int(input_size or cfg.get("image_size", DEFAULT_INPUT_SIZE))
     nets = build_networks(cfg)
     check_json = cfg["model_params"] == load_models_config(default_config_path())["model_params"]
     digests: dict[str, str] = {}
@@ -110,29 +147,32 @@ def load_models(weights_dir: str | Path, *, device: str | torch.device = "cpu",
     bundle, digests["S"] = read_checkpoint(found.files["S"])
     _load_stitching(nets, bundle, found.files["S"], check_json)
     provenance = _provenance(found, digests)
-    fingerprint = hashlib.sha256(
-        "".join(digests[k] for k in ("F", "M", "W", "G", "S")).encode()).hexdigest()[:16]
+    fingerprint = model_fingerprint(digests, cfg, size)
     device = torch.device(device)
     for net in nets.values():
         net.to(device=device, dtype=dtype).eval()
-    logger.info("loaded LivePortrait weights from %s (%s layout, provenance %s, fingerprint %s)",
-                found.weights_dir, found.layout, provenance, fingerprint)
-    return LivePortraitModels(**nets, config=cfg, provenance=provenance, fingerprint=fingerprint,
+    logger.info("loaded LivePortrait weights from %s (%s layout, config %s, provenance %s, "
+                "fingerprint %s)", found.weights_dir, found.layout, config_name, provenance,
+                fingerprint)
+    return LivePortraitModels(**nets, config=cfg, config_name=config_name, provenance=provenance,
+                              file_sha256=digests, input_size=size, fingerprint=fingerprint,
                               weights_dir=found.weights_dir, layout=found.layout, device=device,
                               dtype=dtype)
 
 
-def _resolve_config(found: WeightFiles, config: str | Path | dict | None) -> dict[str, Any]:
+def _resolve_config(found: WeightFiles, config: str | Path | dict | None
+                    ) -> tuple[dict[str, Any], str]:
+    """(parsed config, its name: the packaged name, the file's path, or 'inline')."""
     if isinstance(config, dict):
-        return config
+        return config, "inline"
     if config in NAMED_CONFIGS:
-        return load_models_config(named_config_path(config))
+        return load_models_config(named_config_path(config)), str(config)
     if config is not None:
-        return load_models_config(config)
+        return load_models_config(config), str(config)
     for folder in (found.weights_dir, found.root):
         if (folder / CONFIG_FILE).is_file():
-            return load_models_config(folder / CONFIG_FILE)
-    return load_models_config(default_config_path())
+            return load_models_config(folder / CONFIG_FILE), str(folder / CONFIG_FILE)
+    return load_models_config(default_config_path()), "real"
 
 
 def read_checkpoint(path: Path) -> tuple[Any, str]:

@@ -100,7 +100,9 @@ def _verify(args: argparse.Namespace, out: TextIO) -> int:
     print(f"weights:     {models.weights_dir} ({models.layout} layout)", file=out)
     print(f"provenance:  {models.provenance}"
           + ("  (RANDOM: output is noise)" if models.provenance == "random" else ""), file=out)
-    print(f"fingerprint: {models.fingerprint}", file=out)
+    print(f"config:      {models.config_name} (input size {models.input_size})", file=out)
+    print(f"fingerprint: {models.fingerprint}  (files, config and input size; the motion-cache "
+          "key's model part)", file=out)
     for name, count in counts.items():
         print(f"  {name:<10} {count:>12,d} parameters", file=out)
     print(f"  {'total':<10} {sum(counts.values()):>12,d} parameters", file=out)

@@ -51,6 +51,14 @@ class ResourceExhaustedError(DynamicsError):
     default_reason = "resource_exhausted"
 
 
+class FailedPreconditionError(DynamicsError):
+    """The request is well formed but does not fit this server's state (e.g. motion made by
+    another model); the caller must change the request, not just resend it here."""
+
+    status = grpc.StatusCode.FAILED_PRECONDITION
+    default_reason = "failed_precondition"
+
+
 class UnavailableError(DynamicsError):
     """A dependency (model, FFmpeg, downstream service) is not available right now."""
 

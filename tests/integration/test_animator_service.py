@@ -13,6 +13,8 @@ from services.animator import metrics, templates
 from services.animator.motion_types import MotionOptions
 from services.animator.pipeline import AnimatorPipeline, Ratios
 from services.animator.servicer import SERVICE_NAME, AnimatorServicer, add_to_server
+from services.animator.weights import load_models
+from services.common.errors import REASON_METADATA_KEY
 from services.common.grpc_client import check_health, make_channel
 from services.common.grpc_server import GrpcService
 from services.common.media import array_to_raw, raw_to_array
@@ -175,3 +177,64 @@ def test_client_cancel_stops_the_job(served, lp_fixtures):
     time.sleep(1.5)
     assert metrics.FRAMES._value.get() == generated
     assert metrics.QUEUE_DEPTH.collect()[0].samples[0].value == 0  # nothing left queued
+
+
+def _reason(err: grpc.RpcError) -> str | None:
+    return dict(err.trailing_metadata() or ()).get(REASON_METADATA_KEY)
+
+
+def test_get_info_reports_the_loaded_model(served, pipeline, lp_fixtures):
+    info = served[0].GetInfo(animator_pb2.GetInfoRequest(), timeout=10)
+    models = load_models(lp_fixtures / "checkpoints", input_size=32)
+    assert info.model_fingerprint == pipeline.fingerprint == models.fingerprint
+    assert len(info.model_fingerprint) == 32
+    assert info.config_name == str(lp_fixtures / "checkpoints" / "models.yaml")
+    assert (info.backend, info.device, info.dtype) == ("torch", "cpu", "float32")
+    assert (info.input_size, info.num_kp, info.batch_size) == (32, 21, 2)
+    assert info.provenance == pipeline.provenance
+
+
+def test_get_info_is_unavailable_while_loading():
+    servicer = AnimatorServicer()
+    service = GrpcService(name="animator-loading", service_names=[SERVICE_NAME],
+                          register=lambda server: add_to_server(servicer, server), port=0,
+                          metrics_port=None, grace_s=1.0)
+    port = service.start()
+    channel = make_channel(f"127.0.0.1:{port}")
+    try:
+        with pytest.raises(grpc.RpcError) as err:
+            animator_pb2_grpc.AnimatorServiceStub(channel).GetInfo(animator_pb2.GetInfoRequest(),
+                                                                   timeout=10)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE and _reason(err.value) == "loading"
+    finally:
+        channel.close()
+        service.stop(0)
+
+
+def test_motion_from_another_model_is_refused_and_frames_name_their_model(served, pipeline,
+                                                                          lp_fixtures):
+    """Motion sent with another model's fingerprint never reaches the networks; frames say
+    which model made them (and so which fingerprint the motion they carry belongs to)."""
+    stub = served[0]
+    tpl = templates.load_pickle_template(lp_fixtures / "template_3f.pkl")
+    motion = [animator_pb2.AnimateRequest(motion=templates.frame_to_proto(f)) for f in tpl.frames]
+
+    def setup(fingerprint: str) -> animator_pb2.AnimateRequest:
+        return animator_pb2.AnimateRequest(setup=animator_pb2.AnimateSetup(
+            source_crop=array_to_raw(_noise(5)), source_ratios=RATIOS, total_frames=3,
+            motion_fingerprint=fingerprint))
+
+    frames_before = metrics.FRAMES._value.get()
+    with pytest.raises(grpc.RpcError) as err:
+        list(stub.Animate(iter([setup("0" * 32), *motion]), timeout=60))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert _reason(err.value) == "model_mismatch" and pipeline.fingerprint in err.value.details()
+    assert metrics.FRAMES._value.get() == frames_before
+    replies = list(stub.Animate(iter([setup(pipeline.fingerprint), *motion]), timeout=60))
+    assert len(replies) == 3
+    assert {r.model_fingerprint for r in replies} == {pipeline.fingerprint}
+    crop = animator_pb2.DrivingCrop(index=0, image=array_to_raw(_noise(6)), ratios=RATIOS)
+    from_crop = list(stub.Animate(iter([setup(""), animator_pb2.AnimateRequest(crop=crop)]),
+                                  timeout=60))
+    assert [r.model_fingerprint for r in from_crop] == [pipeline.fingerprint]
+    assert from_crop[0].HasField("motion")

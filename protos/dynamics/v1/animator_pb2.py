@@ -25,29 +25,33 @@ _sym_db = _symbol_database.Default()
 from dynamics.v1 import common_pb2 as dynamics_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x64ynamics/v1/animator.proto\x12\x0b\x64ynamics.v1\x1a\x18\x64ynamics/v1/common.proto\"|\n\x14\x45xtractMotionRequest\x12\x32\n\x06\x63onfig\x18\x01 \x01(\x0b\x32 .dynamics.v1.ExtractMotionConfigH\x00\x12(\n\x04\x63rop\x18\x02 \x01(\x0b\x32\x18.dynamics.v1.DrivingCropH\x00\x42\x06\n\x04item\"O\n\x13\x45xtractMotionConfig\x12\"\n\x03\x66ps\x18\x01 \x01(\x0b\x32\x15.dynamics.v1.Rational\x12\x14\n\x0ctotal_frames\x18\x02 \x01(\x05\"k\n\x0b\x44rivingCrop\x12\r\n\x05index\x18\x01 \x01(\x05\x12$\n\x05image\x18\x02 \x01(\x0b\x32\x15.dynamics.v1.RawImage\x12\'\n\x06ratios\x18\x03 \x01(\x0b\x32\x17.dynamics.v1.FaceRatios\"F\n\x15\x45xtractMotionResponse\x12-\n\x08template\x18\x01 \x01(\x0b\x32\x1b.dynamics.v1.MotionTemplate\"\xc0\x01\n\x0c\x41nimateSetup\x12*\n\x0bsource_crop\x18\x01 \x01(\x0b\x32\x15.dynamics.v1.RawImage\x12.\n\rsource_ratios\x18\x02 \x01(\x0b\x32\x17.dynamics.v1.FaceRatios\x12.\n\x07options\x18\x03 \x01(\x0b\x32\x1d.dynamics.v1.AnimationOptions\x12\x14\n\x0ctotal_frames\x18\x04 \x01(\x05\x12\x0e\n\x06job_id\x18\x05 \x01(\t\"\x9a\x01\n\x0e\x41nimateRequest\x12*\n\x05setup\x18\x01 \x01(\x0b\x32\x19.dynamics.v1.AnimateSetupH\x00\x12*\n\x06motion\x18\x02 \x01(\x0b\x32\x18.dynamics.v1.FrameMotionH\x00\x12(\n\x04\x63rop\x18\x03 \x01(\x0b\x32\x18.dynamics.v1.DrivingCropH\x00\x42\x06\n\x04item\"D\n\rAnimatedFrame\x12\r\n\x05index\x18\x01 \x01(\x05\x12$\n\x05image\x18\x02 \x01(\x0b\x32\x15.dynamics.v1.RawImage\"\xbf\x01\n\x0f\x41nimateResponse\x12)\n\x05\x66rame\x18\x01 \x01(\x0b\x32\x1a.dynamics.v1.AnimatedFrame\x12\'\n\x08progress\x18\x02 \x01(\x0b\x32\x15.dynamics.v1.Progress\x12\x16\n\x0erandom_weights\x18\x03 \x01(\x08\x12\x16\n\x0e\x64\x65vice_seconds\x18\x04 \x01(\x01\x12(\n\x06motion\x18\x05 \x01(\x0b\x32\x18.dynamics.v1.FrameMotion2\xb5\x01\n\x0f\x41nimatorService\x12X\n\rExtractMotion\x12!.dynamics.v1.ExtractMotionRequest\x1a\".dynamics.v1.ExtractMotionResponse(\x01\x12H\n\x07\x41nimate\x12\x1b.dynamics.v1.AnimateRequest\x1a\x1c.dynamics.v1.AnimateResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x64ynamics/v1/animator.proto\x12\x0b\x64ynamics.v1\x1a\x18\x64ynamics/v1/common.proto\"\x10\n\x0eGetInfoRequest\"\xba\x01\n\x0c\x41nimatorInfo\x12\x19\n\x11model_fingerprint\x18\x01 \x01(\t\x12\x13\n\x0b\x63onfig_name\x18\x02 \x01(\t\x12\x12\n\nprovenance\x18\x03 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x05 \x01(\t\x12\r\n\x05\x64type\x18\x06 \x01(\t\x12\x12\n\ninput_size\x18\x07 \x01(\x05\x12\x0e\n\x06num_kp\x18\x08 \x01(\x05\x12\x12\n\nbatch_size\x18\t \x01(\x05\"|\n\x14\x45xtractMotionRequest\x12\x32\n\x06\x63onfig\x18\x01 \x01(\x0b\x32 .dynamics.v1.ExtractMotionConfigH\x00\x12(\n\x04\x63rop\x18\x02 \x01(\x0b\x32\x18.dynamics.v1.DrivingCropH\x00\x42\x06\n\x04item\"O\n\x13\x45xtractMotionConfig\x12\"\n\x03\x66ps\x18\x01 \x01(\x0b\x32\x15.dynamics.v1.Rational\x12\x14\n\x0ctotal_frames\x18\x02 \x01(\x05\"k\n\x0b\x44rivingCrop\x12\r\n\x05index\x18\x01 \x01(\x05\x12$\n\x05image\x18\x02 \x01(\x0b\x32\x15.dynamics.v1.RawImage\x12\'\n\x06ratios\x18\x03 \x01(\x0b\x32\x17.dynamics.v1.FaceRatios\"F\n\x15\x45xtractMotionResponse\x12-\n\x08template\x18\x01 \x01(\x0b\x32\x1b.dynamics.v1.MotionTemplate\"\xdc\x01\n\x0c\x41nimateSetup\x12*\n\x0bsource_crop\x18\x01 \x01(\x0b\x32\x15.dynamics.v1.RawImage\x12.\n\rsource_ratios\x18\x02 \x01(\x0b\x32\x17.dynamics.v1.FaceRatios\x12.\n\x07options\x18\x03 \x01(\x0b\x32\x1d.dynamics.v1.AnimationOptions\x12\x14\n\x0ctotal_frames\x18\x04 \x01(\x05\x12\x0e\n\x06job_id\x18\x05 \x01(\t\x12\x1a\n\x12motion_fingerprint\x18\x06 \x01(\t\"\x9a\x01\n\x0e\x41nimateRequest\x12*\n\x05setup\x18\x01 \x01(\x0b\x32\x19.dynamics.v1.AnimateSetupH\x00\x12*\n\x06motion\x18\x02 \x01(\x0b\x32\x18.dynamics.v1.FrameMotionH\x00\x12(\n\x04\x63rop\x18\x03 \x01(\x0b\x32\x18.dynamics.v1.DrivingCropH\x00\x42\x06\n\x04item\"D\n\rAnimatedFrame\x12\r\n\x05index\x18\x01 \x01(\x05\x12$\n\x05image\x18\x02 \x01(\x0b\x32\x15.dynamics.v1.RawImage\"\xda\x01\n\x0f\x41nimateResponse\x12)\n\x05\x66rame\x18\x01 \x01(\x0b\x32\x1a.dynamics.v1.AnimatedFrame\x12\'\n\x08progress\x18\x02 \x01(\x0b\x32\x15.dynamics.v1.Progress\x12\x16\n\x0erandom_weights\x18\x03 \x01(\x08\x12\x16\n\x0e\x64\x65vice_seconds\x18\x04 \x01(\x01\x12(\n\x06motion\x18\x05 \x01(\x0b\x32\x18.dynamics.v1.FrameMotion\x12\x19\n\x11model_fingerprint\x18\x06 \x01(\t2\xf8\x01\n\x0f\x41nimatorService\x12X\n\rExtractMotion\x12!.dynamics.v1.ExtractMotionRequest\x1a\".dynamics.v1.ExtractMotionResponse(\x01\x12H\n\x07\x41nimate\x12\x1b.dynamics.v1.AnimateRequest\x1a\x1c.dynamics.v1.AnimateResponse(\x01\x30\x01\x12\x41\n\x07GetInfo\x12\x1b.dynamics.v1.GetInfoRequest\x1a\x19.dynamics.v1.AnimatorInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dynamics.v1.animator_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EXTRACTMOTIONREQUEST']._serialized_start=69
-  _globals['_EXTRACTMOTIONREQUEST']._serialized_end=193
-  _globals['_EXTRACTMOTIONCONFIG']._serialized_start=195
-  _globals['_EXTRACTMOTIONCONFIG']._serialized_end=274
-  _globals['_DRIVINGCROP']._serialized_start=276
-  _globals['_DRIVINGCROP']._serialized_end=383
-  _globals['_EXTRACTMOTIONRESPONSE']._serialized_start=385
-  _globals['_EXTRACTMOTIONRESPONSE']._serialized_end=455
-  _globals['_ANIMATESETUP']._serialized_start=458
-  _globals['_ANIMATESETUP']._serialized_end=650
-  _globals['_ANIMATEREQUEST']._serialized_start=653
-  _globals['_ANIMATEREQUEST']._serialized_end=807
-  _globals['_ANIMATEDFRAME']._serialized_start=809
-  _globals['_ANIMATEDFRAME']._serialized_end=877
-  _globals['_ANIMATERESPONSE']._serialized_start=880
-  _globals['_ANIMATERESPONSE']._serialized_end=1071
-  _globals['_ANIMATORSERVICE']._serialized_start=1074
-  _globals['_ANIMATORSERVICE']._serialized_end=1255
+  _globals['_GETINFOREQUEST']._serialized_start=69
+  _globals['_GETINFOREQUEST']._serialized_end=85
+  _globals['_ANIMATORINFO']._serialized_start=88
+  _globals['_ANIMATORINFO']._serialized_end=274
+  _globals['_EXTRACTMOTIONREQUEST']._serialized_start=276
+  _globals['_EXTRACTMOTIONREQUEST']._serialized_end=400
+  _globals['_EXTRACTMOTIONCONFIG']._serialized_start=402
+  _globals['_EXTRACTMOTIONCONFIG']._serialized_end=481
+  _globals['_DRIVINGCROP']._serialized_start=483
+  _globals['_DRIVINGCROP']._serialized_end=590
+  _globals['_EXTRACTMOTIONRESPONSE']._serialized_start=592
+  _globals['_EXTRACTMOTIONRESPONSE']._serialized_end=662
+  _globals['_ANIMATESETUP']._serialized_start=665
+  _globals['_ANIMATESETUP']._serialized_end=885
+  _globals['_ANIMATEREQUEST']._serialized_start=888
+  _globals['_ANIMATEREQUEST']._serialized_end=1042
+  _globals['_ANIMATEDFRAME']._serialized_start=1044
+  _globals['_ANIMATEDFRAME']._serialized_end=1112
+  _globals['_ANIMATERESPONSE']._serialized_start=1115
+  _globals['_ANIMATERESPONSE']._serialized_end=1333
+  _globals['_ANIMATORSERVICE']._serialized_start=1336
+  _globals['_ANIMATORSERVICE']._serialized_end=1584
 # @@protoc_insertion_point(module_scope)

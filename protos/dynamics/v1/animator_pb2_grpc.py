@@ -44,6 +44,11 @@ class AnimatorServiceStub:
                 request_serializer=dynamics_dot_v1_dot_animator__pb2.AnimateRequest.SerializeToString,
                 response_deserializer=dynamics_dot_v1_dot_animator__pb2.AnimateResponse.FromString,
                 _registered_method=True)
+        self.GetInfo = channel.unary_unary(
+                '/dynamics.v1.AnimatorService/GetInfo',
+                request_serializer=dynamics_dot_v1_dot_animator__pb2.GetInfoRequest.SerializeToString,
+                response_deserializer=dynamics_dot_v1_dot_animator__pb2.AnimatorInfo.FromString,
+                _registered_method=True)
 
 
 class AnimatorServiceServicer:
@@ -63,6 +68,13 @@ class AnimatorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetInfo(self, request, context):
+        """What this animator runs: the model fingerprint (the model part of motion-cache keys) and how.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AnimatorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -75,6 +87,11 @@ def add_AnimatorServiceServicer_to_server(servicer, server):
                     servicer.Animate,
                     request_deserializer=dynamics_dot_v1_dot_animator__pb2.AnimateRequest.FromString,
                     response_serializer=dynamics_dot_v1_dot_animator__pb2.AnimateResponse.SerializeToString,
+            ),
+            'GetInfo': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetInfo,
+                    request_deserializer=dynamics_dot_v1_dot_animator__pb2.GetInfoRequest.FromString,
+                    response_serializer=dynamics_dot_v1_dot_animator__pb2.AnimatorInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -131,6 +148,33 @@ class AnimatorService:
             '/dynamics.v1.AnimatorService/Animate',
             dynamics_dot_v1_dot_animator__pb2.AnimateRequest.SerializeToString,
             dynamics_dot_v1_dot_animator__pb2.AnimateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetInfo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dynamics.v1.AnimatorService/GetInfo',
+            dynamics_dot_v1_dot_animator__pb2.GetInfoRequest.SerializeToString,
+            dynamics_dot_v1_dot_animator__pb2.AnimatorInfo.FromString,
             options,
             channel_credentials,
             insecure,
