@@ -1,7 +1,8 @@
 """`dynamics detect IMAGE [--backend mtcnn|insightface] [--json]`: list the faces of an image.
 
 Runs the detector in-process (no server needed). Exit codes: 0 faces listed (possibly none),
-2 bad arguments or unreadable image, 3 detector could not be loaded.
+2 bad arguments, or an image that is missing, unreadable or not an image, 3 the detector could
+not be loaded.
 """
 
 from __future__ import annotations
@@ -13,6 +14,13 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from services.common.cli import (
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    exit_codes_text,
+    file_problem,
+    os_reason,
+)
 from services.common.config import ConfigError
 from services.common.errors import InvalidInputError
 from services.common.media import decode_image
@@ -20,7 +28,8 @@ from services.common.media import decode_image
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="dynamics detect", description="Detect faces in an image (largest first).")
+        prog="dynamics detect", description="Detect faces in an image (largest first).",
+        epilog=exit_codes_text(), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("image", type=Path, help="image file (PNG, JPEG, WebP, ...)")
     parser.add_argument("--backend", choices=("mtcnn", "insightface"),
                         help="detector (default: FACE_DETECT_BACKEND or mtcnn)")
@@ -32,6 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    problem = file_problem(args.image)
+    if problem is not None:
+        print(f"dynamics detect: {args.image}: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     from services.face_detect.config import FaceDetectConfig
     from services.face_detect.detector import FaceDetector
     from services.face_detect.servicer import detect_all
@@ -43,15 +56,20 @@ def main(argv: list[str] | None = None) -> int:
         env["FACE_DETECT_MODEL_DIR"] = str(args.model_dir)
     try:
         config = FaceDetectConfig.from_env(env)
+    except ConfigError as exc:
+        print(f"dynamics detect: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
         image = decode_image(args.image.read_bytes())
-    except (ConfigError, InvalidInputError, OSError) as exc:
-        print(f"dynamics detect: {args.image}: {getattr(exc, 'message', exc)}", file=sys.stderr)
-        return 2
+    except (InvalidInputError, OSError) as exc:
+        reason = os_reason(exc) if isinstance(exc, OSError) else exc.message
+        print(f"dynamics detect: {args.image}: {reason}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         detector = FaceDetector.from_config(replace(config, landmark_model=None))
     except (OSError, ValueError, ImportError) as exc:
         print(f"dynamics detect: cannot load the {config.backend} detector: {exc}", file=sys.stderr)
-        return 3
+        return EXIT_UNAVAILABLE
     faces = detect_all(detector, image, config.source_max_dim)
     h, w = image.shape[:2]
     if args.json:

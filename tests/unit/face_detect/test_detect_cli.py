@@ -7,13 +7,17 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+from tests.unit.common.unreadable import unprivileged_prefix
 from tests.unit.face_detect import assets
 
 
-def _run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+def _run(*args: str, env: dict | None = None, prefix: tuple[str, ...] = ()
+         ) -> subprocess.CompletedProcess:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("FACE_DETECT_")}
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "services.face_detect.detect_cli", *args],
+    return subprocess.run([*prefix, sys.executable, "-m", "services.face_detect.detect_cli", *args],
                           capture_output=True, text=True, timeout=120, env=full_env,
                           check=False)
 
@@ -45,6 +49,19 @@ def test_corrupt_image_is_a_clear_error(tmp_path):
     result = _run(str(bad), "--json")
     assert result.returncode == 2
     assert "broken.jpg" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("name", "reason"), [
+    ("missing.png", "no such file or folder"), ("folder", "is a folder, not a file"),
+    ("locked.png", "permission denied"),
+])
+def test_unusable_image_file_is_one_line_and_exit_2(tmp_path, name: str, reason: str) -> None:
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "locked.png").write_bytes(assets.insightface_image_path("t1.jpg").read_bytes())
+    (tmp_path / "locked.png").chmod(0)
+    result = _run(str(tmp_path / name), prefix=tuple(unprivileged_prefix()))
+    assert result.returncode == 2
+    assert result.stderr == f"dynamics detect: {tmp_path / name}: {reason}\n"
 
 
 def test_insightface_backend_needs_models(tmp_path, onnx_dir):
