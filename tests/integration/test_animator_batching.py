@@ -19,13 +19,15 @@ from services.common.errors import REASON_METADATA_KEY
 from services.common.grpc_client import make_channel
 from services.common.grpc_server import GrpcService
 from services.common.media import array_to_raw, raw_to_array
+from tests.fixture_set import primary_set
 
 RATIOS = common_pb2.FaceRatios(eye_left=0.3, eye_right=0.28, lip=0.05)
 
 
 @pytest.fixture(scope="module")
-def served(lp_fixtures):
-    pipe = AnimatorPipeline.from_weights(lp_fixtures / "checkpoints", input_size=32, batch_size=4)
+def served(lp_primary):
+    pipe = AnimatorPipeline.from_weights(lp_primary.checkpoints, input_size=lp_primary.image_size,
+                                         batch_size=4)
     servicer = AnimatorServicer(pipe, max_frames=50, queue_frames=4, max_jobs=2,
                                 max_wait_ms=20.0)
     service = GrpcService(name="animator-batching", service_names=[SERVICE_NAME],
@@ -41,7 +43,8 @@ def served(lp_fixtures):
 
 
 def _requests(seed: int, frames) -> list[animator_pb2.AnimateRequest]:
-    source = np.random.default_rng(seed).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    side = primary_set().crop_dsize
+    source = np.random.default_rng(seed).integers(0, 256, (side, side, 3), dtype=np.uint8)
     setup = animator_pb2.AnimateSetup(source_crop=array_to_raw(source), source_ratios=RATIOS,
                                       total_frames=len(frames), job_id=f"job{seed}")
     return [animator_pb2.AnimateRequest(setup=setup)] + [
@@ -49,8 +52,8 @@ def _requests(seed: int, frames) -> list[animator_pb2.AnimateRequest]:
 
 
 @pytest.fixture(scope="module")
-def frames(lp_fixtures):
-    tpl = templates.load_pickle_template(lp_fixtures / "template_3f.pkl")
+def frames(lp_primary):
+    tpl = templates.load_pickle_template(lp_primary.path / "template_3f.pkl")
     return tpl.frames + tpl.frames[:2]
 
 

@@ -18,11 +18,12 @@ from services.common.errors import REASON_METADATA_KEY
 from services.common.grpc_client import check_health, make_channel
 from services.common.grpc_server import GrpcService
 from services.common.media import array_to_raw, raw_to_array
+from tests.fixture_set import primary_set
 
 RATIOS = common_pb2.FaceRatios(eye_left=0.3, eye_right=0.28, lip=0.05)
 
 
-def _noise(seed: int, side: int = 64) -> np.ndarray:
+def _noise(seed: int, side: int = primary_set().crop_dsize) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (side, side, 3), dtype=np.uint8)
 
 
@@ -32,8 +33,9 @@ def _batches_observed() -> float:
 
 
 @pytest.fixture(scope="module")
-def pipeline(lp_fixtures) -> AnimatorPipeline:
-    return AnimatorPipeline.from_weights(lp_fixtures / "checkpoints", input_size=32, batch_size=2)
+def pipeline(lp_primary) -> AnimatorPipeline:
+    return AnimatorPipeline.from_weights(lp_primary.checkpoints, input_size=lp_primary.image_size,
+                                         batch_size=2)
 
 
 @pytest.fixture(scope="module")
@@ -58,9 +60,9 @@ def test_health_flips_after_load(served):
     assert check_health(channel, SERVICE_NAME) == "SERVING"
 
 
-def test_animate_streams_frames_in_order(served, pipeline, lp_fixtures):
+def test_animate_streams_frames_in_order(served, pipeline, lp_primary):
     stub = served[0]
-    tpl = templates.load_pickle_template(lp_fixtures / "template_3f.pkl")
+    tpl = templates.load_pickle_template(lp_primary.path / "template_3f.pkl")
     frames = tpl.frames + tpl.frames[:2]  # 5 frames: batches of 2, 2, 1
     source = _noise(1)
     setup = animator_pb2.AnimateSetup(source_crop=array_to_raw(source), source_ratios=RATIOS,
@@ -78,7 +80,7 @@ def test_animate_streams_frames_in_order(served, pipeline, lp_fixtures):
     expected = list(pipeline.generate(state, frames, 0))
     for reply, image in zip(replies, expected, strict=True):
         got = raw_to_array(reply.frame.image)
-        assert got.shape == (64, 64, 3)
+        assert got.shape == (lp_primary.output_size, lp_primary.output_size, 3)
         assert np.abs(got.astype(np.int16) - image.astype(np.int16)).max() <= 1
 
 
@@ -157,9 +159,9 @@ def test_too_many_frames_is_resource_exhausted(served):
     assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
-def test_client_cancel_stops_the_job(served, lp_fixtures):
+def test_client_cancel_stops_the_job(served, lp_primary):
     """After the client cancels an endless stream the server generates no more frames."""
-    tpl = templates.load_pickle_template(lp_fixtures / "template_3f.pkl")
+    tpl = templates.load_pickle_template(lp_primary.path / "template_3f.pkl")
     setup = animator_pb2.AnimateSetup(source_crop=array_to_raw(_noise(4)), source_ratios=RATIOS)
 
     def endless():
@@ -183,14 +185,15 @@ def _reason(err: grpc.RpcError) -> str | None:
     return dict(err.trailing_metadata() or ()).get(REASON_METADATA_KEY)
 
 
-def test_get_info_reports_the_loaded_model(served, pipeline, lp_fixtures):
+def test_get_info_reports_the_loaded_model(served, pipeline, lp_primary):
     info = served[0].GetInfo(animator_pb2.GetInfoRequest(), timeout=10)
-    models = load_models(lp_fixtures / "checkpoints", input_size=32)
+    models = load_models(lp_primary.checkpoints, input_size=lp_primary.image_size)
     assert info.model_fingerprint == pipeline.fingerprint == models.fingerprint
     assert len(info.model_fingerprint) == 32
-    assert info.config_name == str(lp_fixtures / "checkpoints" / "models.yaml")
+    assert info.config_name == str(lp_primary.checkpoints / "models.yaml")
     assert (info.backend, info.device, info.dtype) == ("torch", "cpu", "float32")
-    assert (info.input_size, info.num_kp, info.batch_size) == (32, 21, 2)
+    assert (info.input_size, info.num_kp, info.batch_size) == (lp_primary.image_size,
+                                                               lp_primary.num_kp, 2)
     assert info.provenance == pipeline.provenance
 
 
@@ -212,11 +215,11 @@ def test_get_info_is_unavailable_while_loading():
 
 
 def test_motion_from_another_model_is_refused_and_frames_name_their_model(served, pipeline,
-                                                                          lp_fixtures):
+                                                                          lp_primary):
     """Motion sent with another model's fingerprint never reaches the networks; frames say
     which model made them (and so which fingerprint the motion they carry belongs to)."""
     stub = served[0]
-    tpl = templates.load_pickle_template(lp_fixtures / "template_3f.pkl")
+    tpl = templates.load_pickle_template(lp_primary.path / "template_3f.pkl")
     motion = [animator_pb2.AnimateRequest(motion=templates.frame_to_proto(f)) for f in tpl.frames]
 
     def setup(fingerprint: str) -> animator_pb2.AnimateRequest:

@@ -21,13 +21,14 @@ JOB_OPTIONS = [MotionOptions(), MotionOptions(expression_friendly=False, driving
 
 
 @pytest.fixture(scope="module")
-def pipe(lp_fixtures) -> AnimatorPipeline:
-    return AnimatorPipeline.from_weights(lp_fixtures / "checkpoints", input_size=32, batch_size=4)
+def pipe(lp_primary) -> AnimatorPipeline:
+    return AnimatorPipeline.from_weights(lp_primary.checkpoints, input_size=lp_primary.image_size,
+                                         batch_size=4)
 
 
 @pytest.fixture(scope="module")
-def frames(lp_fixtures):
-    tpl = templates.load_pickle_template(lp_fixtures / "template_3f.pkl")
+def frames(lp_primary):
+    tpl = templates.load_pickle_template(lp_primary.path / "template_3f.pkl")
     extra = [templates.DrivingFrame(index=3 + i, scale=f.scale, rotation=f.rotation,
                                     expression=f.expression * (1.1 + 0.1 * i),
                                     translation=f.translation, eye_ratio=f.eye_ratio,
@@ -35,9 +36,10 @@ def frames(lp_fixtures):
     return tpl.frames + extra  # 5 frames
 
 
-def crops(n: int) -> list[np.ndarray]:
+def crops(n: int, side: int = 64) -> list[np.ndarray]:
+    """Random source crops (any side: the pipeline resizes them to its input size)."""
     rng = np.random.default_rng(11)
-    return [rng.integers(0, 256, size=(64, 64, 3), dtype=np.uint8) for _ in range(n)]
+    return [rng.integers(0, 256, size=(side, side, 3), dtype=np.uint8) for _ in range(n)]
 
 
 def solo(pipe, crop, options, frames, size):

@@ -15,19 +15,21 @@ SOURCE_RATIOS = Ratios(0.31, 0.29, 0.08)
 
 
 @pytest.fixture(scope="module")
-def pipe(lp_fixtures) -> AnimatorPipeline:
-    return AnimatorPipeline.from_weights(lp_fixtures / "checkpoints", input_size=32, batch_size=1)
+def pipe(lp_primary) -> AnimatorPipeline:
+    return AnimatorPipeline.from_weights(lp_primary.checkpoints, input_size=lp_primary.image_size,
+                                         batch_size=1)
 
 
 @pytest.fixture(scope="module")
-def source_crop() -> np.ndarray:
+def source_crop(lp_primary) -> np.ndarray:
     rng = np.random.default_rng(7)
-    return rng.integers(0, 256, size=(64, 64, 3), dtype=np.uint8)
+    side = lp_primary.crop_dsize
+    return rng.integers(0, 256, size=(side, side, 3), dtype=np.uint8)
 
 
 @pytest.fixture(scope="module")
-def frames(lp_fixtures):
-    tpl = templates.load_pickle_template(lp_fixtures / "template_3f.pkl")
+def frames(lp_primary):
+    tpl = templates.load_pickle_template(lp_primary.path / "template_3f.pkl")
     # 5 frames: the 3 template frames and two more with shifted expressions
     extra = [templates.DrivingFrame(index=3 + i, scale=f.scale, rotation=f.rotation,
                                     expression=f.expression * (1.1 + 0.1 * i),
@@ -105,7 +107,8 @@ def test_first_batch_must_start_at_frame_zero(pipe, source_crop, frames):
 
 
 def test_bad_crop_is_rejected(pipe):
+    side = pipe.input_size  # the right size, the wrong type or layout
     with pytest.raises(InvalidInputError, match="uint8"):
-        pipe.prepare_source(np.zeros((32, 32, 3), dtype=np.float32), SOURCE_RATIOS)
+        pipe.prepare_source(np.zeros((side, side, 3), dtype=np.float32), SOURCE_RATIOS)
     with pytest.raises(InvalidInputError):
-        pipe.prepare_source(np.zeros((32, 32), dtype=np.uint8), SOURCE_RATIOS)
+        pipe.prepare_source(np.zeros((side, side), dtype=np.uint8), SOURCE_RATIOS)

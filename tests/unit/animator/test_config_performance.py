@@ -35,10 +35,11 @@ def test_errors_name_the_variable(tmp_path, env, name):
                                  **env})
 
 
-def test_servicer_starts_its_batcher_on_attach(lp_fixtures):
+def test_servicer_starts_its_batcher_on_attach(lp_primary):
     from services.animator.pipeline import AnimatorPipeline
 
-    pipe = AnimatorPipeline.from_weights(lp_fixtures / "checkpoints", input_size=32, batch_size=2)
+    pipe = AnimatorPipeline.from_weights(lp_primary.checkpoints, input_size=lp_primary.image_size,
+                                         batch_size=2)
     servicer = AnimatorServicer(max_jobs=2, max_wait_ms=5.0)
     assert servicer.batcher is None
     servicer.attach(pipe)

@@ -19,26 +19,26 @@ pytestmark = pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no nati
 
 
 @pytest.fixture(scope="module")
-def pipes(lp_fixtures):
+def pipes(lp_set):
     def build(dtype):
-        return AnimatorPipeline.from_weights(lp_fixtures / "checkpoints", device="cpu",
-                                             input_size=32, batch_size=3, autocast_dtype=dtype)
+        return AnimatorPipeline.from_weights(lp_set.checkpoints, device="cpu",
+                                             input_size=lp_set.image_size, batch_size=3,
+                                             autocast_dtype=dtype)
     return build(None), build(torch.bfloat16)
 
 
-def _run(pipe, lp_fixtures):
-    with np.load(lp_fixtures / "e2e_cli_default.npz") as npz:
-        ref = {k: npz[k] for k in npz.files}
-    frames = templates.load_pickle_template(lp_fixtures / "template_3f.pkl").frames
+def _run(pipe, lp_set):
+    ref = lp_set.npz("e2e_cli_default")
+    frames = templates.load_pickle_template(lp_set.path / "template_3f.pkl").frames
     state = pipe.prepare_source(torch.from_numpy(ref["prep0.I"]), Ratios(0.3, 0.3, 0.1),
                                 MotionOptions())
     return ref, pipe.run_batch(state, frames, 0)
 
 
-def test_bf16_runs_in_bf16_and_stays_within_bounds(pipes, lp_fixtures):
+def test_bf16_runs_in_bf16_and_stays_within_bounds(pipes, lp_set):
     fp32, bf16 = pipes
-    ref, out32 = _run(fp32, lp_fixtures)
-    _, out16 = _run(bf16, lp_fixtures)
+    ref, out32 = _run(fp32, lp_set)
+    _, out16 = _run(bf16, lp_set)
     assert out16.image.dtype == torch.float32 and torch.isfinite(out16.image).all()
     # autocast really changed the arithmetic (a no-op context would give fp32's bits) ...
     assert float((out16.image - out32.image).abs().max()) > 0

@@ -46,15 +46,23 @@ def assert_uint8_close(name: str, got: np.ndarray, ref: np.ndarray) -> None:
 
 
 @pytest.fixture(scope="module")
-def pipe(lp_fixtures) -> AnimatorPipeline:
-    return AnimatorPipeline.from_weights(lp_fixtures / "checkpoints", input_size=32, batch_size=3)
+def pipe(lp_set) -> AnimatorPipeline:
+    return AnimatorPipeline.from_weights(lp_set.checkpoints, input_size=lp_set.image_size,
+                                         batch_size=3)
 
 
-def load_scenario(lp_fixtures, name: str):
-    with np.load(lp_fixtures / f"e2e_{name}.npz") as npz:
-        ref = {k: npz[k] for k in npz.files}
+def test_pipeline_takes_the_sets_sizes(pipe, lp_set):
+    """The network input is the set's image_size and G's frames its crop size."""
+    ref = lp_set.npz("e2e_cli_default")
+    assert pipe.input_size == lp_set.image_size == ref["prep0.I"].shape[-1]
+    assert ref["frame0.I_p_uint8"].shape[-3:] == (lp_set.output_size, lp_set.output_size, 3)
+    assert lp_set.output_size == lp_set.crop_dsize == json.loads(str(ref["meta.crop_cfg"]))["dsize"]
+
+
+def load_scenario(lp_set, name: str):
+    ref = lp_set.npz(f"e2e_{name}")
     cfg = json.loads(str(ref["meta.inference_cfg"]))
-    template = templates.load_pickle_template(lp_fixtures / str(ref["meta.driving_template"]))
+    template = templates.load_pickle_template(lp_set.path / str(ref["meta.driving_template"]))
     options = MotionOptions(
         relative=cfg["flag_relative_motion"],
         expression_friendly=cfg["driving_option"] == "expression-friendly",
@@ -95,9 +103,9 @@ def check_frame(ref, i, out, k, x_s):
 
 
 @pytest.mark.parametrize("name", IMAGE_SCENARIOS)
-def test_image_source_scenario(pipe, lp_fixtures, name):
-    ref, options, template = load_scenario(lp_fixtures, name)
-    if "prep0.in_img" in ref:  # our input preparation from the 256 crop
+def test_image_source_scenario(pipe, lp_set, name):
+    ref, options, template = load_scenario(lp_set, name)
+    if "prep0.in_img" in ref:  # our input preparation from the (resized) source crop
         assert_module_close("prep0.I", pipe.prepare_images(ref["prep0.in_img"]), ref["prep0.I"])
     state = pipe.prepare_source(torch.from_numpy(ref["prep0.I"]),
                                 ratios_of(ref["in.source_lmk203"]), options)
@@ -120,9 +128,9 @@ def test_image_source_scenario(pipe, lp_fixtures, name):
         check_frame(ref, i, out, i, state.motion.x_s[0])
 
 
-def test_source_video_scenario(pipe, lp_fixtures):
+def test_source_video_scenario(pipe, lp_set):
     """v2v from the fixture's per-frame M outputs and f_s (our crops: see the next test)."""
-    ref, options, template = load_scenario(lp_fixtures, "source_video")
+    ref, options, template = load_scenario(lp_set, "source_video")
     n = int(ref["video.n_frames"])
     info = KpInfo(*(torch.from_numpy(np.concatenate([ref[f"kpinfo{j}.{f}"] for j in range(n)]))
                     for f in KP_FIELDS))
@@ -143,29 +151,31 @@ def test_source_video_scenario(pipe, lp_fixtures):
             check_frame(ref, i, out, k, state.motion.x_s[i])
 
 
-def test_source_features(pipe, lp_fixtures):
+def test_source_features(pipe, lp_set):
     """f_s of the prepared source equals the recorded frame0.f_s."""
-    ref, options, _ = load_scenario(lp_fixtures, "cli_default")
+    ref, options, _ = load_scenario(lp_set, "cli_default")
+    assert ref["frame0.f_s"].shape[1:] == lp_set.feature_shape
     state = pipe.prepare_source(torch.from_numpy(ref["prep0.I"]), Ratios(), options)
     assert_module_close("frame0.f_s", state.f_s, ref["frame0.f_s"])
 
 
-def test_source_video_from_our_crops(pipe, lp_fixtures):
+def test_source_video_from_our_crops(pipe, lp_set):
     """v2v end to end from `common/face_geometry` crops of the 203-point landmarks.
 
-    Our similarity transform is computed in float64 (upstream mixes float32), so the 64-px crops
+    Our similarity transform is computed in float64 (upstream mixes float32), so the crops
     differ by a few grey levels at most; M's outputs then differ by ~1e-2 (using the 106-point
     landmarks instead would differ by ~1), hence looser keypoint bounds. The frames still meet
     the uint8 tolerance of FIXTURES.md.
     """
-    ref, options, template = load_scenario(lp_fixtures, "source_video")
+    ref, options, template = load_scenario(lp_set, "source_video")
     n = int(ref["video.n_frames"])
-    dsize = json.loads(str(ref["meta.crop_cfg"]))["dsize"]
+    dsize = lp_set.crop_dsize
+    assert json.loads(str(ref["meta.crop_cfg"]))["dsize"] == dsize
     crops, ratios = [], []
     for rgb, lmk in zip(ref["in.source_rgb_frames"][:n], ref["in.source_lmk203_frames"][:n],
                         strict=True):
         crop = face_geometry.crop_face(rgb, lmk, dsize=dsize).image
-        crops.append(face_geometry.resize_area(crop, 256))
+        crops.append(face_geometry.resize_area(crop, 256))  # upstream's fixed 256 crop
         ratios.append(ratios_of(lmk))
     state = source_video.prepare(pipe, crops, ratios, options)
     for field in KP_FIELDS:

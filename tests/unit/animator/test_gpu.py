@@ -14,23 +14,23 @@ pytestmark = pytest.mark.gpu
 
 
 @pytest.fixture(scope="module")
-def scenario(lp_fixtures):
-    with np.load(lp_fixtures / "e2e_cli_default.npz") as npz:
-        ref = {k: npz[k] for k in npz.files}
-    return ref, templates.load_pickle_template(lp_fixtures / "template_3f.pkl").frames
+def scenario(lp_set):
+    ref = lp_set.npz("e2e_cli_default")
+    return ref, templates.load_pickle_template(lp_set.path / "template_3f.pkl").frames
 
 
-def _run(lp_fixtures, scenario, autocast_dtype=None):
+def _run(lp_set, scenario, autocast_dtype=None):
     ref, frames = scenario
-    pipe = AnimatorPipeline.from_weights(lp_fixtures / "checkpoints", device="cuda", input_size=32,
-                                         batch_size=3, autocast_dtype=autocast_dtype)
+    pipe = AnimatorPipeline.from_weights(lp_set.checkpoints, device="cuda",
+                                         input_size=lp_set.image_size, batch_size=3,
+                                         autocast_dtype=autocast_dtype)
     state = pipe.prepare_source(torch.from_numpy(ref["prep0.I"]), Ratios(0.3, 0.3, 0.1),
                                 MotionOptions())
     return ref, pipe.run_batch(state, frames, 0)
 
 
-def test_cuda_fp32_matches_reference(lp_fixtures, scenario):
-    ref, out = _run(lp_fixtures, scenario)
+def test_cuda_fp32_matches_reference(lp_set, scenario):
+    ref, out = _run(lp_set, scenario)
     for i in range(3):
         np.testing.assert_allclose(out.x_d[i].cpu().numpy(), ref[f"frame{i}.x_d"][0], atol=1e-4)
         diff = np.abs(out.images[i].astype(np.int16) - ref[f"frame{i}.I_p_uint8"])
@@ -38,8 +38,8 @@ def test_cuda_fp32_matches_reference(lp_fixtures, scenario):
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_autocast_stays_close(lp_fixtures, scenario, dtype):
-    ref, out = _run(lp_fixtures, scenario, dtype)
+def test_autocast_stays_close(lp_set, scenario, dtype):
+    ref, out = _run(lp_set, scenario, dtype)
     assert out.image.dtype == torch.float32 and torch.isfinite(out.image).all()
     for i in range(3):
         diff = np.abs(out.images[i].astype(np.int16) - ref[f"frame{i}.I_p_uint8"])

@@ -17,20 +17,18 @@ KP_TOL = 1e-5
 
 
 @pytest.fixture(scope="module")
-def modules(lp_fixtures):
-    with np.load(lp_fixtures / "modules.npz") as npz:
-        return {k: npz[k] for k in npz.files}
+def modules(lp_set):
+    return lp_set.npz("modules")
 
 
 @pytest.fixture(scope="module")
-def geometry(lp_fixtures):
-    with np.load(lp_fixtures / "geometry.npz") as npz:
-        return {k: npz[k] for k in npz.files}
+def geometry(lp_set):
+    return lp_set.npz("geometry")
 
 
 @pytest.fixture(scope="module")
-def lp_models(lp_fixtures):
-    return load_models(lp_fixtures / "checkpoints")
+def lp_models(lp_set):
+    return load_models(lp_set.checkpoints, input_size=lp_set.image_size)
 
 
 @pytest.fixture(scope="module")

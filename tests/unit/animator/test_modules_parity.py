@@ -6,8 +6,6 @@ then each network runs the recorded batch-2 inputs; tolerances are those of FIXT
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -22,14 +20,13 @@ ME_HEADS = ("pitch", "yaw", "roll", "t", "exp", "scale", "kp")
 
 
 @pytest.fixture(scope="module")
-def ref(lp_fixtures) -> dict[str, np.ndarray]:
-    with np.load(lp_fixtures / "modules.npz") as data:
-        return {k: data[k] for k in data.files}
+def ref(lp_set) -> dict[str, np.ndarray]:
+    return lp_set.npz("modules")
 
 
 @pytest.fixture(scope="module")
-def models(lp_fixtures) -> LivePortraitModels:
-    return load_models(lp_fixtures / "checkpoints")
+def models(lp_set) -> LivePortraitModels:
+    return load_models(lp_set.checkpoints, input_size=lp_set.image_size)
 
 
 def _t(ref: dict[str, np.ndarray], key: str) -> torch.Tensor:
@@ -42,6 +39,16 @@ def assert_close(name: str, got: torch.Tensor, expected: np.ndarray, tol: float 
     err = float(np.abs(got - expected).max())
     limit = tol * max(1.0, float(np.abs(expected).max()))
     assert err <= limit, f"{name}: max|a-b| = {err:.3e} > {limit:.3e}"
+
+
+def test_recorded_shapes_follow_the_config(lp_set, ref):
+    """The recorded batch-2 inputs and outputs have the sizes the set's config.json states."""
+    s, out, side = lp_set.image_size, lp_set.output_size, lp_set.feature_side
+    assert ref["afe.in.x"].shape == ref["me.in.x"].shape == (2, 3, s, s)
+    assert ref["afe.out.f_s"].shape == ref["wm.in.feature_3d"].shape == (2, *lp_set.feature_shape)
+    assert ref["sg.in.feature"].shape == (2, lp_set.warped_channels, side, side)
+    assert ref["sg.out.image"].shape == (2, 3, out, out)
+    assert ref["wm.in.kp_source"].shape == (2, lp_set.num_kp, 3)
 
 
 @torch.no_grad()
@@ -81,8 +88,8 @@ def test_stitching_retargeting_mlps(models, ref, name):
     assert_close(f"sr.{name}.out", net(_t(ref, f"sr.{name}.in")), ref[f"sr.{name}.out"])
 
 
-def test_parameter_counts_match_manifest(models, lp_fixtures):
-    counts = json.loads((lp_fixtures / "manifest.json").read_text())["n_parameters"]
+def test_parameter_counts_match_manifest(models, lp_set):
+    counts = lp_set.manifest["n_parameters"]
     got = models.param_counts()
     names = {"F": "appearance_feature_extractor", "M": "motion_extractor", "W": "warping_module",
              "G": "spade_generator", "stitching": "sr_stitching", "lip": "sr_lip",

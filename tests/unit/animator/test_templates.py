@@ -29,9 +29,9 @@ def _upstream_dict(n: int = 2, legacy: bool = False) -> dict:
             f"{key}eyes_lst": eyes, f"{key}lip_lst": lips}
 
 
-def test_fixture_template_reads(lp_fixtures):
-    tpl = templates.load_pickle_template(lp_fixtures / "template_3f.pkl")
-    with open(lp_fixtures / "template_3f.pkl", "rb") as fh:
+def test_fixture_template_reads(lp_primary):
+    tpl = templates.load_pickle_template(lp_primary.path / "template_3f.pkl")
+    with open(lp_primary.path / "template_3f.pkl", "rb") as fh:
         ref = pickle.load(fh)  # our own trusted fixture: plain pickle only as the oracle
     assert tpl.n_frames == 3 and tpl.fps == Fraction(25) and tpl.num_kp == 21
     rows = zip(tpl.frames, ref["motion"], ref["c_eyes_lst"], ref["c_lip_lst"], strict=True)
@@ -92,8 +92,8 @@ def test_object_arrays_and_garbage_are_rejected():
         templates.load_pickle_template(pickle.dumps({"motion": []}))
 
 
-def test_safe_format_round_trip(tmp_path, lp_fixtures):
-    tpl = templates.load_pickle_template(lp_fixtures / "template_3f.pkl")
+def test_safe_format_round_trip(tmp_path, lp_primary):
+    tpl = templates.load_pickle_template(lp_primary.path / "template_3f.pkl")
     tpl.model_version = "abc123"
     tpl.fps = Fraction(30000, 1001)
     path = tmp_path / "t.npz"
@@ -106,11 +106,11 @@ def test_safe_format_round_trip(tmp_path, lp_fixtures):
         assert (a.scale, a.eye_ratio, a.lip_ratio) == (b.scale, b.eye_ratio, b.lip_ratio)
         assert a.index == b.index
     with pytest.raises(InvalidInputError):
-        templates.load_template(lp_fixtures / "template_3f.pkl")
+        templates.load_template(lp_primary.path / "template_3f.pkl")
 
 
-def test_proto_round_trip_and_validation(lp_fixtures):
-    tpl = templates.load_pickle_template(lp_fixtures / "template_3f.pkl")
+def test_proto_round_trip_and_validation(lp_primary):
+    tpl = templates.load_pickle_template(lp_primary.path / "template_3f.pkl")
     msg = templates.template_to_proto(tpl)
     back = templates.template_from_proto(msg)
     for a, b in zip(tpl.frames, back.frames, strict=True):

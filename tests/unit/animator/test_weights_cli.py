@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 
 from services.animator.weights_cli import main
+from tests.fixture_set import DEFAULT_SET
 
 
 def _run(argv: list[str]) -> tuple[int, str, str]:
@@ -38,8 +39,9 @@ def test_usage(capsys):
     assert main([]) == 2
 
 
-def test_verify_with_named_config(tmp_path, lp_fixtures):
-    code, out, _ = _run(["verify", "--config", "reduced", str(lp_fixtures / "checkpoints")])
+def test_verify_with_named_config(tmp_path):
+    """'reduced' names the config the default fixture set's checkpoints were made with."""
+    code, out, _ = _run(["verify", "--config", "reduced", str(DEFAULT_SET.checkpoints)])
     assert code == 0 and "flat layout" in out and "provenance:  unknown" in out
-    code, _, err = _run(["verify", "--config", "real", str(lp_fixtures / "checkpoints")])
+    code, _, err = _run(["verify", "--config", "real", str(DEFAULT_SET.checkpoints)])
     assert code == 1 and "appearance_feature_extractor.pth: key mismatch" in err

@@ -18,9 +18,14 @@ IMG_MAX, IMG_MEAN, IMG_FRAC_OVER_1 = 4, 0.05, 0.01
 
 
 @pytest.fixture(scope="module")
-def geo(lp_fixtures):
-    with np.load(lp_fixtures / "geometry.npz") as data:
-        return {k: data[k] for k in data.files}
+def geo(lp_set):
+    return lp_set.npz("geometry")
+
+
+@pytest.fixture(scope="module")
+def dsize(lp_set) -> int:
+    """The set's crop side: its geometry.npz crops and similarity transforms are at this size."""
+    return lp_set.crop_dsize
 
 
 def _close(a, b, tol=1e-4):
@@ -52,14 +57,14 @@ def test_crop_rect(geo, n, use_lip):
     _close(np.r_[rect.center, rect.size, rect.angle], ref)
 
 
-def test_similarity_transforms(geo):
+def test_similarity_transforms(geo, dsize):
     keys = [k for k in geo if k.startswith("sim.")]
     assert len(keys) == 24
     for key in keys:
         m = re.fullmatch(r"sim\.(\d+)\.rot([01])\.s([\d.]+)\.vx([-\d.]+)\.vy([-\d.]+)\.M_o2c", key)
         n, rot, scale, vx, vy = m.groups()
         ours = g.similarity_o2c(
-            geo[f"lmk{n}"], 64, float(scale), float(vx), float(vy), rotate=rot == "1"
+            geo[f"lmk{n}"], dsize, float(scale), float(vx), float(vy), rotate=rot == "1"
         )
         _close(ours, geo[key])
 
@@ -74,8 +79,9 @@ def test_axis_falls_back_when_points_coincide():
     assert rect.angle == 0.0
 
 
-def test_source_crop_106(geo):
-    crop = g.crop_face(geo["img"], geo["lmk106"], dsize=64)
+def test_source_crop_106(geo, dsize):
+    crop = g.crop_face(geo["img"], geo["lmk106"], dsize=dsize)
+    assert crop.image.shape == geo["crop106.img_crop"].shape == (dsize, dsize, 3)
     _close(crop.m_o2c, geo["crop106.M_o2c"])
     _close(crop.m_c2o, geo["crop106.M_c2o"])
     _close(crop.points, geo["crop106.pt_crop"], tol=1e-4)
@@ -84,11 +90,11 @@ def test_source_crop_106(geo):
     assert g.resize_area(geo["crop106.img_crop"]).tobytes() == geo["crop106.img_crop_256"].tobytes()
 
 
-def test_driving_box_crop_203(geo):
+def test_driving_box_crop_203(geo, dsize):
     bbox, bbox_rot = g.landmark_box(geo["lmk203"])
     _close(bbox, geo["bbox203.bbox"])
     _close(bbox_rot, geo["bbox203.bbox_rot"])
-    crop = g.crop_by_box(geo["img"], g.box_ltrb(bbox), geo["lmk203"], dsize=64)
+    crop = g.crop_by_box(geo["img"], g.box_ltrb(bbox), geo["lmk203"], dsize=dsize)
     _close(crop.m_c2o, geo["bbox203.M_c2o"])
     _close(crop.points, geo["bbox203.lmk_crop"])
     _image_close(crop.image, geo["bbox203.img_crop"])

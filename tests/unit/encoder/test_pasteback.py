@@ -16,8 +16,8 @@ def _frames_with_pasteback(data) -> list[int]:
     return sorted(int(k[5:].split(".")[0]) for k in data.files if k.endswith(".pasteback_uint8"))
 
 
-def _e2e_cases(lp_fixtures):
-    for path in sorted(lp_fixtures.glob("e2e_*.npz")):
+def _e2e_cases(lp_set):
+    for path in sorted(lp_set.path.glob("e2e_*.npz")):
         data = np.load(path)
         for i in _frames_with_pasteback(data):
             if "in.source_rgb_frames" in data.files:
@@ -51,39 +51,43 @@ def test_template_follows_spec_6_5():
 
 
 @pytest.mark.parity
-def test_template_resized_matches_fixture_mask(lp_fixtures):
-    """The fixtures' 64x64 mask is upstream's template resized; ours agrees within 1/255."""
-    ours = mask_template(64)
-    ref = np.load(lp_fixtures / "geometry.npz")["paste.mask_crop"]
+def test_template_resized_matches_fixture_mask(lp_set):
+    """The set's crop-sized mask is upstream's template resized; ours agrees within 1/255."""
+    side = lp_set.crop_dsize
+    ours = mask_template(side)
+    ref = lp_set.npz("geometry")["paste.mask_crop"]
+    assert ref.shape == ours.shape == (side, side, 3)
     assert np.abs(ours.astype(np.int16) - ref).max() <= 1
-    for path in sorted(lp_fixtures.glob("e2e_*.npz")):
+    for path in sorted(lp_set.path.glob("e2e_*.npz")):
         assert (np.load(path)["in.mask_crop"] == ref).all(), path.name
 
 
 @pytest.mark.parity
-def test_geometry_paste(lp_fixtures):
-    g = np.load(lp_fixtures / "geometry.npz")
-    canvas, m_c2o = g["img"], g["crop106.M_c2o"]
+def test_geometry_paste(lp_set):
+    g = lp_set.npz("geometry")
+    canvas, m_c2o, side = g["img"], g["crop106.M_c2o"], lp_set.crop_dsize
     mask_ori = warp_affine(g["paste.mask_crop"], m_c2o, canvas.shape[:2]).astype(np.float32) / 255
     assert (mask_ori == g["paste.mask_ori"]).all()
-    result = PasteBack(canvas, m_c2o, (64, 64), g["paste.mask_crop"])(g["paste.I_p"])
+    result = PasteBack(canvas, m_c2o, (side, side), g["paste.mask_crop"])(g["paste.I_p"])
     _assert_close(result, g["paste.result"], "geometry paste.result")
 
 
 @pytest.mark.parity
-def test_e2e_pasteback_with_fixture_mask(lp_fixtures):
-    cases = list(_e2e_cases(lp_fixtures))
+def test_e2e_pasteback_with_fixture_mask(lp_set):
+    cases = list(_e2e_cases(lp_set))
     assert len(cases) >= 15  # 7 scenarios with paste-back, 1-3 frames each
+    side = lp_set.crop_dsize
     for name, i, data, canvas in cases:
-        paste = PasteBack(canvas, data[f"frame{i}.M_c2o"], (64, 64), data["in.mask_crop"])
+        paste = PasteBack(canvas, data[f"frame{i}.M_c2o"], (side, side), data["in.mask_crop"])
         _assert_close(paste(data[f"frame{i}.I_p_uint8"]), data[f"frame{i}.pasteback_uint8"],
                       f"{name} frame {i}")
 
 
 @pytest.mark.parity
-def test_e2e_pasteback_with_generated_mask(lp_fixtures):
-    for name, i, data, canvas in _e2e_cases(lp_fixtures):
-        paste = PasteBack(canvas, data[f"frame{i}.M_c2o"], (64, 64))
+def test_e2e_pasteback_with_generated_mask(lp_set):
+    side = lp_set.crop_dsize
+    for name, i, data, canvas in _e2e_cases(lp_set):
+        paste = PasteBack(canvas, data[f"frame{i}.M_c2o"], (side, side))
         _assert_close(paste(data[f"frame{i}.I_p_uint8"]), data[f"frame{i}.pasteback_uint8"],
                       f"{name} frame {i} (generated mask)")
 
