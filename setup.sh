@@ -74,7 +74,7 @@ case "$MODE" in
     ensure_weights
     mkdir -p out
     log "building demo media (packaged portrait + generated hero clip with audio)"
-    "$VENV/bin/python" -m services.gateway.demo_media out/demo-media
+    "$VENV/bin/python" -m services.cli.demo_media out/demo-media
     log "rendering out/demo.mp4"
     "$VENV/bin/dynamics" render out/demo-media/source.png out/demo-media/hero.mp4 \
       -o out/demo.mp4 --weights "${DYNAMICS_WEIGHTS_DIR:-$ROOT/.dynamics/weights}" "$@"

@@ -24,7 +24,7 @@ from bench import animator_bench, job_bench, tables
 from bench.cost import load_prices
 from bench.report import machine_description
 from services.animator.random_weights import write_random_weights
-from services.gateway.demo_media import build_demo_inputs, write_hero_clip
+from services.cli.demo_media import build_demo_inputs, write_hero_clip
 
 SECTIONS = ("jobs", "batch", "compare", "concurrency", "memory")
 

@@ -86,9 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import torch
 
+    from services.cli.synthetic_clip import SyntheticClip, astronaut_face
     from services.face_detect.detector import FaceDetector
     from services.face_detect.mtcnn import MtcnnDetector
-    from services.face_detect.synthetic_clip import SyntheticClip, astronaut_face
 
     torch.set_num_threads(args.threads)
     n_frames = round(args.seconds * args.fps)

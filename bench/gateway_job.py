@@ -21,11 +21,12 @@ import time
 from pathlib import Path
 
 from bench.animator_worker import proc_status_kib
-from services.gateway.clients import ServiceClients, ServiceTargets
-from services.gateway.fetch import FetchPolicy, MediaFetcher
-from services.gateway.motion_cache import FolderMotionCache, MotionCache, NullMotionCache
-from services.gateway.orchestrator import JobSpec, MediaInput, Orchestrator, OrchestratorConfig
-from services.gateway.storage import LocalStorage, result_key
+from services.gateway.delivery.storage import LocalStorage, result_key
+from services.gateway.domain import JobSpec, MediaInput
+from services.gateway.net.fetch import FetchPolicy, MediaFetcher
+from services.gateway.pipeline.clients import ServiceClients, ServiceTargets
+from services.gateway.pipeline.motion_cache import FolderMotionCache, MotionCache, NullMotionCache
+from services.gateway.pipeline.orchestrator import Orchestrator, OrchestratorConfig
 
 
 def run_job(clients: ServiceClients, cache: MotionCache, source: Path, hero: Path, *,

@@ -25,9 +25,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.animator_worker import proc_status_kib
 from bench.gateway_job import run_job
-from services.gateway.clients import ServiceClients
-from services.gateway.local_stack import LocalStack, StackConfig, weights_fingerprint
-from services.gateway.motion_cache import FolderMotionCache, NullMotionCache
+from services.cli.local_stack import LocalStack, StackConfig, weights_fingerprint
+from services.gateway.pipeline.clients import ServiceClients
+from services.gateway.pipeline.motion_cache import FolderMotionCache, NullMotionCache
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """`dynamics`: the command line for local runs, set-up and benchmarks.
 
-Each subcommand lives with the code it drives and exposes `main(argv) -> int`; this module only
-dispatches, so `dynamics <cmd> --help` is answered by the subcommand itself.
+Each subcommand is a module exposing `main(argv) -> int` (`render` and `up` in this package,
+`detect` and `weights` in the service they drive); this module only dispatches, so
+`dynamics <cmd> --help` is answered by the subcommand itself.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ import sys
 
 # name -> (module with main(argv), one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "render": ("services.gateway.render_cli",
+    "render": ("services.cli.render",
                "photo + hero video -> MP4 through the real services on loopback (the main job)"),
-    "up": ("services.gateway.up_cli", "run the whole stack locally (3 services + gateway REST API)"),
+    "up": ("services.cli.up", "run the whole stack locally (3 services + gateway REST API)"),
     "detect": ("services.face_detect.detect_cli", "list the faces of an image as JSON"),
     "weights": ("services.animator.weights_cli",
                 "fetch / verify LivePortrait weights, or write seeded random ones"),

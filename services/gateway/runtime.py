@@ -15,21 +15,21 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from services.gateway.app import create_app
-from services.gateway.auth import Authenticator, FirebaseAuth, NoAuth
+from services.gateway.api.app import create_app
+from services.gateway.api.auth import Authenticator, FirebaseAuth, NoAuth
+from services.gateway.api.intake import JobIntake
+from services.gateway.api.state import GatewayState
 from services.gateway.config import GatewayConfig
-from services.gateway.database import Database
-from services.gateway.fetch import FetchPolicy, MediaFetcher
-from services.gateway.firebase_app import delete_firebase_app, make_firebase_app
-from services.gateway.intake import JobIntake
-from services.gateway.job_inputs import drop_job_inputs
-from services.gateway.jobs import JobStore
+from services.gateway.delivery.firebase_app import delete_firebase_app, make_firebase_app
+from services.gateway.delivery.notify import Notifier
+from services.gateway.delivery.result_links import ResultLinks
+from services.gateway.delivery.storage import FirebaseStorage, LocalStorage, ResultStorage
+from services.gateway.jobs.database import Database
+from services.gateway.jobs.inputs import drop_job_inputs
+from services.gateway.jobs.store import JobStore
+from services.gateway.jobs.worker import WorkerPool
 from services.gateway.metrics import GatewayMetrics
-from services.gateway.notify import Notifier
-from services.gateway.result_links import ResultLinks
-from services.gateway.state import GatewayState
-from services.gateway.storage import FirebaseStorage, LocalStorage, ResultStorage
-from services.gateway.worker import WorkerPool
+from services.gateway.net.fetch import FetchPolicy, MediaFetcher
 
 logger = logging.getLogger(__name__)
 
@@ -46,10 +46,10 @@ def fetch_policy(config: GatewayConfig) -> FetchPolicy:
 
 def real_orchestrator(config: GatewayConfig) -> tuple[Any, Callable[[], None]]:
     """The orchestrator over the three services at the configured addresses, and its closer."""
-    from services.gateway.clients import ServiceClients, ServiceTargets
-    from services.gateway.media import MediaLimits
-    from services.gateway.motion_cache import FolderMotionCache
-    from services.gateway.orchestrator import Orchestrator, OrchestratorConfig
+    from services.gateway.pipeline.clients import ServiceClients, ServiceTargets
+    from services.gateway.pipeline.media import MediaLimits
+    from services.gateway.pipeline.motion_cache import FolderMotionCache
+    from services.gateway.pipeline.orchestrator import Orchestrator, OrchestratorConfig
 
     clients = ServiceClients(
         ServiceTargets(

@@ -13,6 +13,7 @@ import pytest
 import torch
 from dynamics.v1 import common_pb2, face_detect_pb2, face_detect_pb2_grpc
 
+from services.cli.synthetic_clip import SyntheticClip, astronaut_face
 from services.common.canvas import source_canvas
 from services.common.errors import REASON_METADATA_KEY
 from services.common.grpc_client import check_health, make_channel, wait_for_serving
@@ -21,7 +22,6 @@ from services.common.media import array_to_raw, raw_to_array
 from services.face_detect.config import FaceDetectConfig
 from services.face_detect.detector import FaceDetector
 from services.face_detect.servicer import SERVICE_NAME, FaceDetectServicer
-from services.face_detect.synthetic_clip import SyntheticClip, astronaut_face
 from tests.unit.face_detect import assets
 
 

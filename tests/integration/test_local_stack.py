@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from services.cli.local_stack import LocalStack, StackConfig, StackError, weights_fingerprint
 from services.common.grpc_client import check_health, make_channel
-from services.gateway.clients import ENCODER_SERVICE
-from services.gateway.local_stack import LocalStack, StackConfig, StackError, weights_fingerprint
+from services.gateway.pipeline.clients import ENCODER_SERVICE
 from tests.unit.common.listening import listening_sockets
 
 FIXTURE_WEIGHTS = Path(__file__).resolve().parents[1] / "fixtures" / "liveportrait" / "checkpoints"
@@ -45,7 +45,7 @@ def test_weights_fingerprint_tracks_content(tmp_path: Path) -> None:
 _PARENT = """
 import json, sys, time
 from pathlib import Path
-from services.gateway.local_stack import LocalStack, StackConfig
+from services.cli.local_stack import LocalStack, StackConfig
 stack = LocalStack(StackConfig(weights_dir=Path(sys.argv[1]), animator_device="cpu"))
 stack.start()
 print(json.dumps({name: s.proc.pid for name, s in stack.services.items()}), flush=True)

@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from services.gateway.clients import ServiceClients
-from services.gateway.demo_media import write_hero_clip, write_source_photo
-from services.gateway.fetch import MediaFetcher
-from services.gateway.local_stack import LocalStack, StackConfig
-from services.gateway.motion_cache import NullMotionCache
-from services.gateway.orchestrator import JobFailed, JobSpec, MediaInput, Orchestrator
+from services.cli.demo_media import write_hero_clip, write_source_photo
+from services.cli.local_stack import LocalStack, StackConfig
+from services.gateway.domain import JobFailed, JobSpec, MediaInput
+from services.gateway.net.fetch import MediaFetcher
+from services.gateway.pipeline.clients import ServiceClients
+from services.gateway.pipeline.motion_cache import NullMotionCache
+from services.gateway.pipeline.orchestrator import Orchestrator
 
 pytestmark = [
     pytest.mark.ffmpeg,

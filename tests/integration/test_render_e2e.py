@@ -19,21 +19,15 @@ import numpy as np
 import pytest
 
 from services.animator.random_weights import write_random_weights
-from services.gateway.clients import ServiceClients, ServiceTargets
-from services.gateway.demo_media import write_hero_clip, write_source_photo
-from services.gateway.fetch import FetchPolicy, MediaFetcher
-from services.gateway.local_stack import LocalStack, StackConfig
-from services.gateway.media import probe_video
-from services.gateway.motion_cache import FolderMotionCache, NullMotionCache
-from services.gateway.orchestrator import (
-    JobFailed,
-    JobSpec,
-    MediaInput,
-    Orchestrator,
-    OrchestratorConfig,
-    ProgressUpdate,
-)
-from services.gateway.stages import RANDOM_WEIGHTS_COMMENT
+from services.cli.demo_media import write_hero_clip, write_source_photo
+from services.cli.local_stack import LocalStack, StackConfig
+from services.gateway.domain import JobFailed, JobSpec, MediaInput, ProgressUpdate
+from services.gateway.net.fetch import FetchPolicy, MediaFetcher
+from services.gateway.pipeline.clients import ServiceClients, ServiceTargets
+from services.gateway.pipeline.media import probe_video
+from services.gateway.pipeline.motion_cache import FolderMotionCache, NullMotionCache
+from services.gateway.pipeline.orchestrator import Orchestrator, OrchestratorConfig
+from services.gateway.pipeline.stages import RANDOM_WEIGHTS_COMMENT
 
 pytestmark = [
     pytest.mark.ffmpeg,

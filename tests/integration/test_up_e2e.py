@@ -19,8 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.gateway.demo_media import write_hero_clip, write_source_photo
-from services.gateway.local_stack import free_port
+from services.cli.demo_media import write_hero_clip, write_source_photo
+from services.cli.local_stack import free_port
 from tests.unit.common.listening import listening_sockets
 
 pytestmark = [

@@ -8,8 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from services.gateway.local_stack import LocalStack, StackConfig
-
+from services.cli.local_stack import LocalStack, StackConfig
 from tests.observability.stack import (
     FIXTURE_WEIGHTS,
     RunningStack,

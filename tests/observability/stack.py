@@ -56,7 +56,7 @@ class RunningStack:
 
 
 def demo_media(out_dir: Path) -> Path:
-    subprocess.run([sys.executable, "-m", "services.gateway.demo_media", str(out_dir),
+    subprocess.run([sys.executable, "-m", "services.cli.demo_media", str(out_dir),
                     "--seconds", "1.2", "--fps", "10", "--size", "192"],
                    cwd=REPO_ROOT, check=True, capture_output=True, timeout=120)
     return out_dir

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from services.gateway.demo_media import portrait
+from services.cli.demo_media import portrait
 
 BAD = "bad_image"
 TOO_LARGE = "image_too_large"

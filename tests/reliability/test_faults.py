@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from services.gateway.demo_media import write_hero_clip, write_source_photo
+from services.cli.demo_media import write_hero_clip, write_source_photo
 from tests.reliability.conftest import needs_ffmpeg
 from tests.reliability.fault_stack import FaultStack, GatewayRun, gateway_env
 

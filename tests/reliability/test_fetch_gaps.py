@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.gateway.fetch import FetchError, FetchPolicy, MediaFetcher
+from services.gateway.net.fetch import FetchError, FetchPolicy, MediaFetcher
 from tests.reliability.conftest import start_gateway
 
 BOMB = gzip.compress(b"\x00" * (40 * 1024 * 1024), compresslevel=9)  # ~40 KiB on the wire

@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 from dynamics.v1 import common_pb2, encoder_pb2, encoder_pb2_grpc
 
+from services.cli.demo_media import write_hero_clip, write_source_photo
 from services.common import ffmpeg_safety
 from services.common.grpc_client import make_channel
 from services.common.media import array_to_raw
-from services.gateway.demo_media import write_hero_clip, write_source_photo
-from services.gateway.media import FrameDecoder, trim_video
+from services.gateway.pipeline.media import FrameDecoder, trim_video
 from tests.reliability.conftest import healthy, needs_ffmpeg, start_gateway
 from tests.reliability.indirection_corpus import colour_clip
 from tests.service_process import REPO_ROOT, start_service
@@ -146,7 +146,7 @@ def test_stopped_encoder_leaves_no_ffmpeg(stop: str, encoder, tmp_path) -> None:
 _HOLDER = """
 import sys, time
 from pathlib import Path
-from services.gateway.media import FrameDecoder, trim_video
+from services.gateway.pipeline.media import FrameDecoder, trim_video
 info = trim_video(Path(sys.argv[1]), Path(sys.argv[2]), 5.0)
 decoder = FrameDecoder(Path(sys.argv[2]), info)  # FFmpeg decodes into a pipe nobody reads
 print(decoder._proc.pid, flush=True)

@@ -19,16 +19,17 @@ import pytest
 from dynamics.v1 import common_pb2, face_detect_pb2, face_detect_pb2_grpc
 from PIL import Image
 
+from services.cli.demo_media import portrait, write_hero_clip
 from services.common.canvas import source_canvas
 from services.common.grpc_client import make_channel
 from services.common.grpc_server import MAX_MESSAGE_BYTES
 from services.encoder.pasteback import PasteBack
-from services.gateway.clients import ServiceClients, ServiceTargets
-from services.gateway.demo_media import portrait, write_hero_clip
-from services.gateway.fetch import MediaFetcher
-from services.gateway.motion_cache import NullMotionCache
-from services.gateway.orchestrator import JobFailed, JobSpec, MediaInput, Orchestrator
-from services.gateway.retry_policy import plan_retry
+from services.gateway.domain import JobFailed, JobSpec, MediaInput
+from services.gateway.jobs.retry_policy import plan_retry
+from services.gateway.net.fetch import MediaFetcher
+from services.gateway.pipeline.clients import ServiceClients, ServiceTargets
+from services.gateway.pipeline.motion_cache import NullMotionCache
+from services.gateway.pipeline.orchestrator import Orchestrator
 from tests.reliability.conftest import needs_ffmpeg
 from tests.unit.encoder.media_tools import decode_rgb, ffprobe, psnr, stream
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.gateway.demo_media import write_hero_clip, write_source_photo
+from services.cli.demo_media import write_hero_clip, write_source_photo
 from tests.reliability.conftest import assert_rest_error, needs_ffmpeg, start_gateway
 from tests.reliability.indirection_corpus import (
     HostileCase,

@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from services.gateway.demo_media import write_source_photo
+from services.cli.demo_media import write_source_photo
 from tests.reliability.conftest import assert_rest_error, needs_ffmpeg, start_gateway
 from tests.reliability.video_corpus import VideoCase, video_case_ids, video_corpus
 

@@ -10,7 +10,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.gateway.demo_media import write_hero_clip
+from services.cli.demo_media import write_hero_clip
 
 
 @dataclass(frozen=True)

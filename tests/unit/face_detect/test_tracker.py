@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from services.cli.synthetic_clip import SyntheticClip, astronaut_face
 from services.common import face_geometry as g
 from services.common.errors import FaceNotFoundError, InvalidInputError, ResourceExhaustedError
-from services.face_detect.synthetic_clip import SyntheticClip, astronaut_face
 from services.face_detect.tracker import DrivingTracker, FaceTracker
 
 MAX_CENTRE_ERROR_PX = 4.0

@@ -23,7 +23,7 @@ from cryptography.x509.oid import NameOID
 from PIL import Image
 
 from services.gateway.config import GatewayConfig
-from services.gateway.job_types import JobFailed, JobResult, JobSpec, ProgressUpdate
+from services.gateway.domain import JobFailed, JobResult, JobSpec, ProgressUpdate
 from services.gateway.runtime import Gateway
 
 PROJECT = "dynamics-test"

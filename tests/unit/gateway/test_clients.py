@@ -9,7 +9,7 @@ import pytest
 from dynamics.v1 import face_detect_pb2, face_detect_pb2_grpc
 
 from services.common.errors import FaceNotFoundError, ResourceExhaustedError, handle_errors
-from services.gateway.clients import ServiceClients, ServiceTargets, job_failed_from_rpc
+from services.gateway.pipeline.clients import ServiceClients, ServiceTargets, job_failed_from_rpc
 
 
 class _Refusing(face_detect_pb2_grpc.FaceDetectServiceServicer):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from services.gateway.fetch import FetchError, FetchPolicy, MediaFetcher, address_refusal
+from services.gateway.net.fetch import FetchError, FetchPolicy, MediaFetcher, address_refusal
 
 BODY = b"video-bytes-" * 1000
 

@@ -6,9 +6,9 @@ import threading
 
 import pytest
 
-from services.gateway.database import Database
-from services.gateway.job_record import SCHEMA
-from services.gateway.jobs import JobStore, decode_cursor
+from services.gateway.jobs.database import Database
+from services.gateway.jobs.record import SCHEMA, decode_cursor
+from services.gateway.jobs.store import JobStore
 
 
 class FakeClock:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.gateway.media import (
+from services.gateway.pipeline.media import (
     FrameDecoder,
     MediaError,
     MediaLimits,

@@ -20,7 +20,7 @@ import pytest
 from services.common import ffmpeg_safety
 from services.encoder.config import EncoderConfig
 from services.encoder.encoder import EncodeParams, EncodeSession
-from services.gateway.media import FrameDecoder, extract_audio, probe_video, trim_video
+from services.gateway.pipeline.media import FrameDecoder, extract_audio, probe_video, trim_video
 from tests.unit.encoder.media_tools import FFMPEG, FFPROBE, make_hero_video, needs_ffmpeg
 
 SERVICES = Path(__file__).resolve().parents[3] / "services"

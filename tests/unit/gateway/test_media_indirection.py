@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.gateway.media import FrameDecoder, MediaError, probe_video, trim_video
+from services.gateway.pipeline.media import FrameDecoder, MediaError, probe_video, trim_video
 from tests.reliability.indirection_corpus import (
     HostileCase,
     Sentinel,

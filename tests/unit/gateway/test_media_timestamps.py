@@ -11,7 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from services.gateway.media import FrameDecoder, MediaError, max_frames, probe_video, trim_video
+from services.gateway.pipeline.media import (
+    FrameDecoder,
+    MediaError,
+    max_frames,
+    probe_video,
+    trim_video,
+)
 from tests.reliability.indirection_corpus import colour_clip, ffmpeg
 from tests.unit.encoder.media_tools import needs_ffmpeg
 

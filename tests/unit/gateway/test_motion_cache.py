@@ -9,7 +9,11 @@ from pathlib import Path
 import pytest
 from dynamics.v1 import common_pb2
 
-from services.gateway.motion_cache import FolderMotionCache, NullMotionCache, motion_cache_key
+from services.gateway.pipeline.motion_cache import (
+    FolderMotionCache,
+    NullMotionCache,
+    motion_cache_key,
+)
 
 SETTINGS = {"crop_driving_video": False, "driving_max_side": 1280, "rotation": 0}
 
@@ -99,8 +103,8 @@ def test_null_cache_never_hits() -> None:
 
 
 def test_bucket_cache_round_trip_and_damage(tmp_path: Path) -> None:
-    from services.gateway.motion_cache import BucketMotionCache
-    from services.gateway.storage import LocalStorage
+    from services.gateway.delivery.storage import LocalStorage
+    from services.gateway.pipeline.motion_cache import BucketMotionCache
 
     storage = LocalStorage(tmp_path / "bucket")
     cache = BucketMotionCache(storage)

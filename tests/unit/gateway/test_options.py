@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-
 from dynamics.v1 import common_pb2
-from services.gateway.job_types import JobFailed
-from services.gateway.options import animation_options
+
+from services.gateway.domain import JobFailed
+from services.gateway.pipeline.options import animation_options
 
 
 def test_defaults_are_the_cli_defaults() -> None:

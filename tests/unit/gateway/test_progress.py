@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from services.gateway.job_types import ProgressUpdate
-from services.gateway.progress import ProgressTracker
+from services.gateway.domain import ProgressUpdate
+from services.gateway.pipeline.progress import ProgressTracker
 
 
 class _Clock:

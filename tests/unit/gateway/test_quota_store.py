@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from services.gateway.database import Database
-from services.gateway.jobs import JobStore, Quota, QuotaExceeded
+from services.gateway.jobs.database import Database
+from services.gateway.jobs.store import JobStore, Quota, QuotaExceeded
 
 SPEC = {"source": {"path": "a.png", "url": None}, "driving": {"path": "b.mp4", "url": None}}
 QUOTA = Quota(max_active=4, rate_limit_jobs=100, window_s=3600.0)

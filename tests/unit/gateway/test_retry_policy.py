@@ -14,16 +14,16 @@ from dynamics.v1 import common_pb2, face_detect_pb2, face_detect_pb2_grpc
 
 from services.common.errors import InvalidInputError, ResourceExhaustedError, handle_errors
 from services.common.grpc_client import make_channel
-from services.gateway.clients import job_failed_from_rpc
-from services.gateway.job_types import JobFailed
-from services.gateway.orchestrator import Orchestrator
-from services.gateway.retry_policy import (
+from services.gateway.domain import JobFailed
+from services.gateway.jobs.retry_policy import (
     CAPACITY_TIMEOUT,
     MAX_DELAY_S,
     RetryPlan,
     final_failure,
     plan_retry,
 )
+from services.gateway.pipeline.clients import job_failed_from_rpc
+from services.gateway.pipeline.orchestrator import Orchestrator
 
 BIG = 64 * 1024  # the test server's send limit; its big reply is twice that
 

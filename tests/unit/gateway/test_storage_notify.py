@@ -12,17 +12,17 @@ from fastapi.testclient import TestClient
 from gcp_storage_emulator import server as emulator_server
 
 from services.gateway.config import GatewayConfig
-from services.gateway.firebase_app import delete_firebase_app, make_firebase_app
-from services.gateway.metrics import GatewayMetrics
-from services.gateway.notify import JobEvent, Notifier
-from services.gateway.storage import FirebaseStorage, LocalStorage, StorageError
-from services.gateway.webhook import (
+from services.gateway.delivery.firebase_app import delete_firebase_app, make_firebase_app
+from services.gateway.delivery.notify import JobEvent, Notifier
+from services.gateway.delivery.storage import FirebaseStorage, LocalStorage, StorageError
+from services.gateway.delivery.webhook import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     WebhookTarget,
     verify_signature,
 )
-from services.gateway.worker import WorkerPool
+from services.gateway.jobs.worker import WorkerPool
+from services.gateway.metrics import GatewayMetrics
 from tests.unit.gateway.gateway_harness import (
     PROJECT,
     LocalEndpoint,

@@ -8,9 +8,9 @@ from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
-
 from dynamics.v1 import animator_pb2, common_pb2
-from services.gateway.streams import Aborted, Pipe, RunGuard, Spool
+
+from services.gateway.pipeline.streams import Aborted, Pipe, RunGuard, Spool
 
 
 def test_pipe_hands_items_over_in_order() -> None:

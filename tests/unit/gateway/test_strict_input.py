@@ -7,9 +7,10 @@ import time
 
 import pytest
 
-from services.gateway.fetch import request_target
-from services.gateway.result_links import ResultLinks
-from services.gateway.strict_input import (
+from services.gateway.delivery.result_links import ResultLinks
+from services.gateway.delivery.webhook import sign, verify_signature
+from services.gateway.net.fetch import request_target
+from services.gateway.net.strict_input import (
     MAX_JSON_DEPTH,
     StrictInputError,
     load_json,
@@ -18,7 +19,6 @@ from services.gateway.strict_input import (
     parse_media_type,
     parse_uint,
 )
-from services.gateway.webhook import sign, verify_signature
 
 # Spellings Python's int()/float()/isdigit() accept (or half-accept) that are not plain ASCII.
 NOT_UINTS = [

@@ -10,10 +10,10 @@ import threading
 import pytest
 from fastapi.testclient import TestClient
 
-from services.gateway.job_types import JobFailed
+from services.gateway.delivery.storage import LocalStorage
+from services.gateway.domain import JobFailed
+from services.gateway.jobs.worker import WorkerPool
 from services.gateway.metrics import GatewayMetrics
-from services.gateway.storage import LocalStorage
-from services.gateway.worker import WorkerPool
 from tests.unit.gateway.gateway_harness import (
     StandInOrchestrator,
     build_gateway,

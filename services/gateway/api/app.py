@@ -1,0 +1,196 @@
+"""FastAPI app factory: routes, health, metrics and one JSON error format.
+
+Every error is `{"error": {"code": ..., "message": ...}}` with a precise status; unexpected
+exceptions are logged with their stack and answered 500 without it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+
+from services.common.grpc_client import check_health, make_channel
+from services.gateway.api.auth import AuthError
+from services.gateway.api.errors import ApiError
+from services.gateway.api.routes import router as job_router
+from services.gateway.api.schemas import JobCreate
+from services.gateway.api.state import (
+    ANIMATOR_SERVICE,
+    ENCODER_SERVICE,
+    FACE_DETECT_SERVICE,
+    GatewayState,
+    get_state,
+)
+from services.gateway.jobs.database import DatabaseError
+
+logger = logging.getLogger(__name__)
+
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+    429: "rate_limited",
+}
+
+
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None):
+    return JSONResponse(
+        {"error": {"code": code, "message": message}}, status_code=status, headers=headers
+    )
+
+
+def _database_errors() -> tuple[type[Exception], ...]:
+    """Errors that mean the database cannot be reached or used right now."""
+    kinds: list[type[Exception]] = [DatabaseError, sqlite3.OperationalError]
+    try:
+        import psycopg
+
+        kinds.append(psycopg.OperationalError)
+    except ImportError:
+        pass
+    return tuple(kinds)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        return _error(exc.status, exc.code, exc.message, exc.headers)
+
+    @app.exception_handler(AuthError)
+    async def auth_error(_request: Request, exc: AuthError) -> JSONResponse:
+        return _error(401, exc.code, exc.message, {"WWW-Authenticate": "Bearer"})
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return _error(422, "invalid_request", f"{where}: {first.get('msg', 'invalid value')}")
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request: Request, _exc: ClientDisconnect) -> Response:
+        # Nothing can be answered; the request's uploads were already deleted on the way out.
+        logger.info(
+            "client disconnected before sending the whole body of %s %s",
+            request.method,
+            request.url.path,
+        )
+        return Response(status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _STATUS_CODES.get(exc.status_code, "error")
+        return _error(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
+
+    async def database_down(request: Request, exc: Exception) -> JSONResponse:
+        logger.error("database error on %s %s: %s", request.method, request.url.path, exc)
+        return _error(
+            503,
+            "database_unavailable",
+            "The job database is unavailable; retry soon.",
+            {"Retry-After": "5"},
+        )
+
+    for kind in _database_errors():
+        app.add_exception_handler(kind, database_down)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return _error(500, "internal", "An internal error occurred.")
+
+
+def _readiness(state: GatewayState) -> dict[str, str]:
+    checks = {"database": "ok" if state.store.db.ping() else "unreachable"}
+    targets = {
+        "face_detect": (state.config.face_detect_addr, FACE_DETECT_SERVICE),
+        "animator": (state.config.animator_addr, ANIMATOR_SERVICE),
+        "encoder": (state.config.encoder_addr, ENCODER_SERVICE),
+    }
+    for name, (address, service) in targets.items():
+        channel = state.health_channels.get(name)
+        if channel is None:
+            channel = state.health_channels[name] = make_channel(address)
+        checks[name] = check_health(channel, service, timeout_s=2.0)
+    return checks
+
+
+def _install_openapi(app: FastAPI) -> None:
+    """OpenAPI with the job-creation body models, which no route declares as a parameter (the
+    route reads JSON or streams multipart itself)."""
+
+    def build() -> dict:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
+            body = JobCreate.model_json_schema(ref_template="#/components/schemas/{model}")
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components.update(body.pop("$defs", {}))
+            components["JobCreate"] = body
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = build  # type: ignore[method-assign]
+
+
+def create_app(state: GatewayState) -> FastAPI:
+    """The REST app. Workers in `state.pool` start and stop with the app's lifespan."""
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        if state.pool is not None:
+            state.pool.start()
+        try:
+            yield
+        finally:
+            if state.pool is not None:
+                await run_in_threadpool(state.pool.stop, state.drain_s)
+            for channel in state.health_channels.values():
+                channel.close()
+
+    app = FastAPI(
+        title="Dynamics gateway",
+        version="1",
+        description="Animate a portrait photo with the motion of a hero video.",
+        lifespan=lifespan,
+    )
+    app.state.gateway = state
+    state.metrics.track_queue_depth(state.store.queue_depth)
+    _install_error_handlers(app)
+    _install_openapi(app)
+    app.include_router(job_router)
+
+    @app.get("/healthz", tags=["ops"], summary="The process is alive")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["ops"], summary="Database and the three services are reachable")
+    def readyz(request: Request) -> JSONResponse:
+        checks = _readiness(get_state(request))
+        ready = all(value in ("ok", "SERVING") for value in checks.values())
+        return JSONResponse(
+            {"status": "ready" if ready else "not_ready", "checks": checks},
+            status_code=200 if ready else 503,
+        )
+
+    @app.get("/metrics", tags=["ops"], summary="Prometheus metrics", include_in_schema=False)
+    def metrics(request: Request) -> Response:
+        return Response(get_state(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,154 @@
+"""Request and response bodies of the REST API (they also make the OpenAPI document)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from services.gateway.delivery.result_links import ResultLinks
+from services.gateway.domain import Job
+from services.gateway.net.strict_input import parse_decimal, parse_uint
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="machine-readable reason, e.g. invalid_request, not_found")
+    message: str = Field(description="a human sentence")
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+def _number(value: object, *, integer: bool = False) -> object:
+    """Numbers come as JSON numbers or as form strings in one plain ASCII spelling (`10`,
+    `2.5`), never as true/false, and never as what `float()`/`int()` would also take
+    (`inf`, `1_0`, ` 5 `, `１０`)."""
+    if isinstance(value, bool):
+        raise ValueError("a number is required, not a boolean")  # noqa: TRY004 - pydantic wants ValueError
+    if isinstance(value, str):
+        return parse_uint(value, max_digits=9) if integer else parse_decimal(value)
+    return value
+
+
+class AnimationOptions(BaseModel):
+    """How the hero video's motion is applied to the photo (LivePortrait options)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    relative_motion: bool = Field(True, description="relative (default) or absolute motion")
+    driving_option: Literal["expression-friendly", "pose-friendly"] = "expression-friendly"
+    driving_multiplier: float = Field(1.0, gt=0.0, le=10.0)
+    stitching: bool = True
+    paste_back: bool = Field(True, description="paste the animated face back onto the photo")
+    normalize_lip: bool = False
+    eye_retargeting: bool = False
+    lip_retargeting: bool = False
+    region: Literal["all", "exp", "pose", "lip", "eyes"] = "all"
+
+    @field_validator("driving_multiplier", mode="before")
+    @classmethod
+    def _numbers(cls, value: object) -> object:
+        return _number(value)
+
+
+class JobCreate(BaseModel):
+    """A job as JSON (URLs); multipart uploads send the same fields as form fields plus the
+    files `source` (photo) and `driving` (hero video), with `options` as a JSON string."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    source_url: str | None = Field(None, max_length=2048, description="https URL of the photo")
+    driving_url: str | None = Field(None, max_length=2048, description="https URL of the video")
+    seconds: float = Field(10.0, gt=0.0, description="length of the result; the video is trimmed")
+    source_max_dim: int = Field(1280, ge=64, description="longest side the photo is scaled to")
+    options: AnimationOptions = Field(default_factory=AnimationOptions)
+    fcm_token: str | None = Field(
+        None, min_length=1, max_length=4096, pattern=r"^[\x21-\x7e]+$",
+        description="FCM registration token (visible ASCII)",
+    )
+    webhook_url: str | None = Field(None, max_length=2048)
+    sequential: bool = Field(False, description="run the stages one after the other (benchmarks)")
+
+    @field_validator("seconds", mode="before")
+    @classmethod
+    def _seconds(cls, value: object) -> object:
+        return _number(value)
+
+    @field_validator("source_max_dim", mode="before")
+    @classmethod
+    def _dimension(cls, value: object) -> object:
+        return _number(value, integer=True)
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+
+
+class JobView(BaseModel):
+    """A job as the app sees it."""
+
+    id: str
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    stage: str
+    progress: float = Field(ge=0.0, le=1.0)
+    frames_done: int
+    frames_total: int
+    eta_seconds: float | None
+    timings: dict[str, float]
+    error: JobError | None
+    result_url: str | None
+    cache_hit: bool | None
+    random_weights: bool | None
+    attempts: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class JobPage(BaseModel):
+    jobs: list[JobView]
+    next_cursor: str | None = Field(
+        description="pass as `cursor` for the next page; null at the end"
+    )
+
+
+def _when(epoch: float | None) -> datetime | None:
+    return None if epoch is None else datetime.fromtimestamp(epoch, tz=timezone.utc)
+
+
+def progress_of(job: Job) -> float:
+    """0..1; 1 only once the result is stored."""
+    if job.status == "succeeded":
+        return 1.0
+    if job.frames_total <= 0:
+        return 0.0
+    return min(0.99, job.frames_done / job.frames_total)
+
+
+def job_view(job: Job, links: ResultLinks) -> JobView:
+    error = None
+    if job.status == "failed":
+        error = JobError(code=job.error_code or "failed", message=job.error_message or "")
+    elif job.status == "cancelled":
+        error = JobError(code="cancelled", message="The job was cancelled.")
+    return JobView(
+        id=job.id,
+        status=job.status,  # type: ignore[arg-type]
+        stage=job.stage,
+        progress=progress_of(job),
+        frames_done=job.frames_done,
+        frames_total=job.frames_total,
+        eta_seconds=job.eta_seconds,
+        timings=job.timings,
+        error=error,
+        result_url=links.url(job.id) if job.status == "succeeded" else None,
+        cache_hit=job.cache_hit,
+        random_weights=job.random_weights,
+        attempts=job.attempts,
+        created_at=_when(job.created_at),
+        started_at=_when(job.started_at),
+        finished_at=_when(job.finished_at),
+    )

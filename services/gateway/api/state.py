@@ -1,0 +1,39 @@
+"""The objects one gateway app serves from, reachable from every request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.requests import Request
+
+from services.gateway.api.auth import Authenticator
+from services.gateway.api.intake import JobIntake
+from services.gateway.config import GatewayConfig
+from services.gateway.delivery.result_links import ResultLinks
+from services.gateway.delivery.storage import ResultStorage
+from services.gateway.jobs.store import JobStore
+from services.gateway.jobs.worker import WorkerPool
+from services.gateway.metrics import GatewayMetrics
+
+FACE_DETECT_SERVICE = "dynamics.v1.FaceDetectService"
+ANIMATOR_SERVICE = "dynamics.v1.AnimatorService"
+ENCODER_SERVICE = "dynamics.v1.EncoderService"
+
+
+@dataclass
+class GatewayState:
+    config: GatewayConfig
+    store: JobStore
+    storage: ResultStorage
+    auth: Authenticator
+    metrics: GatewayMetrics
+    intake: JobIntake
+    links: ResultLinks
+    pool: WorkerPool | None = None
+    drain_s: float = 30.0
+    health_channels: dict[str, Any] = field(default_factory=dict)
+
+
+def get_state(request: Request) -> GatewayState:
+    return request.app.state.gateway
