@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import http.client
-import socket
 import ssl
 
 from services.gateway.net.fetch import (
@@ -25,6 +23,7 @@ from services.gateway.net.fetch import (
     request_target,
     system_resolver,
 )
+from services.gateway.net.pinned import pinned_connection
 
 SIGNATURE_HEADER = "X-Dynamics-Signature"
 TIMESTAMP_HEADER = "X-Dynamics-Timestamp"
@@ -41,25 +40,6 @@ def verify_signature(secret: str, timestamp: str, body: bytes, header: str) -> b
     """Compared as bytes: a header with non-ASCII characters is a mismatch, not an error."""
     given = header.encode("utf-8", "replace")
     return hmac.compare_digest(sign(secret, timestamp, body).encode(), given)
-
-
-class _PinnedHTTP(http.client.HTTPConnection):
-    def __init__(self, host: str, port: int, ip: str, timeout: float) -> None:
-        super().__init__(host, port, timeout=timeout)
-        self.ip = ip
-
-    def connect(self) -> None:
-        self.sock = socket.create_connection((self.ip, self.port), self.timeout)
-
-
-class _PinnedHTTPS(http.client.HTTPSConnection):
-    def __init__(self, host: str, port: int, ip: str, timeout: float, context: ssl.SSLContext):
-        super().__init__(host, port, timeout=timeout, context=context)
-        self.ip = ip
-
-    def connect(self) -> None:
-        raw = socket.create_connection((self.ip, self.port), self.timeout)
-        self.sock = self._context.wrap_socket(raw, server_hostname=self.host)
 
 
 class WebhookTarget:
@@ -91,12 +71,7 @@ class WebhookTarget:
         """POST `body`; returns the HTTP status (redirects are not followed)."""
         scheme, host, port, ip = self.check(url)
         target = request_target(url)
-        if scheme == "https":
-            conn: http.client.HTTPConnection = _PinnedHTTPS(
-                host, port, ip, self.timeout_s, self._tls
-            )
-        else:
-            conn = _PinnedHTTP(host, port, ip, self.timeout_s)
+        conn = pinned_connection(scheme, host, port, ip, self.timeout_s, self._tls)
         try:
             conn.request("POST", target, body=body, headers=headers)
             reply = conn.getresponse()

@@ -23,6 +23,7 @@ from pathlib import Path
 from urllib.parse import quote, urljoin, urlsplit
 
 from services.common.errors import InvalidInputError
+from services.gateway.net.pinned import pinned_connection
 from services.gateway.net.strict_input import StrictInputError, parse_uint
 
 Resolver = Callable[[str, int], Sequence[str]]
@@ -161,29 +162,6 @@ def declared_length(resp: http.client.HTTPResponse, url: str) -> int | None:
         ) from None
 
 
-class _PinnedHTTPConnection(http.client.HTTPConnection):
-    """Plain HTTP to a fixed IP; the Host header keeps the name."""
-
-    def __init__(self, host: str, port: int, ip: str, timeout: float) -> None:
-        super().__init__(host, port, timeout=timeout)
-        self.pinned_ip = ip
-
-    def connect(self) -> None:
-        self.sock = socket.create_connection((self.pinned_ip, self.port), self.timeout)
-
-
-class _PinnedHTTPSConnection(http.client.HTTPSConnection):
-    """TLS to a fixed IP; SNI and certificate checks use the name."""
-
-    def __init__(self, host: str, port: int, ip: str, timeout: float, context) -> None:
-        super().__init__(host, port, timeout=timeout, context=context)
-        self.pinned_ip = ip
-
-    def connect(self) -> None:
-        raw = socket.create_connection((self.pinned_ip, self.port), self.timeout)
-        self.sock = self._context.wrap_socket(raw, server_hostname=self.host)
-
-
 class MediaFetcher:
     """Downloads user-supplied URLs under a `FetchPolicy`; `resolver` is injectable for tests."""
 
@@ -252,17 +230,13 @@ class MediaFetcher:
             f"more than {self.policy.max_redirects} redirects from {url!r}", reason="fetch_failed"
         )
 
-    def _connection(self, scheme: str, host: str, port: int, ip: str, timeout: float):
-        if scheme == "https":
-            return _PinnedHTTPSConnection(host, port, ip, timeout, self._tls)
-        return _PinnedHTTPConnection(host, port, ip, timeout)
-
     def _one_hop(self, scheme, host, port, ip, url, dest, deadline, cancel):
         """One request; returns a redirect target (str) or the finished `FetchResult`."""
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise FetchError(f"download of {url!r} timed out", reason="fetch_timeout")
-        conn = self._connection(scheme, host, port, ip, min(self.policy.connect_timeout_s, remaining))
+        timeout = min(self.policy.connect_timeout_s, remaining)
+        conn = pinned_connection(scheme, host, port, ip, timeout, self._tls)
         done = threading.Event()
         watchdog = threading.Thread(
             target=self._watch, args=(conn, done, cancel, remaining), daemon=True
