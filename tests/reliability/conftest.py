@@ -1,8 +1,10 @@
 """Reliability fixtures: real services and a real gateway as subprocesses on loopback.
 
 The corpus tests share one face_detect, one animator, one encoder and one intake-only gateway
-(no workers: accepted jobs stay queued) for the whole session, and check afterwards that each
-still answers its health check.
+(no workers: accepted jobs stay queued) for the whole session. When the session ends, before
+stopping them, the fixtures check that each is still running, still answers (SERVING; the gateway
+/healthz and /v1/jobs) and never logged a traceback; if not, the fixture's teardown fails, which
+pytest reports as an error and a failed run.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ import httpx
 import pytest
 
 from services.common.grpc_client import check_health, make_channel
+from tests.fixture_set import DEFAULT_SET
 from tests.service_process import ServiceProcess, start_service
 from tests.unit.gateway.gateway_harness import make_video
 
-FIXTURE_WEIGHTS = Path(__file__).resolve().parents[1] / "fixtures" / "liveportrait" / "checkpoints"
+FIXTURE_WEIGHTS = DEFAULT_SET.checkpoints
 FULL_NAMES = {
     "face_detect": "dynamics.v1.FaceDetectService",
     "animator": "dynamics.v1.AnimatorService",
@@ -51,10 +54,60 @@ def healthy(service: ServiceProcess, name: str) -> str:
         channel.close()
 
 
+def _log_problems(name: str, service: ServiceProcess) -> list[str]:
+    """An exited process or a logged traceback, each with the log lines that show it."""
+    problems = []
+    if service.proc.poll() is not None:
+        problems.append(f"{name} exited with code {service.proc.returncode}:\n"
+                        + "\n".join(service.lines[-20:]))
+    crashes = [line for line in service.lines if "Traceback" in line]
+    if crashes:
+        problems.append(f"{name} logged {len(crashes)} traceback(s), the first:\n"
+                        f"{crashes[0][:3000]}")
+    return problems
+
+
+def grpc_survival_problems(services: dict[str, ServiceProcess]) -> list[str]:
+    """What is wrong with the shared gRPC services after the tests: empty when all are fine."""
+    problems = []
+    for name, service in services.items():
+        found = _log_problems(name, service)
+        if service.proc.poll() is None:
+            state = healthy(service, name)  # UNREACHABLE when it does not answer
+            if state != "SERVING":
+                found.append(f"{name} health check: {state}, not SERVING")
+        problems += found
+    return problems
+
+
+def gateway_survival_problems(gateway: ServiceProcess, base: str) -> list[str]:
+    """What is wrong with the shared intake gateway after the tests: empty when all is fine."""
+    problems = _log_problems("gateway", gateway)
+    if gateway.proc.poll() is None:
+        try:
+            with httpx.Client(base_url=base, timeout=30) as client:
+                for path, params in (("/healthz", None), ("/v1/jobs", {"limit": 1})):
+                    status = client.get(path, params=params).status_code
+                    if status != 200:
+                        problems.append(f"gateway GET {path}: {status}, not 200")
+        except httpx.HTTPError as exc:
+            problems.append(f"gateway does not answer: {type(exc).__name__}: {exc}")
+    return problems
+
+
+def fail_unless_survived(what: str, problems: list[str]) -> None:
+    """Fail the fixture's teardown (pytest reports an error; the run fails) on any problem."""
+    if problems:
+        pytest.fail(f"{what} did not survive the session's tests:\n" + "\n\n".join(problems),
+                    pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def grpc_services() -> Iterator[dict[str, ServiceProcess]]:
-    """face_detect, animator and encoder started once, stopped with SIGTERM at the end."""
+    """face_detect, animator and encoder started once, checked (`grpc_survival_problems`) and
+    stopped with SIGTERM at the end."""
     started: dict[str, ServiceProcess] = {}
+    problems: list[str] = []
     try:
         for name, env in SERVICE_ENVS.items():
             started[name] = start_service(name, env)
@@ -64,12 +117,14 @@ def grpc_services() -> Iterator[dict[str, ServiceProcess]]:
                 assert time.monotonic() < deadline, f"{name} never became SERVING"
                 time.sleep(0.2)
         yield started
+        problems = grpc_survival_problems(started)
     finally:
         for service in started.values():
             try:
                 service.terminate(30)
             finally:
                 service.kill()
+    fail_unless_survived("the shared gRPC services", problems)
 
 
 def start_gateway(data_dir: Path, env: dict[str, str]) -> tuple[ServiceProcess, str]:
@@ -96,19 +151,23 @@ def start_gateway(data_dir: Path, env: dict[str, str]) -> tuple[ServiceProcess, 
 
 @pytest.fixture(scope="session")
 def intake_gateway(tmp_path_factory) -> Iterator[tuple[ServiceProcess, str]]:
-    """A real gateway that validates and queues jobs but runs none (GATEWAY_WORKERS=0)."""
+    """A real gateway that validates and queues jobs but runs none (GATEWAY_WORKERS=0); checked
+    (`gateway_survival_problems`) and stopped at the end."""
     data = tmp_path_factory.mktemp("intake-gateway")
     gateway, base = start_gateway(data, {
         "GATEWAY_WORKERS": "0", "RATE_LIMIT_JOBS": "100000", "MAX_ACTIVE_JOBS": "100000",
         "MAX_IMAGE_BYTES": str(2 * 1024 * 1024), "MAX_VIDEO_BYTES": str(8 * 1024 * 1024),
         "MAX_SECONDS": "10"})
+    problems: list[str] = []
     try:
         yield gateway, base
+        problems = gateway_survival_problems(gateway, base)
     finally:
         try:
             gateway.terminate(30)
         finally:
             gateway.kill()
+    fail_unless_survived("the shared intake gateway", problems)
 
 
 @pytest.fixture(scope="session")
