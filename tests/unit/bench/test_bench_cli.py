@@ -10,7 +10,6 @@ import pytest
 import yaml
 
 from bench import cli, tables
-from services.animator.model import named_config_path
 from services.animator.pipeline import cpu_has_bf16
 from services.cli.__main__ import main as dynamics_main
 
@@ -18,10 +17,10 @@ needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs 
 
 
 @pytest.fixture(scope="module")
-def tiny_config(tmp_path_factory) -> Path:
-    """The fixtures' width with a 32 px input (output 64 px): seconds, not minutes."""
-    data = yaml.safe_load(named_config_path("reduced").read_text())
-    data["image_size"] = 32
+def tiny_config(tmp_path_factory, lp_primary) -> Path:
+    """The primary fixture set's width and input size (its config.json): seconds, not minutes."""
+    data = {"model_params": lp_primary.config["model_params"],
+            "image_size": lp_primary.image_size}
     path = tmp_path_factory.mktemp("bench") / "models.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
