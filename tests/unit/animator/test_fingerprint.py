@@ -21,10 +21,10 @@ from services.animator.weights import (
 
 
 @pytest.fixture
-def weights(lp_fixtures, tmp_path) -> Path:
+def weights(lp_primary, tmp_path) -> Path:
     """The fixture checkpoints (flat, with their models.yaml), copied so they can be edited."""
     dest = tmp_path / "weights"
-    shutil.copytree(lp_fixtures / "checkpoints", dest)
+    shutil.copytree(lp_primary.checkpoints, dest)
     return dest
 
 
@@ -59,22 +59,23 @@ def test_changing_any_weight_file_changes_the_fingerprint(weights, name):
     assert after.fingerprint != before.fingerprint
 
 
-def test_the_config_and_input_size_are_part_of_the_fingerprint(weights, tmp_path):
-    base = load_models(weights, input_size=32)
+def test_the_config_and_input_size_are_part_of_the_fingerprint(weights, tmp_path, lp_primary):
+    size = lp_primary.image_size
+    base = load_models(weights, input_size=size)
     # The same config content from another path is the same model.
     elsewhere = tmp_path / "elsewhere.yaml"
     shutil.copy(weights / "models.yaml", elsewhere)
-    same = load_models(weights, config=elsewhere, input_size=32)
+    same = load_models(weights, config=elsewhere, input_size=size)
     assert same.config_name == str(elsewhere) and same.fingerprint == base.fingerprint
-    # A config that differs (here a stated image_size; the input size is held at 32) is not.
+    # A config that differs (here a stated image_size; the input size is held) is not.
     with open(weights / "models.yaml", "a", encoding="utf-8") as handle:
-        handle.write("image_size: 48\n")
-    edited = load_models(weights, input_size=32)
-    assert edited.file_sha256 == base.file_sha256 and edited.input_size == 32
+        handle.write(f"image_size: {size + 16}\n")
+    edited = load_models(weights, input_size=size)
+    assert edited.file_sha256 == base.file_sha256 and edited.input_size == size
     assert edited.fingerprint != base.fingerprint
     # The config's image_size becomes the input size when none is given.
-    assert load_models(weights).input_size == 48
-    assert load_models(weights, input_size=64).fingerprint != edited.fingerprint
+    assert load_models(weights).input_size == size + 16
+    assert load_models(weights, input_size=2 * size).fingerprint != edited.fingerprint
 
 
 def test_a_missing_file_digest_is_refused():
