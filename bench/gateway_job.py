@@ -33,10 +33,10 @@ def run_job(clients: ServiceClients, cache: MotionCache, source: Path, hero: Pat
             seconds: float, sequential: bool = False, job_id: str = "bench",
             fingerprint: str = "bench") -> dict:
     """Run one job; returns its stage timings (s), wall time, frames and cache hit."""
-    orchestrator = Orchestrator(clients, cache, MediaFetcher(FetchPolicy()),
-                                OrchestratorConfig(model_fingerprint=fingerprint))
+    config = OrchestratorConfig(model_fingerprint=fingerprint, sequential=sequential)
+    orchestrator = Orchestrator(clients, cache, MediaFetcher(FetchPolicy()), config)
     spec = JobSpec(job_id=job_id, source=MediaInput(path=source), driving=MediaInput(path=hero),
-                   seconds=seconds, sequential=sequential)
+                   seconds=seconds)
     with tempfile.TemporaryDirectory(prefix="dynamics-bench-") as work:
         t0 = time.monotonic()
         result = orchestrator.run(spec, Path(work) / "job", on_progress=lambda _u: None,

@@ -3,7 +3,11 @@
 Starts face_detect, animator and encoder as local subprocesses, runs the orchestrator (the
 same code the gateway's workers run), shows a progress bar with ETA on stderr, and writes the
 MP4. With `--json` the last stdout line is a JSON object with per-stage timings and whether the
-motion cache was hit. Exit codes: 0 done, 1 the job failed, 2 bad usage, 130 interrupted.
+motion cache was hit. The animation flags are the REST API's `options`, one flag per field of
+`AnimationOptions`, and are checked by that model before anything starts.
+
+Exit codes: 0 done; 1 the job failed or the services did not start; 2 bad usage, a source or
+hero file that is missing or unreadable, or an unusable weights folder; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -20,8 +24,27 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from services.cli.local_stack import LocalStack, StackConfig, StackError, weights_fingerprint
-from services.gateway.domain import JobFailed, JobSpec, MediaInput, ProgressUpdate
+from services.common.cli import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    exit_codes_text,
+    file_problem,
+    folder_problem,
+)
+from services.encoder.config import X264_PRESETS
+from services.gateway.domain import (
+    AnimationOptions,
+    JobFailed,
+    JobSpec,
+    MediaInput,
+    ProgressUpdate,
+    option_fields,
+)
 from services.gateway.net.fetch import FetchPolicy, MediaFetcher
 from services.gateway.pipeline.clients import ServiceClients
 from services.gateway.pipeline.motion_cache import FolderMotionCache, NullMotionCache
@@ -38,25 +61,76 @@ def default_weights_dir(environ: Mapping[str, str]) -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dynamics render", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="dynamics render", description=__doc__.splitlines()[0],
+                                epilog=exit_codes_text(),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("source", help="portrait photo: a file or an https URL")
     p.add_argument("driving", help="hero video: a file or an https URL")
     p.add_argument("-o", "--output", required=True, type=Path, help="the MP4 to write")
     p.add_argument("--weights", type=Path, help="LivePortrait weights folder "
                    "(default: $DYNAMICS_WEIGHTS_DIR or .dynamics/weights)")
-    p.add_argument("--seconds", type=float, default=10.0, help="trim the hero video to this")
-    p.add_argument("--source-max-dim", type=int, default=1280)
-    p.add_argument("--sequential", action="store_true",
-                   help="run the stages one after another (benchmark baseline)")
+    p.add_argument("--seconds", type=float, default=10.0,
+                   help="trim the hero video to this many seconds (default: 10)")
+    p.add_argument("--source-max-dim", type=int, default=1280, metavar="PIXELS",
+                   help="longest side the photo is scaled to (default: 1280)")
     p.add_argument("--json", action="store_true", help="last stdout line: JSON result")
     p.add_argument("--cache-dir", type=Path, default=Path(".dynamics/motion-cache"),
                    help="motion-template cache folder")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     p.add_argument("--device", default="auto", help="animator device: auto, cpu, cuda, ...")
     p.add_argument("--batch-size", type=int, default=None, help="animator batch size")
-    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="animation option, e.g. relative_motion=false, region=lip (repeatable)")
+    add_option_flags(p)
+    run = p.add_argument_group("how this run renders (local runs and benchmarks only)")
+    run.add_argument("--sequential", action="store_true",
+                     help="run the stages one after another through disk spools (the "
+                     "benchmark baseline; the default overlaps them)")
+    run.add_argument("--crop-driving-video", action="store_true",
+                     help="track and crop the face in a square hero video too (a non-square "
+                     "one is always cropped)")
+    run.add_argument("--crf", type=_crf, default=0, metavar="1-51",
+                     help="x264 quality, lower is better (default: the encoder's ENCODER_CRF)")
+    run.add_argument("--preset", choices=X264_PRESETS, default="",
+                     help="x264 speed preset (default: the encoder's ENCODER_PRESET)")
     return p
+
+
+def add_option_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per `AnimationOptions` field, with the model's choices, bounds and default;
+    a flag not given leaves the model's default."""
+    group = parser.add_argument_group("animation options (the REST API's `options`)")
+    for field in option_fields():
+        flag = "--" + field.name.replace("_", "-")
+        if field.kind is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                               help=f"{field.description} (default: "
+                               f"{'on' if field.default else 'off'})")
+        elif field.choices:
+            group.add_argument(flag, choices=field.choices, default=None,
+                               help=f"{field.description} (default: {field.default})")
+        else:
+            group.add_argument(flag, type=field.kind, default=None, metavar="NUMBER",
+                               help=f"{field.description}; in {field.bounds()} "
+                               f"(default: {field.default:g})")
+
+
+def options_from_args(args: argparse.Namespace) -> AnimationOptions:
+    """The animation flags given, as the typed options (ValidationError when out of bounds)."""
+    given = {field.name: getattr(args, field.name) for field in option_fields()}
+    return AnimationOptions(**{name: value for name, value in given.items() if value is not None})
+
+
+def render_config(args: argparse.Namespace, model_fingerprint: str) -> OrchestratorConfig:
+    """The orchestrator settings of this run: the run flags and the model's identity."""
+    return OrchestratorConfig(
+        model_fingerprint=model_fingerprint, sequential=args.sequential,
+        crop_driving_video=args.crop_driving_video, encoder_crf=args.crf,
+        encoder_preset=args.preset)
+
+
+def _crf(text: str) -> int:
+    if not text.isdecimal() or not 1 <= int(text) <= 51:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an x264 CRF (1-51)")
+    return int(text)
 
 
 def _media(value: str) -> MediaInput:
@@ -65,16 +139,11 @@ def _media(value: str) -> MediaInput:
     return MediaInput(path=Path(value))
 
 
-def _option_value(text: str) -> object:
-    lowered = text.lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
+def _input_problem(label: str, media: MediaInput) -> str | None:
+    if media.path is None:
+        return None
+    problem = file_problem(media.path)
+    return None if problem is None else f"{label} {media.path}: {problem}"
 
 
 class ProgressBar:
@@ -107,23 +176,30 @@ class ProgressBar:
 
 
 def main(argv: list[str] | None = None, environ: Mapping[str, str] = os.environ) -> int:
-    args = build_parser().parse_args(argv)
-    weights = args.weights or default_weights_dir(environ)
-    if not weights.is_dir():
-        print(f"dynamics render: no weights at {weights}; run `bash setup.sh install` or "
-              f"`dynamics weights random --config reduced {weights}`", file=sys.stderr)
-        return 2
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
-        options = dict(item.split("=", 1) for item in args.option)
-    except ValueError:
-        print("dynamics render: --option takes KEY=VALUE", file=sys.stderr)
-        return 2
+        options = options_from_args(args)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        flag = "--" + str(first["loc"][0]).replace("_", "-") if first.get("loc") else "options"
+        parser.error(f"{flag}: {first['msg']}")
+    source, driving = _media(args.source), _media(args.driving)
+    for problem in (_input_problem("source", source), _input_problem("hero video", driving)):
+        if problem is not None:
+            print(f"dynamics render: {problem}", file=sys.stderr)
+            return EXIT_USAGE
+    weights = args.weights or default_weights_dir(environ)
+    problem = folder_problem(weights)
+    if problem is not None:
+        print(f"dynamics render: weights folder {weights}: {problem}; make one with "
+              f"`dynamics weights fetch {weights}` (real) or `dynamics weights random --config "
+              f"reduced {weights}` (noise), or run `bash setup.sh install`", file=sys.stderr)
+        return EXIT_USAGE
     if (weights / RANDOM_MARKER).exists():
         print(NOISE_WARNING, file=sys.stderr)
-    spec = JobSpec(
-        job_id=f"render-{os.getpid()}", source=_media(args.source), driving=_media(args.driving),
-        seconds=args.seconds, source_max_dim=args.source_max_dim,
-        options={k: _option_value(v) for k, v in options.items()}, sequential=args.sequential)
+    spec = JobSpec(job_id=f"render-{os.getpid()}", source=source, driving=driving,
+                   seconds=args.seconds, source_max_dim=args.source_max_dim, options=options)
     cancel = threading.Event()
     previous = signal.signal(signal.SIGINT, lambda *_: cancel.set())
     try:
@@ -142,10 +218,10 @@ def _render(args, weights: Path, spec: JobSpec, cancel: threading.Event, environ
         targets = stack.start()
     except StackError as exc:
         print(f"dynamics render: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     stack_s = time.monotonic() - started
     cache = NullMotionCache() if args.no_cache else FolderMotionCache(args.cache_dir)
-    config = OrchestratorConfig(model_fingerprint=weights_fingerprint(weights))
+    config = render_config(args, weights_fingerprint(weights))
     bar = ProgressBar()
     try:
         with ServiceClients(targets) as clients, tempfile.TemporaryDirectory(
@@ -158,7 +234,7 @@ def _render(args, weights: Path, spec: JobSpec, cancel: threading.Event, environ
     except JobFailed as exc:
         bar.finish()
         print(f"dynamics render: failed ({exc.code}): {exc.message}", file=sys.stderr)
-        return 130 if exc.code == "cancelled" else 1
+        return EXIT_INTERRUPTED if exc.code == "cancelled" else EXIT_FAILED
     finally:
         stack.stop()
     if result.random_weights:
@@ -169,7 +245,7 @@ def _render(args, weights: Path, spec: JobSpec, cancel: threading.Event, environ
     if args.json:
         print(json.dumps({
             "output": str(args.output), "frames": result.frames, "cache_hit": result.cache_hit,
-            "random_weights": result.random_weights, "sequential": spec.sequential,
+            "random_weights": result.random_weights, "sequential": args.sequential,
             "timings": {**result.timings, "stack_start": round(stack_s, 3)},
         }))
-    return 0
+    return EXIT_OK

@@ -24,6 +24,7 @@ from services.gateway.delivery.firebase_app import delete_firebase_app, make_fir
 from services.gateway.delivery.notify import Notifier
 from services.gateway.delivery.result_links import ResultLinks
 from services.gateway.delivery.storage import FirebaseStorage, LocalStorage, ResultStorage
+from services.gateway.domain import JobRunner
 from services.gateway.jobs.database import Database
 from services.gateway.jobs.inputs import drop_job_inputs
 from services.gateway.jobs.store import JobStore
@@ -44,7 +45,7 @@ def fetch_policy(config: GatewayConfig) -> FetchPolicy:
     )
 
 
-def real_orchestrator(config: GatewayConfig) -> tuple[Any, Callable[[], None]]:
+def real_orchestrator(config: GatewayConfig) -> tuple[JobRunner, Callable[[], None]]:
     """The orchestrator over the three services at the configured addresses, and its closer."""
     from services.gateway.pipeline.clients import ServiceClients, ServiceTargets
     from services.gateway.pipeline.media import MediaLimits
@@ -93,7 +94,7 @@ class Gateway:
     def build(
         cls,
         config: GatewayConfig,
-        orchestrator: Any | None,
+        orchestrator: JobRunner | None,
         *,
         clock: Callable[[], float] = time.time,
         drain_s: float = 30.0,

@@ -21,7 +21,13 @@ import pytest
 from services.animator.random_weights import write_random_weights
 from services.cli.demo_media import write_hero_clip, write_source_photo
 from services.cli.local_stack import LocalStack, StackConfig
-from services.gateway.domain import JobFailed, JobSpec, MediaInput, ProgressUpdate
+from services.gateway.domain import (
+    AnimationOptions,
+    JobFailed,
+    JobSpec,
+    MediaInput,
+    ProgressUpdate,
+)
 from services.gateway.net.fetch import FetchPolicy, MediaFetcher
 from services.gateway.pipeline.clients import ServiceClients, ServiceTargets
 from services.gateway.pipeline.media import probe_video
@@ -83,10 +89,10 @@ def clients(targets: ServiceTargets):
         yield clients
 
 
-def _run(orchestrator: Orchestrator, media: dict[str, Path], work: Path, *, sequential=False,
+def _run(orchestrator: Orchestrator, media: dict[str, Path], work: Path, *,
          cancel: threading.Event | None = None, on_progress=None, source="source"):
     spec = JobSpec(job_id=work.name, source=MediaInput(path=media[source]),
-                   driving=MediaInput(path=media["hero"]), seconds=SECONDS, sequential=sequential)
+                   driving=MediaInput(path=media["hero"]), seconds=SECONDS)
     updates: list[ProgressUpdate] = []
 
     def record(update: ProgressUpdate) -> None:
@@ -140,7 +146,9 @@ def test_render_streams_progress_audio_and_reuses_motion(clients, media, tmp_pat
 def test_sequential_mode_gives_the_same_frames(clients, media, tmp_path: Path) -> None:
     orchestrator = Orchestrator(clients, NullMotionCache(), MediaFetcher())
     pipelined, _ = _run(orchestrator, media, tmp_path / "p")
-    sequential, updates = _run(orchestrator, media, tmp_path / "s", sequential=True)
+    one_by_one = Orchestrator(clients, NullMotionCache(), MediaFetcher(),
+                              OrchestratorConfig(sequential=True))
+    sequential, updates = _run(one_by_one, media, tmp_path / "s")
     assert sequential.frames == pipelined.frames and not sequential.cache_hit
     assert [u.stage for u in updates if u.stage in ("detect", "motion", "animate", "encode")][:1] \
         == ["detect"]
@@ -249,7 +257,8 @@ def test_paste_back_option_reaches_the_encoder(clients, media, tmp_path: Path) -
     orchestrator = Orchestrator(clients, NullMotionCache(), MediaFetcher())
     spec = JobSpec(job_id="crop-only", source=MediaInput(path=media["source"]),
                    driving=MediaInput(path=media["hero"]), seconds=SECONDS,
-                   options={"paste_back": False, "relative_motion": False, "region": "lip"})
+                   options=AnimationOptions(paste_back=False, relative_motion=False,
+                                            region="lip"))
     result = orchestrator.run(spec, tmp_path / "crop", on_progress=lambda u: None,
                               cancel=threading.Event())
     video = _probe(result.mp4_path)["video"]

@@ -161,8 +161,7 @@ class JobIntake:
             "driving": _media_entry("driving", job.driving_url, paths.get("driving")),
             "seconds": job.seconds,
             "source_max_dim": job.source_max_dim,
-            "options": job.options.model_dump(),
-            "sequential": job.sequential,
+            "options": job.options.model_dump(mode="json"),
         }
         self._check_limits(job)
         await self._check_media(job, paths)

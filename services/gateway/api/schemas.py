@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from services.gateway.delivery.result_links import ResultLinks
-from services.gateway.domain import Job
+from services.gateway.domain import AnimationOptions, Job
 from services.gateway.net.strict_input import parse_decimal, parse_uint
 
 
@@ -32,27 +32,6 @@ def _number(value: object, *, integer: bool = False) -> object:
     return value
 
 
-class AnimationOptions(BaseModel):
-    """How the hero video's motion is applied to the photo (LivePortrait options)."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    relative_motion: bool = Field(True, description="relative (default) or absolute motion")
-    driving_option: Literal["expression-friendly", "pose-friendly"] = "expression-friendly"
-    driving_multiplier: float = Field(1.0, gt=0.0, le=10.0)
-    stitching: bool = True
-    paste_back: bool = Field(True, description="paste the animated face back onto the photo")
-    normalize_lip: bool = False
-    eye_retargeting: bool = False
-    lip_retargeting: bool = False
-    region: Literal["all", "exp", "pose", "lip", "eyes"] = "all"
-
-    @field_validator("driving_multiplier", mode="before")
-    @classmethod
-    def _numbers(cls, value: object) -> object:
-        return _number(value)
-
-
 class JobCreate(BaseModel):
     """A job as JSON (URLs); multipart uploads send the same fields as form fields plus the
     files `source` (photo) and `driving` (hero video), with `options` as a JSON string."""
@@ -69,7 +48,6 @@ class JobCreate(BaseModel):
         description="FCM registration token (visible ASCII)",
     )
     webhook_url: str | None = Field(None, max_length=2048)
-    sequential: bool = Field(False, description="run the stages one after the other (benchmarks)")
 
     @field_validator("seconds", mode="before")
     @classmethod

@@ -3,6 +3,8 @@ replica can run the job, and turned into the orchestrator's `JobSpec` at run tim
 
 A stored spec names each input as `{"path": ...}` (local file), `{"url": ...}` (fetched by the
 orchestrator) or `{"object": ...}` (a key in the result storage, copied into the work folder).
+Its `options` are `AnimationOptions` as JSON, read back through the same model; any other key
+(such as a `sequential` flag in a spec queued by an earlier gateway) is not read.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from services.gateway.config import GatewayConfig
 from services.gateway.delivery.storage import ResultStorage
-from services.gateway.domain import Job, JobSpec, MediaInput
+from services.gateway.domain import AnimationOptions, Job, JobFailed, JobSpec, MediaInput
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +74,17 @@ def drop_job_inputs(storage: ResultStorage, config: GatewayConfig, job: Job) -> 
     drop_inputs(storage, job.spec, config.upload_dir(job.id))
 
 
+def stored_options(raw: object) -> AnimationOptions:
+    """A stored job's options; ones this version cannot accept fail the job as `bad_option`."""
+    try:
+        return AnimationOptions.model_validate({} if raw is None else raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part)[:64] for part in first.get("loc", ())) or "options"
+        raise JobFailed("bad_option", f"the stored option {where} is not usable: "
+                        f"{first.get('msg', 'invalid value')}") from None
+
+
 def job_spec(job: Job, local: Mapping[str, Path] | None = None) -> JobSpec:
     """The orchestrator's view of a stored job; `local` replaces inputs kept in the bucket."""
     local = local or {}
@@ -87,6 +102,5 @@ def job_spec(job: Job, local: Mapping[str, Path] | None = None) -> JobSpec:
         driving=media("driving"),
         seconds=float(job.spec.get("seconds", 10.0)),
         source_max_dim=int(job.spec.get("source_max_dim", 1280)),
-        options=dict(job.spec.get("options", {})),
-        sequential=bool(job.spec.get("sequential", False)),
+        options=stored_options(job.spec.get("options")),
     )

@@ -14,13 +14,12 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
 
 from services.gateway.config import GatewayConfig
 from services.gateway.delivery.notify import JobEvent, Notifier
 from services.gateway.delivery.result_links import ResultLinks
 from services.gateway.delivery.storage import ResultStorage, StorageError, result_key
-from services.gateway.domain import Job, JobFailed, ProgressUpdate
+from services.gateway.domain import Job, JobFailed, JobResult, JobRunner, ProgressUpdate
 from services.gateway.jobs.inputs import drop_inputs, fetch_shared_inputs, job_spec
 from services.gateway.jobs.retry_policy import final_failure, plan_retry
 from services.gateway.jobs.store import JobStore
@@ -88,7 +87,7 @@ class WorkerPool:
         self,
         config: GatewayConfig,
         store: JobStore,
-        orchestrator: Any,
+        orchestrator: JobRunner,
         storage: ResultStorage,
         notifier: Notifier | None,
         metrics: GatewayMetrics,
@@ -233,7 +232,7 @@ class WorkerPool:
             run.lease.lost = True
             run.lease.cancel.set()
 
-    def _succeed(self, run: _Run, key: str, result: Any) -> None:
+    def _succeed(self, run: _Run, key: str, result: JobResult) -> None:
         job, token = run.job, run.job.lease_token or ""
         run.lease.stop()  # the final write ends the lease; no renewal may race it
         if not self.store.finish(

@@ -1,55 +1,36 @@
-"""The REST animation options (by name) -> the contract's `AnimationOptions` and paste-back."""
+"""The job's typed animation options -> the contract's `AnimationOptions` message.
+
+The options were validated when they were built (`domain.AnimationOptions`); this is a mapping.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from dynamics.v1 import common_pb2
 
-from services.gateway.domain import JobFailed
+from services.gateway.domain import AnimationOptions, DrivingOption, Region
 
-_DRIVING = {
+_DRIVING: dict[DrivingOption, int] = {
     "expression-friendly": common_pb2.AnimationOptions.EXPRESSION_FRIENDLY,
     "pose-friendly": common_pb2.AnimationOptions.POSE_FRIENDLY,
 }
-_REGION = {
+_REGION: dict[Region, int] = {
     "all": common_pb2.AnimationOptions.ALL,
     "exp": common_pb2.AnimationOptions.EXP,
     "pose": common_pb2.AnimationOptions.POSE,
     "lip": common_pb2.AnimationOptions.LIP,
     "eyes": common_pb2.AnimationOptions.EYES,
 }
-# Keys the orchestrator itself reads (not animation options).
-_OTHER = {"crf", "preset", "crop_driving_video"}
-_KNOWN = {
-    "relative_motion", "driving_option", "driving_multiplier", "stitching", "paste_back",
-    "normalize_lip", "eye_retargeting", "lip_retargeting", "region",
-} | _OTHER
 
 
-def _choice(table: Mapping[str, int], name: str, value: object) -> int:
-    if value not in table:
-        raise JobFailed("bad_option", f"{name} must be one of {', '.join(table)}; got {value!r}")
-    return table[value]
-
-
-def animation_options(options: Mapping[str, object]) -> tuple[common_pb2.AnimationOptions, bool]:
-    """Build the proto options; returns (options, paste_back). Unknown keys are refused."""
-    unknown = sorted(set(options) - _KNOWN)
-    if unknown:
-        raise JobFailed("bad_option", f"unknown option(s): {', '.join(unknown)}")
-    multiplier = float(options.get("driving_multiplier", 1.0))
-    if not 0.0 < multiplier <= 10.0:
-        raise JobFailed("bad_option", f"driving_multiplier must be in (0, 10]; got {multiplier}")
-    proto = common_pb2.AnimationOptions(
-        absolute_motion=not bool(options.get("relative_motion", True)),
-        driving_option=_choice(_DRIVING, "driving_option",
-                               options.get("driving_option", "expression-friendly")),
-        disable_stitching=not bool(options.get("stitching", True)),
-        normalize_lip=bool(options.get("normalize_lip", False)),
-        eye_retargeting=bool(options.get("eye_retargeting", False)),
-        lip_retargeting=bool(options.get("lip_retargeting", False)),
-        driving_multiplier=multiplier,
-        region=_choice(_REGION, "region", options.get("region", "all")),
+def animation_proto(options: AnimationOptions) -> common_pb2.AnimationOptions:
+    """The message the animator's `AnimateSetup` carries (paste-back is the encoder's part)."""
+    return common_pb2.AnimationOptions(
+        absolute_motion=not options.relative_motion,
+        driving_option=_DRIVING[options.driving_option],
+        disable_stitching=not options.stitching,
+        normalize_lip=options.normalize_lip,
+        eye_retargeting=options.eye_retargeting,
+        lip_retargeting=options.lip_retargeting,
+        driving_multiplier=options.driving_multiplier,
+        region=_REGION[options.region],
     )
-    return proto, bool(options.get("paste_back", True))

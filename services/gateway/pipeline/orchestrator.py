@@ -11,8 +11,8 @@
    Animate and (b) is skipped.
 3. Animate streams frames into Encode while it generates; the MP4 streams into `work_dir`.
 
-`sequential=True` runs the same stages one after another through disk spools (the old
-behaviour, for benchmarks). Cancellation or any failure cancels every call and subprocess.
+`OrchestratorConfig.sequential` runs the same stages one after another through disk spools (a
+benchmark baseline; `dynamics render --sequential` and the bench set it, the gateway never does). Cancellation or any failure cancels every call and subprocess.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ from services.gateway.pipeline import stages
 from services.gateway.pipeline.clients import CAPACITY_REASONS, ServiceClients, job_failed_from_rpc
 from services.gateway.pipeline.media import MediaLimits, read_image_file, sha256_file, trim_video
 from services.gateway.pipeline.motion_cache import MotionCache, NullMotionCache, motion_cache_key
-from services.gateway.pipeline.options import animation_options
 from services.gateway.pipeline.progress import ProgressTracker
 from services.gateway.pipeline.streams import Aborted, Pipe, RunGuard, Spool
 
@@ -47,7 +46,9 @@ MIB = 1024 * 1024
 
 @dataclass(frozen=True)
 class OrchestratorConfig:
-    """Deadlines, limits and cache identity. Streaming deadlines grow with the frame count."""
+    """How this orchestrator runs every job: deadlines, limits, cache identity, and the local
+    run settings the CLI and the bench choose (the gateway leaves those at their defaults).
+    Streaming deadlines grow with the frame count."""
 
     model_fingerprint: str = "unknown"  # weights identity, part of the motion-cache key
     driving_max_side: int = 1280  # driving frames are shrunk to fit before tracking
@@ -57,7 +58,11 @@ class OrchestratorConfig:
     pipe_frames: int = 8
     max_image_bytes: int = 20 * MIB
     media_limits: MediaLimits = field(default_factory=MediaLimits)
-    audio_chunk_bytes: int = MIB
+    audio_chunk_bytes: int = MIB  # chunk size of the photo and audio files sent to the encoder
+    sequential: bool = False  # stages one after another through spools (benchmark baseline)
+    crop_driving_video: bool = False  # track the face in a square driving video too
+    encoder_crf: int = 0  # 0: the encoder's ENCODER_CRF
+    encoder_preset: str = ""  # "": the encoder's ENCODER_PRESET
 
 
 class Orchestrator:
@@ -92,7 +97,7 @@ class Orchestrator:
             progress.timing("fetch_trim", time.monotonic() - started)
             ctx = self._context(spec, work_dir, guard, progress, inputs)
             out = work_dir / "result.mp4"
-            (self._sequential if spec.sequential else self._pipelined)(ctx, out)
+            (self._sequential if self.config.sequential else self._pipelined)(ctx, out)
         except BaseException as exc:  # noqa: BLE001 - translated below
             guard.fail(exc)
         finally:
@@ -135,7 +140,7 @@ class Orchestrator:
         settings = {
             "rotation": info.rotation,
             "driving_max_side": self.config.driving_max_side,
-            "crop_driving_video": bool(spec.options.get("crop_driving_video", False)),
+            "crop_driving_video": self.config.crop_driving_video,
         }
         key = motion_cache_key(sha256_file(trimmed), settings, self.config.model_fingerprint)
         try:
@@ -145,21 +150,12 @@ class Orchestrator:
             template = None
         return stages.PreparedInputs(image, trimmed, info, key, template)
 
-    def _context(self, spec, work_dir, guard, progress, inputs) -> stages.StageContext:
-        options, paste_back = animation_options(spec.options)
+    def _context(self, spec: JobSpec, work_dir: Path, guard: RunGuard, progress: ProgressTracker,
+                 inputs: stages.PreparedInputs) -> stages.StageContext:
         progress.set_total(len(inputs.template.frames) if inputs.template else inputs.info.frames)
-        cfg = self.config
-        return stages.StageContext(
-            job_id=spec.job_id, clients=self.clients, guard=guard, progress=progress,
-            inputs=inputs, work_dir=work_dir, options=options, paste_back=paste_back,
-            source_max_dim=spec.source_max_dim, driving_max_side=cfg.driving_max_side,
-            crop_driving_video=bool(spec.options.get("crop_driving_video", False)),
-            unary_timeout_s=cfg.unary_timeout_s, stream_timeout_s=cfg.stream_timeout_s,
-            per_frame_timeout_s=cfg.per_frame_timeout_s,
-            encoder_crf=int(spec.options.get("crf", 0)),
-            encoder_preset=str(spec.options.get("preset", "")),
-            audio_chunk_bytes=cfg.audio_chunk_bytes,
-        )
+        return stages.StageContext(spec=spec, config=self.config, clients=self.clients,
+                                   guard=guard, progress=progress, inputs=inputs,
+                                   work_dir=work_dir)
 
     # -- 2-3. the service stages -------------------------------------------------------------
 

@@ -1,8 +1,8 @@
 """The four service stages of a job as functions over streams (the orchestrator wires them
 either concurrently through pipes or one after another through spools).
 
-Each stage takes the job's `StageContext`: clients, deadlines, the run guard (cancel/abort),
-progress, and the prepared inputs. Every call's `cancel` is registered with the guard, and any
+Each stage takes the job's `StageContext`: the job's spec, the orchestrator's settings
+(deadlines, limits), clients, the run guard (cancel/abort), progress, and the prepared inputs. Every call's `cancel` is registered with the guard, and any
 error raised inside a request iterator is handed to the guard before gRPC turns it into a
 bare CANCELLED, so the job reports the real cause.
 """
@@ -16,16 +16,21 @@ from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 from dynamics.v1 import animator_pb2, common_pb2, encoder_pb2, face_detect_pb2
 
 from services.common.media import array_to_raw
-from services.gateway.domain import JobFailed
+from services.gateway.domain import JobFailed, JobSpec
 from services.gateway.pipeline.clients import ServiceClients, job_failed_from_rpc
 from services.gateway.pipeline.media import FrameDecoder, MediaError, VideoInfo, extract_audio
+from services.gateway.pipeline.options import animation_proto
 from services.gateway.pipeline.progress import ProgressTracker
 from services.gateway.pipeline.streams import Aborted, RunGuard
+
+if TYPE_CHECKING:
+    from services.gateway.pipeline.orchestrator import OrchestratorConfig
 
 logger = logging.getLogger(__name__)
 
@@ -47,25 +52,16 @@ class PreparedInputs:
 
 @dataclass
 class StageContext:
-    """One job's shared state across its stage threads."""
+    """One job's shared state across its stage threads: what was asked (`spec`), how the
+    orchestrator runs jobs (`config`), and what the stages found so far."""
 
-    job_id: str
+    spec: JobSpec
+    config: OrchestratorConfig
     clients: ServiceClients
     guard: RunGuard
     progress: ProgressTracker
     inputs: PreparedInputs
     work_dir: Path
-    options: common_pb2.AnimationOptions
-    paste_back: bool
-    source_max_dim: int
-    driving_max_side: int
-    crop_driving_video: bool
-    unary_timeout_s: float
-    stream_timeout_s: float
-    per_frame_timeout_s: float
-    encoder_crf: int = 0
-    encoder_preset: str = ""
-    audio_chunk_bytes: int = 1 << 20  # chunk size of the photo and audio files sent to the encoder
     random_weights: bool = False
     device_seconds: float = 0.0  # the animator's device time for this job (cumulative)
     encode_summary: encoder_pb2.EncodeSummary | None = None
@@ -79,7 +75,8 @@ class StageContext:
         self.progress.timing(stage, self.spans[stage][1] - self.spans[stage][0])
 
     def stream_deadline(self) -> float:
-        return self.stream_timeout_s + self.per_frame_timeout_s * max(1, self.progress.frames_total)
+        per_frame = self.config.per_frame_timeout_s * max(1, self.progress.frames_total)
+        return self.config.stream_timeout_s + per_frame
 
     def feed(self, requests: Iterable) -> Iterator:
         """Wrap a request iterator so its errors reach the guard (not only gRPC's log)."""
@@ -111,7 +108,8 @@ def detect_source(ctx: StageContext) -> face_detect_pb2.DetectSourceResponse:
     """Find the source face: canvas size, 256 crop, crop->canvas transform, ratios."""
     start = time.monotonic()
     future = ctx.clients.face_detect.detect_source(
-        ctx.inputs.image, source_max_dim=ctx.source_max_dim, timeout_s=ctx.unary_timeout_s
+        ctx.inputs.image, source_max_dim=ctx.spec.source_max_dim,
+        timeout_s=ctx.config.unary_timeout_s
     )
     ctx.guard.on_abort(future.cancel)
     with rpc_errors("face detection"):
@@ -124,12 +122,13 @@ def track_driving(ctx: StageContext, sinks: list[Callable[[animator_pb2.DrivingC
     """Decode the trimmed video and track its face; each crop goes to every sink. Returns the
     number of frames."""
     start = time.monotonic()
-    decoder = FrameDecoder(ctx.inputs.trimmed, ctx.inputs.info, ctx.driving_max_side)
+    decoder = FrameDecoder(ctx.inputs.trimmed, ctx.inputs.info, ctx.config.driving_max_side)
     ctx.guard.on_abort(decoder.close)
 
     def requests() -> Iterator[face_detect_pb2.TrackDrivingRequest]:
         yield face_detect_pb2.TrackDrivingRequest(config=face_detect_pb2.TrackDrivingConfig(
-            width=decoder.width, height=decoder.height, crop_driving_video=ctx.crop_driving_video))
+            width=decoder.width, height=decoder.height,
+            crop_driving_video=ctx.config.crop_driving_video))
         for index, frame in enumerate(decoder):
             ctx.guard.check()
             yield face_detect_pb2.TrackDrivingRequest(
@@ -189,7 +188,8 @@ def animate(
     src: face_detect_pb2.DetectSourceResponse = ctx.guard.wait(source)
     start = time.monotonic()
     setup = animator_pb2.AnimateSetup(
-        source_crop=src.crop, source_ratios=src.ratios, options=ctx.options, job_id=ctx.job_id)
+        source_crop=src.crop, source_ratios=src.ratios,
+        options=animation_proto(ctx.spec.options), job_id=ctx.spec.job_id)
 
     def requests() -> Iterator[animator_pb2.AnimateRequest]:
         yield animator_pb2.AnimateRequest(setup=setup)
@@ -226,17 +226,18 @@ def _encode_header(
     first: animator_pb2.AnimatedFrame, audio: Path | None,
 ) -> encoder_pb2.EncodeHeader:
     header = encoder_pb2.EncodeHeader(
-        fps=rational(ctx.inputs.info), crf=ctx.encoder_crf, preset=ctx.encoder_preset,
+        fps=rational(ctx.inputs.info), crf=ctx.config.encoder_crf,
+        preset=ctx.config.encoder_preset,
         audio_bytes=audio.stat().st_size if audio else 0,
         frame_width=first.image.width, frame_height=first.image.height,
         expected_frames=ctx.progress.frames_total)  # lets the encoder make the audio early
     if ctx.random_weights:
         header.comment = RANDOM_WEIGHTS_COMMENT
-    if ctx.paste_back:
+    if ctx.spec.options.paste_back:
         # The canvas is not sent: the photo file follows in chunks and the encoder rebuilds the
         # canvas from it with face_detect's max-dim, then checks its size against face_detect's.
         header.photo_bytes = len(ctx.inputs.image)
-        header.source_max_dim = src.source_max_dim or ctx.source_max_dim
+        header.source_max_dim = src.source_max_dim or ctx.spec.source_max_dim
         header.canvas_width, header.canvas_height = src.canvas_width, src.canvas_height
         header.crop_to_canvas.CopyFrom(src.crop_to_canvas)
     return header
@@ -274,11 +275,11 @@ def encode(
     def requests() -> Iterator[encoder_pb2.EncodeRequest]:
         yield encoder_pb2.EncodeRequest(header=header)
         if header.photo_bytes:
-            for chunk in _chunks(ctx.inputs.image, ctx.audio_chunk_bytes):
+            for chunk in _chunks(ctx.inputs.image, ctx.config.audio_chunk_bytes):
                 yield encoder_pb2.EncodeRequest(photo_chunk=chunk)
         if audio is not None:
             with open(audio, "rb") as handle:
-                while chunk := handle.read(ctx.audio_chunk_bytes):
+                while chunk := handle.read(ctx.config.audio_chunk_bytes):
                     yield encoder_pb2.EncodeRequest(audio_chunk=chunk)
         for frame in _chain(first, frame_iter):
             sent[0] += 1

@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from services.gateway.api.state import ANIMATOR_SERVICE, ENCODER_SERVICE, FACE_DETECT_SERVICE
+from services.gateway.domain import AnimationOptions, option_fields
 from tests.unit.gateway.gateway_harness import build_gateway, make_video, png_bytes
 
 pytestmark = pytest.mark.ffmpeg
@@ -79,9 +80,8 @@ def test_multipart_upload_is_queued_and_readable(client, video_bytes):
     store = client.app.state.gateway.store
     spec = store.get(job["id"]).spec
     assert spec["seconds"] == 5.0 and spec["source_max_dim"] == 512
-    assert (
-        spec["options"]["relative_motion"] is False and spec["options"]["driving_multiplier"] == 1.5
-    )
+    assert spec["options"] == AnimationOptions(relative_motion=False, driving_multiplier=1.5).model_dump()
+    assert "sequential" not in spec
     assert Path(spec["driving"]["path"]).read_bytes() == video_bytes
 
 
@@ -315,6 +315,14 @@ def test_openapi_health_and_metrics(client):
     assert (
         {"JobCreate", "AnimationOptions", "JobView"} <= refs <= set(spec["components"]["schemas"])
     )
+    schemas = spec["components"]["schemas"]
+    assert "sequential" not in schemas["JobCreate"]["properties"]
+    options = schemas["AnimationOptions"]
+    assert options["additionalProperties"] is False
+    assert list(options["properties"]) == [field.name for field in option_fields()]
+    multiplier = options["properties"]["driving_multiplier"]
+    assert (multiplier["exclusiveMinimum"], multiplier["maximum"]) == (0.0, 10.0)
+    assert options["properties"]["region"]["enum"] == ["all", "exp", "pose", "lip", "eyes"]
     assert client.get("/healthz").json() == {"status": "ok"}
     text = client.get("/metrics").text
     for name in (
@@ -404,6 +412,10 @@ _URLS = {"source_url": "http://127.0.0.1:9/a", "driving_url": "http://127.0.0.1:
                 ("options", {"driving_multiplier": "nan"}),
                 ("options", {"region": 1}),
                 ("options", {"driving_multiplier": True}),
+                ("options", {"driving_multiplier": "1.5"}),
+                ("options", {"stitching": "false"}),
+                ("options", {"crf": 20}),
+                ("sequential", True),
                 ("source_max_dim", 1.5),
                 ("fcm_token", ""),
                 ("source_url", "h" * 3000),
