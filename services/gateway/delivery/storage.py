@@ -3,16 +3,25 @@
 Results are addressed by a key (`results/<job id>.mp4`). The app fetches them through the
 gateway's `/v1/jobs/{id}/result`, which serves the file, streams the object, or redirects to a
 signed URL when the credentials can sign one.
+
+Firebase Storage calls are tried again only after a transient error (`is_transient`: HTTP 408,
+429 and 5xx answers, connection failures, timeouts); a refusal such as 403 or 404 fails at once
+with a `StorageError` whose `transient` is False.
 """
 
 from __future__ import annotations
 
+import http.client
 import logging
 import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol, TypeVar
+
+import requests
+from google.api_core import exceptions as api_exceptions
+from google.api_core.retry import if_transient_error
 
 logger = logging.getLogger(__name__)
 
@@ -21,7 +30,38 @@ CHUNK = 1024 * 1024
 
 
 class StorageError(RuntimeError):
-    """The storage backend failed even after retries."""
+    """A storage call failed: refused (`transient` False, not retried), or a transient error
+    that outlasted every attempt (`transient` True)."""
+
+    def __init__(self, message: str, *, transient: bool) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+# Statuses worth another try: request timeout, rate limit, and server-side failures.
+TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+_TRANSIENT_TYPES = (
+    requests.exceptions.ConnectionError,
+    requests.exceptions.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    http.client.IncompleteRead,
+    http.client.RemoteDisconnected,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when another try may succeed: google-api-core's transient errors
+    (`if_transient_error`: 429, 500, 503, connection and auth-transport failures) plus 408,
+    502, 504, timeouts and cut-off responses. Any other HTTP answer (400, 401, 403, 404, 409,
+    412, ...) is a refusal that the same request would meet again."""
+    if if_transient_error(exc) or isinstance(exc, _TRANSIENT_TYPES):
+        return True
+    if isinstance(exc, api_exceptions.GoogleAPICallError):
+        return exc.code in TRANSIENT_STATUSES
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    return status in TRANSIENT_STATUSES  # google-resumable-media's InvalidResponse
 
 
 class ResultStorage(Protocol):
@@ -48,14 +88,21 @@ def result_key(job_id: str) -> str:
     return f"results/{job_id}.mp4"
 
 
-def with_retries(action: Callable[[], T], what: str, attempts: int = 4, base_s: float = 0.5) -> T:
-    """Run `action`, retrying with exponential backoff; raise StorageError at the end."""
+def with_retries(action: Callable[[], T], what: str, attempts: int = 4, base_s: float = 0.5,
+                 retry_if: Callable[[BaseException], bool] = is_transient) -> T:
+    """Run `action`; after an error that `retry_if` accepts, try again with exponential backoff
+    (`attempts` tries in all). Raise StorageError at once for any other error, or after the
+    last attempt."""
     for attempt in range(1, attempts + 1):
         try:
             return action()
         except Exception as exc:
+            if not retry_if(exc):
+                raise StorageError(f"{what} failed: {exc} (refused; not retried)",
+                                   transient=False) from exc
             if attempt == attempts:
-                raise StorageError(f"{what} failed after {attempts} attempts: {exc}") from exc
+                raise StorageError(f"{what} failed after {attempts} attempts: {exc}",
+                                   transient=True) from exc
             delay = base_s * 2 ** (attempt - 1)
             logger.warning(
                 "%s failed (attempt %d/%d), retrying in %.1fs: %s",
@@ -168,13 +215,27 @@ class FirebaseStorage:
             return None
 
     def iter_bytes(self, key: str) -> Iterator[bytes]:
+        """The object's bytes in chunks. Opening it and reading the first chunk are retried
+        like any call; an error after the first chunk ends the stream with a StorageError."""
         blob = self.bucket.blob(key)
-        reader = self._retry(
-            lambda: blob.open("rb", chunk_size=CHUNK, **self._call), f"download of {key}"
-        )
+
+        def first_chunk():
+            reader = blob.open("rb", chunk_size=CHUNK, **self._call)
+            try:
+                return reader, reader.read(CHUNK)
+            except BaseException:
+                reader.close()
+                raise
+
+        reader, chunk = self._retry(first_chunk, f"download of {key}")
         with reader:
-            while chunk := reader.read(CHUNK):
+            while chunk:
                 yield chunk
+                try:
+                    chunk = reader.read(CHUNK)
+                except Exception as exc:
+                    raise StorageError(f"download of {key} broke off: {exc}",
+                                       transient=is_transient(exc)) from exc
 
     def download(self, key: str, dest: Path) -> None:
         blob = self.bucket.blob(key)

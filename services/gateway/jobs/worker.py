@@ -198,7 +198,11 @@ class WorkerPool:
             self._failed(run, exc.code, exc.message, exc.retryable)
         except StorageError as exc:
             logger.error("job %s: %s", job.id, exc)
-            self._failed(run, "storage_unavailable", "The result could not be stored.", True)
+            if exc.transient:
+                self._failed(run, "storage_unavailable", "The result could not be stored.", True)
+            else:
+                self._failed(run, "storage_refused", "The result storage refused the result.",
+                             False)
         except Exception:
             logger.exception("job %s crashed", job.id)
             self._failed(run, "internal", "An internal error stopped this job.", False)
