@@ -47,17 +47,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the services' animator precision (fp16: CUDA only; bf16: CUDA "
                    "or a CPU with AVX512-BF16/AMX)")
     p.add_argument("--seconds", type=float, default=10.0, help="hero clip of the job tables")
-    p.add_argument("--fps", type=int, default=25)
+    p.add_argument("--fps", type=int, default=25,
+                   help="frame rate of the generated hero clip (default: 25)")
     p.add_argument("--batch-size", type=int, default=8, help="the animator's batch size")
-    p.add_argument("--batch-sizes", type=_ints, default=[1, 2, 4, 8, 16])
+    p.add_argument("--batch-sizes", type=_ints, default=[1, 2, 4, 8, 16], metavar="N,N,...",
+                   help="table 4: the animator batch sizes to time (default: 1,2,4,8,16)")
     p.add_argument("--batch-frames", type=int, default=32, help="frames per table-4 run")
-    p.add_argument("--concurrency", type=_ints, default=[1, 2, 4])
-    p.add_argument("--concurrent-seconds", type=float, default=2.0)
-    p.add_argument("--memory-seconds", type=_floats, default=[10.0, 60.0])
-    p.add_argument("--memory-fps", type=int, default=10)
+    p.add_argument("--concurrency", type=_ints, default=[1, 2, 4], metavar="N,N,...",
+                   help="table 6: numbers of jobs run at once (default: 1,2,4)")
+    p.add_argument("--concurrent-seconds", type=float, default=2.0,
+                   help="table 6: hero clip length of each concurrent job (default: 2)")
+    p.add_argument("--memory-seconds", type=_floats, default=[10.0, 60.0], metavar="S,S,...",
+                   help="memory tables: hero clip lengths to measure (default: 10,60)")
+    p.add_argument("--memory-fps", type=int, default=10,
+                   help="memory tables: frame rate of those clips (default: 10)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads per process (services and workers); 0 = torch default")
-    p.add_argument("--skip", action="append", default=[], choices=SECTIONS)
+    p.add_argument("--skip", action="append", default=[], choices=SECTIONS,
+                   help="leave a section out (repeatable)")
     p.add_argument("--prices", type=Path, help="GPU price file (default bench/prices.yaml)")
     p.add_argument("--json", action="store_true", help="also print one JSON object (last line)")
     return p
@@ -80,7 +87,7 @@ def run(args, work: Path) -> dict:
     media = work / "media"
     source, hero = build_demo_inputs(media, seconds=args.seconds, fps=args.fps)
     results: dict = {"device": device, "weights": str(args.weights or f"random:{config}"),
-                     "cost_frames": int(round(10 * 25)), "dtype": args.dtype}
+                     "cost_frames": 10 * 25, "dtype": args.dtype}
     env = {"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}
     env["ANIMATOR_DTYPE"] = args.dtype
     if "jobs" not in args.skip or "concurrency" not in args.skip:

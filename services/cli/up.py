@@ -6,6 +6,9 @@ animator and encoder on 127.0.0.1, then serves the gateway REST API (with its wo
 restarted on its port (at most `--max-restarts` times within `--restart-window` seconds, with
 backoff); past that budget `dynamics up` stops everything and exits with code 1, naming the
 service. Ctrl-C or SIGTERM stops the gateway (it drains) and then the three services.
+
+Exit codes: 0 stopped by Ctrl-C/SIGTERM after draining; 1 a service gave up or the gateway did
+not start; 2 bad usage, an unusable weights folder, or a port that cannot be bound.
 """
 
 from __future__ import annotations
@@ -20,10 +23,19 @@ from pathlib import Path
 
 from services.cli.local_stack import LocalStack, StackConfig, StackError, weights_fingerprint
 from services.cli.render import NOISE_WARNING, RANDOM_MARKER, default_weights_dir
+from services.common.cli import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    exit_codes_text,
+    folder_problem,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dynamics up", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="dynamics up", description=__doc__.splitlines()[0],
+                                epilog=exit_codes_text(),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--port", type=_port, default=8080, help="gateway HTTP port (0: any free one)")
     p.add_argument("--host", default="127.0.0.1",
                    help="gateway bind address (default 127.0.0.1; 0.0.0.0 exposes the REST API "
@@ -100,20 +112,21 @@ def _raise_terminated(signum, frame) -> None:
 def main(argv: list[str] | None = None, environ: Mapping[str, str] = os.environ) -> int:
     args = build_parser().parse_args(argv)
     weights = args.weights or default_weights_dir(environ)
-    if not weights.is_dir():
-        print(f"dynamics up: no weights at {weights}; run `bash setup.sh install` first",
-              file=sys.stderr)
-        return 2
+    problem = folder_problem(weights)
+    if problem is not None:
+        print(f"dynamics up: weights folder {weights}: {problem}; make one with `dynamics "
+              f"weights fetch {weights}` or run `bash setup.sh install`", file=sys.stderr)
+        return EXIT_USAGE
     if args.max_restarts < 0 or args.restart_window <= 0:
         print("dynamics up: --max-restarts must be >= 0 and --restart-window > 0",
               file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     try:
         sock = bind_gateway(args.host, args.port)
     except OSError as exc:
         print(f"dynamics up: {exc}; is another `dynamics up` running? (--port picks another)",
               file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     args.port = sock.getsockname()[1]
     if (weights / RANDOM_MARKER).exists():
         print(NOISE_WARNING, file=sys.stderr)
@@ -129,7 +142,7 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] = os.environ)
     except _Terminated:
         return 0
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     finally:
         stack.stop()
         sock.close()
@@ -148,7 +161,7 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str], weights: Path,
         targets = stack.start()
     except StackError as exc:
         print(f"dynamics up: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     config = GatewayConfig.from_env(
         gateway_environ(environ, args, targets, weights_fingerprint(weights)))
     configure_logging("gateway", level=config.log_level)
@@ -171,8 +184,8 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str], weights: Path,
         close_clients()
     if stack.failure is not None:
         print(f"dynamics up: giving up: {stack.failure}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     if not server.started:
         print("dynamics up: the gateway did not start (see the log above)", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     return 0
