@@ -232,7 +232,7 @@ def test_animator_queue_scaling_modes() -> None:
     (scaled,) = _by_kind(gpu, "ScaledObject").values()
     trigger = scaled["spec"]["triggers"][0]
     assert trigger["type"] == "prometheus"
-    assert trigger["metadata"]["query"] == 'sum(dynamics_queue_depth{namespace="dynamics"})'
+    assert trigger["metadata"]["query"] == 'max(dynamics_queue_depth{namespace="dynamics"})'
     assert scaled["spec"]["scaleTargetRef"]["name"] == "dynamics-animator"
     hpa_docs = _render({"animator": {"autoscaling": {"enabled": True, "mode": "hpa"}}})
     assert not _by_kind(hpa_docs, "ScaledObject")

@@ -110,3 +110,47 @@ def test_runbook_links_point_at_operations_doc() -> None:
         for rule in group["rules"]:
             anchor = rule["annotations"]["runbook_url"].split("#", 1)[1]
             assert anchor in headings, f"{rule['alert']}: no heading for #{anchor}"
+
+
+# An aggregation applied straight to dynamics_queue_depth: `max(...)`, `max by (x) (...)`.
+_QUEUE_DEPTH_AGG = re.compile(r"\b(\w+)\s*(?:by\s*\([^)]*\)\s*)?\(\s*dynamics_queue_depth\b")
+
+
+def _queue_depth_consumers() -> list[tuple[str, str]]:
+    """Every query that reads dynamics_queue_depth: alerts, dashboard panels, KEDA's trigger."""
+    from helm.render import render_documents
+
+    found = [(where, expr) for where, expr in [*rule_exprs(), *dashboard_exprs()]
+             if "dynamics_queue_depth" in expr]
+    docs = render_documents({"animator": {"autoscaling": {"enabled": True, "mode": "keda"}}})
+    for _, _, doc in docs:
+        if doc["kind"] == "ScaledObject":
+            found += [("ScaledObject", t["metadata"]["query"]) for t in doc["spec"]["triggers"]]
+    return found
+
+
+def test_queue_depth_is_counted_once_by_every_consumer() -> None:
+    """Each gateway replica exports the whole shared queue: only `max` counts it once."""
+    consumers = _queue_depth_consumers()
+    wheres = {where.split(":")[0] for where, _ in consumers}
+    assert {"DynamicsQueueBacklog", "DynamicsAnimatorIdleWhileJobsWait", "ScaledObject",
+            "dynamics-overview.json"} <= wheres, wheres
+    for where, expr in consumers:
+        uses = expr.count("dynamics_queue_depth")
+        aggregations = _QUEUE_DEPTH_AGG.findall(expr)
+        assert aggregations == ["max"] * uses, f"{where}: {expr}"
+
+
+def test_unit_tests_catch_a_summed_queue_depth(tmp_path: Path) -> None:
+    """With `sum` over the two replicas' gauges the queue doubles: the unit tests must fail."""
+    text = RULES_FILE.read_text()
+    summed = text.replace("max by (namespace) (dynamics_queue_depth)",
+                          "sum by (namespace) (dynamics_queue_depth)")
+    assert summed.count("sum by (namespace) (dynamics_queue_depth)") == 2
+    (tmp_path / RULES_FILE.name).write_text(summed)
+    shutil.copy(RULES_TEST, tmp_path / RULES_TEST.name)
+    result = _promtool("test", "rules", RULES_TEST.name, cwd=tmp_path)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    for alert in ("DynamicsQueueBacklog", "DynamicsAnimatorIdleWhileJobsWait"):
+        assert f"alertname: {alert}" in output, alert
