@@ -1,7 +1,8 @@
 """`dynamics weights ...`: fetch real LivePortrait weights, write random ones, verify a folder.
 
-The lead wires `main(argv)` into the `dynamics` CLI; it returns a process exit code and prints
-one-line errors (no stack traces) for the failures an operator can fix.
+`main(argv)` returns the process exit code (0 ok; 1 the command failed, e.g. weights that do not
+load; 2 bad usage, or a folder to verify that is missing or unreadable) and prints one-line
+errors (no stack traces) for the failures an operator can fix.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import TextIO
 
 from services.animator.model import ModelConfigError
+from services.common.cli import EXIT_FAILED, EXIT_USAGE, exit_codes_text, folder_problem
 from services.common.errors import DynamicsError
 
 EPILOG = """examples:
@@ -22,7 +24,9 @@ EPILOG = """examples:
 A weights folder holds the upstream tree (liveportrait/base_models/*.pth,
 liveportrait/retargeting_models/stitching_retargeting_module.pth) or the five .pth files flat;
 a models.yaml in it overrides the packaged human-model config. Random weights are marked
-(DYNAMICS_RANDOM_WEIGHTS.json) and everything rendered from them is noise."""
+(DYNAMICS_RANDOM_WEIGHTS.json) and everything rendered from them is noise.
+
+""" + exit_codes_text()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,6 +68,9 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None,
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # argparse already printed usage / help
         return int(exc.code or 0)
+    if args.command == "verify" and (problem := folder_problem(args.dir)) is not None:
+        print(f"error: weights folder {args.dir}: {problem}", file=err)
+        return EXIT_USAGE
     try:
         if args.command == "fetch":
             return _fetch(args, out)
@@ -72,7 +79,7 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None,
         return _verify(args, out)
     except (DynamicsError, ModelConfigError) as exc:
         print(f"error: {getattr(exc, 'message', None) or exc}", file=err)
-        return 1
+        return EXIT_FAILED
 
 
 def _fetch(args: argparse.Namespace, out: TextIO) -> int:
