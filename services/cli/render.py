@@ -7,7 +7,8 @@ motion cache was hit. The animation flags are the REST API's `options`, one flag
 `AnimationOptions`, and are checked by that model before anything starts.
 
 Exit codes: 0 done; 1 the job failed or the services did not start; 2 bad usage, a source or
-hero file that is missing or unreadable, or an unusable weights folder; 130 interrupted.
+hero file that is missing or unreadable, an output that cannot be written, or an unusable
+weights folder; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from services.common.cli import (
     exit_codes_text,
     file_problem,
     folder_problem,
+    os_reason,
 )
 from services.encoder.config import X264_PRESETS
 from services.gateway.domain import (
@@ -139,6 +141,21 @@ def _media(value: str) -> MediaInput:
     return MediaInput(path=Path(value))
 
 
+def output_problem(output: Path) -> str | None:
+    """Why the MP4 cannot be written at `output` (its folder is made if missing), or None."""
+    if output.is_dir():
+        return "is a folder, not a file"
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=output.parent, prefix=".dynamics-render-"):
+            pass
+    except FileExistsError:  # mkdir met a file where the folder should be
+        return "not a folder"
+    except OSError as exc:
+        return os_reason(exc)
+    return None
+
+
 def _input_problem(label: str, media: MediaInput) -> str | None:
     if media.path is None:
         return None
@@ -189,6 +206,10 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] = os.environ)
         if problem is not None:
             print(f"dynamics render: {problem}", file=sys.stderr)
             return EXIT_USAGE
+    problem = output_problem(args.output)
+    if problem is not None:
+        print(f"dynamics render: output {args.output}: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     weights = args.weights or default_weights_dir(environ)
     problem = folder_problem(weights)
     if problem is not None:
@@ -229,8 +250,13 @@ def _render(args, weights: Path, spec: JobSpec, cancel: threading.Event, environ
             orchestrator = Orchestrator(clients, cache, MediaFetcher(FetchPolicy()), config)
             result = orchestrator.run(spec, Path(work), on_progress=bar, cancel=cancel)
             bar.finish()
-            args.output.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(str(result.mp4_path), args.output)
+            try:
+                args.output.parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(str(result.mp4_path), args.output)
+            except OSError as exc:
+                print(f"dynamics render: output {args.output}: {os_reason(exc)}",
+                      file=sys.stderr)
+                return EXIT_FAILED
     except JobFailed as exc:
         bar.finish()
         print(f"dynamics render: failed ({exc.code}): {exc.message}", file=sys.stderr)

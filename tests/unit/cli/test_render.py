@@ -53,6 +53,19 @@ def test_missing_source_or_hero_is_one_line_before_anything_starts(
         f"dynamics render: {label} {tmp_path / 'gone.bin'}: no such file or folder\n")
 
 
+@pytest.mark.parametrize(("output", "reason"), [
+    ("out", "is a folder, not a file"), ("file/o.mp4", "not a folder")])
+def test_unwritable_output_is_one_line_before_anything_starts(
+    tmp_path: Path, inputs, capsys, output: str, reason: str
+) -> None:
+    (tmp_path / "out").mkdir()
+    (tmp_path / "file").write_bytes(b"x")
+    code = main([*inputs, "-o", str(tmp_path / output), "--weights", str(tmp_path)], environ={})
+    assert code == 2
+    assert capsys.readouterr().err == f"dynamics render: output {tmp_path / output}: {reason}\n"
+    assert not list((tmp_path / "out").iterdir())  # the write probe leaves nothing behind
+
+
 def test_unreadable_source_and_weights_folder(tmp_path: Path, inputs) -> None:
     """Mode-000 files and folders, really refused (as root too), through the real command."""
     locked = tmp_path / "locked.png"
