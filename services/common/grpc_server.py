@@ -9,6 +9,13 @@ Lifecycle (Triton's initialize / execute / finalize):
                          # in-flight ones get `grace_s` to finish
 
 `serve_forever()` does all of that for `__main__` and installs the SIGTERM/SIGINT handlers.
+
+Connections age out: after `max_connection_age_s` (+-10 % jitter, gRPC's) the server sends
+GOAWAY on a connection; calls already running on it keep going for up to
+`max_connection_age_grace_s`, new calls go to a new connection, and a client with a `dns:///`
+target re-resolves the name on the GOAWAY, so pods added behind a headless Service receive work
+within about one connection age. Each service reads both from its environment
+(`<SERVICE>_MAX_CONNECTION_AGE_S`, else `GRPC_MAX_CONNECTION_AGE_S`; the same for `..._GRACE_S`).
 """
 
 from __future__ import annotations
@@ -20,14 +27,14 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent import futures
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from services.common.config import DEFAULT_BIND_HOST
+from services.common.config import DEFAULT_BIND_HOST, env_float
 from services.common.metrics import MetricsInterceptor, rewrap_handler, start_metrics_server
 
 logger = logging.getLogger(__name__)
@@ -50,6 +57,35 @@ SERVER_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ("grpc.so_reuseport", 0),
 )
+
+# A connection is closed (GOAWAY) after this long so clients re-resolve and spread over new pods.
+DEFAULT_MAX_CONNECTION_AGE_S = 30.0
+# Calls running on an aged-out connection may finish within this; it is longer than any call
+# (an Animate stream of a 10 s clip takes seconds on a GPU, minutes on a CPU), so aging out never
+# cuts a call; the clients' deadlines bound stuck ones.
+DEFAULT_MAX_CONNECTION_AGE_GRACE_S = 900.0
+
+
+def connection_age_s(name: str, environ: Mapping[str, str] = os.environ) -> tuple[float, float]:
+    """(max connection age, grace) in seconds for service `name` (`face_detect`, `animator`, ...):
+    `<NAME>_MAX_CONNECTION_AGE_S` / `<NAME>_MAX_CONNECTION_AGE_GRACE_S`, else the
+    `GRPC_MAX_CONNECTION_AGE_S` / `GRPC_MAX_CONNECTION_AGE_GRACE_S`, else the defaults."""
+    prefix = name.upper()
+    values = []
+    for suffix, default in (("MAX_CONNECTION_AGE_S", DEFAULT_MAX_CONNECTION_AGE_S),
+                            ("MAX_CONNECTION_AGE_GRACE_S", DEFAULT_MAX_CONNECTION_AGE_GRACE_S)):
+        fallback = env_float(environ, f"GRPC_{suffix}", default, minimum=0.1)
+        values.append(env_float(environ, f"{prefix}_{suffix}", fallback, minimum=0.1))
+    return values[0], values[1]
+
+
+def server_options(max_connection_age_s: float, max_connection_age_grace_s: float
+                   ) -> tuple[tuple[str, int], ...]:
+    """SERVER_OPTIONS plus the connection age and its grace."""
+    return SERVER_OPTIONS + (
+        ("grpc.max_connection_age_ms", int(max_connection_age_s * 1000)),
+        ("grpc.max_connection_age_grace_ms", int(max_connection_age_grace_s * 1000)),
+    )
 
 
 class DrainGate(grpc.ServerInterceptor):
@@ -136,7 +172,10 @@ class GrpcService:
         max_workers: int = 8,
         maximum_concurrent_rpcs: int | None = None,
         host: str = DEFAULT_BIND_HOST,
+        max_connection_age_s: float | None = None,
+        max_connection_age_grace_s: float | None = None,
     ) -> None:
+        """`max_connection_age_s` / `..._grace_s` left None come from `connection_age_s(name)`."""
         self.name = name
         self.service_names = list(service_names)
         self.grace_s = grace_s
@@ -148,10 +187,14 @@ class GrpcService:
         self._host = host
         self.health = health.HealthServicer(experimental_non_blocking=True)
         self._gate = DrainGate()
+        age_s, grace_age_s = connection_age_s(name)
+        self.max_connection_age_s = age_s if max_connection_age_s is None else max_connection_age_s
+        self.max_connection_age_grace_s = (grace_age_s if max_connection_age_grace_s is None
+                                           else max_connection_age_grace_s)
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=name),
             interceptors=[MetricsInterceptor(), self._gate],
-            options=SERVER_OPTIONS,
+            options=server_options(self.max_connection_age_s, self.max_connection_age_grace_s),
             maximum_concurrent_rpcs=maximum_concurrent_rpcs,
         )
         register(self.server)
@@ -176,7 +219,9 @@ class GrpcService:
                 self._requested_metrics_port, host=self._host)
         self.server.start()
         logger.info("%s listening", self.name, extra={
-            "host": self._host, "port": self.port, "metrics_port": self.metrics_port})
+            "host": self._host, "port": self.port, "metrics_port": self.metrics_port,
+            "max_connection_age_s": self.max_connection_age_s,
+            "max_connection_age_grace_s": self.max_connection_age_grace_s})
         return self.port
 
     def set_serving(self) -> None:
