@@ -3,7 +3,8 @@
 Both outputs are derived from `helm/dynamics/` and never edited by hand. `python helm/render.py`
 rewrites them; `--check` only compares and exits 1 on drift; `--out-dir DIR` writes the two files
 under DIR instead of the repository (the tests use it); `--lint` runs `helm lint --strict` with
-every `ci/*-values.yaml`. Rendering uses helm-python-sdk, which
+every `ci/*-values.yaml`. Both renders use `ci/default-values.yaml`: the chart's defaults plus
+the public URL that no install can leave out. Rendering uses helm-python-sdk, which
 bundles the Helm SDK, so no `helm` binary or cluster is needed.
 """
 
@@ -21,6 +22,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 CHART_DIR = REPO_ROOT / "helm" / "dynamics"
 K8S_OUT = Path("k8s") / "dynamics.yaml"
 RULES_OUT = Path("deploy") / "prometheus" / "rules.yml"
+DEFAULT_VALUES = CHART_DIR / "ci" / "default-values.yaml"
 RELEASE_NAME = "dynamics"
 NAMESPACE = "dynamics"
 
@@ -65,20 +67,38 @@ def render_documents(
     return sorted(documents, key=order)
 
 
+def merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """`override` deep-merged over `base` (maps merge key by key, anything else replaces)."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merged(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def default_values() -> dict[str, Any]:
+    """The values of `ci/default-values.yaml`."""
+    return yaml.safe_load(DEFAULT_VALUES.read_text()) or {}
+
+
 def render_k8s() -> str:
-    """`k8s/dynamics.yaml`: every manifest of the chart with its default values."""
+    """`k8s/dynamics.yaml`: every manifest of the chart with `ci/default-values.yaml`."""
     header = (
-        "# Rendered from helm/dynamics with default values by `make render-k8s`"
+        "# Rendered from helm/dynamics with helm/dynamics/ci/default-values.yaml by `make render-k8s`"
         f" (release {RELEASE_NAME!r}, namespace {NAMESPACE!r}).\n"
         "# Do not edit: change the chart and re-render; tests/helm/test_chart.py diffs this file.\n"
     )
-    parts = [f"---\n# Source: {path}\n{body}\n" for path, body, _ in render_documents()]
+    parts = [f"---\n# Source: {path}\n{body}\n"
+             for path, body, _ in render_documents(default_values())]
     return header + "".join(parts)
 
 
 def render_rules() -> str:
     """`deploy/prometheus/rules.yml`: the PrometheusRule's groups as a plain rules file."""
-    docs = render_documents({"metrics": {"prometheusRule": {"enabled": True}}})
+    docs = render_documents(merged(default_values(),
+                                   {"metrics": {"prometheusRule": {"enabled": True}}}))
     rules = [parsed for _, _, parsed in docs if parsed["kind"] == "PrometheusRule"]
     if len(rules) != 1:
         raise RuntimeError(f"expected one PrometheusRule, rendered {len(rules)}")

@@ -15,13 +15,20 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from helm.render import CHART_DIR, K8S_OUT, RULES_OUT, render_documents
+from helm.render import (
+    CHART_DIR,
+    K8S_OUT,
+    RULES_OUT,
+    default_values,
+    merged,
+    render_documents,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # The chart's kubeVersion floor (native gRPC probes are GA from 1.27) and the newest schemas.
 KUBE_VERSIONS = ("1.27", kubernetes_validate.latest_version())
 VALUES_SETS = {name: yaml.safe_load((CHART_DIR / "ci" / f"{name}-values.yaml").read_text())
-               for name in ("default", "gpu")}
+               for name in ("default", "gpu", "production")}
 GRPC_SERVICES = {"face-detect": "dynamics.v1.FaceDetectService",
                  "animator": "dynamics.v1.AnimatorService",
                  "encoder": "dynamics.v1.EncoderService"}
@@ -60,7 +67,17 @@ CRD_SCHEMAS: dict[str, dict[str, Any]] = {
 
 
 def _render(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The chart with `values` over ci/default-values.yaml (the defaults plus a public URL)."""
+    return _render_raw(merged(default_values(), values or {}))
+
+
+def _render_raw(values: dict[str, Any]) -> list[dict[str, Any]]:
+    """The chart with exactly `values` over values.yaml."""
     return [parsed for _, _, parsed in render_documents(values)]
+
+
+def _render_set(name: str) -> list[dict[str, Any]]:
+    return _render_raw(VALUES_SETS[name])
 
 
 def _by_kind(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
@@ -89,7 +106,7 @@ _IDS = [f"{name}-values" for name in sorted(VALUES_SETS)]
 
 @pytest.fixture(scope="module", params=sorted(VALUES_SETS), ids=_IDS)
 def rendered(request) -> tuple[str, list[dict[str, Any]]]:
-    return request.param, _render(VALUES_SETS[request.param])
+    return request.param, _render_set(request.param)
 
 
 @pytest.mark.parametrize("name", sorted(VALUES_SETS), ids=_IDS)
@@ -137,18 +154,64 @@ def test_optional_variants_validate(variant: str) -> None:
 
 
 def test_animator_runs_on_the_gpu_pool() -> None:
-    pools = {"default": "Tesla-T4", "gpu": "NVIDIA-L4"}
-    for name, product in pools.items():
-        pod = _deployments(_render(VALUES_SETS[name]))["animator"]["spec"]["template"]["spec"]
-        assert pod["nodeSelector"] == {"nvidia.com/gpu.product": product}
+    pools = {"default": {"nvidia.com/gpu.product": "Tesla-T4"},
+             "gpu": {"cloud.google.com/gke-accelerator": "nvidia-l4"},
+             "production": {"nvidia.com/gpu.product": "Tesla-T4"}}
+    for name, selector in pools.items():
+        pod = _deployments(_render_set(name))["animator"]["spec"]["template"]["spec"]
+        assert pod["nodeSelector"] == selector, name
         assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod[
             "tolerations"]
         assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
         assert _env(pod["containers"][0])["ANIMATOR_DEVICE"] == "cuda"
-    h100 = _render({"animator": {"gpu": {"pool": "h100"}, "nodeSelector": {"pool": "new"}}})
-    pod = _deployments(h100)["animator"]["spec"]["template"]["spec"]
-    assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3", "pool": "new"}
-    assert _env(pod["containers"][0])["ANIMATOR_DTYPE"] == "bf16"
+    h100 = _deployments(_render({"animator": {"gpu": {"pool": "h100"}}}))["animator"]
+    assert _env(_container(h100))["ANIMATOR_DTYPE"] == "bf16"
+
+
+PRESET_SELECTORS = {
+    "gfd": {"nvidia.com/gpu.product": "Tesla-T4"},
+    "gke": {"cloud.google.com/gke-accelerator": "nvidia-tesla-t4"},
+    "eks": {"karpenter.k8s.aws/instance-gpu-name": "t4"},
+}
+
+
+def _animator_pod(values: dict[str, Any]) -> dict[str, Any]:
+    return _deployments(_render(values))["animator"]["spec"]["template"]["spec"]
+
+
+@pytest.mark.parametrize("preset", sorted(PRESET_SELECTORS))
+def test_one_value_picks_the_clouds_gpu_label(preset: str) -> None:
+    pod = _animator_pod({"animator": {"gpuPool": {"preset": preset}}})
+    assert pod["nodeSelector"] == PRESET_SELECTORS[preset]
+
+
+def test_gpu_node_selector_override_replaces_the_preset() -> None:
+    """Helm merges maps: the override must not keep the preset's key (it would match no node)."""
+    gke_pool = {"cloud.google.com/gke-nodepool": "t4-pool"}
+    for preset in ("gfd", "gke", "eks"):
+        pod = _animator_pod({"animator": {"gpuPool": {"preset": preset, "nodeSelector": gke_pool}}})
+        assert pod["nodeSelector"] == gke_pool, preset
+    eks = {"node.kubernetes.io/instance-type": "g4dn.xlarge"}
+    assert _animator_pod({"animator": {"gpuPool": {"nodeSelector": eks}}})["nodeSelector"] == eks
+    assert "nodeSelector" not in _animator_pod({"animator": {"gpuPool": {"preset": "none"}}})
+    with pytest.raises(helm_python.HelmRenderError, match='no "gke" label'):
+        _render({"animator": {"gpu": {"pool": "a10g"}, "gpuPool": {"preset": "gke"}}})
+    a10g = _animator_pod({"animator": {"gpu": {"pool": "a10g"}, "gpuPool": {
+        "preset": "gke", "nodeSelector": {"pool": "a10g"}}}})
+    assert a10g["nodeSelector"] == {"pool": "a10g"}
+    # The old merged `animator.nodeSelector` is gone; the schema says so instead of merging.
+    with pytest.raises(helm_python.HelmValuesError):
+        _render({"animator": {"nodeSelector": {"pool": "x"}}})
+
+
+def test_memory_requests_follow_the_measurements() -> None:
+    """The animator's host memory was measured under 1 GiB per process (docs/performance.md);
+    the request must fit a common T4 node (n1-standard-4: 15 GB, g4dn.xlarge: 16 GiB)."""
+    resources = _container(_deployments(_render())["animator"])["resources"]
+    assert resources["requests"]["memory"] == "2Gi"
+    assert resources["limits"]["memory"] == "4Gi"
+    values_text = (CHART_DIR / "values.yaml").read_text()
+    assert "545 MiB" in values_text and "VmHWM" in values_text
 
 
 def test_cpu_animator_has_no_gpu_bits() -> None:
@@ -203,20 +266,25 @@ def test_rollouts_never_drop_capacity_and_outlast_jobs(rendered) -> None:
             assert pod["terminationGracePeriodSeconds"] > drain, component
     animator = _deployments(docs)["animator"]["spec"]["template"]["spec"]
     assert animator["terminationGracePeriodSeconds"] >= 300  # longer than the longest job
+    gateway = _deployments(docs)["gateway"]["spec"]["template"]["spec"]
+    drain = float(_env(gateway["containers"][0])["GATEWAY_DRAIN_S"])
+    assert drain >= 300
+    assert gateway["terminationGracePeriodSeconds"] >= drain + 30
 
 
 def test_optional_resources_only_when_enabled() -> None:
-    default, gpu = _render(VALUES_SETS["default"]), _render(VALUES_SETS["gpu"])
+    default, gpu = _render_set("default"), _render_set("gpu")
     def components(docs, kind: str) -> list[str]:
         return sorted(_component(d) for d in docs if d["kind"] == kind)
 
     everything = ["animator", "encoder", "face-detect", "gateway"]
-    assert components(default, "PodDisruptionBudget") == ["animator"]
+    assert components(default, "PodDisruptionBudget") == []  # one replica each: nothing to keep
     assert components(gpu, "PodDisruptionBudget") == everything
     assert components(default, "HorizontalPodAutoscaler") == []
     assert components(gpu, "HorizontalPodAutoscaler") == ["encoder", "face-detect", "gateway"]
     assert components(default, "ServiceMonitor") == []
     assert components(gpu, "ServiceMonitor") == everything
+    assert components(default, "NetworkPolicy") == ["animator", "encoder", "face-detect"]
     for kind in ("ScaledObject", "PrometheusRule", "ConfigMap", "Ingress", "Secret"):
         assert not _by_kind(default, kind), kind
     for kind in ("ScaledObject", "PrometheusRule", "ConfigMap", "Ingress"):
@@ -228,7 +296,7 @@ def test_optional_resources_only_when_enabled() -> None:
 
 
 def test_animator_queue_scaling_modes() -> None:
-    gpu = _render(VALUES_SETS["gpu"])
+    gpu = _render_set("gpu")
     (scaled,) = _by_kind(gpu, "ScaledObject").values()
     trigger = scaled["spec"]["triggers"][0]
     assert trigger["type"] == "prometheus"
@@ -281,7 +349,7 @@ def test_weights_come_from_a_volume() -> None:
     weights = next(v for v in default["volumes"] if v["name"] == "weights")
     assert weights["persistentVolumeClaim"] == {"claimName": "dynamics-weights", "readOnly": True}
     assert "initContainers" not in default
-    fetched = _deployments(_render(VALUES_SETS["gpu"]))["animator"]["spec"]["template"]["spec"]
+    fetched = _deployments(_render_set("gpu"))["animator"]["spec"]["template"]["spec"]
     (init,) = fetched["initContainers"]
     assert init["command"] == ["dynamics", "weights", "fetch", "/weights"]
     assert next(v for v in fetched["volumes"] if v["name"] == "weights")["emptyDir"]
@@ -295,13 +363,13 @@ def test_gateway_database_option() -> None:
         _render({"gateway": {"replicaCount": 2}})
     docs = _render({"database": {"type": "postgresql",
                                  "postgresql": {"url": "postgresql://u:p@db:5432/dynamics"}},
-                    "gateway": {"replicaCount": 3}})
+                    "gateway": {"replicaCount": 3, "secrets": {"existingSecret": "s"}}})
     (secret,) = _by_kind(docs, "Secret").values()
     assert secret["stringData"] == {"DATABASE_URL": "postgresql://u:p@db:5432/dynamics"}
     gateway = _container(_deployments(docs)["gateway"])
     assert _env(gateway)["DATABASE_URL"] == {
         "secretKeyRef": {"name": secret["metadata"]["name"], "key": "DATABASE_URL"}}
-    external = _render(VALUES_SETS["gpu"])
+    external = _render_set("gpu")
     assert _env(_container(_deployments(external)["gateway"]))["DATABASE_URL"] == {
         "secretKeyRef": {"name": "dynamics-database", "key": "DATABASE_URL"}}
 
@@ -319,7 +387,7 @@ def test_values_schema_rejects_mistakes() -> None:
 
 
 def test_dashboards_ship_as_labelled_configmaps() -> None:
-    (cm,) = _by_kind(_render(VALUES_SETS["gpu"]), "ConfigMap").values()
+    (cm,) = _by_kind(_render_set("gpu"), "ConfigMap").values()
     assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
     source = (CHART_DIR / "dashboards" / "dynamics-overview.json").read_text()
     assert cm["data"]["dynamics-overview.json"].strip() == source.strip()
@@ -332,3 +400,308 @@ def test_committed_renders_are_fresh(tmp_path: Path) -> None:
         fresh = (tmp_path / rel).read_text()
         committed = (REPO_ROOT / rel).read_text()
         assert committed == fresh, f"{rel} is stale: run `make render-k8s`"
+
+
+# --- balancing, PDBs, NetworkPolicies, secrets, public URL, Ingress, helm test, extensions ---
+
+GRPC_COMPONENTS = {"face-detect": "faceDetect", "animator": "animator", "encoder": "encoder"}
+TARGET_ENV = {"face-detect": "FACE_DETECT_ADDR", "animator": "ANIMATOR_ADDR",
+              "encoder": "ENCODER_ADDR"}
+
+
+def test_grpc_services_are_headless_and_the_gateway_resolves_every_pod() -> None:
+    """clusterIP None + a dns:/// target: gRPC's resolver sees every Ready pod, round_robin
+    spreads calls, and the servers' connection age makes clients resolve again."""
+    from services.common.grpc_client import resolution_options
+    from services.common.grpc_server import connection_age_s
+
+    docs = _render({"grpc": {"maxConnectionAgeSeconds": 45, "dnsMinResolutionSeconds": 2}})
+    services = {_component(s): s for s in _by_kind(docs, "Service").values()}
+    gateway_env = _env(_container(_deployments(docs)["gateway"]))
+    for component in GRPC_COMPONENTS:
+        service = services[component]
+        assert service["spec"]["clusterIP"] == "None", component
+        assert "type" not in service["spec"]
+        port = next(p["port"] for p in service["spec"]["ports"] if p["name"] == "grpc")
+        name = service["metadata"]["name"]
+        assert gateway_env[TARGET_ENV[component]] == (
+            f"dns:///{name}.dynamics.svc.cluster.local:{port}")
+        server_env = _env(_container(_deployments(docs)[component]))
+        assert connection_age_s(component.replace("-", "_"), server_env) == (45.0, 900.0)
+    assert services["gateway"]["spec"]["type"] == "ClusterIP"  # the Ingress needs a virtual IP
+    options = dict(resolution_options(gateway_env))
+    assert options["grpc.dns_min_time_between_resolutions_ms"] == 2000
+    assert options["grpc.max_reconnect_backoff_ms"] == 10_000
+    other = _render({"clusterDomain": "corp.internal"})
+    assert _env(_container(_deployments(other)["gateway"]))["ENCODER_ADDR"] == (
+        "dns:///dynamics-encoder.dynamics.svc.corp.internal:50053")
+
+
+@pytest.mark.parametrize(("component", "key"), [*GRPC_COMPONENTS.items(), ("gateway", "gateway")])
+def test_pdb_only_where_it_protects_a_pod(component: str, key: str) -> None:
+    postgres = {"database": {"type": "postgresql", "postgresql": {"existingSecret": "db"}},
+                "gateway": {"secrets": {"existingSecret": "s"}}}
+
+    def pdbs(settings: dict[str, Any]) -> list[dict[str, Any]]:
+        docs = _render(merged(postgres, {key: {"podDisruptionBudget": {"enabled": True},
+                                               **settings}}))
+        return [d for d in _by_kind(docs, "PodDisruptionBudget").values()
+                if _component(d) == component]
+
+    assert pdbs({"replicaCount": 1}) == []
+    assert pdbs({"autoscaling": {"enabled": True, "minReplicas": 1, "maxReplicas": 4}}) == []
+    (pdb,) = pdbs({"replicaCount": 2})
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert len(pdbs({"autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 4}})) == 1
+    docs = _render(merged(postgres, {key: {"replicaCount": 3,
+                                           "podDisruptionBudget": {"enabled": False}}}))
+    assert not [d for d in _by_kind(docs, "PodDisruptionBudget").values()
+                if _component(d) == component]
+
+
+def _labels_match(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    assert set(selector) <= {"matchLabels"}, selector
+    return selector.get("matchLabels", {}).items() <= labels.items()
+
+
+def test_network_policies_admit_only_the_gateway_and_prometheus() -> None:
+    docs = _render_set("gpu")
+    policies = {_component(p): p for p in _by_kind(docs, "NetworkPolicy").values()}
+    assert sorted(policies) == sorted(GRPC_COMPONENTS)
+    deployments = _deployments(docs)
+    pod_labels = {c: d["spec"]["template"]["metadata"]["labels"] for c, d in deployments.items()}
+    for component, policy in policies.items():
+        spec = policy["spec"]
+        assert spec["policyTypes"] == ["Ingress"]  # egress (DNS, media) stays open
+        selected = [c for c, labels in pod_labels.items()
+                    if _labels_match(spec["podSelector"], labels)]
+        assert selected == [component]
+        container_ports = {p["name"] for p in _container(deployments[component])["ports"]}
+        grpc_rule, metrics_rule = spec["ingress"]
+        assert [p["port"] for p in grpc_rule["ports"]] == ["grpc"]
+        assert [p["port"] for p in metrics_rule["ports"]] == ["metrics"]
+        assert {"grpc", "metrics"} <= container_ports
+        (gateway_peer,) = grpc_rule["from"]
+        assert set(gateway_peer) == {"podSelector"}  # same namespace only
+        admitted = [c for c, labels in pod_labels.items()
+                    if _labels_match(gateway_peer["podSelector"], labels)]
+        assert admitted == ["gateway"]
+        (prometheus,) = metrics_rule["from"]
+        assert prometheus == {"namespaceSelector": {}, "podSelector": {
+            "matchLabels": {"app.kubernetes.io/name": "prometheus"}}}
+    extra = {"podSelector": {"matchLabels": {"app": "grpcurl"}}}
+    custom = _render({"networkPolicy": {"grpcFrom": [extra], "metricsFrom": [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]}})
+    for policy in _by_kind(custom, "NetworkPolicy").values():
+        grpc_rule, metrics_rule = policy["spec"]["ingress"]
+        assert grpc_rule["from"][1] == extra
+        assert metrics_rule["from"][0]["namespaceSelector"]["matchLabels"] == {
+            "kubernetes.io/metadata.name": "monitoring"}
+    assert not _by_kind(_render({"networkPolicy": {"enabled": False}}), "NetworkPolicy")
+    no_scrape = _render({"networkPolicy": {"metricsFrom": []}})
+    for policy in _by_kind(no_scrape, "NetworkPolicy").values():
+        assert len(policy["spec"]["ingress"]) == 1
+
+
+def test_several_gateways_need_shared_signing_secrets() -> None:
+    postgres = {"database": {"type": "postgresql", "postgresql": {"existingSecret": "db"}}}
+    for gateway in ({"replicaCount": 2},
+                    {"autoscaling": {"enabled": True, "minReplicas": 1, "maxReplicas": 3}}):
+        with pytest.raises(helm_python.HelmRenderError,
+                           match=r"gateway replicas need shared signing keys: create a Secret "
+                                 r"with RESULT_URL_SECRET and WEBHOOK_SECRET and set "
+                                 r"gateway.secrets.existingSecret"):
+            _render(merged(postgres, {"gateway": gateway}))
+    docs = _render(merged(postgres, {"gateway": {"replicaCount": 2, "secrets": {
+        "existingSecret": "gw", "webhookSecretKey": "hook"}}}))
+    env = _env(_container(_deployments(docs)["gateway"]))
+    assert env["RESULT_URL_SECRET"] == {"secretKeyRef": {"name": "gw", "key": "RESULT_URL_SECRET"}}
+    assert env["WEBHOOK_SECRET"] == {"secretKeyRef": {"name": "gw", "key": "hook"}}
+    single = _env(_container(_deployments(_render())["gateway"]))
+    assert "RESULT_URL_SECRET" not in single and "WEBHOOK_SECRET" not in single
+
+
+def test_public_url_is_required_and_https_outside_local_installs() -> None:
+    with pytest.raises(helm_python.HelmRenderError, match="gateway.publicUrl is required"):
+        _render_raw({})
+    with pytest.raises(helm_python.HelmRenderError, match="must be https://"):
+        _render({"gateway": {"publicUrl": "http://dynamics.example.com"}})
+    plain_ingress = {"gateway": {"publicUrl": "", "ingress": {"enabled": True}}}
+    with pytest.raises(helm_python.HelmRenderError,
+                       match='"http://dynamics.example.com" must be https://'):
+        _render(plain_ingress)
+    with pytest.raises(helm_python.HelmValuesError):
+        _render({"gateway": {"publicUrl": "dynamics.example.com"}})
+    tls = merged(plain_ingress, {"gateway": {"ingress": {"tls": [
+        {"secretName": "t", "hosts": ["dynamics.example.com"]}]}}})
+    env = _env(_container(_deployments(_render(tls))["gateway"]))
+    assert env["GATEWAY_PUBLIC_URL"] == "https://dynamics.example.com"
+    local = _render_raw({"global": {"local": True},
+                         "gateway": {"publicUrl": "http://127.0.0.1:8080"}})
+    assert _env(_container(_deployments(local)["gateway"]))["GATEWAY_PUBLIC_URL"] == (
+        "http://127.0.0.1:8080")
+    assert _render_raw({"global": {"local": True}})  # local: the gateway's own default
+
+
+def test_nginx_ingress_admits_the_largest_upload() -> None:
+    from services.gateway.config import GatewayConfig
+
+    ingress_on = {"gateway": {"ingress": {"enabled": True, "className": "nginx"}}}
+    docs = _render(ingress_on)
+    (ingress,) = _by_kind(docs, "Ingress").values()
+    annotations = ingress["metadata"]["annotations"]
+    body = annotations["nginx.ingress.kubernetes.io/proxy-body-size"]
+    env = _env(_container(_deployments(docs)["gateway"]))
+    config = GatewayConfig.from_env({**{k: v for k, v in env.items() if isinstance(v, str)},
+                                     "GATEWAY_AUTH_MODE": "none"})
+    assert body.endswith("m")
+    assert int(body[:-1]) * 1024 * 1024 > config.max_video_bytes + config.max_image_bytes
+    assert body == "221m"
+    bigger = _render(merged(ingress_on, {"gateway": {"limits": {"maxVideoBytes": 500 * 2**20}}}))
+    (ingress,) = _by_kind(bigger, "Ingress").values()
+    assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"] == (
+        "521m")
+    assert _env(_container(_deployments(bigger)["gateway"]))["MAX_VIDEO_BYTES"] == str(500 * 2**20)
+    own = _render(merged(ingress_on, {"gateway": {"ingress": {"annotations": {
+        "nginx.ingress.kubernetes.io/proxy-body-size": "1g"}}}}))
+    (ingress,) = _by_kind(own, "Ingress").values()
+    assert ingress["metadata"]["annotations"] == {"nginx.ingress.kubernetes.io/proxy-body-size": "1g"}
+    other = _render({"gateway": {"ingress": {"enabled": True, "className": "traefik"}}})
+    (ingress,) = _by_kind(other, "Ingress").values()
+    assert "annotations" not in ingress["metadata"]
+
+
+def test_helm_test_hook_checks_the_gateway_health() -> None:
+    docs = _render()
+    (pod,) = _by_kind(docs, "Pod").values()
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    (service,) = [s for s in _by_kind(docs, "Service").values() if _component(s) == "gateway"]
+    port = service["spec"]["ports"][0]["port"]
+    container = pod["spec"]["containers"][0]
+    assert container["command"][-1] == (
+        f"http://{service['metadata']['name']}.dynamics.svc.cluster.local:{port}/healthz")
+    assert pod["spec"]["restartPolicy"] == "Never"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    # The check itself, against a local server answering /healthz 200 and then 503.
+    import http.server
+    import threading
+
+    status = {"code": 200}
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(status["code"] if self.path == "/healthz" else 404)
+            self.end_headers()
+            self.wfile.write(b'{"status": "ok"}')
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/healthz"
+        script = container["command"][:3]
+        assert script[:2] == ["python", "-c"]
+        ok = subprocess.run([sys.executable, "-c", script[2], url], capture_output=True,
+                            timeout=30, check=False)
+        assert ok.returncode == 0, ok.stderr
+        status["code"] = 503
+        failed = subprocess.run([sys.executable, "-c", script[2], url], capture_output=True,
+                                timeout=30, check=False)
+        assert failed.returncode != 0
+    finally:
+        server.shutdown()
+    assert not _by_kind(_render({"tests": {"enabled": False}}), "Pod")
+
+
+EXTENSIONS = {
+    "podLabels": {"team": "avatars", "app.kubernetes.io/component": "not-mine"},
+    "podAnnotations": {"example.com/owner": "avatars"},
+    "priorityClassName": "dynamics-high",
+    "topologySpreadConstraints": [
+        {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+         "whenUnsatisfiable": "ScheduleAnyway"},
+        {"maxSkew": 2, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "DoNotSchedule",
+         "labelSelector": {"matchLabels": {"team": "avatars"}}}],
+    "extraEnv": [{"name": "SENTRY_DSN", "valueFrom": {"secretKeyRef": {"name": "sentry",
+                                                                       "key": "dsn"}}},
+                 {"name": "PLAIN", "value": "1"}],
+    "extraEnvFrom": [{"secretRef": {"name": "dynamics-extra"}},
+                     {"configMapRef": {"name": "dynamics-settings"}, "prefix": "X_"}],
+    "extraVolumes": [{"name": "ca", "configMap": {"name": "corporate-ca"}}],
+    "extraVolumeMounts": [{"name": "ca", "mountPath": "/etc/ssl/corporate", "readOnly": True}],
+}
+COMPONENT_KEYS = {**GRPC_COMPONENTS, "gateway": "gateway"}
+
+
+def test_every_component_takes_the_extension_points() -> None:
+    docs = _render({key: EXTENSIONS for key in COMPONENT_KEYS.values()})
+    _validate_all("extensions", docs)
+    for component, deployment in _deployments(docs).items():
+        selector = deployment["spec"]["selector"]["matchLabels"]
+        template = deployment["spec"]["template"]
+        pod, container = template["spec"], template["spec"]["containers"][0]
+        assert template["metadata"]["labels"]["team"] == "avatars"
+        assert template["metadata"]["labels"]["app.kubernetes.io/component"] == component
+        assert selector.items() <= template["metadata"]["labels"].items()
+        assert template["metadata"]["annotations"] == {"example.com/owner": "avatars"}
+        assert pod["priorityClassName"] == "dynamics-high"
+        zone, host = pod["topologySpreadConstraints"]
+        assert zone["labelSelector"] == {"matchLabels": selector}
+        assert host["labelSelector"] == {"matchLabels": {"team": "avatars"}}
+        env = _env(container)
+        assert env["SENTRY_DSN"] == {"secretKeyRef": {"name": "sentry", "key": "dsn"}}
+        assert env["PLAIN"] == "1"
+        assert container["envFrom"] == EXTENSIONS["extraEnvFrom"]
+        assert {"name": "ca", "configMap": {"name": "corporate-ca"}} in pod["volumes"]
+        assert EXTENSIONS["extraVolumeMounts"][0] in container["volumeMounts"]
+        assert {"name": "scratch", "mountPath": "/tmp"} in container["volumeMounts"]
+
+
+@pytest.mark.parametrize("bad", [
+    {"topologySpreadConstraint": []},
+    {"topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "zone"}]},
+    {"topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "z",
+                                    "whenUnsatisfiable": "Sometimes"}]},
+    {"priorityClass": "high"},
+    {"podLabel": {"a": "b"}},
+    {"podLabels": {"a": 1}},
+    {"extraEnv": [{"name": "A", "valueFrm": {}}]},
+    {"extraEnv": {"A": "1"}},
+    {"extraEnvFrom": [{"secretReff": {"name": "s"}}]},
+    {"extraEnvFrom": [{"secretRef": {}}]},
+    {"extraVolumes": [{"configMap": {"name": "x"}}]},
+    {"extraVolumeMounts": [{"name": "x"}]},
+    {"extraVolumeMounts": [{"name": "x", "mountPath": "relative"}]},
+    {"extraVolumeMount": []},
+], ids=lambda bad: next(iter(bad)))
+@pytest.mark.parametrize("key", sorted(COMPONENT_KEYS.values()))
+def test_schema_rejects_mistyped_extension_points(key: str, bad: dict[str, Any]) -> None:
+    with pytest.raises(helm_python.HelmValuesError):
+        _render({key: bad})
+
+
+def test_gateway_grace_period_outlasts_its_drain() -> None:
+    docs = _render({"gateway": {"drainSeconds": 600, "drainMarginSeconds": 45}})
+    gateway = _deployments(docs)["gateway"]["spec"]["template"]["spec"]
+    assert _env(gateway["containers"][0])["GATEWAY_DRAIN_S"] == "600"
+    assert gateway["terminationGracePeriodSeconds"] == 645
+    for bad in ({"gateway": {"terminationGracePeriodSeconds": 60}},
+                {"gateway": {"drainMarginSeconds": 0}}):
+        with pytest.raises(helm_python.HelmValuesError):
+            _render(bad)
+
+
+def test_schema_rejects_other_mistakes_of_the_new_values() -> None:
+    for bad in ({"animator": {"gpuPool": {"preset": "aks"}}},
+                {"animator": {"gpu": {"pools": {"t4": {"labels": {"azure": "x"}}}}}},
+                {"networkPolicy": {"enable": True}},
+                {"networkPolicy": {"metricsFrom": [{"podSelectr": {}}]}},
+                {"grpc": {"maxConnectionAgeSeconds": 0}},
+                {"global": {"local": "yes"}},
+                {"gateway": {"secrets": {"existingSecrets": "s"}}},
+                {"gateway": {"limits": {"maxImageBytes": 64 * 2**20}}},
+                {"gateway": {"envFrom": []}}):
+        with pytest.raises(helm_python.HelmValuesError):
+            _render(bad)

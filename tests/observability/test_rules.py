@@ -118,11 +118,12 @@ _QUEUE_DEPTH_AGG = re.compile(r"\b(\w+)\s*(?:by\s*\([^)]*\)\s*)?\(\s*dynamics_qu
 
 def _queue_depth_consumers() -> list[tuple[str, str]]:
     """Every query that reads dynamics_queue_depth: alerts, dashboard panels, KEDA's trigger."""
-    from helm.render import render_documents
+    from helm.render import default_values, merged, render_documents
 
     found = [(where, expr) for where, expr in [*rule_exprs(), *dashboard_exprs()]
              if "dynamics_queue_depth" in expr]
-    docs = render_documents({"animator": {"autoscaling": {"enabled": True, "mode": "keda"}}})
+    keda = {"animator": {"autoscaling": {"enabled": True, "mode": "keda"}}}
+    docs = render_documents(merged(default_values(), keda))
     for _, _, doc in docs:
         if doc["kind"] == "ScaledObject":
             found += [("ScaledObject", t["metadata"]["query"]) for t in doc["spec"]["triggers"]]

@@ -74,9 +74,61 @@ A digest pins the base image and wins over any tag.
 {{- end -}}
 {{- end -}}
 
-{{/* gRPC address of a component inside the cluster; (dict "root" $ "component" "encoder" "port" 50053). */}}
+{{/*
+gRPC target of a component: its headless Service's name through gRPC's DNS resolver, so the
+gateway's channel sees every Ready pod and balances calls over them (round_robin);
+(dict "root" $ "component" "encoder" "port" 50053).
+*/}}
 {{- define "dynamics.grpcAddress" -}}
-{{- printf "%s:%v" (include "dynamics.componentName" .) .port -}}
+{{- printf "dns:///%s.%s.svc.%s:%v" (include "dynamics.componentName" .) .root.Release.Namespace .root.Values.clusterDomain .port -}}
+{{- end -}}
+
+{{/* Pod template metadata: extra labels under the selector labels (which win), annotations. */}}
+{{- define "dynamics.podMetadata" -}}
+{{- $selector := include "dynamics.componentSelectorLabels" . | fromYaml -}}
+labels:
+  {{- toYaml (merge $selector (deepCopy (default dict .values.podLabels))) | nindent 2 }}
+{{- with .values.podAnnotations }}
+annotations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/* Pod spec extension points: priority class and topology spread (a constraint without a
+labelSelector gets the component's selector labels). */}}
+{{- define "dynamics.podExtras" -}}
+{{- with .values.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- if .values.topologySpreadConstraints }}
+{{- $selector := include "dynamics.componentSelectorLabels" . | fromYaml }}
+{{- $constraints := list }}
+{{- range .values.topologySpreadConstraints }}
+{{- $c := deepCopy . }}
+{{- if not (hasKey $c "labelSelector") }}
+{{- $_ := set $c "labelSelector" (dict "matchLabels" $selector) }}
+{{- end }}
+{{- $constraints = append $constraints $c }}
+{{- end }}
+topologySpreadConstraints:
+  {{- toYaml $constraints | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/* Replicas a component keeps at least: autoscaling's minimum, else replicaCount. */}}
+{{- define "dynamics.minReplicas" -}}
+{{- if .autoscaling.enabled -}}{{ int .autoscaling.minReplicas }}{{- else -}}{{ int .replicaCount }}{{- end -}}
+{{- end -}}
+
+{{/* Replicas a component may reach: autoscaling's maximum, else replicaCount. */}}
+{{- define "dynamics.maxReplicas" -}}
+{{- if .autoscaling.enabled -}}{{ int .autoscaling.maxReplicas }}{{- else -}}{{ int .replicaCount }}{{- end -}}
+{{- end -}}
+
+{{/* Server connection age of the gRPC services (clients re-resolve on the GOAWAY). */}}
+{{- define "dynamics.grpcServerEnv" -}}
+- {name: GRPC_MAX_CONNECTION_AGE_S, value: {{ .Values.grpc.maxConnectionAgeSeconds | toString | quote }}}
+- {name: GRPC_MAX_CONNECTION_AGE_GRACE_S, value: {{ .Values.grpc.maxConnectionAgeGraceSeconds | toString | quote }}}
 {{- end -}}
 
 {{/* Pod-wide pieces: service account, pull secrets, security context. */}}
@@ -119,6 +171,20 @@ affinity:
   mountPath: /tmp
 {{- end -}}
 
+{{/* The extra env entries, envFrom, volumes and mounts of a component; call with its values. */}}
+{{- define "dynamics.extraEnvEntries" -}}
+{{- with .extraEnv }}
+{{- toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{- define "dynamics.envFrom" -}}
+{{- with .extraEnvFrom }}
+envFrom:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
 {{/* Extra env from a name -> value map, sorted for stable output. */}}
 {{- define "dynamics.extraEnv" -}}
 {{- range $name, $value := . }}
@@ -149,6 +215,20 @@ livenessProbe:
   {{- toYaml .values.livenessProbe | nindent 2 }}
 {{- end -}}
 
+{{/* Public base URL of the gateway, checked: required and https outside local installs. */}}
+{{- define "dynamics.checkedPublicUrl" -}}
+{{- $url := include "dynamics.gatewayPublicUrl" . -}}
+{{- if not .Values.global.local -}}
+{{- if not $url -}}
+{{- fail "gateway.publicUrl is required (the https:// URL the app reaches the gateway at, used in result links), or an Ingress host with TLS; set global.local=true for a local install" -}}
+{{- end -}}
+{{- if not (hasPrefix "https://" $url) -}}
+{{- fail (printf "gateway public URL %q must be https:// outside local installs (result links carry signed tokens); set gateway.publicUrl, give the Ingress host TLS, or set global.local=true for a local install" $url) -}}
+{{- end -}}
+{{- end -}}
+{{- $url -}}
+{{- end -}}
+
 {{/* Service drain time: the pod's grace period less 10 s for the endpoint removal to spread. */}}
 {{- define "dynamics.drainSeconds" -}}
 {{- max 1 (sub (int .terminationGracePeriodSeconds) 10) -}}
@@ -165,5 +245,24 @@ livenessProbe:
 {{- $g.publicUrl -}}
 {{- else if and $g.ingress.enabled $g.ingress.hosts -}}
 {{- printf "%s://%s" (ternary "https" "http" (gt (len $g.ingress.tls) 0)) (index $g.ingress.hosts 0).host -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Node selector of the animator: `animator.gpuPool.nodeSelector` when set (it replaces, never merges),
+else the preset's label with the GPU pool's value; none for a CPU animator or preset `none`.
+*/}}
+{{- define "dynamics.gpuNodeSelector" -}}
+{{- $v := .Values.animator -}}
+{{- $presetKeys := dict "gfd" "nvidia.com/gpu.product" "gke" "cloud.google.com/gke-accelerator" "eks" "karpenter.k8s.aws/instance-gpu-name" -}}
+{{- if $v.gpuPool.nodeSelector -}}
+{{- toYaml $v.gpuPool.nodeSelector -}}
+{{- else if and $v.gpu.enabled (ne $v.gpuPool.preset "none") -}}
+{{- $pool := get $v.gpu.pools $v.gpu.pool -}}
+{{- $value := get (default dict $pool.labels) $v.gpuPool.preset -}}
+{{- if not $value -}}
+{{- fail (printf "animator.gpu.pools.%s.labels has no %q label: add it, or set animator.gpuPool.nodeSelector" $v.gpu.pool $v.gpuPool.preset) -}}
+{{- end -}}
+{{- toYaml (dict (get $presetKeys $v.gpuPool.preset) $value) -}}
 {{- end -}}
 {{- end -}}
