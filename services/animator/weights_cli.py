@@ -20,6 +20,7 @@ EPILOG = """examples:
   dynamics weights fetch ./weights            # real weights from KwaiVGI/LivePortrait (internet)
   dynamics weights random --config reduced --seed 0 ./weights-tiny   # tiny random, for tests
   dynamics weights verify ./weights           # strict load + summary
+  dynamics weights export-onnx ./weights --out ./weights/onnx   # W+G, F, M for onnxruntime
 
 A weights folder holds the upstream tree (liveportrait/base_models/*.pth,
 liveportrait/retargeting_models/stitching_retargeting_module.pth) or the five .pth files flat;
@@ -33,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dynamics weights", description="Manage LivePortrait weights for the animator.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{fetch,random,verify}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{fetch,random,verify,export-onnx}")
     fetch = sub.add_parser("fetch", help="download and sha256-verify the real weights from the "
                            "Hugging Face hub, write DYNAMICS_WEIGHTS_MANIFEST.json")
     fetch.add_argument("dir", type=Path, help="destination folder (created)")
@@ -56,6 +57,23 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--config", default=None,
                         help="'real', 'reduced' or a models.yaml to build the networks from "
                         "(default: the folder's models.yaml, else the packaged human config)")
+    onnx = sub.add_parser("export-onnx", help="export W+G (fused), F and M to ONNX with a "
+                          "manifest tying the export to these weights (ANIMATOR_BACKEND="
+                          "onnxruntime)")
+    onnx.add_argument("dir", type=Path, help="weights folder")
+    onnx.add_argument("--out", type=Path, default=None,
+                      help="export folder (default: DIR/onnx); refused if it holds other files")
+    onnx.add_argument("--opset", type=int, default=20,
+                      help="ONNX opset (default 20: the first with a rank-5 GridSample that "
+                      "ONNX Runtime's CUDA kernel runs; lower needs --gather-sampler)")
+    onnx.add_argument("--fp16", action="store_true",
+                      help="half-precision networks (GPU runtimes); grid sampling stays fp32")
+    onnx.add_argument("--gather-sampler", action="store_true",
+                      help="write W's 5-D sampling as eight gathers (no GridSample node), for "
+                      "runtimes without a rank-5 GridSample")
+    onnx.add_argument("--config", default=None, help="as for verify")
+    onnx.add_argument("--input-size", type=int, default=None,
+                      help="network input side (default: the config's image_size, else 256)")
     return parser
 
 
@@ -76,6 +94,8 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None,
             return _fetch(args, out)
         if args.command == "random":
             return _random(args, out)
+        if args.command == "export-onnx":
+            return _export_onnx(args, out)
         return _verify(args, out)
     except (DynamicsError, ModelConfigError) as exc:
         print(f"error: {getattr(exc, 'message', None) or exc}", file=err)
@@ -96,6 +116,22 @@ def _random(args: argparse.Namespace, out: TextIO) -> int:
     write_random_weights(args.dir, args.config, args.seed, overwrite=args.overwrite)
     print(f"wrote RANDOM weights (config {args.config}, seed {args.seed}) to {args.dir}; "
           "anything rendered from them is noise", file=out)
+    return 0
+
+
+def _export_onnx(args: argparse.Namespace, out: TextIO) -> int:
+    from services.animator.onnx_export import export_onnx
+
+    target = args.out if args.out is not None else args.dir / "onnx"
+    export = export_onnx(args.dir, target, opset=args.opset, fp16=args.fp16,
+                         gather_sampler=args.gather_sampler, config=args.config,
+                         input_size=args.input_size)
+    m = export.manifest
+    print(f"exported model {m['fingerprint']} ({m['precision']}, opset {m['opset']}, "
+          f"{m['sampler']} sampler, input {m['input_size']}) to {target} in "
+          f"{m['export_seconds']} s", file=out)
+    for entry in m["files"].values():
+        print(f"  {entry['file']:<18} {entry['bytes']:>12,d} bytes", file=out)
     return 0
 
 
