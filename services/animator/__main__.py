@@ -27,7 +27,9 @@ def main() -> None:
             config.weights_dir, device=config.device, batch_size=config.batch_size,
             autocast_dtype=config.autocast_dtype, compile=config.compile,
             compile_mode=config.compile_mode,
-            input_size=config.input_size or None, channels_last=config.channels_last)
+            input_size=config.input_size or None, channels_last=config.channels_last,
+            backend=config.backend, onnx_dir=config.onnx_dir,
+            ort_providers=config.ort_providers, trt_cache_dir=config.trt_cache_dir)
         pipeline.warm_up()
         servicer.attach(pipeline)
 

@@ -205,6 +205,7 @@ def _split(whole: AnimatorOutput, batch: list[_Request]) -> list[AnimatorOutput]
             indices=list(range(request.start, request.start + hi - lo)),
             images=whole.images[lo:hi], x_d=whole.x_d[lo:hi], image=whole.image[lo:hi],
             occlusion_map=None if occlusion is None else occlusion[lo:hi],
-            deformation=whole.deformation[lo:hi], random_weights=whole.random_weights))
+            deformation=None if whole.deformation is None else whole.deformation[lo:hi],
+            random_weights=whole.random_weights))
         lo = hi
     return outs

@@ -26,6 +26,7 @@ DEVICES = ("auto", "cpu", "cuda")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 LOG_LEVELS = ("debug", "info", "warning", "error")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
+BACKENDS = ("torch", "onnxruntime")
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,10 @@ class AnimatorConfig:
     grace_s: float = 300.0
     max_workers: int = 4
     log_level: str = "INFO"
+    backend: str = "torch"  # torch | onnxruntime (F, M, W+G from an export-onnx folder)
+    onnx_dir: Path | None = None  # the export; None = WEIGHTS_DIR/onnx
+    ort_providers: tuple[str, ...] = ("tensorrt", "cuda", "cpu")  # wanted, in order
+    trt_cache_dir: Path | None = None  # TensorRT engine cache (a PVC in the chart)
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
@@ -86,7 +91,27 @@ class AnimatorConfig:
             grace_s=env_float(environ, "ANIMATOR_GRACE_S", 300.0, minimum=0.0),
             max_workers=env_int(environ, "ANIMATOR_MAX_WORKERS", 4, minimum=1, maximum=64),
             log_level=env_choice(environ, "LOG_LEVEL", LOG_LEVELS, "info").upper(),
+            backend=env_choice(environ, "ANIMATOR_BACKEND", BACKENDS, "torch"),
+            onnx_dir=_optional_path(environ, "ANIMATOR_ONNX_DIR"),
+            ort_providers=_providers(environ),
+            trt_cache_dir=_optional_path(environ, "ANIMATOR_TRT_CACHE_DIR"),
         )
+
+
+def _optional_path(environ: Mapping[str, str], name: str) -> Path | None:
+    value = environ.get(name, "").strip()
+    return Path(value) if value else None
+
+
+def _providers(environ: Mapping[str, str]) -> tuple[str, ...]:
+    from services.animator.ort_backend import parse_providers
+
+    value = environ.get("ANIMATOR_ORT_PROVIDERS", "")
+    try:
+        return parse_providers(value)
+    except ValueError as exc:
+        raise ConfigError("ANIMATOR_ORT_PROVIDERS", value,
+                          "a comma list of tensorrt, cuda, cpu") from exc
 
 
 def _resolve_device(choice: str) -> str:

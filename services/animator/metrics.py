@@ -26,6 +26,19 @@ JOB_DEVICE_SECONDS = Histogram(
 )
 BUSY_SECONDS = Counter("animator_busy_seconds_total", "Seconds the compute device was busy.")
 GPU_SECONDS = Counter("animator_gpu_seconds_total", "Seconds of GPU computation (0 on CPU).")
+BACKEND_INFO = Gauge(
+    "animator_backend_info",
+    "1 for the backend this animator runs F, M and W + G on: backend torch or onnxruntime, "
+    "provider the ONNX Runtime execution provider (empty for torch), device cpu/cuda:N.",
+    ["backend", "provider", "device"],
+)
+
+
+def record_backend(label: str, device: str) -> None:
+    """Export the backend in use ('torch' or 'onnxruntime/<provider>') as the one info series."""
+    backend, _, provider = label.partition("/")
+    BACKEND_INFO.clear()
+    BACKEND_INFO.labels(backend=backend, provider=provider, device=device).set(1)
 
 
 def record_batch(frames: int, seconds: float, on_gpu: bool) -> None:

@@ -5,6 +5,11 @@ driving motion then streams through `generate`, which runs the per-frame recipe 
 batches of B frames with f_s computed once per job and broadcast along the batch. Defaults
 are fp32 and eager; autocast (fp16/bf16 on CUDA, bf16 on CPUs with native bf16 units such as
 AVX512-BF16/AMX) and torch.compile are explicit options.
+
+Two backends run F, M and W + G: torch (the reference, parity-tested) and ONNX Runtime
+(`backend="onnxruntime"`: an `OrtEngine` over a `dynamics weights export-onnx` folder; the
+small S/R MLPs and the keypoint recipe stay in torch). The seam is `appearance`, `kp_info` and
+`warp_decode`; the batcher, metrics and streaming do not know which backend runs.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -40,6 +46,7 @@ from services.common.errors import InvalidInputError
 logger = logging.getLogger(__name__)
 
 BACKEND = "torch"
+BACKENDS = ("torch", "onnxruntime")
 
 
 @functools.cache
@@ -102,7 +109,7 @@ class AnimatorOutput:
     x_d: torch.Tensor  # B×K×3 driving keypoints fed to W
     image: torch.Tensor  # B×3×H×W float in (0, 1), G's output
     occlusion_map: torch.Tensor | None  # B×1×h×w
-    deformation: torch.Tensor  # B×D×h×w×3
+    deformation: torch.Tensor | None  # B×D×h×w×3 (None on the onnxruntime backend)
     random_weights: bool = False
     seconds: float = 0.0
 
@@ -127,6 +134,7 @@ class AnimatorPipeline:
     config_name: str = ""
     weights_dtype: torch.dtype = torch.float32  # storage dtype of F/M/W/G
     num_kp: int = 21
+    engine: Any = None  # ort_backend.OrtEngine when the backend is onnxruntime, else None
     device_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _held: threading.local = field(default_factory=threading.local, repr=False)
 
@@ -142,8 +150,10 @@ class AnimatorPipeline:
                      dtype: torch.dtype = torch.float32, batch_size: int = 8,
                      autocast_dtype: torch.dtype | None = None, compile: bool = False,
                      input_size: int | None = None, config=None,
-                     channels_last: bool = False, compile_mode: str = "default"
-                     ) -> AnimatorPipeline:
+                     channels_last: bool = False, compile_mode: str = "default",
+                     backend: str = "torch", onnx_dir: str | Path | None = None,
+                     ort_providers: Sequence[str] | None = None,
+                     trt_cache_dir: str | Path | None = None) -> AnimatorPipeline:
         """Load the upstream checkpoint files (strict) and build the pipeline.
 
         `dtype` is the storage dtype of F/M/W/G (fp32 default; fp16/bf16 only on CUDA, where it
@@ -152,7 +162,18 @@ class AnimatorPipeline:
         than fp32). The small S/R MLPs always stay fp32. `input_size` defaults to the
         config's `image_size`, else 256. `channels_last` (CUDA only) stores G's 2-D convolutions
         NHWC, which tensor cores prefer in half precision; outputs are unchanged up to rounding.
+
+        `backend="onnxruntime"` runs F, M and W+G from the export in `onnx_dir` (default
+        WEIGHTS_DIR/onnx; refused when it was made from other weights) on the first available of
+        `ort_providers` (default TensorRT, CUDA, CPU); the device follows that provider, and
+        dtype/autocast/compile do not apply (the export's precision does).
         """
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown animator backend {backend!r}; choose {BACKENDS}")
+        if backend == "onnxruntime":
+            return cls._from_export(weights_dir, onnx_dir=onnx_dir, providers=ort_providers,
+                                    trt_cache_dir=trt_cache_dir, batch_size=batch_size,
+                                    input_size=input_size, config=config, device=device)
         device = torch.device(device)
         if dtype != torch.float32:
             if device.type != "cuda":
@@ -175,6 +196,36 @@ class AnimatorPipeline:
             pipe.W = torch.compile(pipe.W, mode=compile_mode)  # reduce-overhead: CUDA graphs
             pipe.G = torch.compile(pipe.G, mode=compile_mode)
         return pipe
+
+    @classmethod
+    def _from_export(cls, weights_dir, *, onnx_dir, providers, trt_cache_dir, batch_size,
+                     input_size, config, device) -> AnimatorPipeline:
+        from services.animator import ort_backend
+        from services.animator.onnx_export import load_export
+
+        models = load_models(weights_dir, device="cpu", config=config, input_size=input_size)
+        folder = Path(onnx_dir) if onnx_dir else models.weights_dir / "onnx"
+        export = load_export(folder, models.fingerprint)  # refuses a stale export
+        engine = ort_backend.OrtEngine(
+            export, providers=ort_backend.parse_providers(providers), batch_size=batch_size,
+            device_id=torch.device(device).index or 0, trt_cache_dir=trt_cache_dir)
+        if torch.device(device).type != engine.device.type:
+            logger.warning("ANIMATOR_DEVICE %s, but onnxruntime runs on %s (%s)", device,
+                           engine.device, engine.provider)
+        num_kp = int(models.config["model_params"]["motion_extractor_params"].get("num_kp", 21))
+        dev = engine.device
+        return cls(F=models.F, M=models.M, W=models.W, G=models.G,
+                   stitching=models.stitching.float().to(dev), lip=models.lip.float().to(dev),
+                   eye=models.eye.float().to(dev), device=dev, input_size=models.input_size,
+                   batch_size=batch_size, provenance=models.provenance,
+                   fingerprint=models.fingerprint, config_name=models.config_name,
+                   weights_dtype=torch.float16 if export.precision == "fp16" else torch.float32,
+                   num_kp=num_kp, engine=engine)
+
+    @property
+    def backend(self) -> str:
+        """'torch', or 'onnxruntime/<execution provider>'."""
+        return BACKEND if self.engine is None else self.engine.label
 
     @contextlib.contextmanager
     def on_device(self) -> Iterator[None]:
@@ -234,6 +285,8 @@ class AnimatorPipeline:
     @torch.no_grad()
     def kp_info(self, images: torch.Tensor) -> KpInfo:
         """M on N×3×S×S prepared images → post-processed KpInfo (fp32)."""
+        if self.engine is not None:
+            return kp_info_from_motion_output(self.engine.motion(images))
         with self.autocast():
             raw = self.M(images)  # dict of N×k
         return kp_info_from_motion_output({k: v.float() for k, v in raw.items()})
@@ -241,6 +294,8 @@ class AnimatorPipeline:
     @torch.no_grad()
     def appearance(self, images: torch.Tensor) -> torch.Tensor:
         """F on N×3×S×S prepared images → f_s N×C×D×H×W (fp32)."""
+        if self.engine is not None:
+            return self.engine.appearance(images)
         with self.autocast():
             return self.F(images).float()
 
@@ -329,6 +384,12 @@ class AnimatorPipeline:
     def warp_decode(self, f_s: torch.Tensor, x_s: torch.Tensor, x_d: torch.Tensor,
                     start_index: int) -> AnimatorOutput:
         """W + G + uint8 for B frames (f_s 1 or B×C×D×H×W; x_s, x_d B×K×3); inside on_device."""
+        if self.engine is not None:  # W+G fused in one graph: only the frame comes back
+            image = self.engine.warp_decode(f_s, x_s, x_d)  # B×3×H×W
+            return AnimatorOutput(
+                indices=list(range(start_index, start_index + x_d.shape[0])),
+                images=to_uint8(image), x_d=x_d, image=image, occlusion_map=None,
+                deformation=None, random_weights=self.random_weights)
         with self.autocast():
             # 4. warp (W): an f_s of batch 1 is broadcast along the batch inside W
             warped = self.W(f_s, kp_driving=x_d, kp_source=x_s)
@@ -364,5 +425,6 @@ class AnimatorPipeline:
             frames = [dataclasses.replace(frames[0], index=i) for i in range(self.batch_size)]
         list(self.generate(state, frames, 0))
         seconds = time.perf_counter() - t0
-        logger.info("animator warm-up: one frame in %.2f s on %s", seconds, self.device)
+        logger.info("animator warm-up (%s backend): one frame in %.2f s on %s", self.backend,
+                    seconds, self.device)
         return seconds

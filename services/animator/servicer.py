@@ -13,7 +13,7 @@ from dynamics.v1 import animator_pb2, animator_pb2_grpc, common_pb2
 from services.animator import metrics, templates
 from services.animator.batcher import CrossJobBatcher, JobSlot
 from services.animator.motion_types import DrivingFrame, MotionOptions
-from services.animator.pipeline import BACKEND, AnimatorPipeline, Ratios
+from services.animator.pipeline import AnimatorPipeline, Ratios
 from services.animator.request_queue import BoundedReader
 from services.common.errors import (
     FailedPreconditionError,
@@ -75,7 +75,7 @@ def info_of(pipe: AnimatorPipeline) -> animator_pb2.AnimatorInfo:
     """What a loaded pipeline runs, as GetInfo reports it."""
     return animator_pb2.AnimatorInfo(
         model_fingerprint=pipe.fingerprint, config_name=pipe.config_name,
-        provenance=pipe.provenance, backend=BACKEND, device=str(pipe.device),
+        provenance=pipe.provenance, backend=pipe.backend, device=str(pipe.device),
         dtype=_dtype_name(pipe.compute_dtype), input_size=pipe.input_size, num_kp=pipe.num_kp,
         batch_size=pipe.batch_size)
 
@@ -100,6 +100,9 @@ class AnimatorServicer(animator_pb2_grpc.AnimatorServiceServicer):
         self.batcher = CrossJobBatcher(pipeline, max_wait_s=self.max_wait_ms / 1000.0,
                                        max_jobs=self.max_jobs).start()
         self.pipeline = pipeline
+        metrics.record_backend(pipeline.backend, str(pipeline.device))
+        logger.info("animator serving on backend %s, device %s", pipeline.backend,
+                    pipeline.device)
 
     def close(self) -> None:
         """Stop the batcher's device thread (queued work fails with UNAVAILABLE)."""
