@@ -705,3 +705,38 @@ def test_schema_rejects_other_mistakes_of_the_new_values() -> None:
                 {"gateway": {"envFrom": []}}):
         with pytest.raises(helm_python.HelmValuesError):
             _render(bad)
+
+
+def test_operations_doc_shows_the_production_values_verbatim() -> None:
+    """docs/operations.md's production example is the file the tests render, lint and validate."""
+    doc = (REPO_ROOT / "docs" / "operations.md").read_text()
+    values_file = CHART_DIR / "ci" / "production-values.yaml"
+    assert "helm/dynamics/ci/production-values.yaml" in doc
+    blocks = [block.split("\n", 1)[1] for block in doc.split("```yaml")[1:]]
+    blocks = [block[: block.index("```")] for block in blocks]
+    assert values_file.read_text() in blocks, "re-copy ci/production-values.yaml into the doc"
+    production = VALUES_SETS["production"]
+    assert production["gateway"]["publicUrl"].startswith("https://")
+    assert production["gateway"]["secrets"]["existingSecret"]
+    assert production["gateway"]["ingress"]["className"] == "nginx"
+    docs = _render_set("production")
+    (ingress,) = _by_kind(docs, "Ingress").values()
+    assert "nginx.ingress.kubernetes.io/proxy-body-size" in ingress["metadata"]["annotations"]
+    assert {_component(d) for d in _by_kind(docs, "PodDisruptionBudget").values()} == set(
+        COMPONENT_KEYS)
+
+
+def _notes(values: dict[str, Any]) -> str:
+    with helm_python.Chart.load(str(CHART_DIR)) as chart:
+        rendered = chart.render(merged(default_values(), values), name="dynamics",
+                                namespace="dynamics", is_install=True)
+    return rendered["dynamics/templates/NOTES.txt"]
+
+
+def test_notes_give_the_pre_scale_step_when_a_pdb_is_skipped() -> None:
+    one = _notes({})
+    assert "animator.podDisruptionBudget is on but animator runs one replica" in one
+    assert "scale deploy/dynamics-animator --replicas=2" in one
+    assert "helm test dynamics -n dynamics" in one
+    two = _notes({"animator": {"replicaCount": 2}})
+    assert "animator.podDisruptionBudget is on" not in two
