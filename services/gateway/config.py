@@ -59,7 +59,8 @@ class GatewayConfig:
     storage_bucket: str | None = None
     storage_emulator_host: str | None = None
     public_url: str = "http://localhost:8080"
-    workers: int = 1
+    workers: int = 3  # job slots of this replica (docs/gateway.md, "Job slots")
+    drain_s: float = 120.0  # SIGTERM: running jobs get this long to finish, then are requeued
     job_lease_s: float = 60.0
     heartbeat_s: float = 0.0  # 0: a third of the lease
     poll_s: float = 1.0
@@ -145,7 +146,8 @@ class GatewayConfig:
             public_url=env_str(environ, "GATEWAY_PUBLIC_URL", f"http://localhost:{port}").rstrip(
                 "/"
             ),
-            workers=env_int(environ, "GATEWAY_WORKERS", 1, minimum=0, maximum=64),
+            workers=env_int(environ, "GATEWAY_WORKERS", 3, minimum=0, maximum=64),
+            drain_s=env_float(environ, "GATEWAY_DRAIN_S", 120.0, minimum=0.0, maximum=86400.0),
             job_lease_s=env_float(environ, "JOB_LEASE_S", 60.0, minimum=1.0),
             heartbeat_s=env_float(environ, "JOB_HEARTBEAT_S", 0.0, minimum=0.0),
             poll_s=env_float(environ, "JOB_POLL_S", 1.0, minimum=0.01),

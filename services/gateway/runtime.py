@@ -97,11 +97,12 @@ class Gateway:
         orchestrator: JobRunner | None,
         *,
         clock: Callable[[], float] = time.time,
-        drain_s: float = 30.0,
+        drain_s: float | None = None,
     ) -> Gateway:
         """Everything but the workers' threads, which start with the app's lifespan.
 
-        `orchestrator=None` or `GATEWAY_WORKERS=0` makes an API-only replica.
+        `orchestrator=None` or `GATEWAY_WORKERS=0` makes an API-only replica. `drain_s`
+        overrides `config.drain_s` (GATEWAY_DRAIN_S).
         """
         config.data_dir.mkdir(parents=True, exist_ok=True)
         store = JobStore(Database(config.effective_database_url), clock=clock)
@@ -147,14 +148,15 @@ class Gateway:
             intake=JobIntake(config, MediaFetcher(fetch_policy(config))),
             links=links,
             pool=pool,
-            drain_s=drain_s,
+            drain_s=config.drain_s if drain_s is None else drain_s,
         )
         logger.info(
-            "gateway built: db=%s auth=%s storage=%s workers=%d",
+            "gateway built: db=%s auth=%s storage=%s workers=%d drain_s=%.0f",
             store.db.dialect,
             config.auth_mode,
             config.storage_backend,
             config.workers if pool else 0,
+            state.drain_s,
         )
         return cls(config, state, create_app(state), notifier, firebase_app)
 

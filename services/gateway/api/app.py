@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import threading
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -19,18 +20,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from services.common.grpc_client import check_health, make_channel
 from services.gateway.api.auth import AuthError
 from services.gateway.api.errors import ApiError
 from services.gateway.api.routes import router as job_router
 from services.gateway.api.schemas import JobCreate
-from services.gateway.api.state import (
-    ANIMATOR_SERVICE,
-    ENCODER_SERVICE,
-    FACE_DETECT_SERVICE,
-    GatewayState,
-    get_state,
-)
+from services.gateway.api.state import GatewayState, get_state
 from services.gateway.jobs.database import DatabaseError
 
 logger = logging.getLogger(__name__)
@@ -115,19 +109,43 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(500, "internal", "An internal error occurred.")
 
 
+# The key the readiness check looks up in the result storage: it never exists; the lookup proves
+# the storage answers (a missing object is an answer, an outage or a refusal is not).
+READINESS_KEY = "readyz/probe"
+READINESS_TIMEOUT_S = 3.0
+
+
+def _storage_check(state: GatewayState) -> str:
+    """"ok" when the result storage answers a lookup within READINESS_TIMEOUT_S."""
+    outcome: list[str] = []
+
+    def look() -> None:
+        try:
+            state.storage.exists(READINESS_KEY)
+            outcome.append("ok")
+        except Exception as exc:  # noqa: BLE001 - any failure means "not ready", logged
+            logger.warning("readiness: the result storage did not answer: %s", exc)
+            outcome.append("unreachable")
+
+    thread = threading.Thread(target=look, name="readyz-storage", daemon=True)
+    thread.start()
+    thread.join(READINESS_TIMEOUT_S)
+    return outcome[0] if outcome else "timeout"
+
+
 def _readiness(state: GatewayState) -> dict[str, str]:
-    checks = {"database": "ok" if state.store.db.ping() else "unreachable"}
-    targets = {
-        "face_detect": (state.config.face_detect_addr, FACE_DETECT_SERVICE),
-        "animator": (state.config.animator_addr, ANIMATOR_SERVICE),
-        "encoder": (state.config.encoder_addr, ENCODER_SERVICE),
-    }
-    for name, (address, service) in targets.items():
-        channel = state.health_channels.get(name)
-        if channel is None:
-            channel = state.health_channels[name] = make_channel(address)
-        checks[name] = check_health(channel, service, timeout_s=2.0)
-    return checks
+    """The gateway's own dependencies: the job database and the result storage.
+
+    The gRPC services are not part of it: without an animator the gateway still answers status
+    reads, result downloads and new jobs (they wait in the queue, or fail with a reason after
+    their attempts), so taking the replica off the Ingress would only hide those answers.
+    """
+    try:
+        database = "ok" if state.store.db.ping() else "unreachable"
+    except Exception as exc:  # noqa: BLE001
+        logger.warning("readiness: the database did not answer: %s", exc)
+        database = "unreachable"
+    return {"database": database, "storage": _storage_check(state)}
 
 
 def _install_openapi(app: FastAPI) -> None:
@@ -180,10 +198,10 @@ def create_app(state: GatewayState) -> FastAPI:
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["ops"], summary="Database and the three services are reachable")
+    @app.get("/readyz", tags=["ops"], summary="The job database and the result storage answer")
     def readyz(request: Request) -> JSONResponse:
         checks = _readiness(get_state(request))
-        ready = all(value in ("ok", "SERVING") for value in checks.values())
+        ready = all(value == "ok" for value in checks.values())
         return JSONResponse(
             {"status": "ready" if ready else "not_ready", "checks": checks},
             status_code=200 if ready else 503,

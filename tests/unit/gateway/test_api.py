@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from services.gateway.api.state import ANIMATOR_SERVICE, ENCODER_SERVICE, FACE_DETECT_SERVICE
+from services.gateway.delivery.storage import StorageError
 from services.gateway.domain import AnimationOptions, option_fields
 from tests.unit.gateway.gateway_harness import build_gateway, make_video, png_bytes
 
@@ -353,29 +354,28 @@ def _health_server(serving: bool) -> tuple[grpc.Server, int]:
     return server, port
 
 
-def test_readyz_follows_downstream_health(make_client):
-    up, up_port = _health_server(True)
+class _DownStorage:
+    """A result storage that fails every lookup (an outage)."""
+
+    def exists(self, key: str) -> bool:
+        raise StorageError("the bucket does not answer", transient=True)
+
+
+def test_readyz_covers_the_database_and_storage_not_the_grpc_services(make_client):
+    """A NOT_SERVING animator and services nobody listens for leave the replica ready: status
+    reads and downloads must stay on the Ingress. A storage outage makes it not ready."""
     down, down_port = _health_server(False)
     try:
-        address = f"127.0.0.1:{up_port}"
-        ready = make_client(face_detect_addr=address, animator_addr=address, encoder_addr=address)
-        answer = ready.get("/readyz")
-        assert answer.status_code == 200 and answer.json()["checks"]["animator"] == "SERVING"
-        not_ready = make_client(
-            face_detect_addr=address,
-            animator_addr=f"127.0.0.1:{down_port}",
-            encoder_addr="127.0.0.1:1",
-        )
-        answer = not_ready.get("/readyz")
+        client = make_client(face_detect_addr="127.0.0.1:1",
+                             animator_addr=f"127.0.0.1:{down_port}", encoder_addr="127.0.0.1:1")
+        answer = client.get("/readyz")
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {"status": "ready", "checks": {"database": "ok", "storage": "ok"}}
+        client.app.state.gateway.storage = _DownStorage()
+        answer = client.get("/readyz")
         assert answer.status_code == 503
-        assert answer.json()["checks"] | {} == {
-            "database": "ok",
-            "face_detect": "SERVING",
-            "animator": "NOT_SERVING",
-            "encoder": "UNREACHABLE",
-        }
+        assert answer.json()["checks"] == {"database": "ok", "storage": "unreachable"}
     finally:
-        up.stop(0)
         down.stop(0)
 
 
