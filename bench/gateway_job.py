@@ -30,10 +30,9 @@ from services.gateway.pipeline.orchestrator import Orchestrator, OrchestratorCon
 
 
 def run_job(clients: ServiceClients, cache: MotionCache, source: Path, hero: Path, *,
-            seconds: float, sequential: bool = False, job_id: str = "bench",
-            fingerprint: str = "bench") -> dict:
+            seconds: float, sequential: bool = False, job_id: str = "bench") -> dict:
     """Run one job; returns its stage timings (s), wall time, frames and cache hit."""
-    config = OrchestratorConfig(model_fingerprint=fingerprint, sequential=sequential)
+    config = OrchestratorConfig(sequential=sequential)
     orchestrator = Orchestrator(clients, cache, MediaFetcher(FetchPolicy()), config)
     spec = JobSpec(job_id=job_id, source=MediaInput(path=source), driving=MediaInput(path=hero),
                    seconds=seconds)

@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.animator_worker import proc_status_kib
 from bench.gateway_job import run_job
-from services.cli.local_stack import LocalStack, StackConfig, weights_fingerprint
+from services.cli.local_stack import LocalStack, StackConfig
 from services.gateway.pipeline.clients import ServiceClients
 from services.gateway.pipeline.motion_cache import FolderMotionCache, NullMotionCache
 
@@ -36,7 +36,6 @@ class BenchStack:
 
     stack: LocalStack
     clients: ServiceClients
-    fingerprint: str
 
     def animator_metrics(self) -> dict[str, float]:
         """Busy seconds and batch-size histogram count/sum scraped from the animator."""
@@ -90,7 +89,7 @@ def open_stack(weights: Path, batch_size: int, extra_env: dict[str, str] | None 
     targets = stack.start()
     try:
         with ServiceClients(targets) as clients:
-            yield BenchStack(stack, clients, weights_fingerprint(weights))
+            yield BenchStack(stack, clients)
     finally:
         stack.stop()
 
@@ -104,7 +103,7 @@ def measured_job(bs: BenchStack, cache, source: Path, hero: Path, seconds: float
     """run_job plus the animator's device seconds and every process's CPU seconds for it."""
     before, cpu_before = bs.animator_metrics(), bs.cpu_seconds()
     out = run_job(bs.clients, cache, source, hero, seconds=seconds, sequential=sequential,
-                  job_id=job_id, fingerprint=bs.fingerprint)
+                  job_id=job_id)
     after, cpu_after = bs.animator_metrics(), bs.cpu_seconds()
     out["device_seconds"] = _delta(before, after, "animator_busy_seconds_total")
     out["cpu_seconds"] = {k: round(cpu_after[k] - cpu_before[k], 3) for k in cpu_after}
@@ -114,7 +113,7 @@ def measured_job(bs: BenchStack, cache, source: Path, hero: Path, seconds: float
 def job_tables(bs: BenchStack, source: Path, hero: Path, seconds: float, warm_hero: Path) -> dict:
     """Tables 1-3: pipelined miss, sequential miss, pipelined hit (after a warm-up job)."""
     run_job(bs.clients, NullMotionCache(), source, warm_hero, seconds=seconds,
-            job_id="warm-up", fingerprint=bs.fingerprint)
+            job_id="warm-up")
     with tempfile.TemporaryDirectory(prefix="dynamics-bench-cache-") as cache_dir:
         cache = FolderMotionCache(Path(cache_dir))
         first = measured_job(bs, cache, source, hero, seconds, job_id="first")
@@ -130,8 +129,7 @@ def concurrency_table(bs: BenchStack, source: Path, hero: Path, seconds: float,
     rows = []
     with tempfile.TemporaryDirectory(prefix="dynamics-bench-cache-") as cache_dir:
         cache = FolderMotionCache(Path(cache_dir))
-        run_job(bs.clients, cache, source, hero, seconds=seconds, job_id="fill",
-                fingerprint=bs.fingerprint)
+        run_job(bs.clients, cache, source, hero, seconds=seconds, job_id="fill")
         for n in levels:
             rows.append(_concurrent(bs, cache, source, hero, seconds, n))
     return rows
@@ -144,7 +142,7 @@ def _concurrent(bs: BenchStack, cache, source: Path, hero: Path, seconds: float,
     def one(i: int) -> None:
         try:
             results[i] = run_job(bs.clients, cache, source, hero, seconds=seconds,
-                                 job_id=f"c{n}-{i}", fingerprint=bs.fingerprint)
+                                 job_id=f"c{n}-{i}")
         except BaseException as exc:  # noqa: BLE001 - reported after the join
             errors.append(exc)
 

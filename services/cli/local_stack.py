@@ -16,7 +16,6 @@ the owner can shut everything down.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -131,18 +130,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def weights_fingerprint(weights_dir: Path) -> str:
-    """sha256 over the weight files (names and contents): the model part of cache keys."""
-    digest = hashlib.sha256()
-    for path in sorted(Path(weights_dir).rglob("*")):
-        if path.is_file() and path.suffix in (".pth", ".pt", ".safetensors", ".onnx", ".yaml"):
-            digest.update(path.relative_to(weights_dir).as_posix().encode())
-            with open(path, "rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
-    return digest.hexdigest()[:32]
 
 
 class LocalStack:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from services.cli.local_stack import LocalStack, StackConfig, StackError, weights_fingerprint
+from services.cli.local_stack import LocalStack, StackConfig, StackError
 from services.common.cli import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -121,11 +121,10 @@ def options_from_args(args: argparse.Namespace) -> AnimationOptions:
     return AnimationOptions(**{name: value for name, value in given.items() if value is not None})
 
 
-def render_config(args: argparse.Namespace, model_fingerprint: str) -> OrchestratorConfig:
-    """The orchestrator settings of this run: the run flags and the model's identity."""
+def render_config(args: argparse.Namespace) -> OrchestratorConfig:
+    """The orchestrator settings of this run (the run flags)."""
     return OrchestratorConfig(
-        model_fingerprint=model_fingerprint, sequential=args.sequential,
-        crop_driving_video=args.crop_driving_video, encoder_crf=args.crf,
+        sequential=args.sequential, crop_driving_video=args.crop_driving_video, encoder_crf=args.crf,
         encoder_preset=args.preset)
 
 
@@ -242,7 +241,7 @@ def _render(args, weights: Path, spec: JobSpec, cancel: threading.Event, environ
         return EXIT_FAILED
     stack_s = time.monotonic() - started
     cache = NullMotionCache() if args.no_cache else FolderMotionCache(args.cache_dir)
-    config = render_config(args, weights_fingerprint(weights))
+    config = render_config(args)
     bar = ProgressBar()
     try:
         with ServiceClients(targets) as clients, tempfile.TemporaryDirectory(

@@ -21,7 +21,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from services.cli.local_stack import LocalStack, StackConfig, StackError, weights_fingerprint
+from services.cli.local_stack import LocalStack, StackConfig, StackError
 from services.cli.render import NOISE_WARNING, RANDOM_MARKER, default_weights_dir
 from services.common.cli import (
     EXIT_FAILED,
@@ -60,8 +60,8 @@ def _port(text: str) -> int:
     return int(text)
 
 
-def gateway_environ(environ: Mapping[str, str], args: argparse.Namespace, targets,
-                    fingerprint: str) -> dict[str, str]:
+def gateway_environ(environ: Mapping[str, str], args: argparse.Namespace,
+                    targets) -> dict[str, str]:
     """The gateway's settings for a local run: no auth, local storage, our services."""
     return {
         **environ,
@@ -74,7 +74,6 @@ def gateway_environ(environ: Mapping[str, str], args: argparse.Namespace, target
         "FACE_DETECT_ADDR": targets.face_detect,
         "ANIMATOR_ADDR": targets.animator,
         "ENCODER_ADDR": targets.encoder,
-        "MODEL_FINGERPRINT": fingerprint,
     }
 
 
@@ -162,8 +161,7 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str], weights: Path,
     except StackError as exc:
         print(f"dynamics up: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    config = GatewayConfig.from_env(
-        gateway_environ(environ, args, targets, weights_fingerprint(weights)))
+    config = GatewayConfig.from_env(gateway_environ(environ, args, targets))
     configure_logging("gateway", level=config.log_level)
     orchestrator, close_clients = real_orchestrator(config)
     gateway = Gateway.build(config, orchestrator)

@@ -86,7 +86,6 @@ class GatewayConfig:
     animator_addr: str = "localhost:50052"
     encoder_addr: str = "localhost:50053"
     motion_cache_dir: Path | None = None  # None: <data_dir>/motion-cache
-    model_fingerprint: str = "unknown"
     sse_poll_s: float = 0.5
     log_level: str = "INFO"
 
@@ -175,7 +174,6 @@ class GatewayConfig:
             animator_addr=env_str(environ, "ANIMATOR_ADDR", "localhost:50052"),
             encoder_addr=env_str(environ, "ENCODER_ADDR", "localhost:50053"),
             motion_cache_dir=_optional_path(environ, "MOTION_CACHE_DIR"),
-            model_fingerprint=env_str(environ, "MODEL_FINGERPRINT", "unknown"),
             sse_poll_s=env_float(environ, "SSE_POLL_S", 0.5, minimum=0.05),
             log_level=env_choice(
                 environ, "LOG_LEVEL", ("debug", "info", "warning", "error"), "info"

@@ -64,7 +64,6 @@ def real_orchestrator(config: GatewayConfig) -> tuple[JobRunner, Callable[[], No
         FolderMotionCache(config.motion_cache_root),
         MediaFetcher(fetch_policy(config)),
         OrchestratorConfig(
-            model_fingerprint=config.model_fingerprint,
             max_image_bytes=config.max_image_bytes,
             media_limits=MediaLimits(max_bytes=config.max_video_bytes),
         ),

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from services.cli.local_stack import LocalStack, StackConfig, StackError, weights_fingerprint
+from services.cli.local_stack import LocalStack, StackConfig, StackError
 from services.common.grpc_client import check_health, make_channel
 from services.gateway.pipeline.clients import ENCODER_SERVICE
 from tests.unit.common.listening import listening_sockets
@@ -30,16 +30,6 @@ def test_a_failing_service_reports_its_log_and_the_rest_is_stopped(tmp_path: Pat
     text = str(err.value)
     assert "animator exited with code" in text and "ANIMATOR_WEIGHTS_DIR" in text
     assert stack.services == {}
-
-
-def test_weights_fingerprint_tracks_content(tmp_path: Path) -> None:
-    for name in ("a.pth", "b.pth"):
-        (tmp_path / name).write_bytes(name.encode())
-    first = weights_fingerprint(tmp_path)
-    assert first == weights_fingerprint(tmp_path) and len(first) == 32
-    (tmp_path / "b.pth").write_bytes(b"changed")
-    assert weights_fingerprint(tmp_path) != first
-    assert weights_fingerprint(FIXTURE_WEIGHTS) != first
 
 
 _PARENT = """

@@ -120,7 +120,7 @@ def _frames(path: Path) -> np.ndarray:
 
 def test_render_streams_progress_audio_and_reuses_motion(clients, media, tmp_path: Path) -> None:
     cache = FolderMotionCache(tmp_path / "cache")
-    orchestrator = Orchestrator(clients, cache, MediaFetcher(), OrchestratorConfig(model_fingerprint="fx"))
+    orchestrator = Orchestrator(clients, cache, MediaFetcher(), OrchestratorConfig())
     first, updates = _run(orchestrator, media, tmp_path / "job1")
     assert not first.cache_hit and first.frames == int(FPS * SECONDS)
     streams = _probe(first.mp4_path)

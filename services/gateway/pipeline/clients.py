@@ -2,10 +2,13 @@
 
 Every call takes a deadline. Unary calls return futures and streaming calls return the call
 object, so the orchestrator can cancel either when a job is cancelled or fails elsewhere.
+`ServiceClients.animator_fingerprint` is the model fingerprint of the animator behind the
+channel (its `GetInfo`), the model part of motion-cache keys.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -77,6 +80,11 @@ class AnimatorClient:
         """Streaming call: setup + motion/crops in, `AnimateResponse`s out in frame order."""
         return self._stub.Animate(requests, timeout=timeout_s, wait_for_ready=False)
 
+    def get_info(self, *, timeout_s: float) -> animator_pb2.AnimatorInfo:
+        """The model the animator runs (fingerprint, config, device, dtype, backend)."""
+        return self._stub.GetInfo(animator_pb2.GetInfoRequest(), timeout=timeout_s,
+                                  wait_for_ready=False)
+
 
 class EncoderClient:
     """EncoderService: frames (and the hero video for its audio) in, MP4 bytes out."""
@@ -108,6 +116,35 @@ class ServiceClients:
         self.face_detect = FaceDetectClient(self._channels["face_detect"])
         self.animator = AnimatorClient(self._channels["animator"])
         self.encoder = EncoderClient(self._channels["encoder"])
+        self._animator_info: animator_pb2.AnimatorInfo | None = None
+        self._info_lock = threading.Lock()
+
+    def animator_fingerprint(self, timeout_s: float = 10.0) -> str:
+        """The model fingerprint of the animator this channel reaches: asked with `GetInfo`
+        once, then kept until `forget_animator_info`. Behind a balanced channel the replicas
+        may run different models for a while (a rollout); whatever this says, the animator
+        refuses motion made by another model and every Animate reply names its own model.
+
+        Raises:
+            grpc.RpcError: GetInfo failed (UNAVAILABLE while the animator loads its weights).
+        """
+        with self._info_lock:
+            if self._animator_info is None:
+                self._animator_info = self.animator.get_info(timeout_s=timeout_s)
+            return self._animator_info.model_fingerprint
+
+    def forget_animator_info(self) -> None:
+        """Ask `GetInfo` again next time (an animator refused motion as another model's)."""
+        with self._info_lock:
+            self._animator_info = None
+
+    def saw_animator_model(self, fingerprint: str) -> None:
+        """An animator on this channel made frames with `fingerprint`: a kept GetInfo answer
+        naming another model is dropped, so the next lookup asks again."""
+        with self._info_lock:
+            info = self._animator_info
+            if fingerprint and info is not None and info.model_fingerprint != fingerprint:
+                self._animator_info = None
 
     def health(self, timeout_s: float = 2.0) -> dict[str, str]:
         """Health status of each service: SERVING, NOT_SERVING, UNKNOWN or UNREACHABLE."""
@@ -133,6 +170,9 @@ class ServiceClients:
 # frame queue are full. Every other RESOURCE_EXHAUSTED describes the job (too many frames, audio
 # or photo too large, a message over gRPC's size limit) and running it again cannot help.
 CAPACITY_REASONS = frozenset({"animator_busy"})
+# The animator refused motion made by another model (FAILED_PRECONDITION): the job can run from
+# the driving video instead, or again once the gateway has asked the animator for its model.
+MODEL_MISMATCH = "model_mismatch"
 # gRPC's own size check ("Sent message larger than max (N vs. M)" / "Received message ...")
 # carries no dynamics-reason; its details are how it is recognised.
 _MESSAGE_SIZE_DETAIL = "message larger than max"
@@ -168,6 +208,9 @@ def job_failed_from_rpc(exc: grpc.RpcError, service: str) -> JobFailed:
                              f"is over the gRPC size limit: {details}", retryable=False)
         return JobFailed(reason or "resource_exhausted",
                          f"the {service} service refused the job: {details}", retryable=False)
+    if code == grpc.StatusCode.FAILED_PRECONDITION and reason == MODEL_MISMATCH:
+        return JobFailed(MODEL_MISMATCH, f"the {service} service runs another model than the "
+                         f"cached motion's: {details}", retryable=True)
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return JobFailed("timeout", f"the {service} service did not finish in time", retryable=True)
     if code == grpc.StatusCode.CANCELLED:

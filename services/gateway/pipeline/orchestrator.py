@@ -1,7 +1,8 @@
 """Runs one job across face_detect, animator and encoder (DESIGN.md, "The flow of one job").
 
 1. fetch/trim: fetch URLs (SSRF-safe), trim the hero video with FFmpeg, hash it, look up its
-   motion template in the cache.
+   motion template in the cache under the model fingerprint of the animator behind the channel
+   (`ServiceClients.animator_fingerprint`, from its GetInfo).
 2. concurrently: (a) source photo -> DetectSource; (b) on a cache miss, driving frames decoded
    by FFmpeg -> TrackDriving -> crops, streamed straight into Animate (which extracts each
    frame's motion on the fly), so generation starts after frame 0's motion (SPEC 11) instead
@@ -11,8 +12,15 @@
    Animate and (b) is skipped.
 3. Animate streams frames into Encode while it generates; the MP4 streams into `work_dir`.
 
+A template is stored under the fingerprint of the model that made it (named by every Animate
+reply, or by ExtractMotion's template), and a hit's motion is sent with its fingerprint: an
+animator running another model (replicas mid-rollout) refuses it before any frame, and the job
+then runs from the driving video as on a miss. So motion made by one model never drives
+another.
+
 `OrchestratorConfig.sequential` runs the same stages one after another through disk spools (a
-benchmark baseline; `dynamics render --sequential` and the bench set it, the gateway never does). Cancellation or any failure cancels every call and subprocess.
+benchmark baseline; `dynamics render --sequential` and the bench set it, the gateway never
+does). Cancellation or any failure cancels every call and subprocess.
 """
 
 from __future__ import annotations
@@ -32,7 +40,12 @@ from services.common.errors import DynamicsError
 from services.gateway.domain import JobFailed, JobResult, JobSpec, MediaInput, ProgressUpdate
 from services.gateway.net.fetch import MediaFetcher
 from services.gateway.pipeline import stages
-from services.gateway.pipeline.clients import CAPACITY_REASONS, ServiceClients, job_failed_from_rpc
+from services.gateway.pipeline.clients import (
+    CAPACITY_REASONS,
+    MODEL_MISMATCH,
+    ServiceClients,
+    job_failed_from_rpc,
+)
 from services.gateway.pipeline.media import MediaLimits, read_image_file, sha256_file, trim_video
 from services.gateway.pipeline.motion_cache import MotionCache, NullMotionCache, motion_cache_key
 from services.gateway.pipeline.progress import ProgressTracker
@@ -46,11 +59,10 @@ MIB = 1024 * 1024
 
 @dataclass(frozen=True)
 class OrchestratorConfig:
-    """How this orchestrator runs every job: deadlines, limits, cache identity, and the local
-    run settings the CLI and the bench choose (the gateway leaves those at their defaults).
-    Streaming deadlines grow with the frame count."""
+    """How this orchestrator runs every job: deadlines, limits, and the local run settings the
+    CLI and the bench choose (the gateway leaves those at their defaults). Streaming deadlines
+    grow with the frame count."""
 
-    model_fingerprint: str = "unknown"  # weights identity, part of the motion-cache key
     driving_max_side: int = 1280  # driving frames are shrunk to fit before tracking
     unary_timeout_s: float = 60.0
     stream_timeout_s: float = 120.0
@@ -142,13 +154,26 @@ class Orchestrator:
             "driving_max_side": self.config.driving_max_side,
             "crop_driving_video": self.config.crop_driving_video,
         }
-        key = motion_cache_key(sha256_file(trimmed), settings, self.config.model_fingerprint)
+        inputs = stages.PreparedInputs(image, trimmed, info, sha256_file(trimmed), settings, None)
+        if not isinstance(self.cache, NullMotionCache):
+            inputs.template = self._lookup(inputs)
+        return inputs
+
+    def _lookup(self, inputs: stages.PreparedInputs) -> common_pb2.MotionTemplate | None:
+        """The cached template made by the model the animator reports, or None."""
+        with stages.rpc_errors("animator"):
+            fingerprint = self.clients.animator_fingerprint(self.config.unary_timeout_s)
+        key = motion_cache_key(inputs.video_sha256, inputs.cache_settings, fingerprint)
         try:
             template = self.cache.get(key)
         except Exception:
             logger.warning("motion cache lookup failed", exc_info=True)
-            template = None
-        return stages.PreparedInputs(image, trimmed, info, key, template)
+            return None
+        if template is not None and template.model_version != fingerprint:
+            logger.warning("motion cache entry %s was made by model %r, not %r: ignored", key,
+                           template.model_version, fingerprint)
+            return None
+        return template
 
     def _context(self, spec: JobSpec, work_dir: Path, guard: RunGuard, progress: ProgressTracker,
                  inputs: stages.PreparedInputs) -> stages.StageContext:
@@ -160,8 +185,15 @@ class Orchestrator:
     # -- 2-3. the service stages -------------------------------------------------------------
 
     def _store_template(self, ctx: stages.StageContext, template: common_pb2.MotionTemplate) -> None:
+        """Cache `template` under the fingerprint of the model that made it."""
+        if not template.model_version:
+            logger.warning("the animator named no model for the motion: the template is not "
+                           "cached")
+            return
+        key = motion_cache_key(ctx.inputs.video_sha256, ctx.inputs.cache_settings,
+                               template.model_version)
         try:
-            self.cache.put(ctx.inputs.cache_key, template)
+            self.cache.put(key, template)
         except Exception:
             logger.warning("could not store the motion template", exc_info=True)
 
@@ -173,22 +205,38 @@ class Orchestrator:
         audio: Future = Future()  # ready before frame 0, so the encoder starts at once
         guard.spawn("audio", lambda: audio.set_result(stages.hero_audio(ctx)))
         template = ctx.inputs.template
-        # a miss with a cache keeps the motion Animate extracts from each crop
-        motions: list[common_pb2.FrameMotion] | None = None
-        if template is None:
-            drive = self._drive_from_crops(ctx)
-            if not isinstance(self.cache, NullMotionCache):
-                motions = []
-        else:
-            drive = (animator_pb2.AnimateRequest(motion=m) for m in template.frames)
         frames: Pipe = Pipe(guard, self.config.pipe_frames)
 
-        def generate() -> None:
-            made = stages.animate(ctx, source, drive, frames.put, motions)
-            frames.close()
-            ctx.progress.enter("encode")
+        def from_crops() -> int:
+            # a miss with a cache keeps the motion Animate extracts from each crop
+            motions = None if isinstance(self.cache, NullMotionCache) else []
+            made = stages.animate(ctx, source, self._drive_from_crops(ctx), frames.put, motions)
             if motions is not None:
                 self._store_motions(ctx, motions, made)
+            return made
+
+        def generate() -> None:
+            if template is None:
+                from_crops()
+            else:
+                drive = (animator_pb2.AnimateRequest(motion=m) for m in template.frames)
+                try:
+                    stages.animate(ctx, source, drive, frames.put,
+                                   motion_fingerprint=template.model_version)
+                except JobFailed as exc:
+                    if exc.code != MODEL_MISMATCH:
+                        raise
+                    # Refused before any frame: the animator runs another model than the one
+                    # that made the template. Run from the driving video, as on a miss.
+                    logger.info("job %s: %s; running from the driving video", ctx.spec.job_id,
+                                exc.message)
+                    self.clients.forget_animator_info()
+                    ctx.inputs.template = None
+                    ctx.progress.set_total(ctx.inputs.info.frames)
+                    from_crops()
+            self.clients.saw_animator_model(ctx.model_fingerprint)
+            frames.close()
+            ctx.progress.enter("encode")
 
         guard.spawn("animate", generate)
         guard.spawn("encode", lambda: stages.encode(ctx, source, frames, out, audio))
@@ -216,7 +264,7 @@ class Orchestrator:
             return
         template = common_pb2.MotionTemplate(
             num_kp=len(motions[0].expression) // 3, fps=stages.rational(ctx.inputs.info),
-            frames=motions, model_version=self.config.model_fingerprint)
+            frames=motions, model_version=ctx.model_fingerprint)
         self._store_template(ctx, template)
         ctx.span("motion", start)
 
@@ -234,7 +282,9 @@ class Orchestrator:
             self._store_template(ctx, template)
         generated = Spool(ctx.work_dir / "frames.spool", animator_pb2.AnimatedFrame)
         drive = (animator_pb2.AnimateRequest(motion=m) for m in template.frames)
-        stages.animate(ctx, resolved, drive, generated.write)
+        stages.animate(ctx, resolved, drive, generated.write,
+                       motion_fingerprint=template.model_version)
+        self.clients.saw_animator_model(ctx.model_fingerprint)
         generated.finish()
         ctx.progress.enter("encode")
         stages.encode(ctx, resolved, generated, out)

@@ -41,13 +41,14 @@ RANDOM_WEIGHTS_COMMENT = ("Dynamics: rendered with seeded RANDOM LivePortrait we
 
 @dataclass
 class PreparedInputs:
-    """Everything fetch/trim produced."""
+    """Everything fetch/trim produced, and the cache lookup's outcome."""
 
     image: bytes
     trimmed: Path
     info: VideoInfo
-    cache_key: str
-    template: common_pb2.MotionTemplate | None
+    video_sha256: str  # of the trimmed video
+    cache_settings: dict[str, object]  # crop/motion settings of the motion-cache key
+    template: common_pb2.MotionTemplate | None  # a cache hit (made by template.model_version)
 
 
 @dataclass
@@ -64,6 +65,7 @@ class StageContext:
     work_dir: Path
     random_weights: bool = False
     device_seconds: float = 0.0  # the animator's device time for this job (cumulative)
+    model_fingerprint: str = ""  # the model that made this job's frames (Animate replies)
     encode_summary: encoder_pb2.EncodeSummary | None = None
     spans: dict[str, list[float]] = field(default_factory=dict)
 
@@ -182,14 +184,21 @@ def animate(
     drive: Iterable[animator_pb2.AnimateRequest],
     sink: Callable[[animator_pb2.AnimatedFrame], None],
     motions: list[common_pb2.FrameMotion] | None = None,
+    motion_fingerprint: str = "",
 ) -> int:
     """Set up the source, stream driving motion or crops in and generated frames to `sink`;
-    with `motions`, also collect the motion the animator extracted from each crop."""
+    with `motions`, also collect the motion the animator extracted from each crop.
+
+    `motion_fingerprint` names the model that made the FrameMotion messages in `drive`; an
+    animator running another model refuses the call before any frame (JobFailed
+    `model_mismatch`). The model that made the frames goes to `ctx.model_fingerprint`.
+    """
     src: face_detect_pb2.DetectSourceResponse = ctx.guard.wait(source)
     start = time.monotonic()
     setup = animator_pb2.AnimateSetup(
         source_crop=src.crop, source_ratios=src.ratios,
-        options=animation_proto(ctx.spec.options), job_id=ctx.spec.job_id)
+        options=animation_proto(ctx.spec.options), job_id=ctx.spec.job_id,
+        motion_fingerprint=motion_fingerprint)
 
     def requests() -> Iterator[animator_pb2.AnimateRequest]:
         yield animator_pb2.AnimateRequest(setup=setup)
@@ -203,6 +212,10 @@ def animate(
         for reply in call:
             ctx.random_weights = ctx.random_weights or reply.random_weights
             ctx.device_seconds = max(ctx.device_seconds, reply.device_seconds)
+            if ctx.model_fingerprint != reply.model_fingerprint:
+                if ctx.model_fingerprint:  # one call is served by one animator
+                    raise JobFailed("internal", "the animator's replies name two models")
+                ctx.model_fingerprint = reply.model_fingerprint
             if not reply.HasField("frame"):
                 continue
             if reply.frame.index != expected:

@@ -136,10 +136,10 @@ def test_run_flags_reach_the_orchestrator_config() -> None:
     args = build_parser().parse_args([
         "a.png", "b.mp4", "-o", "o.mp4", "--sequential", "--crop-driving-video", "--crf", "20",
         "--preset", "medium"])
-    config = render_config(args, "f" * 32)
+    config = render_config(args)
     assert (config.sequential, config.crop_driving_video, config.encoder_crf,
-            config.encoder_preset, config.model_fingerprint) == (True, True, 20, "medium", "f" * 32)
-    plain = render_config(build_parser().parse_args(["a.png", "b.mp4", "-o", "o.mp4"]), "x")
+            config.encoder_preset) == (True, True, 20, "medium")
+    plain = render_config(build_parser().parse_args(["a.png", "b.mp4", "-o", "o.mp4"]))
     assert (plain.sequential, plain.crop_driving_video, plain.encoder_crf,
             plain.encoder_preset) == (False, False, 0, "")
 

@@ -6,9 +6,14 @@ from concurrent import futures
 
 import grpc
 import pytest
-from dynamics.v1 import face_detect_pb2, face_detect_pb2_grpc
+from dynamics.v1 import animator_pb2, animator_pb2_grpc, face_detect_pb2, face_detect_pb2_grpc
 
-from services.common.errors import FaceNotFoundError, ResourceExhaustedError, handle_errors
+from services.common.errors import (
+    FaceNotFoundError,
+    FailedPreconditionError,
+    ResourceExhaustedError,
+    handle_errors,
+)
 from services.gateway.pipeline.clients import ServiceClients, ServiceTargets, job_failed_from_rpc
 
 
@@ -91,3 +96,52 @@ def test_unreachable_service_is_retryable() -> None:
         assert failed.code == "service_unavailable" and failed.retryable
         assert clients.health(timeout_s=1) == {"face_detect": "UNREACHABLE",
                                                "animator": "UNREACHABLE", "encoder": "UNREACHABLE"}
+
+
+class _Animator(animator_pb2_grpc.AnimatorServiceServicer):
+    """GetInfo answers the current model (and counts the calls); Animate refuses all motion as
+    another model's, as a real animator does for a foreign motion_fingerprint."""
+
+    def __init__(self) -> None:
+        self.model, self.info_calls = "a" * 32, 0
+
+    @handle_errors
+    def GetInfo(self, request, context):
+        self.info_calls += 1
+        return animator_pb2.AnimatorInfo(model_fingerprint=self.model)
+
+    @handle_errors
+    def Animate(self, request_iterator, context):
+        setup = next(request_iterator).setup
+        raise FailedPreconditionError(f"motion by {setup.motion_fingerprint}",
+                                      reason="model_mismatch")
+        yield  # a generator, like the real servicer
+
+
+def test_the_animator_fingerprint_is_asked_once_per_channel_until_dropped() -> None:
+    animator = _Animator()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    animator_pb2_grpc.add_AnimatorServiceServicer_to_server(animator, server)
+    target = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
+    server.start()
+    try:
+        with ServiceClients(ServiceTargets(target, target, target)) as clients:
+            assert clients.animator_fingerprint() == clients.animator_fingerprint() == "a" * 32
+            assert animator.info_calls == 1
+            animator.model = "b" * 32
+            clients.saw_animator_model("a" * 32)  # the kept answer's model: kept
+            assert clients.animator_fingerprint() == "a" * 32 and animator.info_calls == 1
+            clients.saw_animator_model("b" * 32)  # frames by another model: asked again
+            assert clients.animator_fingerprint() == "b" * 32 and animator.info_calls == 2
+            clients.forget_animator_info()
+            assert clients.animator_fingerprint() == "b" * 32 and animator.info_calls == 3
+            setup = animator_pb2.AnimateSetup(motion_fingerprint="a" * 32)
+            call = clients.animator.animate(iter([animator_pb2.AnimateRequest(setup=setup)]),
+                                            timeout_s=10)
+            with pytest.raises(grpc.RpcError) as err:
+                list(call)
+    finally:
+        server.stop(0)
+    failed = job_failed_from_rpc(err.value, "animator")
+    assert failed.code == "model_mismatch" and failed.retryable
+    assert "motion by " + "a" * 32 in failed.message
