@@ -67,9 +67,10 @@ def grid_sample_3d_gather(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     out = None
     for (cx, cy, cz), weight in zip(corners, weights, strict=True):
         inside = (cx >= 0) & (cx < w) & (cy >= 0) & (cy < h) & (cz >= 0) & (cz < d)
-        xi = cx.clamp(0, w - 1).to(torch.int64)
-        yi = cy.clamp(0, h - 1).to(torch.int64)
-        zi = cz.clamp(0, d - 1).to(torch.int64)
+        zero = torch.zeros_like(cx)  # any in-range index for corners outside (masked below)
+        xi = torch.where(inside, cx, zero).to(torch.int64)
+        yi = torch.where(inside, cy, zero).to(torch.int64)
+        zi = torch.where(inside, cz, zero).to(torch.int64)
         row = base + (zi * h + yi) * w + xi  # N×Do×Ho×Wo
         values = table[row.reshape(-1)].reshape(n, *out_spatial, c)  # N×Do×Ho×Wo×C
         values = torch.where(inside.unsqueeze(-1), values, torch.zeros_like(values))
