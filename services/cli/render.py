@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     p.add_argument("--device", default="auto", help="animator device: auto, cpu, cuda, ...")
     p.add_argument("--batch-size", type=int, default=None, help="animator batch size")
+    p.add_argument("--backend", choices=("torch", "onnxruntime"), default=None,
+                   help="animator backend (default: ANIMATOR_BACKEND, else torch); onnxruntime "
+                   "needs `dynamics weights export-onnx WEIGHTS` first")
     add_option_flags(p)
     run = p.add_argument_group("how this run renders (local runs and benchmarks only)")
     run.add_argument("--sequential", action="store_true",
@@ -228,12 +231,18 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] = os.environ)
         signal.signal(signal.SIGINT, previous)
 
 
+def _backend_env(args) -> dict[str, str]:
+    """--backend for the animator process (unset: its environment decides)."""
+    return {"ANIMATOR_BACKEND": args.backend} if args.backend else {}
+
+
 def _render(args, weights: Path, spec: JobSpec, cancel: threading.Event, environ) -> int:
     started = time.monotonic()
     print("starting face_detect, animator and encoder on loopback ...", file=sys.stderr)
     stack = LocalStack(StackConfig(weights_dir=weights, env=dict(environ),
                                    animator_device=args.device,
-                                   animator_batch_size=args.batch_size))
+                                   animator_batch_size=args.batch_size,
+                                   extra_env=_backend_env(args)))
     try:
         targets = stack.start()
     except StackError as exc:

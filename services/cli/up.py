@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", type=Path, default=Path(".dynamics/gateway"),
                    help="jobs database, results and motion cache")
     p.add_argument("--device", default="auto", help="animator device: auto, cpu, cuda, ...")
+    p.add_argument("--backend", choices=("torch", "onnxruntime"), default=None,
+                   help="animator backend (default: ANIMATOR_BACKEND, else torch); onnxruntime "
+                   "needs `dynamics weights export-onnx WEIGHTS` first")
     p.add_argument("--workers", type=int, default=1, help="gateway job workers")
     p.add_argument("--max-restarts", type=int, default=3, metavar="N",
                    help="restarts of one dead service allowed within --restart-window "
@@ -131,7 +134,9 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] = os.environ)
         print(NOISE_WARNING, file=sys.stderr)
     stack = LocalStack(StackConfig(weights_dir=weights, env=dict(environ),
                                    animator_device=args.device, max_restarts=args.max_restarts,
-                                   restart_window_s=args.restart_window))
+                                   restart_window_s=args.restart_window,
+                                   extra_env=({"ANIMATOR_BACKEND": args.backend}
+                                              if args.backend else {})))
     print("starting face_detect, animator and encoder on 127.0.0.1 ...", file=sys.stderr)
     # uvicorn drains on SIGTERM, then re-raises it with the handler found at start: make that
     # handler unwind this function (so the services stop) instead of killing the process.
