@@ -683,10 +683,15 @@ def test_schema_rejects_mistyped_extension_points(key: str, bad: dict[str, Any])
 
 
 def test_gateway_grace_period_outlasts_its_drain() -> None:
-    docs = _render({"gateway": {"drainSeconds": 600, "drainMarginSeconds": 45}})
+    docs = _render({"gateway": {"drainSeconds": 600, "drainMarginSeconds": 45,
+                                "preStopSleepSeconds": 7}})
     gateway = _deployments(docs)["gateway"]["spec"]["template"]["spec"]
     assert _env(gateway["containers"][0])["GATEWAY_DRAIN_S"] == "600"
-    assert gateway["terminationGracePeriodSeconds"] == 645
+    assert _gateway_config(docs).drain_s == 600
+    assert gateway["terminationGracePeriodSeconds"] == 652
+    assert gateway["containers"][0]["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "7"]
+    no_sleep = _render({"gateway": {"preStopSleepSeconds": 0}})
+    assert "lifecycle" not in _container(_deployments(no_sleep)["gateway"])
     for bad in ({"gateway": {"terminationGracePeriodSeconds": 60}},
                 {"gateway": {"drainMarginSeconds": 0}}):
         with pytest.raises(helm_python.HelmValuesError):
@@ -740,3 +745,45 @@ def test_notes_give_the_pre_scale_step_when_a_pdb_is_skipped() -> None:
     assert "helm test dynamics -n dynamics" in one
     two = _notes({"animator": {"replicaCount": 2}})
     assert "animator.podDisruptionBudget is on" not in two
+
+
+def _gateway_config(docs: list[dict[str, Any]]):
+    """What the gateway makes of its rendered environment (Secrets' values stand in as text)."""
+    from services.gateway.config import GatewayConfig
+
+    stand_in = {"DATABASE_URL": "postgresql://u:p@db:5432/dynamics"}
+    env = {name: value if isinstance(value, str) else stand_in.get(name, "from-a-secret")
+           for name, value in _env(_container(_deployments(docs)["gateway"])).items()}
+    return GatewayConfig.from_env({**env, "GATEWAY_AUTH_MODE": "none",
+                                   "STORAGE_BACKEND": "local"})
+
+
+@pytest.mark.parametrize("name", sorted(VALUES_SETS), ids=_IDS)
+def test_the_gateway_reads_its_drain_and_the_pod_waits_for_it(name: str) -> None:
+    docs = _render_set(name)
+    config = _gateway_config(docs)
+    pod = _deployments(docs)["gateway"]["spec"]["template"]["spec"]
+    pre_stop = int(_container(_deployments(docs)["gateway"])["lifecycle"]["preStop"]["exec"][
+        "command"][1])
+    assert config.drain_s == VALUES_SETS[name].get("gateway", {}).get("drainSeconds", 300)
+    # docs/gateway.md, "Drain and rollouts": grace >= drain + preStop sleep + 10.
+    assert pod["terminationGracePeriodSeconds"] >= config.drain_s + pre_stop + 10
+    assert config.public_url.startswith("https://")
+    # Job slots: enough jobs in flight to keep every animator busy (docs/gateway.md, "Job slots").
+    gateway = merged(yaml.safe_load((CHART_DIR / "values.yaml").read_text())["gateway"],
+                     VALUES_SETS[name].get("gateway", {}))
+    animator = merged(yaml.safe_load((CHART_DIR / "values.yaml").read_text())["animator"],
+                      VALUES_SETS[name].get("animator", {}))
+    gateways = (gateway["autoscaling"]["minReplicas"] if gateway["autoscaling"]["enabled"]
+                else gateway["replicaCount"])
+    animators = (animator["autoscaling"]["maxReplicas"] if animator["autoscaling"]["enabled"]
+                 else animator["replicaCount"])
+    assert config.workers * gateways >= 3 * animators
+    assert "job slots" not in _notes_raw(VALUES_SETS[name])
+    assert "job slots" in _notes({"animator": {"replicaCount": 2}})
+
+
+def _notes_raw(values: dict[str, Any]) -> str:
+    with helm_python.Chart.load(str(CHART_DIR)) as chart:
+        rendered = chart.render(values, name="dynamics", namespace="dynamics", is_install=True)
+    return rendered["dynamics/templates/NOTES.txt"]
