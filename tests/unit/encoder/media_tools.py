@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +107,20 @@ def sample_frames(count: int, width: int, height: int, seed: int = 0) -> list[np
 
 
 
+def _settled_cmdline(entry: Path) -> list[bytes] | None:
+    """The process's argv; a process in the middle of an exec reads as empty for a moment, so
+    read again until it has one (None if the process is gone)."""
+    deadline = time.monotonic() + 1.0
+    while True:
+        try:
+            raw = (entry / "cmdline").read_bytes()
+        except OSError:
+            return None
+        if raw or time.monotonic() > deadline:
+            return raw.split(b"\0")
+        time.sleep(0.001)
+
+
 def child_ffmpeg_pids() -> list[int]:
     """FFmpeg processes whose parent is this test process (zombies included); a child that
     is still `setpriv` about to exec FFmpeg counts as FFmpeg."""
@@ -120,9 +135,8 @@ def child_ffmpeg_pids() -> list[int]:
         comm = stat[stat.index("(") + 1:stat.rindex(")")]
         ppid = int(stat[stat.rindex(")") + 2:].split()[1])
         if comm == "setpriv":
-            try:
-                argv = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
+            argv = _settled_cmdline(entry)
+            if argv is None:
                 continue
             comm = "ffmpeg" if any(Path(a.decode(errors="replace")).name.startswith("ffmpeg")
                                    for a in argv) else comm
