@@ -17,9 +17,10 @@ import pytest
 from services.cli.local_stack import LocalStack, StackConfig, StackError
 from services.common.grpc_client import check_health, make_channel
 from services.gateway.pipeline.clients import ENCODER_SERVICE
+from tests.fixture_set import DEFAULT_SET
 from tests.unit.common.listening import listening_sockets
 
-FIXTURE_WEIGHTS = Path(__file__).resolve().parents[1] / "fixtures" / "liveportrait" / "checkpoints"
+FIXTURE_WEIGHTS = DEFAULT_SET.checkpoints  # the services run on the default fixture set
 
 
 def test_a_failing_service_reports_its_log_and_the_rest_is_stopped(tmp_path: Path) -> None:

@@ -29,13 +29,14 @@ from services.gateway.net.fetch import MediaFetcher
 from services.gateway.pipeline.clients import ServiceClients
 from services.gateway.pipeline.motion_cache import FolderMotionCache, decode_entry
 from services.gateway.pipeline.orchestrator import Orchestrator
+from tests.fixture_set import DEFAULT_SET
 
 pytestmark = [
     pytest.mark.ffmpeg,
     pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg"),
 ]
 
-FIXTURE_WEIGHTS = Path(__file__).resolve().parents[1] / "fixtures" / "liveportrait" / "checkpoints"
+FIXTURE_WEIGHTS = DEFAULT_SET.checkpoints  # the services run on the default fixture set
 STACK_ENV = {"ANIMATOR_BATCH_SIZE": "2", "OMP_NUM_THREADS": "1"}
 FPS, SECONDS = 5, 1.0
 

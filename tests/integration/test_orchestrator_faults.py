@@ -19,13 +19,14 @@ from services.gateway.net.fetch import MediaFetcher
 from services.gateway.pipeline.clients import ServiceClients
 from services.gateway.pipeline.motion_cache import NullMotionCache
 from services.gateway.pipeline.orchestrator import Orchestrator
+from tests.fixture_set import DEFAULT_SET
 
 pytestmark = [
     pytest.mark.ffmpeg,
     pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg"),
 ]
 
-FIXTURE_WEIGHTS = Path(__file__).resolve().parents[1] / "fixtures" / "liveportrait" / "checkpoints"
+FIXTURE_WEIGHTS = DEFAULT_SET.checkpoints  # the services run on the default fixture set
 
 
 @pytest.mark.parametrize(

@@ -34,13 +34,14 @@ from services.gateway.pipeline.media import probe_video
 from services.gateway.pipeline.motion_cache import FolderMotionCache, NullMotionCache
 from services.gateway.pipeline.orchestrator import Orchestrator, OrchestratorConfig
 from services.gateway.pipeline.stages import RANDOM_WEIGHTS_COMMENT
+from tests.fixture_set import DEFAULT_SET
 
 pytestmark = [
     pytest.mark.ffmpeg,
     pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg"),
 ]
 
-FIXTURE_WEIGHTS = Path(__file__).resolve().parents[1] / "fixtures" / "liveportrait" / "checkpoints"
+FIXTURE_WEIGHTS = DEFAULT_SET.checkpoints  # the services run on the default fixture set
 FPS, SECONDS = 5, 1.0
 STACK_ENV = {"ANIMATOR_BATCH_SIZE": "2", "OMP_NUM_THREADS": "1"}
 

@@ -25,9 +25,10 @@ from dynamics.v1 import (
 )
 from services.common.grpc_client import check_health, make_channel, wait_for_serving
 from services.common.media import array_to_raw
+from tests.fixture_set import DEFAULT_SET
 from tests.service_process import ServiceProcess, start_service
 
-FIXTURE_WEIGHTS = Path(__file__).resolve().parents[1] / "fixtures" / "liveportrait" / "checkpoints"
+FIXTURE_WEIGHTS = DEFAULT_SET.checkpoints  # the services run on the default fixture set
 FULL_NAMES = {
     "face_detect": "dynamics.v1.FaceDetectService",
     "animator": "dynamics.v1.AnimatorService",

@@ -21,6 +21,7 @@ import pytest
 
 from services.cli.demo_media import write_hero_clip, write_source_photo
 from services.cli.local_stack import free_port
+from tests.fixture_set import DEFAULT_SET
 from tests.unit.common.listening import listening_sockets
 
 pytestmark = [
@@ -28,7 +29,7 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg"),
 ]
 
-FIXTURE_WEIGHTS = Path(__file__).resolve().parents[1] / "fixtures" / "liveportrait" / "checkpoints"
+FIXTURE_WEIGHTS = DEFAULT_SET.checkpoints  # the services run on the default fixture set
 SERVICES = ("face_detect", "animator", "encoder")
 needs_proc = pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads /proc (Linux)")
 

@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.fixture_set import DEFAULT_SET
 from tests.service_process import ServiceProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-FIXTURE_WEIGHTS = REPO_ROOT / "tests" / "fixtures" / "liveportrait" / "checkpoints"
+FIXTURE_WEIGHTS = DEFAULT_SET.checkpoints  # the services run on the default fixture set
 JOB_TIMEOUT_S = 300.0
 
 
