@@ -241,3 +241,55 @@ def test_motion_from_another_model_is_refused_and_frames_name_their_model(served
                                   timeout=60))
     assert [r.model_fingerprint for r in from_crop] == [pipeline.fingerprint]
     assert from_crop[0].HasField("motion")
+
+
+def test_onnxruntime_backend_serves_the_same_frames(pipeline, lp_primary):
+    """The real animator process with ANIMATOR_BACKEND=onnxruntime (CPU provider; the default
+    provider list falls back past TensorRT and CUDA, and says so) streams frames within one
+    uint8 level of the torch fp32 pipeline, and names its backend in GetInfo and the metrics."""
+    from tests.service_process import start_service
+    from tests.unit.animator.ort_export_cache import primary_export
+
+    export = primary_export()
+    svc = start_service("animator", {
+        "ANIMATOR_PORT": "0", "ANIMATOR_METRICS_PORT": "0", "ANIMATOR_GRACE_S": "5",
+        "ANIMATOR_WEIGHTS_DIR": str(lp_primary.checkpoints), "ANIMATOR_DEVICE": "cpu",
+        "ANIMATOR_INPUT_SIZE": str(lp_primary.image_size), "ANIMATOR_BATCH_SIZE": "2",
+        "ANIMATOR_BACKEND": "onnxruntime", "ANIMATOR_ONNX_DIR": str(export.folder)})
+    channel = make_channel(svc.target)
+    try:
+        deadline = time.monotonic() + 120
+        while check_health(channel, SERVICE_NAME) != "SERVING":
+            assert svc.proc.poll() is None and time.monotonic() < deadline, svc.lines[-20:]
+            time.sleep(0.2)
+        stub = animator_pb2_grpc.AnimatorServiceStub(channel)
+        info = stub.GetInfo(animator_pb2.GetInfoRequest(), timeout=10)
+        assert info.backend == "onnxruntime/CPUExecutionProvider" and info.device == "cpu"
+        assert info.model_fingerprint == pipeline.fingerprint
+        tpl = templates.load_pickle_template(lp_primary.path / "template_3f.pkl")
+        frames = tpl.frames + tpl.frames[:2]  # batches of 2, 2, 1
+        source = _noise(7)
+        setup = animator_pb2.AnimateSetup(source_crop=array_to_raw(source), source_ratios=RATIOS,
+                                          total_frames=len(frames), job_id="ort")
+        requests = [animator_pb2.AnimateRequest(setup=setup)]
+        requests += [animator_pb2.AnimateRequest(motion=templates.frame_to_proto(f))
+                     for f in frames]
+        replies = list(stub.Animate(iter(requests), timeout=120))
+        assert [r.frame.index for r in replies] == list(range(len(frames)))
+        state = pipeline.prepare_source(source, Ratios(0.3, 0.28, 0.05), MotionOptions())
+        expected = list(pipeline.generate(state, frames, 0))
+        for reply, want in zip(replies, expected, strict=True):
+            got = raw_to_array(reply.frame.image)
+            assert got.shape == want.shape
+            assert np.abs(got.astype(np.int16) - want.astype(np.int16)).max() <= 1
+        text = svc.metrics()
+        assert ('animator_backend_info{backend="onnxruntime",device="cpu",'
+                'provider="CPUExecutionProvider"} 1.0') in text
+        assert "animator_frames_total 5.0" in text
+        logs = "\n".join(svc.lines)
+        assert "TensorrtExecutionProvider is not available" in logs
+        assert "CUDAExecutionProvider is not available" in logs
+        assert "backend onnxruntime/CPUExecutionProvider" in logs
+    finally:
+        channel.close()
+        svc.terminate()
