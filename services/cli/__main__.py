@@ -1,6 +1,7 @@
 """`dynamics`: the command line for local runs, set-up and benchmarks.
 
-Each subcommand is a module exposing `main(argv) -> int` (`render` and `up` in this package,
+Each subcommand is a module exposing `main(argv) -> int` (`render`, `up`, and the gateway
+client's `submit`, `status` and `cancel` in this package,
 `detect` and `weights` in the service they drive); this module only dispatches, so
 `dynamics <cmd> --help` is answered by the subcommand itself. Every command uses the exit codes
 of `services.common.cli` (listed by `dynamics --help`).
@@ -24,6 +25,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "weights": ("services.animator.weights_cli",
                 "fetch / verify LivePortrait weights, or write seeded random ones"),
     "bench": ("bench.cli", "benchmarks: stage breakdown, pipelining, batching, cost per video"),
+    "submit": ("services.cli.submit",
+               "queue a job on a gateway (upload or URLs); --wait follows it, -o downloads"),
+    "status": ("services.cli.status", "print a gateway job as JSON"),
+    "cancel": ("services.cli.cancel", "cancel a gateway job"),
 }
 # Top-level packages of this project: one of them missing is a broken install, not a user error.
 OWN_PACKAGES = ("services", "bench", "dynamics")

@@ -1,5 +1,7 @@
 """Imports run one way: down the gateway's layers, from a service only to itself and
-services/common, never from a service into another service or into the local tools.
+services/common, never from a service into another service or into the local tools. The REST
+client (services/client) imports nothing of the project and only httpx besides the standard
+library, so integrators can take it alone; of the project only the local tools import it.
 
 Every module's imports are read with `ast` (function-level and TYPE_CHECKING imports included),
 so the check needs nothing installed and runs in the default test run.
@@ -8,6 +10,7 @@ so the check needs nothing installed and runs in the default test run.
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -29,6 +32,8 @@ GATEWAY_LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 SERVICE_NAMES = ("face_detect", "animator", "encoder", "gateway")
 COMMON = "services.common"
 LOCAL_TOOLS = "services.cli"  # imports every service; no service imports it
+CLIENT = "services.client"  # stdlib + httpx only; imported by the local tools alone
+CLIENT_THIRD_PARTY = frozenset({"httpx"})
 
 
 def module_name(path: Path) -> str:
@@ -85,11 +90,21 @@ def violations(modules: dict[str, tuple[Path, ast.Module]]) -> list[str]:
         where = f"{path.relative_to(ROOT)}"
         own_service = service_of(name)
         for line, target in imports(name, path, tree, known):
+            if own_service == "client" and service_of(target) is None:
+                top = target.partition(".")[0]
+                if top not in sys.stdlib_module_names and top not in CLIENT_THIRD_PARTY:
+                    found.append(f"{where}:{line}: {name} -> {target} "
+                                 "(the client imports only the standard library and httpx)")
+                continue
             if service_of(target) is None:
                 continue  # third-party, standard library, generated stubs
             target_service = service_of(target)
             edge = f"{where}:{line}: {name} -> {target}"
-            if own_service == "common" and target_service != "common":
+            if own_service == "client" and target_service != "client":
+                found.append(f"{edge} (the client imports nothing of the project)")
+            elif _within(target, CLIENT) and own_service not in ("cli", "client"):
+                found.append(f"{edge} (only the local tools import the client)")
+            elif own_service == "common" and target_service != "common":
                 found.append(f"{edge} (services/common imports no service)")
             elif _within(target, LOCAL_TOOLS) and own_service != "cli":
                 found.append(f"{edge} (no service imports the local tools)")
@@ -151,6 +166,12 @@ def test_every_layer_package_says_what_it_is(modules) -> None:
         ("services.common.media", "from services.gateway.domain import JobSpec", "no service"),
         ("services.gateway.runtime", "from services.cli import local_stack", "local tools"),
         ("services.gateway.pipeline.media", "from services.gateway.helpers import x", "no layer"),
+        ("services.client.client", "from services.common.cli import EXIT_OK", "nothing of"),
+        ("services.client.client", "import requests", "standard library and httpx"),
+        ("services.client.client", "from services.gateway.api import schemas", "nothing of"),
+        ("services.gateway.api.routes", "from services.client import Job", "only the local"),
+        ("services.client.client", "import urllib.parse", None),
+        ("services.cli.gateway_client", "from services.client import Client", None),
     ],
 )
 def test_the_check_sees_a_bad_import(modules, importer: str, line: str, why: str | None) -> None:
