@@ -12,6 +12,10 @@ at most 30 s), and the stack waits for it to be SERVING again. A service that di
 `max_restarts` times within `restart_window_s` is given up on: `failure` holds a `StackError`
 naming it (with its exit code and the tail of its log) and the `on_failure` callback runs, so
 the owner can shut everything down.
+
+`StackConfig.animators` > 1 starts that many animators (`animator`, `animator-2`, ...), each on
+its own port and supervised on its own; the gateway reaches them through one target,
+`ipv4:127.0.0.1:P1,127.0.0.1:P2,...`, and spreads Animate calls over them round_robin.
 """
 
 from __future__ import annotations
@@ -76,6 +80,7 @@ class StackConfig:
     env: Mapping[str, str] | None = None
     animator_device: str = "cpu"
     animator_batch_size: int | None = None
+    animators: int = 1  # animator processes behind the one animator target
     extra_env: Mapping[str, str] = field(default_factory=dict)
     start_timeout_s: float = 180.0
     grace_s: float = 10.0
@@ -94,6 +99,7 @@ class LocalService:
     proc: subprocess.Popen
     log_path: Path
     port: int | None = None
+    kind: str = ""  # face_detect, animator or encoder; "" means `name`
     metrics_port: int | None = None
     deaths: list[float] = field(default_factory=list)  # monotonic times, within the window
     restarts: int = 0  # restarts that reached SERVING
@@ -101,6 +107,10 @@ class LocalService:
     @property
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def service_kind(self) -> str:
+        return self.kind or self.name
 
     def log_tail(self, lines: int = 25) -> str:
         try:
@@ -169,15 +179,18 @@ class LocalStack:
         log_dir.mkdir(parents=True, exist_ok=True)
         self._stopping.clear()
         try:
-            for name in _SERVICES:
-                log_path = log_dir / f"{name}.log"
-                log_path.write_bytes(b"")
-                port = free_port()
-                self.services[name] = LocalService(name, self._spawn(name, port, log_path),
-                                                   log_path, port)
+            for kind in _SERVICES:
+                count = max(1, self.config.animators) if kind == "animator" else 1
+                for index in range(count):
+                    name = kind if index == 0 else f"{kind}-{index + 1}"
+                    log_path = log_dir / f"{name}.log"
+                    log_path.write_bytes(b"")
+                    port = free_port()
+                    self.services[name] = LocalService(
+                        name, self._spawn(kind, port, log_path), log_path, port, kind=kind)
             deadline = time.monotonic() + self.config.start_timeout_s
-            for name, service in self.services.items():
-                self._await_serving(service, _SERVICES[name][2], deadline)
+            for service in self.services.values():
+                self._await_serving(service, _SERVICES[service.service_kind][2], deadline)
         except BaseException:
             self.stop()
             raise
@@ -275,10 +288,10 @@ class LocalStack:
                          delay, len(service.deaths), cfg.max_restarts, cfg.restart_window_s)
             if self._stopping.wait(delay):
                 return
-            service.proc = self._spawn(service.name, service.port, service.log_path)
+            service.proc = self._spawn(service.service_kind, service.port, service.log_path)
             deadline = time.monotonic() + cfg.start_timeout_s
             try:
-                self._await_serving(service, _SERVICES[service.name][2], deadline)
+                self._await_serving(service, _SERVICES[service.service_kind][2], deadline)
             except StackError:
                 if self._stopping.is_set():
                     return
@@ -294,7 +307,12 @@ class LocalStack:
 
     @property
     def targets(self) -> ServiceTargets:
-        return ServiceTargets(**{name: s.target for name, s in self.services.items()})
+        """One target per kind; several animators are one `ipv4:` list (round_robin)."""
+        by_kind: dict[str, list[str]] = {}
+        for service in self.services.values():
+            by_kind.setdefault(service.service_kind, []).append(service.target)
+        return ServiceTargets(**{kind: found[0] if len(found) == 1 else "ipv4:" + ",".join(found)
+                                 for kind, found in by_kind.items()})
 
     def stop(self, timeout_s: float | None = None) -> dict[str, int | None]:
         """SIGTERM every service, wait for the drain, kill stragglers; returns exit codes."""

@@ -48,7 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=("torch", "onnxruntime"), default=None,
                    help="animator backend (default: ANIMATOR_BACKEND, else torch); onnxruntime "
                    "needs `dynamics weights export-onnx WEIGHTS` first")
-    p.add_argument("--workers", type=int, default=1, help="gateway job workers")
+    p.add_argument("--workers", type=int, default=None,
+                   help="gateway job slots (default 3 per animator: docs/gateway.md, Job slots)")
+    p.add_argument("--animators", type=int, default=1, metavar="N",
+                   help="animator processes behind one target; the gateway spreads jobs over "
+                        "them round_robin (default 1)")
     p.add_argument("--max-restarts", type=int, default=3, metavar="N",
                    help="restarts of one dead service allowed within --restart-window "
                         "before `dynamics up` gives up and exits (default 3)")
@@ -73,7 +77,7 @@ def gateway_environ(environ: Mapping[str, str], args: argparse.Namespace,
         "GATEWAY_PORT": str(args.port),
         "GATEWAY_DATA_DIR": str(args.data_dir),
         "GATEWAY_PUBLIC_URL": f"http://{_url_host(args.host)}:{args.port}",
-        "GATEWAY_WORKERS": str(args.workers),
+        "GATEWAY_WORKERS": str(3 * args.animators if args.workers is None else args.workers),
         "FACE_DETECT_ADDR": targets.face_detect,
         "ANIMATOR_ADDR": targets.animator,
         "ENCODER_ADDR": targets.encoder,
@@ -123,6 +127,9 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] = os.environ)
         print("dynamics up: --max-restarts must be >= 0 and --restart-window > 0",
               file=sys.stderr)
         return EXIT_USAGE
+    if not 1 <= args.animators <= 16 or (args.workers is not None and args.workers < 0):
+        print("dynamics up: --animators must be 1-16 and --workers >= 0", file=sys.stderr)
+        return EXIT_USAGE
     try:
         sock = bind_gateway(args.host, args.port)
     except OSError as exc:
@@ -135,9 +142,11 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] = os.environ)
     stack = LocalStack(StackConfig(weights_dir=weights, env=dict(environ),
                                    animator_device=args.device, max_restarts=args.max_restarts,
                                    restart_window_s=args.restart_window,
+                                   animators=args.animators,
                                    extra_env=({"ANIMATOR_BACKEND": args.backend}
                                               if args.backend else {})))
-    print("starting face_detect, animator and encoder on 127.0.0.1 ...", file=sys.stderr)
+    animators = "animator" if args.animators == 1 else f"{args.animators} animators"
+    print(f"starting face_detect, {animators} and encoder on 127.0.0.1 ...", file=sys.stderr)
     # uvicorn drains on SIGTERM, then re-raises it with the handler found at start: make that
     # handler unwind this function (so the services stop) instead of killing the process.
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
