@@ -44,8 +44,15 @@ def proc_status_kib(field: str, pid: str = "self") -> int:
 def _setup(args):
     device = torch.device(args.device)
     autocast = None if args.precision == "fp32" else DTYPES[args.precision]
-    pipe = AnimatorPipeline.from_weights(args.weights, device=device, batch_size=args.batch,
-                                         autocast_dtype=autocast)
+    if args.backend == "onnxruntime":  # the export's precision; providers from the flag
+        pipe = AnimatorPipeline.from_weights(
+            args.weights, device=device, batch_size=args.batch, backend="onnxruntime",
+            onnx_dir=args.onnx_dir, ort_providers=args.providers.split(","),
+            input_size=args.input_size or None)
+    else:
+        pipe = AnimatorPipeline.from_weights(args.weights, device=device, batch_size=args.batch,
+                                             autocast_dtype=autocast,
+                                             input_size=args.input_size or None)
     rng = np.random.default_rng(0)
     crop = rng.integers(0, 256, size=(256, 256, 3), dtype=np.uint8)
     state = pipe.prepare_source(crop, RATIOS, MotionOptions())
@@ -75,7 +82,8 @@ def measure_batch(args) -> dict:
         list(pipe.generate(state, motions, 0))
         _sync(pipe)
         best = min(best, time.perf_counter() - t0)
-    out = {"batch": args.batch, "precision": args.precision, "device": str(pipe.device),
+    out = {"backend": pipe.backend, "batch": args.batch, "precision": args.precision,
+           "device": str(pipe.device),
            "frames": len(motions), "seconds": best, "fps": len(motions) / best,
            "ms_per_frame": 1000 * best / len(motions)}
     if pipe.device.type == "cuda":
@@ -117,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mode", choices=("batch", "compare"), default="batch")
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
+    p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch")
+    p.add_argument("--onnx-dir", default=None, help="export folder (onnxruntime backend)")
+    p.add_argument("--providers", default="cpu", help="ORT providers, in order")
+    p.add_argument("--input-size", type=int, default=0, help="network input (0: the config's)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

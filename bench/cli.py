@@ -26,7 +26,7 @@ from bench.report import machine_description
 from services.animator.random_weights import write_random_weights
 from services.cli.demo_media import build_demo_inputs, write_hero_clip
 
-SECTIONS = ("jobs", "batch", "compare", "concurrency", "memory")
+SECTIONS = ("jobs", "batch", "backends", "compare", "concurrency", "memory")
 
 
 def _ints(text: str) -> list[int]:
@@ -106,6 +106,10 @@ def run(args, work: Path) -> dict:
         _log("table 4: batch sizes")
         results["batch"] = animator_bench.batch_table(weights, args.batch_sizes,
                                                       args.batch_frames, device, args.threads)
+    if "backends" not in args.skip:
+        _log("table 4b: backends (torch, onnxruntime) at the animator's batch size")
+        results["backends"] = animator_bench.backend_rows(
+            weights, args.batch_size, args.batch_frames, device, args.threads, work)
     if "compare" not in args.skip:
         _log("table 5: plain loop")
         results["compare"] = animator_bench.compare_table(

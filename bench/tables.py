@@ -72,6 +72,15 @@ def render(results: dict, machine: str, prices: dict) -> list[str]:
             "4. Animator frames/s by batch size and precision" + on,
             ["precision", "batch", "frames/s", "ms/frame", "peak memory MiB"], rows,
             f"memory: {basis}. " + _precision_note(results["batch"])))
+    if results.get("backends"):
+        rows = [[r["backend"], r["precision"] if r["backend"] == "torch" else "export fp32",
+                 r["batch"], r["fps"], r["ms_per_frame"], r["peak_mib"]]
+                for r in results["backends"]]
+        parts.append(format_table(
+            "4b. Animator backends at the service batch size (same weights, one run)" + on,
+            ["backend", "precision", "batch", "frames/s", "ms/frame", "peak memory MiB"], rows,
+            "onnxruntime runs F, M and W+G of a `dynamics weights export-onnx` export; on a CPU "
+            "it uses its own thread pool. GPU providers (CUDA, TensorRT): bench/gpu_check.sh."))
     if "compare" in results:
         c = results["compare"]
         parts.append(format_table(
