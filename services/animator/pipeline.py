@@ -135,6 +135,7 @@ class AnimatorPipeline:
     weights_dtype: torch.dtype = torch.float32  # storage dtype of F/M/W/G
     num_kp: int = 21
     engine: Any = None  # ort_backend.OrtEngine when the backend is onnxruntime, else None
+    cuda_graphs: bool = False  # W/G compiled with CUDA graphs (reduce-overhead/max-autotune)
     device_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _held: threading.local = field(default_factory=threading.local, repr=False)
 
@@ -195,6 +196,7 @@ class AnimatorPipeline:
         if compile:
             pipe.W = torch.compile(pipe.W, mode=compile_mode)  # reduce-overhead: CUDA graphs
             pipe.G = torch.compile(pipe.G, mode=compile_mode)
+            pipe.cuda_graphs = device.type == "cuda" and compile_mode != "default"
         return pipe
 
     @classmethod
@@ -390,11 +392,16 @@ class AnimatorPipeline:
                 indices=list(range(start_index, start_index + x_d.shape[0])),
                 images=to_uint8(image), x_d=x_d, image=image, occlusion_map=None,
                 deformation=None, random_weights=self.random_weights)
+        if self.cuda_graphs:  # a new step: earlier replays' outputs may now be overwritten
+            torch.compiler.cudagraph_mark_step_begin()
         with self.autocast():
             # 4. warp (W): an f_s of batch 1 is broadcast along the batch inside W
             warped = self.W(f_s, kp_driving=x_d, kp_source=x_s)
             # 5. decode (G)
             image = self.G(feature=warped["out"]).float()  # B×3×H×W
+        if self.cuda_graphs:  # graph-owned memory: copy what outlives this step
+            image = image.clone()
+            warped = {k: v.clone() for k, v in warped.items() if k != "out"}
         # 6. to uint8 with truncation (SPEC §15.4)
         images = to_uint8(image)  # B×H×W×3
         occlusion = warped.get("occlusion_map")
