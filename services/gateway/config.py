@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import os
 from collections.abc import Mapping
@@ -40,6 +42,34 @@ def _networks(environ: Mapping[str, str], name: str) -> tuple[str, ...]:
 def _optional_path(environ: Mapping[str, str], name: str) -> Path | None:
     raw = env_optional(environ, name)
     return Path(raw).expanduser() if raw else None
+
+
+WEBHOOK_SECRET_PREFIX = "whsec_"
+
+
+def webhook_secret_key(secret: str) -> bytes:
+    """The HMAC key of a Standard Webhooks secret, `whsec_<base64 of 24-64 bytes>`; ValueError
+    for anything else. The message never repeats the secret, so it is safe to log."""
+    if not secret.startswith(WEBHOOK_SECRET_PREFIX):
+        raise ValueError(f"a webhook secret starts with {WEBHOOK_SECRET_PREFIX!r}")
+    try:
+        key = base64.b64decode(secret[len(WEBHOOK_SECRET_PREFIX):], validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("the part after 'whsec_' must be standard base64") from None
+    if not 24 <= len(key) <= 64:
+        raise ValueError(f"the key must be 24-64 bytes, got {len(key)}")
+    return key
+
+
+def _webhook_secret(environ: Mapping[str, str]) -> str | None:
+    """`WEBHOOK_SECRET`, checked by `webhook_secret_key`."""
+    raw = env_optional(environ, "WEBHOOK_SECRET")
+    if raw is not None:
+        try:
+            webhook_secret_key(raw)
+        except ValueError as exc:  # the value itself is never echoed
+            raise ConfigError("WEBHOOK_SECRET", "<redacted>", f"whsec_<base64>: {exc}") from None
+    return raw
 
 
 @dataclass(frozen=True)
@@ -82,6 +112,7 @@ class GatewayConfig:
     result_url_ttl_s: float = 86400.0
     webhook_allow_private: bool = False
     webhook_attempts: int = 4
+    webhook_progress_s: float = 2.0  # least time between two progress webhooks of one job
     face_detect_addr: str = "localhost:50051"
     animator_addr: str = "localhost:50052"
     encoder_addr: str = "localhost:50053"
@@ -165,11 +196,12 @@ class GatewayConfig:
             rate_limit_jobs=env_int(environ, "RATE_LIMIT_JOBS", 60, minimum=1),
             rate_limit_window_s=env_float(environ, "RATE_LIMIT_WINDOW_S", 3600.0, minimum=1.0),
             max_active_jobs=env_int(environ, "MAX_ACTIVE_JOBS", 4, minimum=1),
-            webhook_secret=env_optional(environ, "WEBHOOK_SECRET"),
+            webhook_secret=_webhook_secret(environ),
             result_url_secret=env_optional(environ, "RESULT_URL_SECRET"),
             result_url_ttl_s=env_float(environ, "RESULT_URL_TTL_S", 86400.0, minimum=60.0),
             webhook_allow_private=env_bool(environ, "WEBHOOK_ALLOW_PRIVATE", False),
             webhook_attempts=env_int(environ, "WEBHOOK_ATTEMPTS", 4, minimum=1, maximum=10),
+            webhook_progress_s=env_float(environ, "WEBHOOK_PROGRESS_S", 2.0, minimum=0.0),
             face_detect_addr=env_str(environ, "FACE_DETECT_ADDR", "localhost:50051"),
             animator_addr=env_str(environ, "ANIMATOR_ADDR", "localhost:50052"),
             encoder_addr=env_str(environ, "ENCODER_ADDR", "localhost:50053"),

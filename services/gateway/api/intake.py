@@ -165,9 +165,10 @@ class JobIntake:
         }
         self._check_limits(job)
         await self._check_media(job, paths)
-        return Intake(
-            spec=spec, notify={"fcm_token": job.fcm_token, "webhook_url": job.webhook_url}
-        )
+        notify: dict[str, Any] = {"fcm_token": job.fcm_token, "webhook_url": job.webhook_url}
+        if job.webhook_url is not None and job.webhook_progress:
+            notify["webhook_progress"] = True
+        return Intake(spec=spec, notify=notify)
 
     def _check_length(self, request: Request) -> None:
         declared = request.headers.get("content-length")
@@ -205,6 +206,14 @@ class JobIntake:
                 await run_in_threadpool(self.webhooks.check, job.webhook_url)
             except ValueError as exc:
                 raise ApiError(422, "invalid_webhook_url", str(exc)) from None
+            if not self.config.webhook_secret:
+                # Webhooks are only ever sent signed; without a secret there are none.
+                raise ApiError(
+                    422,
+                    "webhooks_disabled",
+                    "webhook_url: this gateway sends no webhooks (no WEBHOOK_SECRET is "
+                    "configured); leave webhook_url out or ask the operator to set one",
+                )
         try:
             if "source" in paths:
                 await run_in_threadpool(self._check_image, paths["source"])

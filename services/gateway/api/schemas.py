@@ -47,7 +47,15 @@ class JobCreate(BaseModel):
         None, min_length=1, max_length=4096, pattern=r"^[\x21-\x7e]+$",
         description="FCM registration token (visible ASCII)",
     )
-    webhook_url: str | None = Field(None, max_length=2048)
+    webhook_url: str | None = Field(
+        None, max_length=2048,
+        description="https URL that gets a signed POST (Standard Webhooks) when the job ends; "
+        "refused with `webhooks_disabled` when the gateway has no WEBHOOK_SECRET",
+    )
+    webhook_progress: bool = Field(
+        False, description="also POST `job.progress` events to webhook_url while the job runs "
+        "(best effort, at most one every WEBHOOK_PROGRESS_S seconds or stage change)",
+    )
 
     @field_validator("seconds", mode="before")
     @classmethod

@@ -1,21 +1,28 @@
 """Tell the app a job ended: FCM push through firebase-admin and a signed webhook POST
-(`webhook.py` holds the signing and the address-pinned POST)."""
+(`webhook.py` holds the signing and the address-pinned POST). Webhooks are only ever sent
+signed: without a secret the notifier refuses to send them. A job may also subscribe to
+progress webhooks (best effort: at most one in flight per job, never retried)."""
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
+import uuid
 import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlsplit
 
 from services.gateway.delivery.webhook import (
+    ID_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     WebhookTarget,
+    secret_key,
     sign,
 )
 
@@ -31,14 +38,41 @@ class JobEvent:
     result_url: str | None = None
     error_code: str | None = None
     error_message: str | None = None
+    # Set on progress events only (status `running`).
+    stage: str | None = None
+    frames_done: int | None = None
+    frames_total: int | None = None
+    eta_seconds: float | None = None
+
+    @property
+    def type(self) -> str:
+        """The webhook's event type: `job.progress`, `job.succeeded`, `job.failed`,
+        `job.cancelled`."""
+        return "job.progress" if self.status in ("queued", "running") else f"job.{self.status}"
 
     def payload(self) -> dict[str, Any]:
-        data = {"job_id": self.job_id, "status": self.status}
+        """The event's fields: what FCM carries as data and a webhook as `data`."""
+        data: dict[str, Any] = {"job_id": self.job_id, "status": self.status}
         if self.result_url:
             data["result_url"] = self.result_url
         if self.error_code:
             data["error"] = {"code": self.error_code, "message": self.error_message or ""}
+        if self.stage is not None:
+            total = self.frames_total or 0
+            data.update(
+                stage=self.stage,
+                frames_done=self.frames_done or 0,
+                frames_total=total,
+                progress=round(min(1.0, (self.frames_done or 0) / total), 4) if total else 0.0,
+                eta_seconds=self.eta_seconds,
+            )
         return data
+
+    def webhook_body(self, now: float) -> bytes:
+        """The webhook's JSON body: `{"type", "timestamp", "data"}` (Standard Webhooks' shape)."""
+        stamp = datetime.fromtimestamp(now, timezone.utc).isoformat().replace("+00:00", "Z")
+        envelope = {"type": self.type, "timestamp": stamp, "data": self.payload()}
+        return json.dumps(envelope, separators=(",", ":")).encode()
 
 
 class Notifier:
@@ -55,6 +89,8 @@ class Notifier:
         webhook_allow_private: bool = False,
         allow_http: bool = False,
     ) -> None:
+        if webhook_secret is not None:
+            secret_key(webhook_secret)  # a malformed secret fails here, not at the first send
         self.firebase_app = firebase_app
         self.fcm_endpoint = fcm_endpoint
         self.webhook_secret = webhook_secret
@@ -62,6 +98,8 @@ class Notifier:
         self.webhook_backoff_s = webhook_backoff_s
         self.webhooks = WebhookTarget(allow_private=webhook_allow_private, allow_http=allow_http)
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="notify")
+        self._progress_busy: set[str] = set()
+        self._progress_lock = threading.Lock()
 
     def notify(
         self, event: JobEvent, fcm_token: str | None, webhook_url: str | None
@@ -73,6 +111,25 @@ class Notifier:
         if webhook_url:
             futures.append(self._pool.submit(self._guard, self.send_webhook, event, webhook_url))
         return futures
+
+    def notify_progress(self, event: JobEvent, webhook_url: str) -> Future | None:
+        """Queue one progress webhook; None (dropped) while the job's previous one is still
+        in flight, so a slow receiver gets fewer progress events, never a backlog."""
+        with self._progress_lock:
+            if event.job_id in self._progress_busy:
+                return None
+            self._progress_busy.add(event.job_id)
+
+        def send() -> bool:
+            try:
+                return self._guard(
+                    lambda e, url: self.send_webhook(e, url, attempts=1), event, webhook_url
+                )
+            finally:
+                with self._progress_lock:
+                    self._progress_busy.discard(event.job_id)
+
+        return self._pool.submit(send)
 
     @staticmethod
     def _guard(send: Any, event: JobEvent, target: str) -> bool:
@@ -107,16 +164,26 @@ class Notifier:
             )
         return messaging.send(message, app=self.firebase_app)
 
-    def send_webhook(self, event: JobEvent, url: str) -> int:
-        """POST the signed payload, retrying 5xx, 429 and network errors with backoff."""
+    def send_webhook(self, event: JobEvent, url: str, attempts: int | None = None) -> int:
+        """POST the signed event, retrying 5xx, 429 and network errors with backoff.
+
+        Every try carries the same `webhook-id` and body, with a fresh timestamp and signature.
+        """
+        if not self.webhook_secret:
+            raise RuntimeError("webhooks are disabled: WEBHOOK_SECRET is not set")
         self.webhooks.check(url)
-        body = json.dumps(event.payload(), separators=(",", ":")).encode()
+        msg_id = f"msg_{uuid.uuid4().hex}"
+        body = event.webhook_body(time.time())
+        attempts = self.webhook_attempts if attempts is None else attempts
         last = ""
-        for attempt in range(1, self.webhook_attempts + 1):
+        for attempt in range(1, attempts + 1):
             timestamp = str(int(time.time()))
-            headers = {"Content-Type": "application/json", TIMESTAMP_HEADER: timestamp}
-            if self.webhook_secret:
-                headers[SIGNATURE_HEADER] = sign(self.webhook_secret, timestamp, body)
+            headers = {
+                "Content-Type": "application/json",
+                ID_HEADER: msg_id,
+                TIMESTAMP_HEADER: timestamp,
+                SIGNATURE_HEADER: sign(self.webhook_secret, msg_id, timestamp, body),
+            }
             try:
                 status = self.webhooks.post(url, body, headers)
                 if status < 300:
@@ -126,7 +193,7 @@ class Notifier:
                     break
             except (OSError, ValueError) as exc:
                 last = str(exc) or type(exc).__name__
-            if attempt < self.webhook_attempts:
+            if attempt < attempts:
                 time.sleep(self.webhook_backoff_s * 2 ** (attempt - 1))
         raise RuntimeError(f"webhook {urlsplit(url).hostname} failed: {last}")
 

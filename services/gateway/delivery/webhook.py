@@ -4,17 +4,22 @@ The URL is checked with the media fetcher's policy (https, public addresses, no 
 odd IP spellings) and the connection goes to the exact address that was checked, so a DNS
 answer that changes between check and connect cannot aim the POST at an internal host.
 
-Requests carry `X-Dynamics-Timestamp` and
-`X-Dynamics-Signature: sha256=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`; receivers
-recompute the HMAC over the raw body and reject old timestamps.
+Requests are signed as the Standard Webhooks specification says (standardwebhooks.com):
+`webhook-id` (unique per message, the same on every retry of it), `webhook-timestamp` (unix
+seconds of this attempt) and `webhook-signature: v1,<base64 HMAC-SHA256(key, "<id>.<timestamp>.
+<body>")>`, where the key is the base64-decoded part of a `whsec_<base64>` secret. Receivers
+recompute the HMAC over the raw body, compare in constant time and reject old timestamps.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
+import secrets
 import ssl
 
+from services.gateway.config import WEBHOOK_SECRET_PREFIX, webhook_secret_key
 from services.gateway.net.fetch import (
     FetchError,
     FetchPolicy,
@@ -25,21 +30,38 @@ from services.gateway.net.fetch import (
 )
 from services.gateway.net.pinned import pinned_connection
 
-SIGNATURE_HEADER = "X-Dynamics-Signature"
-TIMESTAMP_HEADER = "X-Dynamics-Timestamp"
+ID_HEADER = "webhook-id"
+TIMESTAMP_HEADER = "webhook-timestamp"
+SIGNATURE_HEADER = "webhook-signature"
+SECRET_PREFIX = WEBHOOK_SECRET_PREFIX
 _MAX_REPLY_BYTES = 64 * 1024
 
 
-def sign(secret: str, timestamp: str, body: bytes) -> str:
-    """The signature header value for one webhook body."""
-    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
-    return "sha256=" + mac.hexdigest()
+def secret_key(secret: str) -> bytes:
+    """The HMAC key of a `whsec_<base64>` secret (24-64 bytes); ValueError for anything else."""
+    return webhook_secret_key(secret)
 
 
-def verify_signature(secret: str, timestamp: str, body: bytes, header: str) -> bool:
-    """Compared as bytes: a header with non-ASCII characters is a mismatch, not an error."""
-    given = header.encode("utf-8", "replace")
-    return hmac.compare_digest(sign(secret, timestamp, body).encode(), given)
+def new_secret() -> str:
+    """A fresh random `whsec_` secret (32 bytes), e.g. for `WEBHOOK_SECRET`."""
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def sign(secret: str, msg_id: str, timestamp: str, body: bytes) -> str:
+    """The `webhook-signature` value for one message: `v1,<base64 HMAC-SHA256>`."""
+    signed = msg_id.encode() + b"." + timestamp.encode() + b"." + body
+    mac = hmac.new(secret_key(secret), signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(mac).decode()
+
+
+def verify_signature(secret: str, msg_id: str, timestamp: str, body: bytes, header: str) -> bool:
+    """True when one of the space-separated `v1,` signatures in `header` matches. Compared as
+    bytes: a header with non-ASCII characters is a mismatch, not an error."""
+    expected = sign(secret, msg_id, timestamp, body).encode()
+    found = False
+    for candidate in header.split(" "):
+        found |= hmac.compare_digest(expected, candidate.encode("utf-8", "replace"))
+    return found
 
 
 class WebhookTarget:

@@ -78,6 +78,8 @@ class _Run:
     timings: dict[str, float] = field(default_factory=dict)
     last_write: float = 0.0
     last_stage: str = ""
+    last_hook: float = 0.0
+    last_hook_stage: str = ""
 
 
 class WorkerPool:
@@ -235,6 +237,30 @@ class WorkerPool:
         if not ours and not run.lease.lost:
             run.lease.lost = True
             run.lease.cancel.set()
+            return
+        self._progress_webhook(run, update, now)
+
+    def _progress_webhook(self, run: _Run, update: ProgressUpdate, now: float) -> None:
+        """A progress webhook for a job that asked for them: on each new stage, else at most
+        every `webhook_progress_s`."""
+        url = run.job.notify.get("webhook_url")
+        if self.notifier is None or not url or not run.job.notify.get("webhook_progress"):
+            return
+        if (
+            update.stage == run.last_hook_stage
+            and now - run.last_hook < self.config.webhook_progress_s
+        ):
+            return
+        run.last_hook, run.last_hook_stage = now, update.stage
+        event = JobEvent(
+            run.job.id,
+            "running",
+            stage=update.stage,
+            frames_done=update.frames_done,
+            frames_total=update.frames_total,
+            eta_seconds=update.eta_seconds,
+        )
+        self.notifier.notify_progress(event, url)
 
     def _succeed(self, run: _Run, key: str, result: JobResult) -> None:
         job, token = run.job, run.job.lease_token or ""

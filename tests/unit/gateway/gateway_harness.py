@@ -3,6 +3,7 @@ small real media, and a gateway built the same way `__main__` builds it."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import io
 import json
@@ -244,6 +245,10 @@ def make_video(path: Path, seconds: float = 0.4) -> Path:
 # ------------------------------------------------------------------------------ gateway --
 
 
+# A Standard Webhooks secret (32 bytes of 0x2a) so that jobs in tests may name a webhook_url.
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"*" * 32).decode()
+
+
 def gateway_config(tmp_path: Path, **overrides) -> GatewayConfig:
     """Local-mode defaults tuned for fast tests."""
     base = GatewayConfig(
@@ -259,6 +264,7 @@ def gateway_config(tmp_path: Path, **overrides) -> GatewayConfig:
         allow_http_urls=True,
         fetch_trusted_networks=("127.0.0.0/8",),
         webhook_allow_private=True,
+        webhook_secret=WEBHOOK_SECRET,
         retry_base_s=0.0,
     )
     return replace(base, **overrides)

@@ -1,5 +1,5 @@
 """Firebase Storage against gcp-storage-emulator, FCM against a local stand-in for the FCM v1
-API, and signed webhooks with retries; plus a whole job whose result lives in the emulator."""
+API, and webhook error handling (signing: test_webhooks.py); plus a whole job whose result lives in the emulator."""
 
 from __future__ import annotations
 
@@ -15,16 +15,12 @@ from services.gateway.config import GatewayConfig
 from services.gateway.delivery.firebase_app import delete_firebase_app, make_firebase_app
 from services.gateway.delivery.notify import JobEvent, Notifier
 from services.gateway.delivery.storage import FirebaseStorage, LocalStorage, StorageError
-from services.gateway.delivery.webhook import (
-    SIGNATURE_HEADER,
-    TIMESTAMP_HEADER,
-    WebhookTarget,
-    verify_signature,
-)
+from services.gateway.delivery.webhook import WebhookTarget
 from services.gateway.jobs.worker import WorkerPool
 from services.gateway.metrics import GatewayMetrics
 from tests.unit.gateway.gateway_harness import (
     PROJECT,
+    WEBHOOK_SECRET,
     LocalEndpoint,
     StandInOrchestrator,
     build_gateway,
@@ -112,41 +108,12 @@ def test_fcm_push_reaches_the_v1_endpoint(firebase_app):
     assert message["notification"]["title"]
 
 
-def test_webhook_is_signed_and_retried(tmp_path):
-    hook = LocalEndpoint(replies=[(503, {}), (500, {}), (200, {"ok": True})])
-    try:
-        notifier = Notifier(
-            firebase_app=None,
-            fcm_endpoint=None,
-            webhook_secret="s3cret",
-            webhook_backoff_s=0.01,
-            webhook_allow_private=True,
-            allow_http=True,
-        )
-        event = JobEvent("job-2", "failed", error_code="no_face", error_message="No face.")
-        assert notifier.send_webhook(event, f"{hook.url}/hook") == 200
-        notifier.close()
-    finally:
-        hook.close()
-    assert len(hook.requests) == 3
-    last = hook.requests[-1]
-    headers = {k.lower(): v for k, v in last.headers.items()}
-    stamp, signature = headers[TIMESTAMP_HEADER.lower()], headers[SIGNATURE_HEADER.lower()]
-    assert verify_signature("s3cret", stamp, last.body, signature)
-    assert not verify_signature("wrong", stamp, last.body, signature)
-    assert json.loads(last.body) == {
-        "job_id": "job-2",
-        "status": "failed",
-        "error": {"code": "no_face", "message": "No face."},
-    }
-
-
 def test_webhook_client_errors_are_not_retried_and_private_hosts_refused():
     hook = LocalEndpoint(replies=[(404, {})])
     notifier = Notifier(
         firebase_app=None,
         fcm_endpoint=None,
-        webhook_secret="k",
+        webhook_secret=WEBHOOK_SECRET,
         webhook_backoff_s=0.01,
         webhook_allow_private=True,
         allow_http=True,
@@ -200,7 +167,6 @@ def test_job_result_from_the_emulator_and_notifications(emulator, tmp_path):
         firebase_project_id=PROJECT,
         firebase_credentials="anonymous",
         fcm_endpoint=f"{fcm.url}/v1/projects/{PROJECT}/messages:send",
-        webhook_secret="hook-secret",
     )
     body = {
         "source_url": "http://127.0.0.1:9/a.png",
@@ -220,7 +186,7 @@ def test_job_result_from_the_emulator_and_notifications(emulator, tmp_path):
         fcm.close()
         hook.close()
     assert json.loads(fcm.requests[0].body)["message"]["data"]["job_id"] == job_id
-    payload = json.loads(hook.requests[0].body)
+    payload = json.loads(hook.requests[0].body)["data"]
     assert payload["status"] == "succeeded"
     assert payload["result_url"].startswith(f"http://testserver/v1/jobs/{job_id}/result?expires=")
 

@@ -224,7 +224,9 @@ def test_request_target_is_ascii(url: str, target: str) -> None:
 
 
 def test_webhook_signature_check_takes_any_header() -> None:
-    good = sign("secret", "1700000000", b"{}")
-    assert verify_signature("secret", "1700000000", b"{}", good)
-    for header in ("", good.upper(), good[:-1] + "\u00e9", "\ud800", "sha256=" + "\uff10" * 64):
-        assert not verify_signature("secret", "1700000000", b"{}", header)
+    secret = "whsec_" + "A" * 32  # 24 zero bytes
+    good = sign(secret, "msg_1", "1700000000", b"{}")
+    assert verify_signature(secret, "msg_1", "1700000000", b"{}", good)
+    assert verify_signature(secret, "msg_1", "1700000000", b"{}", "v1,old " + good)
+    for header in ("", good.upper(), good[:-1] + "\u00e9", "\ud800", "v1," + "\uff10" * 44):
+        assert not verify_signature(secret, "msg_1", "1700000000", b"{}", header)
