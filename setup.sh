@@ -22,6 +22,8 @@ install_debian_packages() {
   local missing=()
   command -v ffmpeg >/dev/null || missing+=(ffmpeg)
   command -v promtool >/dev/null || missing+=(prometheus)
+  # the try-it page's browser test drives Debian's chromium with Playwright (never `playwright install`)
+  command -v chromium >/dev/null || missing+=(chromium fonts-liberation)
   [ -x /usr/lib/postgresql/15/bin/initdb ] || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
     || missing+=(postgresql)
   [ ${#missing[@]} -eq 0 ] && return 0

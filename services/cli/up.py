@@ -73,6 +73,7 @@ def gateway_environ(environ: Mapping[str, str], args: argparse.Namespace,
     return {
         **environ,
         "GATEWAY_AUTH_MODE": "none",
+        "GATEWAY_WEB_UI": "true",
         "STORAGE_BACKEND": "local",
         "GATEWAY_PORT": str(args.port),
         "GATEWAY_DATA_DIR": str(args.data_dir),
@@ -188,7 +189,7 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str], weights: Path,
 
     stack.supervise(on_failure=give_up)
     print(f"dynamics up: REST API on http://{_url_host(args.host)}:{args.port} "
-          f"(OpenAPI at /openapi.json, no auth)", file=sys.stderr)
+          f"(try-it page at /, OpenAPI at /openapi.json, no auth)", file=sys.stderr)
     try:
         server.run(sockets=[sock])
     finally:

@@ -118,6 +118,7 @@ class GatewayConfig:
     encoder_addr: str = "localhost:50053"
     motion_cache_dir: Path | None = None  # None: <data_dir>/motion-cache
     sse_poll_s: float = 0.5
+    web_ui: bool = False  # GATEWAY_WEB_UI: serve the try-it page at /
     log_level: str = "INFO"
 
     @property
@@ -207,6 +208,7 @@ class GatewayConfig:
             encoder_addr=env_str(environ, "ENCODER_ADDR", "localhost:50053"),
             motion_cache_dir=_optional_path(environ, "MOTION_CACHE_DIR"),
             sse_poll_s=env_float(environ, "SSE_POLL_S", 0.5, minimum=0.05),
+            web_ui=env_bool(environ, "GATEWAY_WEB_UI", False),
             log_level=env_choice(
                 environ, "LOG_LEVEL", ("debug", "info", "warning", "error"), "info"
             ).upper(),

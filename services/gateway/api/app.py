@@ -25,6 +25,7 @@ from services.gateway.api.errors import ApiError
 from services.gateway.api.routes import router as job_router
 from services.gateway.api.schemas import JobCreate
 from services.gateway.api.state import GatewayState, get_state
+from services.gateway.api.web_ui import install_web_ui
 from services.gateway.jobs.database import DatabaseError
 
 logger = logging.getLogger(__name__)
@@ -211,4 +212,6 @@ def create_app(state: GatewayState) -> FastAPI:
     def metrics(request: Request) -> Response:
         return Response(get_state(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
+    if state.config.web_ui:
+        install_web_ui(app)
     return app
