@@ -23,6 +23,7 @@ from services.common.grpc_client import check_health, make_channel
 from tests.fixture_set import DEFAULT_SET
 from tests.service_process import ServiceProcess, start_service
 from tests.unit.gateway.gateway_harness import make_video
+from tests.unit.gateway.problem_shape import problem_of
 
 FIXTURE_WEIGHTS = DEFAULT_SET.checkpoints
 FULL_NAMES = {
@@ -182,10 +183,6 @@ def hero_bytes(tmp_path_factory) -> bytes:
 
 
 def assert_rest_error(response: httpx.Response, status: int, code: str | None = None) -> dict:
-    """The gateway's error shape: {"error": {"code", "message"}} with the expected status."""
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"} and body["error"]["message"], body
-    if code is not None:
-        assert body["error"]["code"] == code, body
-    return body["error"]
+    """The gateway's error shape (an RFC 9457 problem document with a `code`) with the expected
+    status; returns the problem."""
+    return problem_of(response, status, code)

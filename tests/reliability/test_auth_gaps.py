@@ -15,7 +15,7 @@ import httpx
 import jwt
 import pytest
 
-from tests.reliability.conftest import assert_rest_error, start_gateway
+from tests.reliability.conftest import assert_rest_error, free_port, start_gateway
 from tests.unit.gateway.gateway_harness import PROJECT, LocalEndpoint, TokenFactory
 
 BODY = {"source_url": "https://93.184.216.34/a.png", "driving_url": "https://93.184.216.34/b.mp4"}
@@ -147,3 +147,43 @@ def test_limits_are_per_user_with_retry_after(api, tokens) -> None:
     assert_rest_error(limited, 429, "rate_limited")
     assert 0 < int(limited.headers["Retry-After"]) <= 601
     assert api.post("/v1/jobs", json=BODY, headers=bob).status_code == 202
+
+
+@pytest.mark.parametrize("outage", ["connection-refused", "http-500"])
+def test_certificate_outage_is_503_with_retry_after_not_401(tokens, tmp_path, outage) -> None:
+    """Google's token certificates cannot be fetched (nothing listens at the URL, or it answers
+    500): a valid token gets 503 + Retry-After on every route (a 401 makes apps sign the user
+    out for our outage); a token that is not even a JWT is still 401; once the certificates are
+    back the same token works."""
+    endpoint = None
+    if outage == "connection-refused":
+        cert_url = f"http://127.0.0.1:{free_port()}/certs"
+    else:
+        endpoint = LocalEndpoint(replies=[(500, {"error": "backend error"})])
+        cert_url = f"{endpoint.url}/certs"
+    gateway, base = start_gateway(tmp_path / "gateway", {
+        "GATEWAY_AUTH_MODE": "firebase", "FIREBASE_PROJECT_ID": PROJECT,
+        "FIREBASE_CREDENTIALS": "anonymous", "FIREBASE_CERT_URL": cert_url,
+        "GATEWAY_WORKERS": "0"})
+    try:
+        with httpx.Client(base_url=base, timeout=30) as client:
+            valid = _auth(tokens, "alice-outage")
+            for method, path in ROUTES:
+                response = client.request(method, path, headers=valid,
+                                          json=BODY if method == "POST" else None)
+                assert_rest_error(response, 503, "auth_unavailable")
+                assert int(response.headers["Retry-After"]) > 0, (method, path)
+                assert "WWW-Authenticate" not in response.headers, (method, path)
+            assert_rest_error(client.get("/v1/jobs", headers={"Authorization": "Bearer x"}), 401,
+                              "invalid_token")
+            if endpoint is not None:
+                assert any(r.path == "/certs" for r in endpoint.requests)
+                endpoint.static["/certs"] = json.dumps(tokens.certs).encode()
+                assert client.get("/v1/jobs", headers=valid).status_code == 200
+    finally:
+        try:
+            gateway.terminate(30)
+        finally:
+            gateway.kill()
+            if endpoint is not None:
+                endpoint.close()

@@ -67,7 +67,7 @@ def _assert_no_leak(error: dict, *folders: Path) -> None:
         assert str(folder) not in text, error
     assert "/tmp" not in text and "/work" not in text, error
     for words in FFMPEG_WORDS:
-        assert words not in error["message"], error
+        assert words not in error["detail"], error
 
 
 @pytest.mark.parametrize("case_id", CASE_IDS)

@@ -12,6 +12,7 @@ import pytest
 from tests.postgres_fixture import postgres_server  # noqa: F401 - fixture
 from tests.reliability.conftest import start_gateway
 from tests.reliability.raw_http import KeepAliveConnection
+from tests.unit.gateway.problem_shape import raw_problem_of
 
 URLS = {"source_url": "https://93.184.216.34/a.png", "driving_url": "https://93.184.216.34/b.mp4"}
 JSON = [("Content-Type", "application/json")]
@@ -67,7 +68,7 @@ def test_strings_postgres_refuses_never_reach_it(pg_gateway, method, target, hea
         response = conn.request(method, target, headers, body)
         assert response.status == status, response.body[:300]
         if code is not None:
-            assert json.loads(response.body)["error"]["code"] == code
+            raw_problem_of(response, status, code)
         assert conn.alive()
 
 

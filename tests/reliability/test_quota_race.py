@@ -21,6 +21,7 @@ from tests.postgres_fixture import postgres_server  # noqa: F401 - fixture
 from tests.reliability.conftest import needs_ffmpeg, start_gateway
 from tests.reliability.image_corpus import face_image
 from tests.service_process import ServiceProcess
+from tests.unit.gateway.problem_shape import problem_of
 
 BURST = 20
 LIMIT = 4
@@ -91,7 +92,7 @@ def test_concurrent_posts_never_pass_the_active_job_limit(gateways, photo, hero_
     assert statuses == [202] * LIMIT + [429] * (BURST - LIMIT), statuses
     accepted = {r.json()["id"] for r in results if r.status_code == 202}
     for refused in (r for r in results if r.status_code == 429):
-        assert refused.json()["error"]["code"] == "too_many_active_jobs", refused.text
+        problem_of(refused, 429, "too_many_active_jobs")
         assert refused.headers["Retry-After"] == "30"
 
     # Only the accepted jobs' uploads are on disk: the refused requests deleted theirs.

@@ -11,6 +11,7 @@ import pytest
 from tests.reliability.conftest import start_gateway
 from tests.reliability.raw_http import KeepAliveConnection
 from tests.unit.gateway.gateway_harness import PROJECT, LocalEndpoint, TokenFactory
+from tests.unit.gateway.problem_shape import raw_problem_of
 from tests.unit.gateway.test_auth import CRAFTED_TOKENS
 
 BODY = json.dumps({"source_url": "https://93.184.216.34/a.png",
@@ -51,7 +52,7 @@ def test_crafted_token_is_401_on_every_route(firebase_gateway, tokens, name: str
                        ("Content-Type", "application/json")]
             response = conn.request(method, path, headers, BODY if method == "POST" else b"")
             assert response.status == 401, (method, path, response.body[:200])
-            assert json.loads(response.body)["error"]["code"] == "invalid_token"
+            raw_problem_of(response, 401, "invalid_token")
             assert response.headers["www-authenticate"] == "Bearer"
         valid = conn.request("GET", "/v1/jobs",
                              [("Authorization", f"Bearer {tokens.token('alice')}")])

@@ -33,6 +33,19 @@ class AuthError(Exception):
         self.message = message
 
 
+class AuthUnavailable(Exception):
+    """Credentials cannot be checked right now because the identity provider (Google's token
+    certificates) does not answer: our outage, not the caller's fault. Answered with 503 and
+    `Retry-After`, never 401, which would make apps sign their users out."""
+
+    code = "auth_unavailable"
+
+    def __init__(self, message: str, retry_after_s: int = 10) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after_s = retry_after_s
+
+
 @dataclass(frozen=True)
 class User:
     uid: str
@@ -109,8 +122,8 @@ class FirebaseAuth:
             raise AuthError("token_expired", "The ID token has expired; sign in again.") from None
         except fb_auth.CertificateFetchError as exc:
             logger.error("cannot fetch token certificates: %s", exc)
-            raise AuthError(
-                "auth_unavailable", "Token certificates are unavailable; retry later."
+            raise AuthUnavailable(
+                "The identity provider's token certificates cannot be fetched; retry soon."
             ) from None
         except (fb_auth.InvalidIdTokenError, ValueError) as exc:
             logger.info("rejected ID token: %s", exc)

@@ -18,8 +18,8 @@ from pydantic import BeforeValidator
 from starlette.concurrency import run_in_threadpool
 
 from services.gateway.api.auth import User
-from services.gateway.api.errors import ApiError
-from services.gateway.api.schemas import ErrorBody, JobCreate, JobPage, JobView, job_view
+from services.gateway.api.errors import PROBLEM_MEDIA_TYPE, ApiError
+from services.gateway.api.schemas import JobCreate, JobPage, JobView, job_view
 from services.gateway.api.state import GatewayState, get_state
 from services.gateway.delivery.storage import StorageError, result_key
 from services.gateway.domain import Job
@@ -38,9 +38,47 @@ _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,200}")
 # What a job id can look like (ids are uuid4 hex); anything else is answered 404 unseen by the
 # database, so control characters and odd encodings never reach a query.
 _JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
-_ERRORS = {
-    code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 415, 422, 429, 503)
+_PROBLEM = {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+_RETRY_AFTER = {
+    "Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}
 }
+_ERROR_DESCRIPTIONS = {
+    400: ("malformed request: `malformed_json`, `bad_multipart`, `malformed_content_type`, "
+          "`bad_content_length`, `bad_cursor`, `bad_idempotency_key`, `bad_range`"),
+    401: ("no usable ID token: `missing_token`, `malformed_authorization`, `invalid_token`, "
+          "`token_expired`"),
+    403: "`invalid_link`: a tampered or expired signed result link",
+    404: "`not_found` (also another user's job), `result_missing`",
+    409: "`not_ready`: the job has no result yet",
+    413: "`too_large`",
+    415: "`unsupported_media_type`, `unsupported_content_encoding`",
+    416: "`range_not_satisfiable`: no requested byte range lies in the file",
+    422: ("the request is well-formed but refused: `invalid_request`, `url_refused`, "
+          "`invalid_webhook_url`, `idempotency_key_reused`, a media reason (`bad_video`, ...)"),
+    429: "`rate_limited`, `too_many_active_jobs`",
+    500: "`internal`: the detail is generic; the stack trace goes only to the log",
+    503: ("`database_unavailable`, `storage_unavailable`, `auth_unavailable` (the identity "
+          "provider's certificates cannot be fetched); retry after `Retry-After` seconds"),
+}
+
+
+def _problems(*statuses: int) -> dict[int | str, dict]:
+    """OpenAPI responses for these error statuses: each a problem document."""
+    responses: dict[int | str, dict] = {}
+    for status in statuses:
+        response: dict = {"description": _ERROR_DESCRIPTIONS[status], "content": _PROBLEM}
+        if status in (429, 503):
+            response["headers"] = _RETRY_AFTER
+        if status == 401:
+            response["headers"] = {
+                "WWW-Authenticate": {"description": "`Bearer`", "schema": {"type": "string"}}
+            }
+        responses[status] = response
+    return responses
+
+
+# Every route of the router can answer these.
+_ERRORS = _problems(401, 500, 503)
 _SSE_KEEPALIVE_S = 15.0
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=_ERRORS)
@@ -186,6 +224,7 @@ async def _intake_and_store(
     status_code=202,
     response_model=JobView,
     openapi_extra=_CREATE_BODY,
+    responses=_problems(400, 413, 415, 422, 429),
     summary="Queue a job: photo + hero video (uploads or https URLs)",
 )
 async def create_job(
@@ -211,7 +250,12 @@ async def create_job(
     return _accepted(state, job, replayed=not created)
 
 
-@router.get("", response_model=JobPage, summary="The caller's jobs, newest first")
+@router.get(
+    "",
+    response_model=JobPage,
+    responses=_problems(400, 422),
+    summary="The caller's jobs, newest first",
+)
 def list_jobs(
     request: Request,
     user: CurrentUser,
@@ -229,13 +273,20 @@ def list_jobs(
     return JobPage(jobs=[job_view(j, state.links) for j in jobs], next_cursor=next_cursor)
 
 
-@router.get("/{job_id}", response_model=JobView, summary="Status, progress, ETA, timings")
+@router.get(
+    "/{job_id}",
+    response_model=JobView,
+    responses=_problems(404),
+    summary="Status, queue position, progress, ETA, timings, links",
+)
 def get_job(job_id: str, request: Request, user: CurrentUser) -> JobView:
     state = get_state(request)
     return job_view(_owned(state, job_id, user), state.links)
 
 
-@router.delete("/{job_id}", response_model=JobView, summary="Cancel a job")
+@router.delete(
+    "/{job_id}", response_model=JobView, responses=_problems(404), summary="Cancel a job"
+)
 def cancel_job(job_id: str, request: Request, user: CurrentUser) -> JobView:
     state = get_state(request)
     _owned(state, job_id, user)
@@ -257,7 +308,7 @@ def cancel_job(job_id: str, request: Request, user: CurrentUser) -> JobView:
     responses={
         200: {"content": {"video/mp4": {}}},
         307: {"description": "signed URL"},
-        416: {"model": ErrorBody, "description": "no requested byte range lies in the file"},
+        **_problems(400, 403, 404, 409, 416),
     },
 )
 def get_result(
@@ -316,7 +367,7 @@ def _check_range(header: str | None, path) -> None:
 @router.get(
     "/{job_id}/events",
     summary="Server-sent events with the job's fields as they change",
-    responses={200: {"content": {"text/event-stream": {}}}},
+    responses={200: {"content": {"text/event-stream": {}}}, **_problems(404)},
 )
 def job_events(job_id: str, request: Request, user: CurrentUser):
     state = get_state(request)

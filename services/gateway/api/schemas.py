@@ -12,13 +12,32 @@ from services.gateway.domain import AnimationOptions, Job
 from services.gateway.net.strict_input import parse_decimal, parse_uint
 
 
-class ErrorDetail(BaseModel):
-    code: str = Field(description="machine-readable reason, e.g. invalid_request, not_found")
-    message: str = Field(description="a human sentence")
+class LegacyError(BaseModel):
+    code: str = Field(description="the same as the problem's `code`")
+    message: str = Field(description="the same as the problem's `detail`")
 
 
-class ErrorBody(BaseModel):
-    error: ErrorDetail
+class Problem(BaseModel):
+    """An error, as an RFC 9457 problem document (`application/problem+json`)."""
+
+    model_config = ConfigDict(title="Problem")
+
+    type: str = Field(
+        description="a URI naming the kind of problem: `tag:dynamics.app,2026:problem/<code>`"
+    )
+    title: str = Field(description="the HTTP status phrase, e.g. `Not Found`")
+    status: int = Field(ge=400, le=599, description="the HTTP status code of this answer")
+    detail: str = Field(description="a human sentence about this occurrence")
+    instance: str | None = Field(None, description="the request path, when short and printable")
+    code: str = Field(
+        description="the stable machine reason apps switch on, e.g. `invalid_request`, "
+        "`not_found`, `token_expired` (docs/gateway.md lists them)"
+    )
+    error: LegacyError = Field(
+        deprecated=True,
+        description="deprecated: `{code, message}` as in the first release of version 1; "
+        "read `code` and `detail` instead. Removed in the next breaking version.",
+    )
 
 
 def _number(value: object, *, integer: bool = False) -> object:

@@ -17,6 +17,7 @@ from services.gateway.api.state import ANIMATOR_SERVICE, ENCODER_SERVICE, FACE_D
 from services.gateway.delivery.storage import StorageError
 from services.gateway.domain import AnimationOptions, option_fields
 from tests.unit.gateway.gateway_harness import build_gateway, make_video, png_bytes
+from tests.unit.gateway.problem_shape import problem_of
 
 pytestmark = pytest.mark.ffmpeg
 
@@ -58,10 +59,8 @@ def upload(client, video_bytes, *, headers=None, **fields):
 
 
 def assert_error(response, status: int, code: str) -> dict:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"} and body["error"]["code"] == code and body["error"]["message"]
-    return body["error"]
+    """An RFC 9457 problem document with this status and `code`; returns it."""
+    return problem_of(response, status, code)
 
 
 def test_multipart_upload_is_queued_and_readable(client, video_bytes):
@@ -197,7 +196,7 @@ def test_malformed_bodies(client, video_bytes):
     assert_error(upload(client, video_bytes, options="{nope"), 422, "invalid_request")
     assert_error(upload(client, video_bytes, seconds="ten"), 422, "invalid_request")
     both = upload(client, video_bytes, source_url="http://127.0.0.1:9/a.png")
-    assert "exactly one" in assert_error(both, 422, "invalid_request")["message"]
+    assert "exactly one" in assert_error(both, 422, "invalid_request")["detail"]
     assert not any((client.app.state.gateway.config.data_dir / "uploads").glob("*/*"))
 
 
@@ -209,7 +208,7 @@ def test_unusable_uploads_are_refused_with_a_reason(client, video_bytes):
             "driving": ("v.mp4", video_bytes, "video/mp4"),
         },
     )
-    assert bad_image.status_code == 422 and bad_image.json()["error"]["code"] != "internal"
+    assert problem_of(bad_image, 422)["code"] != "internal"
     bad_video = client.post(
         "/v1/jobs",
         files={
@@ -217,7 +216,7 @@ def test_unusable_uploads_are_refused_with_a_reason(client, video_bytes):
             "driving": ("v.mp4", b"\x00" * 1000, "video/mp4"),
         },
     )
-    assert bad_video.status_code == 422 and bad_video.json()["error"]["code"] != "internal"
+    assert problem_of(bad_video, 422)["code"] != "internal"
 
 
 def test_size_limits_give_413(make_client, video_bytes):
@@ -229,7 +228,7 @@ def test_size_limits_give_413(make_client, video_bytes):
             "driving": ("v.mp4", video_bytes, "video/mp4"),
         },
     )
-    assert "'source'" in assert_error(big, 413, "too_large")["message"]
+    assert "'source'" in assert_error(big, 413, "too_large")["detail"]
     huge = client.post(
         "/v1/jobs",
         content=b"x",

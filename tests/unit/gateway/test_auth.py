@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.unit.gateway.gateway_harness import PROJECT, LocalEndpoint, TokenFactory, build_gateway
+from tests.unit.gateway.problem_shape import problem_of
 
 BODY = {"source_url": "http://127.0.0.1:9/a.png", "driving_url": "http://127.0.0.1:9/v.mp4"}
 
@@ -61,8 +62,7 @@ def test_valid_token_creates_and_reads_own_job(client, tokens):
 )
 def test_missing_or_malformed_credentials_are_401(client, headers, code):
     response = client.get("/v1/jobs", headers=headers)
-    assert response.status_code == 401
-    assert response.json()["error"]["code"] == code
+    problem_of(response, 401, code)
     assert response.headers["WWW-Authenticate"] == "Bearer"
 
 
@@ -90,20 +90,20 @@ CRAFTED_TOKENS = {
 def test_crafted_tokens_are_401_not_500(client, token):
     response = client.get("/v1/jobs", headers=bearer(token))
     assert response.status_code == 401, response.text
-    assert response.json()["error"]["code"] == "invalid_token"
+    problem_of(response, 401, "invalid_token")
 
 
 def test_expired_wrong_audience_and_foreign_key_are_401(client, tokens):
     expired = tokens.token("alice", expires_in=-600, issued_ago=4000)
     assert (
-        client.get("/v1/jobs", headers=bearer(expired)).json()["error"]["code"] == "token_expired"
+        problem_of(client.get("/v1/jobs", headers=bearer(expired)), 401)["code"] == "token_expired"
     )
     wrong_aud = tokens.token("alice", audience="another-project")
     answer = client.get("/v1/jobs", headers=bearer(wrong_aud))
-    assert answer.status_code == 401 and answer.json()["error"]["code"] == "invalid_token"
+    problem_of(answer, 401, "invalid_token")
     forged = TokenFactory(kid=tokens.kid).token("alice")  # same kid, another private key
     answer = client.post("/v1/jobs", json=BODY, headers=bearer(forged))
-    assert answer.status_code == 401 and answer.json()["error"]["code"] == "invalid_token"
+    problem_of(answer, 401, "invalid_token")
 
 
 def test_other_users_jobs_are_404_and_not_listed(client, tokens):
@@ -116,7 +116,7 @@ def test_other_users_jobs_are_404_and_not_listed(client, tokens):
         ("GET", f"/v1/jobs/{job_id}/events"),
     ):
         answer = client.request(method, path, headers=bob)
-        assert answer.status_code == 404 and answer.json()["error"]["code"] == "not_found", path
+        problem_of(answer, 404, "not_found")
     assert client.get("/v1/jobs", headers=bob).json()["jobs"] == []
     assert [j["id"] for j in client.get("/v1/jobs", headers=alice).json()["jobs"]] == [job_id]
     assert client.get(f"/v1/jobs/{job_id}", headers=alice).json()["status"] == "queued"
@@ -159,6 +159,6 @@ def test_signed_result_url_works_without_a_token(client, tokens, tmp_path):
         url.replace(f"expires={expires}", "expires=1000"),
     ):
         answer = client.get(bad)
-        assert answer.status_code == 403 and answer.json()["error"]["code"] == "invalid_link"
+        problem_of(answer, 403, "invalid_link")
     unsigned = client.get(f"/v1/jobs/{job_ids[0]}/result")
     assert unsigned.status_code == 401
