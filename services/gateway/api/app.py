@@ -1,7 +1,8 @@
 """FastAPI app factory: routes, health, metrics and one JSON error format.
 
-Every error is `{"error": {"code": ..., "message": ...}}` with a precise status; unexpected
-exceptions are logged with their stack and answered 500 without it.
+Every error is an RFC 9457 problem document (`application/problem+json`, see `errors.py`) with
+a precise status and a stable `code`; unexpected exceptions are logged with their stack and
+answered 500 without it.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from services.gateway.api.auth import AuthError
-from services.gateway.api.errors import ApiError
+from services.gateway.api.auth import AuthError, AuthUnavailable
+from services.gateway.api.errors import PROBLEM_MEDIA_TYPE, ApiError, problem_response
 from services.gateway.api.routes import router as job_router
-from services.gateway.api.schemas import JobCreate
+from services.gateway.api.schemas import JobCreate, Problem
 from services.gateway.api.state import GatewayState, get_state
 from services.gateway.api.web_ui import install_web_ui
 from services.gateway.jobs.database import DatabaseError
@@ -44,10 +45,14 @@ _STATUS_CODES = {
 }
 
 
-def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None):
-    return JSONResponse(
-        {"error": {"code": code, "message": message}}, status_code=status, headers=headers
-    )
+def _error(
+    request: Request,
+    status: int,
+    code: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    return problem_response(status, code, message, headers, scope=request.scope)
 
 
 def _database_errors() -> tuple[type[Exception], ...]:
@@ -64,18 +69,24 @@ def _database_errors() -> tuple[type[Exception], ...]:
 
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
-    async def api_error(_request: Request, exc: ApiError) -> JSONResponse:
-        return _error(exc.status, exc.code, exc.message, exc.headers)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return _error(request, exc.status, exc.code, exc.message, exc.headers)
 
     @app.exception_handler(AuthError)
-    async def auth_error(_request: Request, exc: AuthError) -> JSONResponse:
-        return _error(401, exc.code, exc.message, {"WWW-Authenticate": "Bearer"})
+    async def auth_error(request: Request, exc: AuthError) -> JSONResponse:
+        return _error(request, 401, exc.code, exc.message, {"WWW-Authenticate": "Bearer"})
+
+    @app.exception_handler(AuthUnavailable)
+    async def auth_unavailable(request: Request, exc: AuthUnavailable) -> JSONResponse:
+        return _error(
+            request, 503, exc.code, exc.message, {"Retry-After": str(exc.retry_after_s)}
+        )
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()))
-        return _error(422, "invalid_request", f"{where}: {first.get('msg', 'invalid value')}")
+        return _error(request, 422, "invalid_request", f"{where}: {first.get('msg', 'invalid value')}")
 
     @app.exception_handler(ClientDisconnect)
     async def client_gone(request: Request, _exc: ClientDisconnect) -> Response:
@@ -88,13 +99,14 @@ def _install_error_handlers(app: FastAPI) -> None:
         return Response(status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _STATUS_CODES.get(exc.status_code, "error")
-        return _error(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
+        return _error(request, exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
 
     async def database_down(request: Request, exc: Exception) -> JSONResponse:
         logger.error("database error on %s %s: %s", request.method, request.url.path, exc)
         return _error(
+            request,
             503,
             "database_unavailable",
             "The job database is unavailable; retry soon.",
@@ -107,7 +119,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-        return _error(500, "internal", "An internal error occurred.")
+        return _error(request, 500, "internal", "An internal error occurred.")
 
 
 # The key the readiness check looks up in the result storage: it never exists; the lookup proves
@@ -149,20 +161,45 @@ def _readiness(state: GatewayState) -> dict[str, str]:
     return {"database": database, "storage": _storage_check(state)}
 
 
+def _problem_responses(schema: dict) -> None:
+    """Every error response is a problem document: FastAPI's own 422 (`HTTPValidationError`,
+    which this app never sends) is replaced by the Problem schema, and its models dropped."""
+    problem = {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    for item in schema.get("paths", {}).values():
+        for operation in item.values():
+            for status, response in operation.get("responses", {}).items():
+                if status.isdigit() and int(status) >= 400:
+                    response["content"] = problem
+                    if response.get("description") == "Validation Error":
+                        response["description"] = (
+                            "`invalid_request`: a query or path value is out of its bounds"
+                        )
+    components = schema.get("components", {}).get("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        components.pop(name, None)
+
+
+def build_openapi(app: FastAPI) -> dict:
+    """The app's OpenAPI document (also what `python -m services.gateway.api.openapi` writes)."""
+    schema = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes
+    )
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for model in (JobCreate, Problem):
+        body = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(body.pop("$defs", {}))
+        components[model.__name__] = body
+    _problem_responses(schema)
+    return schema
+
+
 def _install_openapi(app: FastAPI) -> None:
     """OpenAPI with the job-creation body models, which no route declares as a parameter (the
-    route reads JSON or streams multipart itself)."""
+    route reads JSON or streams multipart itself), and problem documents for every error."""
 
     def build() -> dict:
         if app.openapi_schema is None:
-            schema = get_openapi(
-                title=app.title, version=app.version, description=app.description, routes=app.routes
-            )
-            body = JobCreate.model_json_schema(ref_template="#/components/schemas/{model}")
-            components = schema.setdefault("components", {}).setdefault("schemas", {})
-            components.update(body.pop("$defs", {}))
-            components["JobCreate"] = body
-            app.openapi_schema = schema
+            app.openapi_schema = build_openapi(app)
         return app.openapi_schema
 
     app.openapi = build  # type: ignore[method-assign]
