@@ -9,8 +9,9 @@ set's `config.json` through `FixtureSet`; no test states one set's numbers.
 Which sets run: `LIVEPORTRAIT_FIXTURES=DIR` selects exactly that set; without it, every bundled set
 (`BUNDLED_DIRS`: the 32/64 px "reduced-v2" set and the 64/128 px "reduced-128" set). The parity
 tests take the `lp_set` fixture (tests/conftest.py), parametrized over the selected sets; tests
-that only need some real upstream-format weights take `lp_primary`, the first selected set.
-Services started as subprocesses use `DEFAULT_SET`'s checkpoints.
+that only need some real upstream-format weights take `lp_primary` (module-level code:
+`primary_set()`), the first selected set. Services started as subprocesses use `DEFAULT_SET`'s
+checkpoints.
 """
 
 from __future__ import annotations
