@@ -63,8 +63,9 @@ class FixtureSet:
     @property
     def feature_side(self) -> int:
         """Spatial side of F's feature volume (and of W's output) for an `image_size` input."""
-        return self.image_size // 2 ** int(self._params("appearance_feature_extractor")
-                                           ["num_down_blocks"])
+        return self.image_size // 2 ** int(
+            self._params("appearance_feature_extractor")["num_down_blocks"]
+        )
 
     @property
     def feature_shape(self) -> tuple[int, int, int, int]:
@@ -109,8 +110,10 @@ def fixture_set(path: str | Path) -> FixtureSet:
     folder = folder.resolve()
     config_file = folder / "config.json"
     if not (folder / "manifest.json").is_file() or not config_file.is_file():
-        raise FileNotFoundError(f"{ENV_VAR}={path}: {folder} holds no LivePortrait fixture set "
-                                "(manifest.json and config.json)")
+        raise FileNotFoundError(
+            f"{ENV_VAR}={path}: {folder} holds no LivePortrait fixture set "
+            "(manifest.json and config.json)"
+        )
     config = json.loads(config_file.read_text())
     missing = [key for key in ("image_size", "crop_dsize", "model_params") if key not in config]
     if missing:
