@@ -135,28 +135,30 @@ def _wait_busy(animator, timeout: float = 120.0) -> float:
 
 
 def test_animators_removed_by_sigterm_and_sigkill_lose_no_job(fleet: Fleet, media):
-    assert len(fleet.animators) >= 3
+    while len(fleet.animators) < 3:
+        fleet.add_animator()
     drained, killed = list(fleet.animators.values())[:2]
-    jobs = _submit(fleet, media, 6)
-    # SIGTERM (drain): out of the name first, then running calls finish on it.
-    drained_in_flight = _wait_busy(drained)
-    fleet.drain_animator(drained.host)
-    while drained.process.proc.poll() is None:
-        drained.read()
-        time.sleep(0.05)
-    drained_code = drained.process.proc.returncode
-    final = drained.last
-    # A replacement joins; then another animator is lost with jobs running on it.
-    fleet.add_animator()
-    killed_in_flight = _wait_busy(killed)
-    fleet.kill_animator(killed.host)
-    views = wait_all_final(fleet, jobs, JOB_TIMEOUT_S)
+    with Feeder(fleet, media) as feeder:
+        # SIGTERM (drain): out of the name first, then running calls finish on it.
+        drained_in_flight = _wait_busy(drained)
+        fleet.drain_animator(drained.host)
+        while drained.process.proc.poll() is None:
+            drained.read()
+            time.sleep(0.05)
+        drained_code = drained.process.proc.returncode
+        final = drained.last
+        # A replacement joins; then another animator is lost with jobs running on it.
+        fleet.add_animator()
+        killed_in_flight = _wait_busy(killed)
+        fleet.kill_animator(killed.host)
+    views = wait_all_final(fleet, feeder.jobs, JOB_TIMEOUT_S)
     retried = sum(v["attempts"] >= 2 for v in views.values())
+    cut = final["animate_started"] - final["animate_handled"]
     print(f"\nfleet: SIGTERM {drained.host} with {drained_in_flight:.0f} Animate running: "
-          f"exit {drained_code}, its calls finished OK {final['animate_ok']:.0f} of "
-          f"{final['animate_handled']:.0f} handled, {final['animate_started'] - final['animate_handled']:.0f} "
-          f"cut; SIGKILL {killed.host} with {killed_in_flight:.0f} running; {len(jobs)} jobs: "
-          f"{dict(Counter(v['status'] for v in views.values()))}, attempts {_attempts(views)}")
+          f"exit {drained_code}, {final['animate_ok']:.0f} of its {final['animate_handled']:.0f} "
+          f"calls OK, {cut:.0f} cut; SIGKILL {killed.host} with {killed_in_flight:.0f} running; "
+          f"{len(feeder.jobs)} jobs: {dict(Counter(v['status'] for v in views.values()))}, "
+          f"attempts {_attempts(views)}")
     _all_succeeded(views)
     assert drained_code == 0
     assert final["animate_started"] == final["animate_handled"] == final["animate_ok"], final
