@@ -109,7 +109,7 @@ class GatewayRun:
         return response.json()["id"]
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        """Until /readyz is 200: the gateway's channels reach every service again."""
+        """Until /readyz is 200: the gateway reaches its database and result storage."""
         deadline = time.monotonic() + timeout
         while self.client.get("/readyz").status_code != 200:
             assert time.monotonic() < deadline, "the gateway never became ready"
