@@ -8,6 +8,7 @@ and what was expected, so a pod with a typo crashes at start with a readable mes
 from __future__ import annotations
 
 import ipaddress
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TypeVar
@@ -90,8 +91,8 @@ def env_float(
         number = float(value)
     except ValueError:
         raise ConfigError(name, value, "a number") from None
-    if number != number:  # NaN
-        raise ConfigError(name, value, "a number")
+    if not math.isfinite(number):
+        raise ConfigError(name, value, "a finite number")
     _check_range(name, value, number, minimum, maximum)
     return number
 

@@ -109,7 +109,7 @@ def handle_errors(method: Callable) -> Callable:
                 yield from method(self, request, context)
             except GeneratorExit:
                 raise
-            except Exception as exc:  # noqa: BLE001 - translated into a status
+            except Exception as exc:
                 if _is_abort(exc, context):
                     raise
                 if not _caller_gone(exc, context, rpc):
@@ -121,7 +121,7 @@ def handle_errors(method: Callable) -> Callable:
     def unary_wrapper(self, request, context):
         try:
             return method(self, request, context)
-        except Exception as exc:  # noqa: BLE001 - translated into a status
+        except Exception as exc:
             if _is_abort(exc, context):
                 raise
             if not _caller_gone(exc, context, rpc):

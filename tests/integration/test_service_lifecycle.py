@@ -13,7 +13,6 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-
 from dynamics.v1 import (
     animator_pb2,
     animator_pb2_grpc,
@@ -23,6 +22,7 @@ from dynamics.v1 import (
     face_detect_pb2,
     face_detect_pb2_grpc,
 )
+
 from services.common.grpc_client import check_health, make_channel, wait_for_serving
 from services.common.media import array_to_raw
 from tests.fixture_set import DEFAULT_SET
@@ -73,19 +73,19 @@ def _bad_call(name: str, channel: grpc.Channel) -> str:
         stub = face_detect_pb2_grpc.FaceDetectServiceStub(channel)
         req = face_detect_pb2.DetectRequest(
             image=common_pb2.Image(encoded=common_pb2.EncodedImage(data=b"not an image")))
-        call = lambda: stub.Detect(req, timeout=30)  # noqa: E731
+        call = lambda: stub.Detect(req, timeout=30)
         method = "Detect"
     elif name == "animator":
         stub = animator_pb2_grpc.AnimatorServiceStub(channel)
         bad = [animator_pb2.ExtractMotionRequest(
             crop=animator_pb2.DrivingCrop(index=0, image=array_to_raw(_noise(8, 8))))]
-        call = lambda: stub.ExtractMotion(iter(bad), timeout=30)  # noqa: E731
+        call = lambda: stub.ExtractMotion(iter(bad), timeout=30)
         method = "ExtractMotion"
     else:
         stub = encoder_pb2_grpc.EncoderServiceStub(channel)
         bad = [encoder_pb2.EncodeRequest(frame=encoder_pb2.AnimatedFrameData(
             index=0, image=array_to_raw(_noise(8, 8))))]
-        call = lambda: list(stub.Encode(iter(bad), timeout=30))  # noqa: E731
+        call = lambda: list(stub.Encode(iter(bad), timeout=30))
         method = "Encode"
     with pytest.raises(grpc.RpcError) as info:
         call()

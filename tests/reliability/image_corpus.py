@@ -147,7 +147,7 @@ def _mode_cases() -> list[ImageCase]:
         "palette-png": lambda: _save(face.convert("P"), "PNG"),
         "palette-gif": lambda: _save(face.convert("P"), "GIF"),
         "16bit-gray-png": lambda: _save(
-            Image.fromarray((np.asarray(face.convert("L"), np.uint16) * 257)), "PNG"),
+            Image.fromarray(np.asarray(face.convert("L"), np.uint16) * 257), "PNG"),
         "32bit-int-tiff": lambda: _save(face.convert("I"), "TIFF"),
         "float-tiff": lambda: _save(face.convert("F"), "TIFF"),
         "bmp": lambda: _save(face, "BMP"),

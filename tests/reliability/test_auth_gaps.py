@@ -64,9 +64,15 @@ def _claims(uid: str = "alice", **over) -> dict:
     return {k: v for k, v in claims.items() if v is not None}
 
 
+def _swap_payload(token: str, claims: dict) -> str:
+    """The token with its payload replaced and the original signature kept."""
+    header, _, signature = token.split(".")
+    return f"{header}.{_b64(claims)}.{signature}"
+
+
 def _bad_tokens(tokens: TokenFactory) -> dict[str, str]:
     key, kid = tokens.key, tokens.kid
-    sign = lambda claims, **h: jwt.encode(claims, key, algorithm="RS256",  # noqa: E731
+    sign = lambda claims, **h: jwt.encode(claims, key, algorithm="RS256",
                                           headers={"kid": kid, **h})
     cert_pem = tokens.certs[kid].encode()
     return {
@@ -80,8 +86,7 @@ def _bad_tokens(tokens: TokenFactory) -> dict[str, str]:
         "empty-subject": sign(_claims(sub="")),
         "unknown-kid": jwt.encode(_claims(), key, algorithm="RS256", headers={"kid": "nope"}),
         "other-key": TokenFactory(kid=kid).token("alice"),
-        "tampered-payload": (lambda t: t.split(".")[0] + "." + _b64(_claims("mallory")) + "."
-                             + t.split(".")[2])(tokens.token("alice")),
+        "tampered-payload": _swap_payload(tokens.token("alice"), _claims("mallory")),
         "truncated-signature": tokens.token("alice")[:-10],
         "garbage": "x" * 40,
         "huge": "a" * 20_000,

@@ -37,12 +37,13 @@ def test_values_parse_and_defaults_apply() -> None:
         (lambda e: env_bool(e, "X", True), "expected one of 1/true/yes/on"),
         (lambda e: env_choice(e, "X", ("a", "b"), "a"), "expected one of a, b"),
         (lambda e: env_str(e, "REQUIRED"), "REQUIRED=<unset>: expected a value"),
-        (lambda e: env_float(e, "NAN", 1.0), "NAN='nan': expected a number"),
+        (lambda e: env_float(e, "NAN", 1.0), "NAN='nan': expected a finite number"),
+        (lambda e: env_float(e, "INF", 1.0), "INF='inf': expected a finite number"),
         (lambda e: env_port(e, "P", 1), "P='70000': expected a value <= 65535"),
     ],
 )
 def test_bad_values_name_the_variable(call, fragment) -> None:
-    env = {"X": "abc", "N": "0", "NAN": "nan", "P": "70000"}
+    env = {"X": "abc", "N": "0", "NAN": "nan", "INF": "inf", "P": "70000"}
     with pytest.raises(ConfigError) as info:
         call(env)
     assert fragment in str(info.value)
