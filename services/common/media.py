@@ -325,13 +325,6 @@ def _orient(image: np.ndarray, orientation: int) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
-def encode_png(image: np.ndarray) -> bytes:
-    """RGB uint8 array -> PNG bytes (lossless; used to ship canvases through gRPC)."""
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
-
-
 def image_message_to_array(msg: common_pb2.Image, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """dynamics.v1.Image (raw or encoded) -> RGB uint8 array."""
     which = msg.WhichOneof("payload")
