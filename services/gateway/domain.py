@@ -199,6 +199,9 @@ class Job:
     cache_hit: bool | None = None
     random_weights: bool | None = None
     idempotency_key: str | None = None
+    # sha256 of the canonical request that created the job (uploads by content hash): a reused
+    # Idempotency-Key with another request is refused. None for jobs stored before it existed.
+    request_hash: str | None = None
     cancel_requested: bool = False
     attempts: int = 0
     lease_token: str | None = None

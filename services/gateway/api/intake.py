@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import re
 from dataclasses import dataclass
@@ -43,6 +45,35 @@ class Intake:
 
     spec: dict[str, Any]
     notify: dict[str, Any]
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def request_fingerprint(intake: Intake) -> str:
+    """sha256 of the canonical request: the validated job (defaults filled in, numbers as
+    numbers, so JSON and multipart spellings of one job agree) with each upload replaced by
+    its content hash, and the notification targets. Stored with an idempotency key, it tells
+    a retry (same fingerprint) from a different request under a reused key."""
+    spec = dict(intake.spec)
+    for name in ("source", "driving"):
+        entry = spec.get(name) or {}
+        if entry.get("path"):
+            spec[name] = {"sha256": _file_sha256(Path(entry["path"]))}
+        else:
+            spec[name] = {"url": entry.get("url")}
+    canonical = json.dumps(
+        {"job": spec, "notify": intake.notify},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 def validation_message(exc: ValidationError) -> str:

@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from services.gateway.api.auth import User
 from services.gateway.api.errors import PROBLEM_MEDIA_TYPE, ApiError
+from services.gateway.api.intake import request_fingerprint
 from services.gateway.api.schemas import JobCreate, JobPage, JobView, job_view
 from services.gateway.api.state import GatewayState, get_state
 from services.gateway.delivery.storage import StorageError, result_key
@@ -166,27 +167,62 @@ def _check_quota(state: GatewayState, user: User) -> None:
         raise _too_many(exceeded)
 
 
+def _view(state: GatewayState, job: Job) -> JobView:
+    """The job's view; a queued job's with its place in the queue (database reads: call it
+    from a worker thread)."""
+    queue = state.store.queue_estimate(job) if job.status == "queued" else None
+    return job_view(job, state.links, queue)
+
+
 def _accepted(state: GatewayState, job: Job, replayed: bool) -> JSONResponse:
     headers = {"Location": f"/v1/jobs/{job.id}"}
     if replayed:
         headers["Idempotent-Replayed"] = "true"
-    body = job_view(job, state.links).model_dump(mode="json")
+    body = _view(state, job).model_dump(mode="json")
     return JSONResponse(body, status_code=202, headers=headers)
 
 
+def _same_request(job: Job, request_hash: str | None, key: str) -> None:
+    """Refuse a reused Idempotency-Key whose request differs from the one that made `job`
+    (jobs stored before request hashes existed have none and are replayed)."""
+    if job.request_hash is not None and request_hash is not None and (
+        job.request_hash != request_hash
+    ):
+        raise ApiError(
+            422,
+            "idempotency_key_reused",
+            f"Idempotency-Key {key!r} was already used for a different request (job "
+            f"{job.id}); use a new key for a new job, or resend the same request to get "
+            "that job",
+        )
+
+
 async def _intake_and_store(
-    state: GatewayState, request: Request, user: User, idempotency_key: str | None
+    state: GatewayState,
+    request: Request,
+    user: User,
+    idempotency_key: str | None,
+    earlier: Job | None,
 ) -> tuple[Job, bool]:
     """Validate the body, keep the uploads where workers can read them, insert the job.
 
-    Whatever fails (a quota used up while the body was read included), and a lost
-    idempotency race, leaves no uploaded files behind.
+    With an idempotency key the request's hash (uploads by content) is stored with the job; a
+    key already used (`earlier`, or found by a concurrent insert) replays that job when the
+    request is the same and is refused with 422 when it differs. Whatever fails (a quota used
+    up while the body was read included), and a replay, leaves no uploaded files behind.
     """
     job_id = uuid.uuid4().hex
     upload_dir = state.config.upload_dir(job_id)
     spec: dict | None = None
     try:
         intake = await state.intake.read(request, upload_dir)
+        request_hash = None
+        if idempotency_key is not None:
+            request_hash = await run_in_threadpool(request_fingerprint, intake)
+            if earlier is not None:
+                _same_request(earlier, request_hash, idempotency_key)
+                shutil.rmtree(upload_dir, ignore_errors=True)
+                return earlier, False
         try:
             spec = await run_in_threadpool(share_uploads, state.storage, job_id, intake.spec)
         except StorageError:
@@ -203,12 +239,15 @@ async def _intake_and_store(
                     spec,
                     notify=intake.notify,
                     idempotency_key=idempotency_key,
+                    request_hash=request_hash,
                     job_id=job_id,
                     quota=_quota(state),
                 )
             )
         except QuotaExceeded as exc:
             raise _too_many(exc) from None
+        if not created and idempotency_key is not None:
+            _same_request(job, request_hash, idempotency_key)
     except BaseException:
         await run_in_threadpool(drop_inputs, state.storage, spec or {}, upload_dir)
         raise
@@ -233,6 +272,7 @@ async def create_job(
     idempotency_key: str | None = Header(None, alias="Idempotency-Key"),
 ) -> JSONResponse:
     state = get_state(request)
+    earlier = None
     if idempotency_key is not None:
         if not _IDEMPOTENCY_KEY.fullmatch(idempotency_key):
             raise ApiError(
@@ -241,13 +281,12 @@ async def create_job(
         earlier = await run_in_threadpool(
             state.store.get_by_idempotency_key, user.uid, idempotency_key
         )
-        if earlier is not None:
-            return _accepted(state, earlier, replayed=True)
-    await run_in_threadpool(_check_quota, state, user)
-    job, created = await _intake_and_store(state, request, user, idempotency_key)
+    if earlier is None:  # a replay does not count against the quota
+        await run_in_threadpool(_check_quota, state, user)
+    job, created = await _intake_and_store(state, request, user, idempotency_key, earlier)
     if created and state.pool is not None:
         state.pool.wake()
-    return _accepted(state, job, replayed=not created)
+    return await run_in_threadpool(_accepted, state, job, not created)
 
 
 @router.get(
@@ -270,7 +309,7 @@ def list_jobs(
         jobs, next_cursor = state.store.list(user.uid, limit=limit, cursor=cursor, status=status)
     except ValueError:
         raise ApiError(400, "bad_cursor", "the page cursor is malformed") from None
-    return JobPage(jobs=[job_view(j, state.links) for j in jobs], next_cursor=next_cursor)
+    return JobPage(jobs=[_view(state, j) for j in jobs], next_cursor=next_cursor)
 
 
 @router.get(
@@ -281,7 +320,7 @@ def list_jobs(
 )
 def get_job(job_id: str, request: Request, user: CurrentUser) -> JobView:
     state = get_state(request)
-    return job_view(_owned(state, job_id, user), state.links)
+    return _view(state, _owned(state, job_id, user))
 
 
 @router.delete(
@@ -299,7 +338,7 @@ def cancel_job(job_id: str, request: Request, user: CurrentUser) -> JobView:
         drop_inputs(state.storage, job.spec, state.config.upload_dir(job.id))
     if state.pool is not None:
         state.pool.cancel_local(job_id)
-    return job_view(job, state.links)
+    return _view(state, job)
 
 
 @router.get(
@@ -388,7 +427,7 @@ async def _event_stream(
         job = await run_in_threadpool(state.store.get, job_id, owner)
         if job is None:
             return
-        view = job_view(job, state.links).model_dump_json()
+        view = (await run_in_threadpool(_view, state, job)).model_dump_json()
         if view != last:
             number += 1
             last, sent_at = view, time.monotonic()

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from services.gateway.delivery.result_links import ResultLinks
 from services.gateway.domain import AnimationOptions, Job
+from services.gateway.jobs.store import QueueEstimate
 from services.gateway.net.strict_input import parse_decimal, parse_uint
 
 
@@ -92,16 +93,41 @@ class JobError(BaseModel):
     message: str
 
 
+class JobLinks(BaseModel):
+    """Where to go from a job (absolute URLs, based on `GATEWAY_PUBLIC_URL`)."""
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+    self_: str = Field(alias="self", description="GET: this job")
+    events: str = Field(description="GET: server-sent events with this job's fields")
+    cancel: str | None = Field(
+        description="DELETE: cancel the job; null once it is final (nothing to cancel)"
+    )
+    result: str | None = Field(
+        description="GET: the MP4 (the signed `result_url`, no ID token needed); null until "
+        "the job succeeded"
+    )
+
+
 class JobView(BaseModel):
     """A job as the app sees it."""
 
     id: str
     status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
     stage: str
+    queue_position: int | None = Field(
+        ge=0,
+        description="while queued: how many jobs are ahead of it, fleet-wide (0: it is next); "
+        "null otherwise",
+    )
     progress: float = Field(ge=0.0, le=1.0)
     frames_done: int
     frames_total: int
-    eta_seconds: float | None
+    eta_seconds: float | None = Field(
+        description="seconds until the result should exist: while queued, from the jobs ahead "
+        "and the measured run time of recent jobs (null before any job has succeeded); while "
+        "running, from the measured frame throughput"
+    )
     timings: dict[str, float]
     error: JobError | None
     result_url: str | None
@@ -111,6 +137,7 @@ class JobView(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    links: JobLinks
 
 
 class JobPage(BaseModel):
@@ -133,7 +160,18 @@ def progress_of(job: Job) -> float:
     return min(0.99, job.frames_done / job.frames_total)
 
 
-def job_view(job: Job, links: ResultLinks) -> JobView:
+def job_links(job: Job, links: ResultLinks) -> JobLinks:
+    here = f"{links.public_url}/v1/jobs/{job.id}"
+    return JobLinks(
+        self_=here,
+        events=f"{here}/events",
+        cancel=None if job.terminal else here,
+        result=links.url(job.id) if job.status == "succeeded" else None,
+    )
+
+
+def job_view(job: Job, links: ResultLinks, queue: QueueEstimate | None = None) -> JobView:
+    """The app's view of `job`; `queue` is its place in the queue while it is queued."""
     error = None
     if job.status == "failed":
         error = JobError(code=job.error_code or "failed", message=job.error_message or "")
@@ -143,10 +181,11 @@ def job_view(job: Job, links: ResultLinks) -> JobView:
         id=job.id,
         status=job.status,  # type: ignore[arg-type]
         stage=job.stage,
+        queue_position=queue.position if queue is not None else None,
         progress=progress_of(job),
         frames_done=job.frames_done,
         frames_total=job.frames_total,
-        eta_seconds=job.eta_seconds,
+        eta_seconds=queue.eta_seconds if queue is not None else job.eta_seconds,
         timings=job.timings,
         error=error,
         result_url=links.url(job.id) if job.status == "succeeded" else None,
@@ -156,4 +195,5 @@ def job_view(job: Job, links: ResultLinks) -> JobView:
         created_at=_when(job.created_at),
         started_at=_when(job.started_at),
         finished_at=_when(job.finished_at),
+        links=job_links(job, links),
     )

@@ -26,6 +26,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     cache_hit INTEGER,
     random_weights INTEGER,
     idempotency_key TEXT,
+    request_hash TEXT,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     attempts INTEGER NOT NULL DEFAULT 0,
     lease_token TEXT,
@@ -48,7 +49,7 @@ CLAIMABLE = (
     " OR (status = 'running' AND lease_expires < ?))"
 )
 # Columns added after the first schema, with their types (added in place on start-up).
-LATER_COLUMNS = {"not_before": "DOUBLE PRECISION"}
+LATER_COLUMNS = {"not_before": "DOUBLE PRECISION", "request_hash": "TEXT"}
 
 
 def job_from_row(row: dict[str, Any]) -> Job:

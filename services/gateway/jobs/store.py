@@ -30,7 +30,10 @@ from services.gateway.jobs.record import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["JobStore", "Quota", "QuotaExceeded"]
+__all__ = ["JobStore", "QueueEstimate", "Quota", "QuotaExceeded"]
+
+# How many of the latest succeeded jobs the queue estimate measures run times on.
+_ETA_SAMPLE = 20
 
 # Namespace of the per-owner advisory locks that serialise job creation on PostgreSQL (the
 # second key is a hash of the owner; a collision only makes two owners wait for each other).
@@ -44,6 +47,15 @@ class Quota:
     max_active: int
     rate_limit_jobs: int
     window_s: float
+
+
+@dataclass(frozen=True)
+class QueueEstimate:
+    """Where a queued job stands, fleet-wide: `position` jobs are ahead of it in claim order;
+    `eta_seconds` is when it should be done, or None before any job has succeeded."""
+
+    position: int
+    eta_seconds: float | None
 
 
 class QuotaExceeded(Exception):
@@ -86,6 +98,7 @@ class JobStore:
         *,
         notify: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
+        request_hash: str | None = None,
         job_id: str | None = None,
         quota: Quota | None = None,
     ) -> tuple[Job, bool]:
@@ -122,13 +135,15 @@ class JobStore:
                 now = self.clock()
                 tx.execute(
                     "INSERT INTO jobs (id, owner, status, stage, spec, notify, idempotency_key,"
-                    " created_at, updated_at) VALUES (?, ?, 'queued', 'queued', ?, ?, ?, ?, ?)",
+                    " request_hash, created_at, updated_at)"
+                    " VALUES (?, ?, 'queued', 'queued', ?, ?, ?, ?, ?, ?)",
                     (
                         job_id,
                         owner,
                         json.dumps(spec),
                         json.dumps(notify or {}),
                         idempotency_key,
+                        request_hash,
                         now,
                         now,
                     ),
@@ -258,6 +273,35 @@ class JobStore:
                 (now, job_id, owner),
             )
         return self.get(job_id, owner)
+
+    def queue_estimate(self, job: Job) -> QueueEstimate:
+        """The queued `job`'s place in the fleet-wide queue and its ETA, from the database.
+
+        Ahead of it: queued jobs that are not being cancelled and come first in claim order
+        (created_at, id). Run time: the median claim-to-result time of the latest
+        `_ETA_SAMPLE` succeeded jobs. The jobs ahead are served as many at a time as run now
+        (at least one), then this job runs: eta = run time x (1 + ahead / running).
+        """
+        with self.db.transaction(write=False) as tx:
+            ahead = tx.query(
+                "SELECT COUNT(*) AS n FROM jobs WHERE status = 'queued' AND cancel_requested = 0"
+                " AND (created_at < ? OR (created_at = ? AND id < ?))",
+                (job.created_at, job.created_at, job.id),
+            )[0]["n"]
+            running = tx.query("SELECT COUNT(*) AS n FROM jobs WHERE status = 'running'")[0]["n"]
+            rows = tx.query(
+                "SELECT started_at, finished_at FROM jobs WHERE status = 'succeeded'"
+                " AND started_at IS NOT NULL AND finished_at IS NOT NULL"
+                " ORDER BY created_at DESC LIMIT ?",
+                (_ETA_SAMPLE,),
+            )
+        runs = sorted(max(0.0, row["finished_at"] - row["started_at"]) for row in rows)
+        if not runs:
+            return QueueEstimate(int(ahead), None)
+        middle = len(runs) // 2
+        run_s = runs[middle] if len(runs) % 2 else (runs[middle - 1] + runs[middle]) / 2
+        eta = run_s * (1 + int(ahead) / max(1, int(running)))
+        return QueueEstimate(int(ahead), round(eta, 2))
 
     def queue_depth(self) -> int:
         with self.db.transaction(write=False) as tx:
