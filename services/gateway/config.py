@@ -117,7 +117,14 @@ class GatewayConfig:
     animator_addr: str = "localhost:50052"
     encoder_addr: str = "localhost:50053"
     motion_cache_dir: Path | None = None  # None: <data_dir>/motion-cache
-    sse_poll_s: float = 0.5
+    sse_poll_s: float = 0.5  # SQLite: how often the one shared poller reads watched jobs
+    sse_heartbeat_s: float = 15.0  # SSE comment line after this long without an event
+    sse_resync_s: float = 30.0  # PostgreSQL: re-read watched jobs this often besides NOTIFY
+    input_ttl_s: float = 0.0  # 0: inputs are deleted when the job ends
+    result_ttl_s: float = 7 * 86400.0
+    job_ttl_s: float = 30 * 86400.0
+    sweep_every_s: float = 300.0  # 0: no retention sweeper in this process
+    motion_cache_max_bytes: int = 2 * 1024 * MIB
     web_ui: bool = False  # GATEWAY_WEB_UI: serve the try-it page at /
     log_level: str = "INFO"
 
@@ -208,6 +215,15 @@ class GatewayConfig:
             encoder_addr=env_str(environ, "ENCODER_ADDR", "localhost:50053"),
             motion_cache_dir=_optional_path(environ, "MOTION_CACHE_DIR"),
             sse_poll_s=env_float(environ, "SSE_POLL_S", 0.5, minimum=0.05),
+            sse_heartbeat_s=env_float(environ, "SSE_HEARTBEAT_S", 15.0, minimum=0.1),
+            sse_resync_s=env_float(environ, "SSE_RESYNC_S", 30.0, minimum=1.0),
+            input_ttl_s=env_float(environ, "INPUT_TTL_S", 0.0, minimum=0.0),
+            result_ttl_s=env_float(environ, "RESULT_TTL_S", 7 * 86400.0, minimum=60.0),
+            job_ttl_s=env_float(environ, "JOB_TTL_S", 30 * 86400.0, minimum=60.0),
+            sweep_every_s=env_float(environ, "SWEEP_EVERY_S", 300.0, minimum=0.0),
+            motion_cache_max_bytes=env_int(
+                environ, "MOTION_CACHE_MAX_BYTES", 2 * 1024 * MIB, minimum=MIB
+            ),
             web_ui=env_bool(environ, "GATEWAY_WEB_UI", False),
             log_level=env_choice(
                 environ, "LOG_LEVEL", ("debug", "info", "warning", "error"), "info"

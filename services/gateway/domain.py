@@ -209,6 +209,11 @@ class Job:
     not_before: float | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    version: int = 0  # bumped by every visible change; the SSE event id
+    inputs_erased_at: float | None = None
+    media_erased_at: float | None = None  # the result (and inputs) deleted by retention or DELETE
+    sweep_token: str | None = None
+    sweep_expires: float | None = None
 
     @property
     def terminal(self) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 STAGES = ("fetch_trim", "detect", "motion", "animate", "encode", "upload")
 _STAGE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
@@ -67,6 +68,20 @@ class GatewayMetrics:
         """Read the queue depth from the store at every scrape."""
         self.queue_depth.set_function(lambda: float(depth()))
 
+    def track_job_events(
+        self, transactions: Callable[[], int], watchers: Callable[[], int],
+        reads: Callable[[], int],
+    ) -> None:
+        """Counted at every scrape: the database transactions this process opened, the SSE
+        streams open now, and the reads the job-event hub made for all of them."""
+        self.registry.register(_Callback(
+            ("dynamics_db_transactions", "counter",
+             "Database transactions this gateway process opened", transactions),
+            ("dynamics_sse_watchers", "gauge", "Open /events streams", watchers),
+            ("dynamics_job_event_reads", "counter",
+             "Job reads made by the event hub for every open stream together", reads),
+        ))
+
     def observe_timings(self, timings: dict[str, float]) -> None:
         """Stage histograms from a finished job's timings (unknown keys are ignored)."""
         for stage in STAGES:
@@ -80,3 +95,16 @@ class GatewayMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _Callback:
+    """A collector whose samples are read from callables at scrape time."""
+
+    def __init__(self, *series: tuple[str, str, str, Callable[[], int]]) -> None:
+        self.series = series
+
+    def collect(self):
+        for name, kind, doc, read in self.series:
+            family = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+            yield family(name, doc, value=float(read()))
+

@@ -26,7 +26,8 @@ from services.gateway.delivery.result_links import ResultLinks
 from services.gateway.delivery.storage import FirebaseStorage, LocalStorage, ResultStorage
 from services.gateway.domain import JobRunner
 from services.gateway.jobs.database import Database
-from services.gateway.jobs.inputs import drop_job_inputs
+from services.gateway.jobs.events import JobEvents
+from services.gateway.jobs.retention import Sweeper, release_inputs
 from services.gateway.jobs.store import JobStore
 from services.gateway.jobs.worker import WorkerPool
 from services.gateway.metrics import GatewayMetrics
@@ -61,7 +62,7 @@ def real_orchestrator(config: GatewayConfig) -> tuple[JobRunner, Callable[[], No
     )
     orchestrator = Orchestrator(
         clients,
-        FolderMotionCache(config.motion_cache_root),
+        FolderMotionCache(config.motion_cache_root, max_bytes=config.motion_cache_max_bytes),
         MediaFetcher(fetch_policy(config)),
         OrchestratorConfig(
             max_image_bytes=config.max_image_bytes,
@@ -122,7 +123,7 @@ class Gateway:
             if config.storage_backend == "firebase"
             else LocalStorage(config.data_dir / "results")
         )
-        store.on_abandoned = partial(drop_job_inputs, storage, config)
+        store.on_abandoned = partial(release_inputs, store, storage, config)
         notifier = Notifier(
             firebase_app=firebase_app,
             fcm_endpoint=config.fcm_endpoint,
@@ -148,6 +149,13 @@ class Gateway:
             links=links,
             pool=pool,
             drain_s=config.drain_s if drain_s is None else drain_s,
+            events=JobEvents(store, config),
+        )
+        state.background.append(Sweeper(store, storage, config))
+        state.background.append(state.events)
+        events = state.events
+        metrics.track_job_events(
+            lambda: store.db.transactions, lambda: events.watchers, lambda: events.reads
         )
         logger.info(
             "gateway built: db=%s auth=%s storage=%s workers=%d drain_s=%.0f",

@@ -212,9 +212,13 @@ def create_app(state: GatewayState) -> FastAPI:
     async def lifespan(_app: FastAPI):
         if state.pool is not None:
             state.pool.start()
+        for service in state.background:  # the retention sweeper, the job-event hub
+            service.start()
         try:
             yield
         finally:
+            for service in state.background:
+                await run_in_threadpool(service.stop)
             if state.pool is not None:
                 await run_in_threadpool(state.pool.stop, state.drain_s)
             for channel in state.health_channels.values():

@@ -11,29 +11,39 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, StreamingResponse
-from fastapi.security import APIKeyHeader
+from fastapi import APIRouter, Depends, Header, Query, Request, Security
+from fastapi.responses import (
+    FileResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
+from fastapi.security import HTTPBearer
 from pydantic import BeforeValidator
 from starlette.concurrency import run_in_threadpool
 
 from services.gateway.api.auth import User
 from services.gateway.api.errors import PROBLEM_MEDIA_TYPE, ApiError
 from services.gateway.api.intake import request_fingerprint
-from services.gateway.api.schemas import JobCreate, JobPage, JobView, job_view
+from services.gateway.api.schemas import JobCreate, JobDeleted, JobPage, JobView, job_view
 from services.gateway.api.state import GatewayState, get_state
 from services.gateway.delivery.storage import StorageError, result_key
 from services.gateway.domain import Job
 from services.gateway.jobs.inputs import drop_inputs, share_uploads
 from services.gateway.jobs.record import decode_cursor
+from services.gateway.jobs.retention import erase_media, release_inputs
 from services.gateway.jobs.store import Quota, QuotaExceeded
 from services.gateway.net.strict_input import StrictInputError, parse_byte_ranges, parse_uint
 
-_auth_header = APIKeyHeader(
-    name="Authorization",
+# Declares the scheme in the OpenAPI document (HTTP bearer, so generated clients send
+# `Authorization: Bearer <token>`); the header itself is read raw and checked by the gateway's
+# authenticator, which tells a missing header from a malformed one.
+_bearer = HTTPBearer(
     auto_error=False,
     scheme_name="FirebaseIdToken",
-    description="`Bearer <Firebase ID token>`",
+    bearerFormat="JWT",
+    description="A Firebase ID token of the signed-in user: `Authorization: Bearer <token>`",
 )
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,200}")
 # What a job id can look like (ids are uuid4 hex); anything else is answered 404 unseen by the
@@ -80,13 +90,17 @@ def _problems(*statuses: int) -> dict[int | str, dict]:
 
 # Every route of the router can answer these.
 _ERRORS = _problems(401, 500, 503)
-_SSE_KEEPALIVE_S = 15.0
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=_ERRORS)
 
 
+def _authorization(request: Request, _declared: Annotated[object, Security(_bearer)]) -> str | None:
+    """The raw Authorization header (the bearer scheme only documents it)."""
+    return request.headers.get("authorization")
+
+
 def current_user(
-    request: Request, authorization: Annotated[str | None, Depends(_auth_header)]
+    request: Request, authorization: Annotated[str | None, Depends(_authorization)]
 ) -> User:
     """Authenticate the caller (runs in the thread pool: verification may fetch certificates)."""
     return get_state(request).auth.authenticate(authorization)
@@ -324,26 +338,46 @@ def get_job(job_id: str, request: Request, user: CurrentUser) -> JobView:
 
 
 @router.delete(
-    "/{job_id}", response_model=JobView, responses=_problems(404), summary="Cancel a job"
+    "/{job_id}",
+    response_model=JobDeleted,
+    responses=_problems(404),
+    summary="Cancel a job; on a finished job, erase its media",
 )
-def cancel_job(job_id: str, request: Request, user: CurrentUser) -> JobView:
+def cancel_job(job_id: str, request: Request, user: CurrentUser) -> JobDeleted:
+    """A queued or running job is cancelled (`erased: false`). A job that had already finished
+    has its inputs and result deleted from storage at once (`erased: true`); the row stays
+    until `JOB_TTL_S`, so the app can still read what happened."""
     state = get_state(request)
-    _owned(state, job_id, user)
+    before = _owned(state, job_id, user)
+    if before.terminal:
+        try:
+            erase_media(state.store, state.storage, state.config, before)
+        except StorageError:
+            raise ApiError(
+                503,
+                "storage_unavailable",
+                "The job's media cannot be deleted right now.",
+                {"Retry-After": "30"},
+            ) from None
+        job = state.store.get(job_id, user.uid) or before
+        return JobDeleted(**_view(state, job).model_dump(), erased=True)
     job = state.store.request_cancel(job_id, user.uid)
     if job is None:
         raise ApiError(404, "not_found", f"no job {job_id!r}")
     if job.status == "cancelled":
         # Settled by this request (queued, or its worker's lease had expired): no worker holds
         # it, so its uploads go now. A live running job keeps them until its worker stops.
-        drop_inputs(state.storage, job.spec, state.config.upload_dir(job.id))
+        release_inputs(state.store, state.storage, state.config, job)
     if state.pool is not None:
         state.pool.cancel_local(job_id)
-    return _view(state, job)
+    return JobDeleted(**_view(state, job).model_dump(), erased=False)
 
 
 @router.get(
     "/{job_id}/result",
     summary="The MP4 (or a redirect to a signed storage URL)",
+    # The signed `result_url` needs no token: the ID token is optional here.
+    openapi_extra={"security": [{"FirebaseIdToken": []}, {}]},
     responses={
         200: {"content": {"video/mp4": {}}},
         307: {"description": "signed URL"},
@@ -353,7 +387,7 @@ def cancel_job(job_id: str, request: Request, user: CurrentUser) -> JobView:
 def get_result(
     job_id: str,
     request: Request,
-    authorization: Annotated[str | None, Depends(_auth_header)],
+    authorization: Annotated[str | None, Depends(_authorization)],
     expires: Annotated[str | None, Query(max_length=16)] = None,
     sig: Annotated[str | None, Query(max_length=128)] = None,
 ):
@@ -406,35 +440,94 @@ def _check_range(header: str | None, path) -> None:
 @router.get(
     "/{job_id}/events",
     summary="Server-sent events with the job's fields as they change",
-    responses={200: {"content": {"text/event-stream": {}}}, **_problems(404)},
+    responses={
+        200: {
+            "description": "`id: <version>`, `event: job`, `data: <the job>` whenever it "
+            "changes, `: keep-alive` comments while it does not; ends after a final state",
+            "content": {"text/event-stream": {}},
+        },
+        204: {"description": "`Last-Event-ID` names the final state already: nothing to send"},
+        **_problems(404),
+    },
 )
-def job_events(job_id: str, request: Request, user: CurrentUser):
+def job_events(
+    job_id: str,
+    request: Request,
+    user: CurrentUser,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=32)] = None,
+):
+    """Resume with `Last-Event-ID`: the stream starts with the job's current state when it is
+    newer than that id (each event carries the whole job, so the latest state is all a
+    reconnecting client missed)."""
     state = get_state(request)
-    _owned(state, job_id, user)
+    job = _owned(state, job_id, user)
+    seen = int(last_event_id) if last_event_id and last_event_id.isdigit() else -1
+    if job.terminal and seen >= job.version:
+        return Response(status_code=204)  # EventSource stops reconnecting on 204
     return StreamingResponse(
-        _event_stream(state, request, job_id, user.uid),
+        _event_stream(state, job, seen),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
-async def _event_stream(
-    state: GatewayState, request: Request, job_id: str, owner: str
-) -> AsyncIterator[str]:
-    """`event: job` whenever the view changes; ends after a final state."""
-    last, sent_at, number = "", time.monotonic(), 0
-    while not await request.is_disconnected():
-        job = await run_in_threadpool(state.store.get, job_id, owner)
-        if job is None:
-            return
-        view = (await run_in_threadpool(_view, state, job)).model_dump_json()
-        if view != last:
-            number += 1
-            last, sent_at = view, time.monotonic()
-            yield f"id: {number}\nevent: job\ndata: {view}\n\n"
-        elif time.monotonic() - sent_at > _SSE_KEEPALIVE_S:
-            sent_at = time.monotonic()
-            yield ": keep-alive\n\n"
-        if job.terminal:
-            return
-        await asyncio.sleep(state.config.sse_poll_s)
+class _Views:
+    """One rendering per job version, shared by every stream of this process (a view may read
+    the database: a queued job's place in the queue), so watchers add no queries."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, tuple[tuple[int, int], asyncio.Future]] = {}
+
+    async def render(self, state: GatewayState, job: Job, bucket: int = 0) -> str:
+        key = (job.version, bucket)
+        hit = self._cache.get(job.id)
+        if hit is None or hit[0] != key:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            future = asyncio.ensure_future(
+                run_in_threadpool(lambda: _view(state, job).model_dump_json())
+            )
+            self._cache[job.id] = hit = (key, future)
+        return await asyncio.shield(hit[1])
+
+
+_VIEWS = _Views()
+# A queued job's queue position changes without a change to its row: its streams re-render it
+# this often (one query per job and period, shared by its watchers).
+_QUEUED_REFRESH_S = 5.0
+
+
+async def _event_stream(state: GatewayState, first: Job, seen: int) -> AsyncIterator[str]:
+    """`event: job` (id = the job's version) whenever it changes, from the process's one
+    event source (`jobs/events.py`); `: keep-alive` comments every `SSE_HEARTBEAT_S` without
+    one; ends after a final state or when the job is gone."""
+    events = state.events
+    assert events is not None
+    sub = events.subscribe(first.id)
+    heartbeat = state.config.sse_heartbeat_s
+    try:
+        # Read again now that the subscription exists: no change can fall between the two.
+        job = await run_in_threadpool(state.store.get, first.id) or first
+        sub.offer(job)
+        last_sent, quiet_since, last_view = seen, time.monotonic(), ""
+        while True:
+            job = sub.latest or job
+            if sub.gone:
+                return
+            bucket = int(time.monotonic() / _QUEUED_REFRESH_S) if job.status == "queued" else 0
+            if job.version > last_sent or (job.status == "queued" and last_sent >= 0):
+                view = await _VIEWS.render(state, job, bucket)
+                if job.version > last_sent or view != last_view:
+                    last_sent, last_view, quiet_since = job.version, view, time.monotonic()
+                    yield f"id: {job.version}\nevent: job\ndata: {view}\n\n"
+            if job.terminal:
+                return
+            wait = heartbeat - (time.monotonic() - quiet_since)
+            if job.status == "queued":
+                wait = min(wait, _QUEUED_REFRESH_S)
+            woke = wait > 0 and await sub.changed(wait)
+            if not woke and time.monotonic() - quiet_since >= heartbeat:
+                quiet_since = time.monotonic()
+                yield ": keep-alive\n\n"
+    finally:
+        events.unsubscribe(sub)

@@ -188,7 +188,11 @@ def job_view(job: Job, links: ResultLinks, queue: QueueEstimate | None = None) -
         eta_seconds=queue.eta_seconds if queue is not None else job.eta_seconds,
         timings=job.timings,
         error=error,
-        result_url=links.url(job.id) if job.status == "succeeded" else None,
+        result_url=(
+            links.url(job.id)
+            if job.status == "succeeded" and job.media_erased_at is None
+            else None
+        ),
         cache_hit=job.cache_hit,
         random_weights=job.random_weights,
         attempts=job.attempts,
@@ -196,4 +200,13 @@ def job_view(job: Job, links: ResultLinks, queue: QueueEstimate | None = None) -
         started_at=_when(job.started_at),
         finished_at=_when(job.finished_at),
         links=job_links(job, links),
+    )
+
+
+class JobDeleted(JobView):
+    """The answer to `DELETE /v1/jobs/{id}`: the job after the request."""
+
+    erased: bool = Field(
+        description="true: the job had finished and this request deleted its media (inputs "
+        "and result); false: it cancelled a queued or running job"
     )

@@ -12,6 +12,7 @@ from services.gateway.api.intake import JobIntake
 from services.gateway.config import GatewayConfig
 from services.gateway.delivery.result_links import ResultLinks
 from services.gateway.delivery.storage import ResultStorage
+from services.gateway.jobs.events import JobEvents
 from services.gateway.jobs.store import JobStore
 from services.gateway.jobs.worker import WorkerPool
 from services.gateway.metrics import GatewayMetrics
@@ -33,6 +34,9 @@ class GatewayState:
     pool: WorkerPool | None = None
     drain_s: float = 30.0
     health_channels: dict[str, Any] = field(default_factory=dict)
+    events: JobEvents | None = None  # one source of job changes for every SSE stream
+    # Started and stopped with the app (objects with start() and stop()).
+    background: list[Any] = field(default_factory=list)
 
 
 def get_state(request: Request) -> GatewayState:

@@ -72,6 +72,7 @@ class Database:
         self._idle: list[Any] = []
         self._lock = threading.Lock()
         self._closed = False
+        self.transactions = 0  # opened by this process (a metric; approximate under threads)
 
     @property
     def integrity_errors(self) -> tuple[type[BaseException], ...]:
@@ -121,6 +122,7 @@ class Database:
         ones (`write=False`) use a deferred BEGIN and never wait for writers under WAL.
         """
         conn = self._acquire()
+        self.transactions += 1
         healthy = True
         try:
             cursor = conn.cursor()
@@ -144,6 +146,17 @@ class Database:
         import psycopg
 
         return not isinstance(exc, psycopg.OperationalError) and not conn.closed
+
+    def listen_connection(self) -> Any:
+        """PostgreSQL: a new autocommit connection of its own, for LISTEN (not pooled)."""
+        if self.dialect != "postgresql":
+            raise DatabaseError("LISTEN needs PostgreSQL")
+        import psycopg
+
+        try:
+            return psycopg.connect(self._url, autocommit=True, connect_timeout=10)
+        except psycopg.OperationalError as exc:
+            raise DatabaseError(f"cannot connect to PostgreSQL: {exc}") from exc
 
     def ping(self) -> bool:
         """True when a trivial query succeeds."""

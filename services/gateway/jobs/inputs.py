@@ -57,9 +57,11 @@ def fetch_shared_inputs(
     return local
 
 
-def drop_inputs(storage: ResultStorage, spec: Mapping[str, Any], upload_dir: Path) -> None:
-    """Delete a final job's inputs, wherever they were kept."""
+def drop_inputs(storage: ResultStorage, spec: Mapping[str, Any], upload_dir: Path) -> bool:
+    """Delete a final job's inputs, wherever they were kept; False when one could not be
+    deleted (logged; the retention sweeper tries again)."""
     shutil.rmtree(upload_dir, ignore_errors=True)
+    complete = not upload_dir.exists()
     for name in INPUTS:
         key = spec.get(name, {}).get("object")
         if key:
@@ -67,11 +69,13 @@ def drop_inputs(storage: ResultStorage, spec: Mapping[str, Any], upload_dir: Pat
                 storage.delete(key)
             except Exception:  # leftovers are logged, not fatal
                 logger.warning("could not delete input %s", key, exc_info=True)
+                complete = False
+    return complete
 
 
-def drop_job_inputs(storage: ResultStorage, config: GatewayConfig, job: Job) -> None:
+def drop_job_inputs(storage: ResultStorage, config: GatewayConfig, job: Job) -> bool:
     """Delete the inputs of a job that is final, from its stored spec and its upload folder."""
-    drop_inputs(storage, job.spec, config.upload_dir(job.id))
+    return drop_inputs(storage, job.spec, config.upload_dir(job.id))
 
 
 def stored_options(raw: object) -> AnimationOptions:

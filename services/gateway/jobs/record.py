@@ -42,6 +42,20 @@ INDEXES = (
     "CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (status, created_at)",
     "CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, created_at)",
     "CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs (owner, idempotency_key)",
+    "CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at)",
+)
+# PostgreSQL: every change of a job's version NOTIFYs `JOB_CHANNEL` with the job id, inside
+# the transaction that made it (a NOTIFY is delivered only when that transaction commits).
+JOB_CHANNEL = "dynamics_jobs"
+PG_NOTIFY = (
+    (
+        "CREATE OR REPLACE FUNCTION dynamics_job_notify() RETURNS trigger AS $$ BEGIN"
+        f" PERFORM pg_notify('{JOB_CHANNEL}', NEW.id); RETURN NEW; END $$ LANGUAGE plpgsql"
+    ),
+    (
+        "CREATE OR REPLACE TRIGGER jobs_notify AFTER UPDATE ON jobs FOR EACH ROW"
+        " WHEN (OLD.version IS DISTINCT FROM NEW.version) EXECUTE FUNCTION dynamics_job_notify()"
+    ),
 )
 # Parameters: now (retry delay over), now (lease expired).
 CLAIMABLE = (
@@ -49,7 +63,17 @@ CLAIMABLE = (
     " OR (status = 'running' AND lease_expires < ?))"
 )
 # Columns added after the first schema, with their types (added in place on start-up).
-LATER_COLUMNS = {"not_before": "DOUBLE PRECISION", "request_hash": "TEXT"}
+LATER_COLUMNS = {
+    "not_before": "DOUBLE PRECISION",
+    "request_hash": "TEXT",
+    # Bumped by every write that changes what the app sees: the SSE event id.
+    "version": "INTEGER NOT NULL DEFAULT 0",
+    # Retention: when the inputs / the result were deleted, and the sweeper's claim.
+    "inputs_erased_at": "DOUBLE PRECISION",
+    "media_erased_at": "DOUBLE PRECISION",
+    "sweep_token": "TEXT",
+    "sweep_expires": "DOUBLE PRECISION",
+}
 
 
 def job_from_row(row: dict[str, Any]) -> Job:

@@ -22,6 +22,7 @@ from services.gateway.jobs.record import (
     CLAIMABLE,
     INDEXES,
     LATER_COLUMNS,
+    PG_NOTIFY,
     SCHEMA,
     decode_cursor,
     encode_cursor,
@@ -88,6 +89,9 @@ class JobStore:
                     tx.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
             for statement in INDEXES:
                 tx.execute(statement)
+            if db.dialect == "postgresql":
+                for statement in PG_NOTIFY:
+                    tx.execute(statement)
 
     # ------------------------------------------------------------------ API side --
 
@@ -204,6 +208,17 @@ class JobStore:
             rows = tx.query(sql, params)
         return job_from_row(rows[0]) if rows else None
 
+    def get_many(self, job_ids: list[str]) -> list[Job]:
+        """The jobs among `job_ids` that exist, read in one query per 500 ids."""
+        jobs: list[Job] = []
+        with self.db.transaction(write=False) as tx:
+            for start in range(0, len(job_ids), 500):
+                chunk = job_ids[start : start + 500]
+                marks = ", ".join("?" * len(chunk))
+                rows = tx.query(f"SELECT * FROM jobs WHERE id IN ({marks})", chunk)
+                jobs += [job_from_row(row) for row in rows]
+        return jobs
+
     def get_by_idempotency_key(self, owner: str, key: str) -> Job | None:
         with self.db.transaction(write=False) as tx:
             rows = tx.query(
@@ -258,18 +273,20 @@ class JobStore:
         with self.db.transaction() as tx:
             tx.execute(
                 "UPDATE jobs SET status = 'cancelled', stage = 'cancelled', cancel_requested = 1,"
-                " finished_at = ?, updated_at = ? WHERE id = ? AND owner = ? AND status = 'queued'",
+                " finished_at = ?, updated_at = ?, version = version + 1"
+                " WHERE id = ? AND owner = ? AND status = 'queued'",
                 (now, now, job_id, owner),
             )
             tx.execute(
                 "UPDATE jobs SET status = 'cancelled', stage = 'cancelled', cancel_requested = 1,"
-                " eta_seconds = NULL, lease_token = NULL, finished_at = ?, updated_at = ?"
+                " eta_seconds = NULL, lease_token = NULL, finished_at = ?, updated_at = ?,"
+                " version = version + 1"
                 " WHERE id = ? AND owner = ? AND status = 'running' AND lease_expires < ?",
                 (now, now, job_id, owner, now),
             )
             tx.execute(
-                "UPDATE jobs SET cancel_requested = 1, updated_at = ?"
-                " WHERE id = ? AND owner = ? AND status = 'running'",
+                "UPDATE jobs SET cancel_requested = 1, updated_at = ?, version = version + 1"
+                " WHERE id = ? AND owner = ? AND status = 'running' AND cancel_requested = 0",
                 (now, job_id, owner),
             )
         return self.get(job_id, owner)
@@ -322,7 +339,8 @@ class JobStore:
             lock = " FOR UPDATE SKIP LOCKED" if self.db.dialect == "postgresql" else ""
             rows = tx.query(
                 "UPDATE jobs SET status = 'running', lease_token = ?, lease_expires = ?,"
-                " attempts = attempts + 1, started_at = COALESCE(started_at, ?), updated_at = ?"
+                " attempts = attempts + 1, started_at = COALESCE(started_at, ?), updated_at = ?,"
+                " version = version + 1"
                 " WHERE id = (SELECT id FROM jobs WHERE "
                 + CLAIMABLE
                 + " ORDER BY created_at, id LIMIT 1"
@@ -349,13 +367,15 @@ class JobStore:
         """
         rows = tx.query(
             "UPDATE jobs SET status = 'cancelled', stage = 'cancelled', finished_at = ?,"
-            " updated_at = ?, lease_token = NULL WHERE status = 'running' AND lease_expires < ?"
+            " updated_at = ?, lease_token = NULL, version = version + 1"
+            " WHERE status = 'running' AND lease_expires < ?"
             " AND cancel_requested = 1 RETURNING *",
             (now, now, now),
         )
         rows += tx.query(
             "UPDATE jobs SET status = 'failed', stage = 'failed', error_code = 'worker_lost',"
-            " error_message = ?, finished_at = ?, updated_at = ?, lease_token = NULL"
+            " error_message = ?, finished_at = ?, updated_at = ?, lease_token = NULL,"
+            " version = version + 1"
             " WHERE status = 'running' AND lease_expires < ? AND attempts >= ? RETURNING *",
             (
                 "The job was interrupted too many times and was given up.",
@@ -472,8 +492,77 @@ class JobStore:
     def _update_owned(self, job_id: str, token: str, assignments: str, params: list) -> bool:
         with self.db.transaction() as tx:
             changed = tx.execute(
-                "UPDATE jobs SET " + assignments + ", updated_at = ?"
+                "UPDATE jobs SET " + assignments + ", updated_at = ?, version = version + 1"
                 " WHERE id = ? AND lease_token = ? AND status = 'running'",
                 params + [self.clock(), job_id, token],
             )
         return changed == 1
+
+    # ----------------------------------------------------------------- retention --
+
+    def mark_erased(self, job_id: str, *, inputs: bool = False, media: bool = False) -> None:
+        """Record that a final job's inputs and/or result are deleted."""
+        now = self.clock()
+        sets = []
+        if inputs:
+            sets.append("inputs_erased_at = COALESCE(inputs_erased_at, ?)")
+        if media:
+            sets.append("media_erased_at = COALESCE(media_erased_at, ?)")
+        if not sets:
+            return
+        with self.db.transaction() as tx:
+            tx.execute(
+                "UPDATE jobs SET " + ", ".join(sets) + " WHERE id = ?",
+                [now] * len(sets) + [job_id],
+            )
+
+    def claim_for_sweep(
+        self,
+        token: str,
+        *,
+        inputs_before: float,
+        results_before: float,
+        rows_before: float,
+        lease_s: float,
+        limit: int,
+    ) -> list[Job]:
+        """Claim up to `limit` final jobs with something due: inputs finished before
+        `inputs_before` and not yet erased, results before `results_before`, rows before
+        `rows_before`. A claim lasts `lease_s`; PostgreSQL skips rows another replica holds
+        (FOR UPDATE SKIP LOCKED), and a live claim keeps every other sweeper off the row."""
+        now = self.clock()
+        lock = " FOR UPDATE SKIP LOCKED" if self.db.dialect == "postgresql" else ""
+        with self.db.transaction() as tx:
+            rows = tx.query(
+                "UPDATE jobs SET sweep_token = ?, sweep_expires = ? WHERE id IN ("
+                "SELECT id FROM jobs WHERE status IN ('succeeded', 'failed', 'cancelled')"
+                " AND finished_at IS NOT NULL"
+                " AND (sweep_expires IS NULL OR sweep_expires < ?)"
+                " AND ((inputs_erased_at IS NULL AND finished_at <= ?)"
+                " OR (media_erased_at IS NULL AND finished_at <= ?) OR finished_at <= ?)"
+                " ORDER BY finished_at LIMIT ?" + lock + ") RETURNING *",
+                (token, now + lease_s, now, inputs_before, results_before, rows_before, limit),
+            )
+        return [job_from_row(row) for row in rows]
+
+    def settle_sweep(
+        self, job_id: str, token: str, *, inputs: bool, media: bool, delete_row: bool
+    ) -> bool:
+        """End a sweep claim: record what was erased, or delete the row. False when the claim
+        was lost (it expired and another sweeper took the row)."""
+        now = self.clock()
+        with self.db.transaction() as tx:
+            if delete_row:
+                return tx.execute(
+                    "DELETE FROM jobs WHERE id = ? AND sweep_token = ?", (job_id, token)
+                ) == 1
+            return tx.execute(
+                "UPDATE jobs SET sweep_token = NULL, sweep_expires = NULL,"
+                " inputs_erased_at = CASE WHEN ? = 1 THEN COALESCE(inputs_erased_at, ?)"
+                " ELSE inputs_erased_at END,"
+                " media_erased_at = CASE WHEN ? = 1 THEN COALESCE(media_erased_at, ?)"
+                " ELSE media_erased_at END"
+                " WHERE id = ? AND sweep_token = ?",
+                (int(inputs), now, int(media), now, job_id, token),
+            ) == 1
+

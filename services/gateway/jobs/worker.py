@@ -20,7 +20,8 @@ from services.gateway.delivery.notify import JobEvent, Notifier
 from services.gateway.delivery.result_links import ResultLinks
 from services.gateway.delivery.storage import ResultStorage, StorageError, result_key
 from services.gateway.domain import Job, JobFailed, JobResult, JobRunner, ProgressUpdate
-from services.gateway.jobs.inputs import drop_inputs, fetch_shared_inputs, job_spec
+from services.gateway.jobs.inputs import fetch_shared_inputs, job_spec
+from services.gateway.jobs.retention import release_inputs
 from services.gateway.jobs.retry_policy import final_failure, plan_retry
 from services.gateway.jobs.store import JobStore
 from services.gateway.metrics import GatewayMetrics
@@ -336,7 +337,7 @@ class WorkerPool:
     ) -> None:
         """Bookkeeping once a job is final: metric, uploaded inputs removed, notifications."""
         self.metrics.jobs_total.labels(status=status).inc()
-        drop_inputs(self.storage, job.spec, self.config.upload_dir(job.id))
+        release_inputs(self.store, self.storage, self.config, job)
         if self.notifier is None:
             return
         url = self.links.url(job.id) if status == "succeeded" else None

@@ -5,8 +5,10 @@ change to any of them is a different entry. Entries are `MotionTemplate` protobu
 pickles: a file holds a magic line, the sha256 of the payload, and the payload. A damaged or
 foreign file reads as a miss and is removed. Writes go to a temporary file renamed into place,
 so readers never see half an entry and concurrent writers of the same key are harmless.
-`FolderMotionCache` keeps entries on a local (or shared) disk; `BucketMotionCache` keeps them
-in the result storage (Firebase Storage in production), shared by every gateway replica.
+`FolderMotionCache` keeps entries on a local (or shared) disk, at most `max_bytes` of them
+(`MOTION_CACHE_MAX_BYTES`): a hit marks its entry used (its mtime), and each put evicts the
+least recently used entries until the folder fits. `BucketMotionCache` keeps them in the result
+storage (Firebase Storage in production), shared by every gateway replica.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Iterator, Mapping
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -98,9 +102,19 @@ class NullMotionCache:
 class FolderMotionCache:
     """Templates as files under `root/<key[:2]>/<key>.motion`."""
 
-    def __init__(self, root: Path, max_entry_bytes: int = 256 * 1024 * 1024) -> None:
+    def __init__(
+        self,
+        root: Path,
+        max_entry_bytes: int = 256 * 1024 * 1024,
+        max_bytes: int | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.root = Path(root)
         self.max_entry_bytes = max_entry_bytes
+        self.max_bytes = max_bytes  # None: unbounded
+        self.clock = clock
+        self.evicted = 0
+        self._evict_lock = threading.Lock()
 
     def _path(self, key: str) -> Path:
         _checked_key(key)
@@ -122,7 +136,39 @@ class FolderMotionCache:
         template = decode_entry(blob)
         if template is None:
             self._discard(path, "bad magic, checksum or payload")
+        else:
+            self._touch(path)
         return template
+
+    def _touch(self, path: Path) -> None:
+        """Mark an entry used now: eviction takes the oldest mtime first."""
+        now = self.clock()
+        try:
+            os.utime(path, (now, now))
+        except OSError:  # evicted meanwhile by another process
+            pass
+
+    def _evict(self, keep: Path) -> None:
+        """Remove least recently used entries until the folder holds at most `max_bytes`;
+        the entry just written goes last."""
+        if self.max_bytes is None:
+            return
+        with self._evict_lock:
+            entries = []
+            for path in self.root.glob("??/*.motion"):
+                try:
+                    stat = path.stat()
+                except OSError:
+                    continue
+                entries.append((path == keep, stat.st_mtime, path, stat.st_size))
+            total = sum(entry[3] for entry in entries)
+            for _, _, path, size in sorted(entries, key=lambda e: (e[0], e[1])):
+                if total <= self.max_bytes:
+                    break
+                path.unlink(missing_ok=True)
+                total -= size
+                self.evicted += 1
+                logger.info("motion cache: evicted %s (%d bytes)", path.name, size)
 
     def put(self, key: str, template: common_pb2.MotionTemplate) -> None:
         """Store `template` under `key` atomically."""
@@ -143,6 +189,8 @@ class FolderMotionCache:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        self._touch(path)
+        self._evict(keep=path)
 
     @staticmethod
     def _discard(path: Path, why: str) -> None:
