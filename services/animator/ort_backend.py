@@ -132,6 +132,7 @@ class _Graph:
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.log_severity_level = 3
+        so.intra_op_num_threads = torch.get_num_threads()  # the same CPU share as torch's
         if profile_dir is not None:
             so.enable_profiling = True
             so.profile_file_prefix = str(profile_dir / path.stem)
