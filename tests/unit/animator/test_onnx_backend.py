@@ -272,3 +272,28 @@ def test_cuda_graph_mode_marks_each_step_and_clones_graph_outputs(lp_primary, mo
     assert steps == [1]
     assert out.image.data_ptr() != produced["image"].data_ptr()
     torch.testing.assert_close(out.image, produced["image"].float(), rtol=0, atol=0)
+
+
+def test_fp16_export_keeps_grid_sampling_fp32(lp_primary, export, tmp_path, pipes):
+    half = export_onnx(lp_primary.checkpoints, tmp_path / "fp16", fp16=True,
+                       input_size=lp_primary.image_size)
+    assert (half.manifest["precision"], half.manifest["grid_sample_precision"]) == ("fp16",
+                                                                                   "fp32")
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(half.path("warp_decode"))))
+    elem = {v.name: v.type.tensor_type.elem_type
+            for v in [*model.graph.value_info, *model.graph.input, *model.graph.output]}
+    samplers = [n for n in model.graph.node if n.op_type == "GridSample"]
+    assert len(samplers) == 2  # the dense-motion deformation and W's warp
+    assert all(elem[n.input[0]] == elem[n.input[1]] == onnx.TensorProto.FLOAT for n in samplers)
+    convs = {elem.get(n.input[0]) for n in model.graph.node if n.op_type == "Conv"}
+    assert convs == {onnx.TensorProto.FLOAT16}
+    engine = ort_backend.OrtEngine(half, providers=["cpu"], batch_size=2)
+    _, ort_pipe = pipes
+    gen = torch.Generator().manual_seed(0)
+    f_s = ort_pipe.appearance(torch.rand(1, 3, lp_primary.image_size, lp_primary.image_size,
+                                         generator=gen))
+    kp_s, kp_d = (0.2 * torch.randn(2, engine.num_kp, 3, generator=gen) for _ in range(2))
+    frame16 = engine.warp_decode(f_s, kp_s, kp_d)
+    frame32 = ort_pipe.engine.warp_decode(f_s, kp_s, kp_d)
+    assert frame16.dtype == torch.float32 and torch.isfinite(frame16).all()
+    assert (frame16 - frame32).abs().mean() < 0.01
