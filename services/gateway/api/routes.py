@@ -94,9 +94,15 @@ _ERRORS = _problems(401, 500, 503)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=_ERRORS)
 
 
-def _authorization(request: Request, _declared: Annotated[object, Security(_bearer)]) -> str | None:
-    """The raw Authorization header (the bearer scheme only documents it)."""
+def _raw_authorization(request: Request) -> str | None:
     return request.headers.get("authorization")
+
+
+def _authorization(
+    request: Request, _declared: Annotated[object, Security(_bearer)]
+) -> str | None:
+    """The raw Authorization header (the bearer scheme only documents it)."""
+    return _raw_authorization(request)
 
 
 def current_user(
@@ -387,7 +393,7 @@ def cancel_job(job_id: str, request: Request, user: CurrentUser) -> JobDeleted:
 def get_result(
     job_id: str,
     request: Request,
-    authorization: Annotated[str | None, Depends(_authorization)],
+    authorization: Annotated[str | None, Depends(_raw_authorization)],
     expires: Annotated[str | None, Query(max_length=16)] = None,
     sig: Annotated[str | None, Query(max_length=128)] = None,
 ):
