@@ -20,13 +20,13 @@ from pathlib import Path
 
 import torch
 
-from bench import animator_bench, job_bench, tables
+from bench import animator_bench, fleet_bench, job_bench, tables
 from bench.cost import load_prices
 from bench.report import machine_description
 from services.animator.random_weights import write_random_weights
 from services.cli.demo_media import build_demo_inputs, write_hero_clip
 
-SECTIONS = ("jobs", "batch", "backends", "compare", "concurrency", "memory")
+SECTIONS = ("jobs", "batch", "backends", "compare", "concurrency", "memory", "fleet")
 
 
 def _ints(text: str) -> list[int]:
@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="memory tables: hero clip lengths to measure (default: 10,60)")
     p.add_argument("--memory-fps", type=int, default=10,
                    help="memory tables: frame rate of those clips (default: 10)")
+    p.add_argument("--fleet-jobs", type=int, default=6,
+                   help="table 8: jobs per row of the 1 vs 2 animators comparison (default: 6; "
+                        "their clips are --concurrent-seconds long)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads per process (services and workers); 0 = torch default")
     p.add_argument("--skip", action="append", default=[], choices=SECTIONS,
@@ -114,6 +117,13 @@ def run(args, work: Path) -> dict:
         _log("table 5: plain loop")
         results["compare"] = animator_bench.compare_table(
             weights, args.batch_size, args.batch_frames, device, args.threads)
+    if "fleet" not in args.skip:
+        _log("table 8: 1 vs 2 animators behind one target")
+        short = write_hero_clip(media / "fleet.mp4", seconds=args.concurrent_seconds,
+                                fps=args.fps, size=256)
+        results["fleet"] = fleet_bench.animator_scaling(
+            weights, args.batch_size, source, short, args.concurrent_seconds, args.fleet_jobs,
+            env, device)
     if "memory" not in args.skip:
         results["service_memory"] = []
         for seconds in args.memory_seconds:

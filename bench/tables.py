@@ -98,6 +98,17 @@ def render(results: dict, machine: str, prices: dict) -> list[str]:
             ["jobs", "frames", "wall s", "frames/s", "jobs/min", "p50 s", "p95 s",
              "animator busy", "mean batch"], rows))
     parts.append(_cost_table(results, prices, on))
+    if results.get("fleet"):
+        rows = [[r["animators"], r["slots"], r["jobs"], r["wall"], r["jobs_per_min"],
+                 " / ".join(f"{c:.0f}" for c in r["animate_calls"][:r["animators"]])]
+                for r in results["fleet"]]
+        one, two = results["fleet"][0]["jobs_per_min"], results["fleet"][-1]["jobs_per_min"]
+        parts.append(format_table(
+            "8. Animators behind one target: 1 vs 2 (same run, motion from the cache)"
+            + services_on,
+            ["animators", "job slots", "jobs", "wall s", "jobs/min", "Animate calls each"], rows,
+            f"2 animators: x{two / one:.2f} the jobs/min of 1; both share this machine's "
+            "devices (on one CPU they share its cores)"))
     if "service_memory" in results:
         rows = [[r["clip_seconds"], r["frames"], r["gateway_mib"], r["encoder_mib"],
                  r["face_detect_mib"], r["animator_mib"]] for r in results["service_memory"]]

@@ -11,6 +11,7 @@ import threading
 import time
 from collections import Counter
 
+import psycopg
 import pytest
 
 from tests.fleet.fleet import Fleet, job_views, succeeded_total, wait_all_final
@@ -213,15 +214,20 @@ def test_a_gateway_drains_running_jobs_within_gateway_drain_s(fleet: Fleet, medi
     sent = time.monotonic()
     hasty_code = hasty.stop(timeout=60)
     hasty_s = time.monotonic() - sent
+    with psycopg.connect(fleet.database_url) as conn:
+        after_stop = conn.execute("SELECT status, error_code, attempts FROM jobs WHERE id = %s",
+                                  (requeued,)).fetchone()
     fleet.gateways.extend(GatewayRun(fleet.data_dir, env).start() for _ in range(2))
     requeued_view = fleet.gateways[0].wait_final(requeued, JOB_TIMEOUT_S)
     print(f"\nfleet: SIGTERM with GATEWAY_DRAIN_S=120: exit {patient_code} after {patient_s:.1f} "
           f"s, its running job {finished_view['status']} (attempts {finished_view['attempts']}); "
-          f"with GATEWAY_DRAIN_S=0: exit {hasty_code} after {hasty_s:.1f} s, its job "
-          f"{requeued_view['status']} on another replica (attempts {requeued_view['attempts']})")
+          f"with GATEWAY_DRAIN_S=0: exit {hasty_code} after {hasty_s:.1f} s, its running job "
+          f"back in the queue {after_stop}, then {requeued_view['status']} on another replica "
+          f"(attempts {requeued_view['attempts']}: an interruption uses none)")
     assert patient_code in (0, -15) and hasty_code in (0, -15)
     assert finished_view["status"] == "succeeded" and finished_view["attempts"] == 1
-    assert requeued_view["status"] == "succeeded" and requeued_view["attempts"] == 2
+    assert after_stop == ("queued", "interrupted", 0), after_stop
+    assert requeued_view["status"] == "succeeded" and requeued_view["attempts"] == 1
 
 
 def test_without_animators_gateways_stay_ready_and_jobs_fail_with_a_reason(fleet: Fleet, media):

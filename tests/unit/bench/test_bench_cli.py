@@ -1,4 +1,4 @@
-"""`dynamics bench` end to end at a tiny width: all seven tables, the goals, valid JSON."""
+"""`dynamics bench` end to end at a tiny width: all eight tables, the goals, valid JSON."""
 
 from __future__ import annotations
 
@@ -28,24 +28,24 @@ def tiny_config(tmp_path_factory, lp_primary) -> Path:
 
 @pytest.mark.ffmpeg
 @needs_ffmpeg
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(300)
 def test_bench_prints_all_tables_and_goals(tiny_config, capsys):
     code = dynamics_main([
         "bench", "--config", str(tiny_config), "--seconds", "0.4", "--fps", "10",
         "--batch-size", "2", "--batch-sizes", "1,2", "--batch-frames", "2",
         "--concurrency", "2", "--concurrent-seconds", "0.3", "--memory-seconds", "0.3,0.6",
-        "--memory-fps", "10", "--json",
+        "--memory-fps", "10", "--fleet-jobs", "2", "--json",
         # the services' animator in bf16 where this CPU has it: that path end to end
         "--dtype", "bf16" if cpu_has_bf16() else "fp32"])
     out = capsys.readouterr().out
     assert code in (0, 1)
-    for number in range(1, 8):
+    for number in range(1, 9):
         assert f"\n{number}. " in "\n" + out, f"table {number} missing"
     results = json.loads(out.strip().splitlines()[-1])
     machine = results["machine"]
     assert machine and out.count(f"[{machine}]") >= 7
     assert results["dtype"] == ("bf16" if cpu_has_bf16() else "fp32")
-    assert out.count(f"[animator {results['dtype']}]") == 4  # tables 1-3 and 6
+    assert out.count(f"[animator {results['dtype']}]") == 5  # tables 1-3, 6 and 8
     jobs = results["jobs"]
     assert jobs["pipelined"]["cache_hit"] is False and jobs["repeat"]["cache_hit"] is True
     assert jobs["sequential"]["sequential"] is True
@@ -64,6 +64,10 @@ def test_bench_prints_all_tables_and_goals(tiny_config, capsys):
     assert results["compare"]["max_pixel_diff"] <= 1
     assert results["concurrency"][0]["jobs"] == 2 and results["concurrency"][0]["frames"] == 6
     assert 0 < results["concurrency"][0]["busy_share"] <= 1.02  # device time counted once
+    fleet = results["fleet"]  # table 8: the same jobs on 1, then 2 animators behind one target
+    assert [(r["animators"], r["jobs"], r["slots"]) for r in fleet] == [(1, 2, 3), (2, 2, 6)]
+    assert fleet[0]["animate_calls"] == [2, 0]  # one address: the second animator gets nothing
+    assert sum(fleet[1]["animate_calls"]) == 2 and all(r["jobs_per_min"] > 0 for r in fleet)
     memory = results["service_memory"]
     assert [(m["clip_seconds"], m["frames"]) for m in memory] == [(0.3, 3), (0.6, 6)]
     assert all(m[f"{name}_mib"] > 10 for m in memory
