@@ -56,15 +56,15 @@ def error_from_response(response: httpx.Response) -> DynamicsError:
     code, message = None, ""
     if isinstance(body, dict):
         nested = body.get("error")
+        if isinstance(nested, dict) and isinstance(nested.get("code"), str):
+            code, message = nested["code"], str(nested.get("message") or "")
         if isinstance(body.get("code"), str):
             code = body["code"]
-            message = str(body.get("detail") or body.get("message") or body.get("title") or "")
-        elif isinstance(nested, dict) and isinstance(nested.get("code"), str):
-            code = nested["code"]
-            message = str(nested.get("message") or "")
+        message = str(body.get("detail") or body.get("message") or body.get("title")
+                      or message)
     if code is None:
         code = f"http_{response.status_code}"
-        message = message or (response.reason_phrase or "")
+    message = message or response.reason_phrase or ""
     retry_after = None
     header = response.headers.get("retry-after")
     if header is not None:
