@@ -120,7 +120,7 @@ def test_firebase_inputs_go_at_the_end_and_results_after_the_ttl(emulator, fireb
             state = client.app.state.gateway
             # Default INPUT_TTL_S=0: the inputs went as the job ended, and that is recorded.
             wait_for(lambda: names() == {f"results/{job_id}.mp4"})
-            assert state.store.get(job_id).inputs_erased_at is not None
+            wait_for(lambda: state.store.get(job_id).inputs_erased_at is not None)
             sweeper = Sweeper(state.store, state.storage, config)
             clock.now += 7 * DAY - 60
             assert sweeper.run_once().results == 0
