@@ -36,11 +36,19 @@ def assert_problem(
     return problem
 
 
+def _header(headers, name: str) -> str | None:
+    """A header from httpx / TestClient headers or schemathesis' `{name: [values]}`."""
+    for key, value in headers.items():
+        if key.lower() == name:
+            return (value[0] if value else None) if isinstance(value, list) else value
+    return None
+
+
 def problem_of(response, expected_status: int, code: str | None = None) -> dict:
-    """`assert_problem` for an httpx / TestClient response."""
+    """`assert_problem` for an httpx / TestClient / schemathesis response."""
     return assert_problem(
         response.status_code,
-        response.headers.get("content-type"),
+        _header(response.headers, "content-type"),
         response.content,
         expected_status,
         code,
