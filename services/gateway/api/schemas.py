@@ -166,7 +166,11 @@ def job_links(job: Job, links: ResultLinks) -> JobLinks:
         self_=here,
         events=f"{here}/events",
         cancel=None if job.terminal else here,
-        result=links.url(job.id) if job.status == "succeeded" else None,
+        result=(
+            links.url(job.id)
+            if job.status == "succeeded" and job.media_erased_at is None
+            else None
+        ),
     )
 
 

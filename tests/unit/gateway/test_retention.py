@@ -158,7 +158,7 @@ def test_delete_on_a_finished_job_erases_its_media(emulator, firebase_app, tmp_p
             assert answer.status_code == 200, answer.text
             body = answer.json()
             assert body["erased"] is True and body["status"] == "succeeded"
-            assert body["result_url"] is None
+            assert body["result_url"] is None and body["links"]["result"] is None
             assert list(bucket.list_blobs()) == []
             assert client.get(f"/v1/jobs/{job_id}/result").status_code == 404
             again = client.delete(f"/v1/jobs/{job_id}")
