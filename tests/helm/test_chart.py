@@ -126,6 +126,10 @@ VARIANTS = {
                                         "storage": {"backend": "firebase", "bucket": "b"},
                                         "publicUrl": "https://dynamics.example.com"}},
     "postgres-url": {"database": {"type": "postgresql", "postgresql": {"url": "postgresql://x"}}},
+    "onnxruntime-claims": {"animator": {"backend": {
+        "name": "onnxruntime", "onnx": {"existingClaim": "onnx-export", "subPath": "t4"},
+        "trtCache": {"existingClaim": "trt-engines", "subPath": "t4"}}}},
+    "onnxruntime-in-weights": {"animator": {"backend": {"name": "onnxruntime"}}},
 }
 
 
@@ -356,6 +360,71 @@ def test_weights_come_from_a_volume() -> None:
     mount = next(m for m in _container({"spec": {"template": {"spec": fetched}}})["volumeMounts"]
                  if m["name"] == "weights")
     assert mount["readOnly"] is True
+
+
+ORT_ENV = ("ANIMATOR_BACKEND", "ANIMATOR_ORT_PROVIDERS", "ANIMATOR_ONNX_DIR",
+           "ANIMATOR_TRT_CACHE_DIR")
+
+
+def _animator_volumes(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any],
+                                                       dict[str, dict[str, Any]]]:
+    """(env, mounts by volume name, volumes by name) of the animator's main container."""
+    pod = _animator_pod(values)
+    container = pod["containers"][0]
+    return (_env(container), {m["name"]: m for m in container["volumeMounts"]},
+            {v["name"]: v for v in pod["volumes"]})
+
+
+def test_torch_backend_renders_no_onnxruntime_settings() -> None:
+    for values in ({}, {"animator": {"backend": {"name": "torch", "ortProviders": "cpu",
+                                                 "trtCache": {"existingClaim": "trt"}}}}):
+        env, mounts, volumes = _animator_volumes(values)
+        assert not set(ORT_ENV) & set(env)
+        assert not {"onnx-export", "trt-cache"} & (set(mounts) | set(volumes))
+    for name in VALUES_SETS:
+        assert "ANIMATOR_BACKEND" not in _env(_container(_deployments(_render_set(name))["animator"]))
+
+
+def test_onnxruntime_backend_wires_export_providers_and_engine_cache() -> None:
+    # The export in the weights claim's onnx/ folder; the engine cache an emptyDir.
+    env, mounts, volumes = _animator_volumes({"animator": {"backend": {"name": "onnxruntime"}}})
+    assert {k: env[k] for k in ORT_ENV} == {
+        "ANIMATOR_BACKEND": "onnxruntime", "ANIMATOR_ORT_PROVIDERS": "tensorrt,cuda,cpu",
+        "ANIMATOR_ONNX_DIR": "/weights/onnx", "ANIMATOR_TRT_CACHE_DIR": "/trt-cache"}
+    assert "onnx-export" not in mounts and "onnx-export" not in volumes
+    assert mounts["weights"]["readOnly"] is True
+    assert mounts["trt-cache"] == {"name": "trt-cache", "mountPath": "/trt-cache"}
+    assert volumes["trt-cache"] == {"name": "trt-cache", "emptyDir": {"sizeLimit": "2Gi"}}
+    # The export and the cache on claims of their own.
+    env, mounts, volumes = _animator_volumes({"animator": {"backend": {
+        "name": "onnxruntime", "ortProviders": "cuda,cpu",
+        "onnx": {"existingClaim": "exports", "subPath": "v3", "mountPath": "/export"},
+        "trtCache": {"existingClaim": "engines", "subPath": "t4", "mountPath": "/engines"}}}})
+    assert (env["ANIMATOR_ORT_PROVIDERS"], env["ANIMATOR_ONNX_DIR"],
+            env["ANIMATOR_TRT_CACHE_DIR"]) == ("cuda,cpu", "/export", "/engines")
+    assert mounts["onnx-export"] == {"name": "onnx-export", "mountPath": "/export",
+                                     "readOnly": True, "subPath": "v3"}
+    assert volumes["onnx-export"]["persistentVolumeClaim"] == {"claimName": "exports",
+                                                               "readOnly": True}
+    assert mounts["trt-cache"] == {"name": "trt-cache", "mountPath": "/engines", "subPath": "t4"}
+    assert volumes["trt-cache"] == {"name": "trt-cache",
+                                    "persistentVolumeClaim": {"claimName": "engines"}}
+    # Fetched weights live in an emptyDir that holds no export: a claim for it is required.
+    with pytest.raises(helm_python.HelmRenderError, match="needs animator.backend.onnx.existingClaim"):
+        _render({"animator": {"backend": {"name": "onnxruntime"}, "weights": {"source": "fetch"}}})
+    env, _, volumes = _animator_volumes({"animator": {
+        "backend": {"name": "onnxruntime", "onnx": {"existingClaim": "exports"}},
+        "weights": {"source": "fetch"}}})
+    assert env["ANIMATOR_ONNX_DIR"] == "/onnx" and "emptyDir" in volumes["weights"]
+
+
+def test_schema_refuses_bad_backend_values() -> None:
+    for bad in ({"name": "tensorrt"}, {"name": "onnx"}, {"ortProviders": "rocm,cpu"},
+                {"ortProviders": ""}, {"onnx": {"existingClaim": "x", "mountPath": "onnx"}},
+                {"trtCache": {"claim": "x"}}, {"trtCache": {"sizeLimit": "lots"}}, {"cache": {}}):
+        with pytest.raises(helm_python.HelmValuesError):
+            _render({"animator": {"backend": bad}})
+    _render({"animator": {"backend": {"name": "onnxruntime", "ortProviders": "cuda, cpu"}}})
 
 
 def test_gateway_database_option() -> None:
