@@ -79,6 +79,16 @@ def connection_age_s(name: str, environ: Mapping[str, str] = os.environ) -> tupl
     return values[0], values[1]
 
 
+def drain_delay_from_env(name: str, environ: Mapping[str, str] = os.environ) -> float:
+    """Seconds between health NOT_SERVING and refusing new calls on SIGTERM:
+    `<NAME>_DRAIN_DELAY_S`, else `GRPC_DRAIN_DELAY_S`, else 0. Behind a `dns:///` target, set it
+    above the connection age plus the clients' `GRPC_DNS_MIN_RESOLUTION_S`: clients then
+    re-resolve (the address is gone from DNS) before the server refuses anything, and no call is
+    refused during a rollout."""
+    fallback = env_float(environ, "GRPC_DRAIN_DELAY_S", 0.0, minimum=0.0)
+    return env_float(environ, f"{name.upper()}_DRAIN_DELAY_S", fallback, minimum=0.0)
+
+
 def server_options(max_connection_age_s: float, max_connection_age_grace_s: float
                    ) -> tuple[tuple[str, int], ...]:
     """SERVER_OPTIONS plus the connection age and its grace."""
@@ -168,20 +178,21 @@ class GrpcService:
         port: int,
         metrics_port: int | None,
         grace_s: float = 10.0,
-        drain_delay_s: float = 0.0,
+        drain_delay_s: float | None = None,
         max_workers: int = 8,
         maximum_concurrent_rpcs: int | None = None,
         host: str = DEFAULT_BIND_HOST,
         max_connection_age_s: float | None = None,
         max_connection_age_grace_s: float | None = None,
     ) -> None:
-        """`max_connection_age_s` / `..._grace_s` left None come from `connection_age_s(name)`."""
+        """`max_connection_age_s` / `..._grace_s` left None come from `connection_age_s(name)`,
+        `drain_delay_s` left None from `drain_delay_from_env(name)`."""
         self.name = name
         self.service_names = list(service_names)
         self.grace_s = grace_s
         # Time between "health says NOT_SERVING" and "stop accepting RPCs", so load balancers and
         # Kubernetes endpoints see the flip before the listening socket closes.
-        self.drain_delay_s = drain_delay_s
+        self.drain_delay_s = drain_delay_from_env(name) if drain_delay_s is None else drain_delay_s
         self._requested_port = port
         self._requested_metrics_port = metrics_port
         self._host = host

@@ -17,6 +17,7 @@ from services.common.grpc_server import (
     DEFAULT_MAX_CONNECTION_AGE_S,
     GrpcService,
     connection_age_s,
+    drain_delay_from_env,
 )
 from tests.fleet.dns import FleetDns
 
@@ -81,6 +82,10 @@ def test_connection_age_settings_come_from_the_environment():
     env = {"GRPC_MAX_CONNECTION_AGE_S": "12", "ANIMATOR_MAX_CONNECTION_AGE_GRACE_S": "400"}
     assert connection_age_s("animator", env) == (12.0, 400.0)
     assert connection_age_s("encoder", env) == (12.0, DEFAULT_MAX_CONNECTION_AGE_GRACE_S)
+    assert drain_delay_from_env("animator", {}) == 0.0
+    assert drain_delay_from_env("animator", {"GRPC_DRAIN_DELAY_S": "2",
+                                             "ANIMATOR_DRAIN_DELAY_S": "40"}) == 40.0
+    assert drain_delay_from_env("encoder", {"GRPC_DRAIN_DELAY_S": "2"}) == 2.0
     options = dict(resolution_options({"GRPC_DNS_MIN_RESOLUTION_S": "1.5"}))
     assert options["grpc.dns_min_time_between_resolutions_ms"] == 1500
     assert options["grpc.max_reconnect_backoff_ms"] == 10_000
