@@ -68,7 +68,7 @@ def stack(tmp_path_factory):
             proc.wait()
 
 
-def dynamics(*args: str, timeout: float = 300, **popen) -> subprocess.CompletedProcess:
+def dynamics(*args: str, timeout: float = 480, **popen) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "services.cli", *args], check=False,
                           capture_output=True,
                           text=True, timeout=timeout, **popen)
