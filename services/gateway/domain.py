@@ -149,6 +149,9 @@ class JobResult:
     cache_hit: bool
     frames: int
     random_weights: bool
+    # What animated it: `model` (the fingerprint its Animate replies named) and the `backend`
+    # ("torch", "onnxruntime/CPUExecutionProvider", ...), `device` and `dtype` of the animator's GetInfo.
+    animator: dict[str, str] = field(default_factory=dict)
 
 
 class JobRunner(Protocol):
@@ -193,6 +196,7 @@ class Job:
     eta_seconds: float | None = None
     timings: dict[str, float] = field(default_factory=dict)
     notify: dict[str, Any] = field(default_factory=dict)
+    animator: dict[str, str] = field(default_factory=dict)  # JobResult.animator, once it ran
     error_code: str | None = None
     error_message: str | None = None
     result_key: str | None = None

@@ -18,7 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from services.animator.onnx_export import export_onnx
 from services.animator.random_weights import write_random_weights
+from services.animator.weights import load_models
 from services.cli.demo_media import write_hero_clip, write_source_photo
 from services.cli.local_stack import LocalStack, StackConfig
 from services.gateway.domain import (
@@ -84,6 +86,12 @@ def _frames_generated(stack: LocalStack) -> float:
                if line.startswith("animator_frames_total"))
 
 
+@pytest.fixture(scope="module")
+def fixture_model() -> str:
+    """The fingerprint of the fixture weights, computed here, not asked of the animator."""
+    return load_models(FIXTURE_WEIGHTS).fingerprint
+
+
 @pytest.fixture()
 def clients(targets: ServiceTargets):
     with ServiceClients(targets) as clients:
@@ -119,7 +127,8 @@ def _frames(path: Path) -> np.ndarray:
     return np.frombuffer(raw, np.uint8).reshape(-1, h, w, 3)
 
 
-def test_render_streams_progress_audio_and_reuses_motion(clients, media, tmp_path: Path) -> None:
+def test_render_streams_progress_audio_and_reuses_motion(clients, media, fixture_model: str,
+                                                         tmp_path: Path) -> None:
     cache = FolderMotionCache(tmp_path / "cache")
     orchestrator = Orchestrator(clients, cache, MediaFetcher(), OrchestratorConfig())
     first, updates = _run(orchestrator, media, tmp_path / "job1")
@@ -138,10 +147,37 @@ def test_render_streams_progress_audio_and_reuses_motion(clients, media, tmp_pat
 
     second, _ = _run(orchestrator, media, tmp_path / "job2")
     assert second.cache_hit and second.timings["motion"] == 0.0
+    # Both name what animated them: the stack's animator runs torch fp32 on the CPU.
+    assert first.animator == second.animator == {
+        "model": fixture_model, "backend": "torch", "device": "cpu", "dtype": "float32"}
     assert second.frames == first.frames
     # On the hit the template's motion drives Animate; on the miss the crops did: same frames.
     diff = np.abs(_frames(first.mp4_path).astype(int) - _frames(second.mp4_path).astype(int))
     assert diff.mean() < 1.0
+
+
+def test_an_onnxruntime_animator_is_named_in_the_result(media, fixture_model: str,
+                                                         tmp_path: Path) -> None:
+    """A stack whose animator runs ANIMATOR_BACKEND=onnxruntime (CPU provider, an export of the
+    fixture weights): the job's result names that backend and provider, and the model."""
+    export_onnx(FIXTURE_WEIGHTS, tmp_path / "onnx")
+    stack = LocalStack(StackConfig(
+        weights_dir=FIXTURE_WEIGHTS, env={**os.environ, **STACK_ENV}, animator_device="cpu",
+        log_dir=tmp_path / "logs", extra_env={"ANIMATOR_BACKEND": "onnxruntime",
+                                               "ANIMATOR_ONNX_DIR": str(tmp_path / "onnx"),
+                                               "ANIMATOR_ORT_PROVIDERS": "cpu"}))
+    stack.start()
+    try:
+        with ServiceClients(stack.targets) as clients:
+            orchestrator = Orchestrator(clients, NullMotionCache(), MediaFetcher())
+            result, _ = _run(orchestrator, media, tmp_path / "job")
+    finally:
+        codes = stack.stop()
+    assert codes == {"face_detect": 0, "animator": 0, "encoder": 0}
+    assert result.frames == int(FPS * SECONDS)
+    assert result.animator == {"model": fixture_model,
+                               "backend": "onnxruntime/CPUExecutionProvider", "device": "cpu",
+                               "dtype": "float32"}
 
 
 def test_sequential_mode_gives_the_same_frames(clients, media, tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from services.animator.weights import load_models
 from services.cli.demo_media import write_hero_clip, write_source_photo
 from services.cli.local_stack import free_port
 from tests.fixture_set import DEFAULT_SET
@@ -143,6 +144,9 @@ def test_dynamics_up_serves_a_job_end_to_end(tmp_path: Path) -> None:
         assert job["status"] == "succeeded", job
         assert job["frames_total"] == job["frames_done"] == 5 and job["cache_hit"] is False
         assert {"fetch_trim", "detect", "animate", "encode", "upload"} <= set(job["timings"])
+        # What animated it, as stored with the job: the fixture model on torch fp32, CPU.
+        assert job["animator"] == {"model": load_models(FIXTURE_WEIGHTS).fingerprint,
+                                   "backend": "torch", "device": "cpu", "dtype": "float32"}
         mp4 = httpx.get(job["result_url"], timeout=30, follow_redirects=True)
         assert mp4.status_code == 200
         (tmp_path / "result.mp4").write_bytes(mp4.content)

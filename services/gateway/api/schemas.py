@@ -109,6 +109,26 @@ class JobLinks(BaseModel):
     )
 
 
+class JobAnimator(BaseModel):
+    """What animated a succeeded job's frames."""
+
+    model: str = Field(
+        description="fingerprint of the model that made the frames (as its Animate replies "
+        "named it; GetInfo's `model_fingerprint`)"
+    )
+    backend: str | None = Field(
+        default=None,
+        description="the animator's backend and, for ONNX Runtime, its execution provider: "
+        "`torch`, or `onnxruntime/` and the ONNX Runtime provider name, e.g. "
+        "`onnxruntime/TensorrtExecutionProvider`, `onnxruntime/CPUExecutionProvider`; null when the "
+        "animator's GetInfo could not be asked or described another model",
+    )
+    device: str | None = Field(default=None, description="e.g. `cpu`, `cuda:0`")
+    dtype: str | None = Field(
+        default=None, description="what the networks compute in: `float32`, `float16`, `bfloat16`"
+    )
+
+
 class JobView(BaseModel):
     """A job as the app sees it."""
 
@@ -133,6 +153,10 @@ class JobView(BaseModel):
     result_url: str | None
     cache_hit: bool | None
     random_weights: bool | None
+    animator: JobAnimator | None = Field(
+        description="once the job succeeded: the model and backend that animated it; null before "
+        "and for jobs that did not succeed (or finished before the gateway recorded it)"
+    )
     attempts: int
     created_at: datetime
     started_at: datetime | None
@@ -199,6 +223,7 @@ def job_view(job: Job, links: ResultLinks, queue: QueueEstimate | None = None) -
         ),
         cache_hit=job.cache_hit,
         random_weights=job.random_weights,
+        animator=JobAnimator(**job.animator) if job.animator.get("model") else None,
         attempts=job.attempts,
         created_at=_when(job.created_at),
         started_at=_when(job.started_at),

@@ -73,13 +73,15 @@ LATER_COLUMNS = {
     "media_erased_at": "DOUBLE PRECISION",
     "sweep_token": "TEXT",
     "sweep_expires": "DOUBLE PRECISION",
+    # What animated a succeeded job (JSON: model, backend, device, dtype).
+    "animator": "TEXT NOT NULL DEFAULT '{}'",
 }
 
 
 def job_from_row(row: dict[str, Any]) -> Job:
     """A `Job` from one row of the job table (JSON columns parsed, integer flags as bools)."""
     data = dict(row)
-    for key in ("spec", "timings", "notify"):
+    for key in ("spec", "timings", "notify", "animator"):
         data[key] = json.loads(data[key]) if data[key] else {}
     for key in ("cache_hit", "random_weights"):
         data[key] = None if data[key] is None else bool(data[key])

@@ -429,13 +429,14 @@ class JobStore:
         cache_hit: bool,
         random_weights: bool,
         frames: int,
+        animator: dict[str, str] | None = None,
     ) -> bool:
         return self._update_owned(
             job_id,
             token,
             "status = 'succeeded', stage = 'done', result_key = ?, timings = ?, cache_hit = ?,"
             " random_weights = ?, frames_done = ?, frames_total = ?, eta_seconds = 0,"
-            " finished_at = ?, lease_token = NULL",
+            " finished_at = ?, lease_token = NULL, animator = ?",
             [
                 result_key,
                 json.dumps(timings),
@@ -444,6 +445,7 @@ class JobStore:
                 frames,
                 frames,
                 self.clock(),
+                json.dumps(animator or {}),
             ],
         )
 

@@ -274,6 +274,7 @@ class WorkerPool:
             cache_hit=result.cache_hit,
             random_weights=result.random_weights,
             frames=result.frames,
+            animator=result.animator,
         ):
             logger.warning("job %s finished after losing its lease; result discarded", job.id)
             return

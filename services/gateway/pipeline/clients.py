@@ -3,7 +3,8 @@
 Every call takes a deadline. Unary calls return futures and streaming calls return the call
 object, so the orchestrator can cancel either when a job is cancelled or fails elsewhere.
 `ServiceClients.animator_fingerprint` is the model fingerprint of the animator behind the
-channel (its `GetInfo`), the model part of motion-cache keys.
+channel (its `GetInfo`), the model part of motion-cache keys; `animator_info` is that whole
+answer (backend, device, dtype), which each job's result names.
 """
 
 from __future__ import annotations
@@ -128,10 +129,19 @@ class ServiceClients:
         Raises:
             grpc.RpcError: GetInfo failed (UNAVAILABLE while the animator loads its weights).
         """
+        return self.animator_info(timeout_s).model_fingerprint
+
+    def animator_info(self, timeout_s: float = 10.0) -> animator_pb2.AnimatorInfo:
+        """The whole `GetInfo` answer that `animator_fingerprint` keeps (model, backend,
+        device, dtype, ...): asked once per channel, then kept until dropped.
+
+        Raises:
+            grpc.RpcError: GetInfo failed.
+        """
         with self._info_lock:
             if self._animator_info is None:
                 self._animator_info = self.animator.get_info(timeout_s=timeout_s)
-            return self._animator_info.model_fingerprint
+            return self._animator_info
 
     def forget_animator_info(self) -> None:
         """Ask `GetInfo` again next time (an animator refused motion as another model's)."""

@@ -125,12 +125,35 @@ class Orchestrator:
         if ctx.device_seconds > 0:
             # The animator's own device time: what a GPU bills, and what cost per video uses.
             progress.timing("gpu_seconds", ctx.device_seconds)
+        animator = self._animator_summary(ctx.model_fingerprint)
         progress.timing("total", time.monotonic() - started)
         progress.enter("done")
         return JobResult(
             mp4_path=out, timings=dict(progress.timings), cache_hit=inputs.template is not None,
             frames=ctx.encode_summary.frames, random_weights=ctx.random_weights,
+            animator=animator,
         )
+
+    def _animator_summary(self, model: str) -> dict[str, str]:
+        """What animated the job: `model`, the fingerprint its Animate replies named, and the
+        backend, device and dtype from the channel's kept GetInfo answer (asked once per channel,
+        so this costs no call per job). Those three are given only when that answer names the
+        same model: behind a balanced channel mid-rollout it may describe another replica. A
+        failed GetInfo leaves them out; the job itself has succeeded."""
+        summary = {"model": model} if model else {}
+        try:
+            info = self.clients.animator_info(self.config.unary_timeout_s)
+        except grpc.RpcError as exc:
+            logger.warning("animator GetInfo failed (%s): the job's result names no backend",
+                           exc.code() if hasattr(exc, "code") else exc)
+            return summary
+        if model and info.model_fingerprint != model:
+            return summary
+        summary["model"] = info.model_fingerprint
+        for key in ("backend", "device", "dtype"):
+            if value := getattr(info, key):
+                summary[key] = value
+        return summary
 
     # -- 1. fetch / trim / hash / cache lookup ---------------------------------------------
 

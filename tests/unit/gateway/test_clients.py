@@ -108,7 +108,8 @@ class _Animator(animator_pb2_grpc.AnimatorServiceServicer):
     @handle_errors
     def GetInfo(self, request, context):
         self.info_calls += 1
-        return animator_pb2.AnimatorInfo(model_fingerprint=self.model)
+        return animator_pb2.AnimatorInfo(model_fingerprint=self.model, backend="torch",
+                                         device="cpu", dtype="float32")
 
     @handle_errors
     def Animate(self, request_iterator, context):
@@ -127,6 +128,11 @@ def test_the_animator_fingerprint_is_asked_once_per_channel_until_dropped() -> N
     try:
         with ServiceClients(ServiceTargets(target, target, target)) as clients:
             assert clients.animator_fingerprint() == clients.animator_fingerprint() == "a" * 32
+            assert animator.info_calls == 1
+            # The whole kept answer (what a job's result names): no second GetInfo.
+            info = clients.animator_info()
+            assert (info.model_fingerprint, info.backend, info.device, info.dtype) == (
+                "a" * 32, "torch", "cpu", "float32")
             assert animator.info_calls == 1
             animator.model = "b" * 32
             clients.saw_animator_model("a" * 32)  # the kept answer's model: kept
