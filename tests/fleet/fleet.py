@@ -33,6 +33,9 @@ ANIMATOR_NAME = "animator.fleet.test"
 # Connections age out after this many seconds in the fleet (30 s in production): short, so the
 # "added animator gets work" check is quick; calls running on an aged-out connection finish.
 FLEET_CONNECTION_AGE_S = "3"
+# A draining animator keeps admitting calls this long (connection age + the gateways' 1 s
+# minimum between resolutions + margin), so no call is refused while clients move away.
+FLEET_DRAIN_DELAY_S = "5"
 
 
 def shared_port(hosts: list[str]) -> int:
@@ -85,8 +88,17 @@ class Animator:
                 "animate_started": counter(text, "grpc_server_started_total",
                                            grpc_method="Animate"),
                 "busy_s": counter(text, "animator_busy_seconds_total"),
+                "calls_started": counter(text, "grpc_server_started_total",
+                                         grpc_service="dynamics.v1.AnimatorService"),
+                "calls_handled": counter(text, "grpc_server_handled_total",
+                                         grpc_service="dynamics.v1.AnimatorService"),
             }
         return dict(self.last)
+
+    def working(self) -> bool:
+        """Any AnimatorService call (motion extraction, Animate) in flight."""
+        values = self.read()
+        return values.get("calls_started", 0.0) > values.get("calls_handled", 0.0)
 
     def in_flight(self) -> float:
         values = self.read()
@@ -155,7 +167,9 @@ class Fleet:
         env = {**SERVICE_ENVS["animator"], "ANIMATOR_PORT": str(self.port),
                "ANIMATOR_BIND_HOST": host, "ANIMATOR_GRACE_S": "60",
                "ANIMATOR_MAX_CONNECTION_AGE_S": FLEET_CONNECTION_AGE_S,
-               "ANIMATOR_MAX_CONNECTION_AGE_GRACE_S": "120"}
+               "ANIMATOR_MAX_CONNECTION_AGE_GRACE_S": "120",
+               # on SIGTERM keep taking calls until the gateways have re-resolved the name
+               "ANIMATOR_DRAIN_DELAY_S": FLEET_DRAIN_DELAY_S}
         animator = Animator(host, start_service("animator", env))
         return animator
 
