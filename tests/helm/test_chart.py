@@ -259,6 +259,8 @@ def test_grpc_services_bind_the_pod_interfaces_explicitly(rendered) -> None:
 
 
 def test_rollouts_never_drop_capacity_and_outlast_jobs(rendered) -> None:
+    from services.common.grpc_server import drain_delay_from_env
+
     _, docs = rendered
     for component, deployment in _deployments(docs).items():
         strategy = deployment["spec"]["strategy"]
@@ -266,8 +268,16 @@ def test_rollouts_never_drop_capacity_and_outlast_jobs(rendered) -> None:
         assert strategy["rollingUpdate"]["maxUnavailable"] == 0, component
         pod = deployment["spec"]["template"]["spec"]
         if component in GRACE_ENV:
-            drain = float(_env(pod["containers"][0])[GRACE_ENV[component]])
-            assert pod["terminationGracePeriodSeconds"] > drain, component
+            env = _env(pod["containers"][0])
+            drain = float(env[GRACE_ENV[component]])
+            # After SIGTERM a service keeps accepting calls for the drain delay, then drains:
+            # both must end before Kubernetes kills the pod, and the delay must outlast one
+            # connection age plus one re-resolution, so no call reaches a refusing pod.
+            delay = drain_delay_from_env(ENV_PREFIX[component], env)
+            assert delay + drain + 10 <= pod["terminationGracePeriodSeconds"], component
+            assert delay >= (float(env["GRPC_MAX_CONNECTION_AGE_S"])
+                             + float(_env(_container(_deployments(docs)["gateway"]))[
+                                 "GRPC_DNS_MIN_RESOLUTION_S"])), component
     animator = _deployments(docs)["animator"]["spec"]["template"]["spec"]
     assert animator["terminationGracePeriodSeconds"] >= 300  # longer than the longest job
     gateway = _deployments(docs)["gateway"]["spec"]["template"]["spec"]

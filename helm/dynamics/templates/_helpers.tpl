@@ -129,6 +129,7 @@ topologySpreadConstraints:
 {{- define "dynamics.grpcServerEnv" -}}
 - {name: GRPC_MAX_CONNECTION_AGE_S, value: {{ .Values.grpc.maxConnectionAgeSeconds | toString | quote }}}
 - {name: GRPC_MAX_CONNECTION_AGE_GRACE_S, value: {{ .Values.grpc.maxConnectionAgeGraceSeconds | toString | quote }}}
+- {name: GRPC_DRAIN_DELAY_S, value: {{ .Values.grpc.drainDelaySeconds | toString | quote }}}
 {{- end -}}
 
 {{/* Pod-wide pieces: service account, pull secrets, security context. */}}
@@ -229,9 +230,10 @@ livenessProbe:
 {{- $url -}}
 {{- end -}}
 
-{{/* Service drain time: the pod's grace period less 10 s for the endpoint removal to spread. */}}
+{{/* Service drain time: the pod's grace period less the drain delay (calls still accepted while
+clients re-resolve) and 10 s of margin. Called with (dict "v" <component values> "root" $). */}}
 {{- define "dynamics.drainSeconds" -}}
-{{- max 1 (sub (int .terminationGracePeriodSeconds) 10) -}}
+{{- max 1 (sub (sub (int .v.terminationGracePeriodSeconds) 10) (int .root.Values.grpc.drainDelaySeconds)) -}}
 {{- end -}}
 
 {{- define "dynamics.databaseSecretName" -}}
