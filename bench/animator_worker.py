@@ -46,13 +46,22 @@ def _setup(args):
     autocast = None if args.precision == "fp32" else DTYPES[args.precision]
     if args.backend == "onnxruntime":  # the export's precision; providers from the flag
         pipe = AnimatorPipeline.from_weights(
-            args.weights, device=device, batch_size=args.batch, backend="onnxruntime",
-            onnx_dir=args.onnx_dir, ort_providers=args.providers.split(","),
-            input_size=args.input_size or None)
+            args.weights,
+            device=device,
+            batch_size=args.batch,
+            backend="onnxruntime",
+            onnx_dir=args.onnx_dir,
+            ort_providers=args.providers.split(","),
+            input_size=args.input_size or None,
+        )
     else:
-        pipe = AnimatorPipeline.from_weights(args.weights, device=device, batch_size=args.batch,
-                                             autocast_dtype=autocast,
-                                             input_size=args.input_size or None)
+        pipe = AnimatorPipeline.from_weights(
+            args.weights,
+            device=device,
+            batch_size=args.batch,
+            autocast_dtype=autocast,
+            input_size=args.input_size or None,
+        )
     rng = np.random.default_rng(0)
     crop = rng.integers(0, 256, size=(256, 256, 3), dtype=np.uint8)
     state = pipe.prepare_source(crop, RATIOS, MotionOptions())
@@ -74,7 +83,7 @@ def measure_batch(args) -> dict:
     base_kib = proc_status_kib("VmRSS")
     if pipe.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(pipe.device)
-    list(pipe.generate(state, motions[:args.batch], 0))  # warm-up, same shapes
+    list(pipe.generate(state, motions[: args.batch], 0))  # warm-up, same shapes
     _sync(pipe)
     best = float("inf")
     for _ in range(args.repeats):
@@ -82,10 +91,16 @@ def measure_batch(args) -> dict:
         list(pipe.generate(state, motions, 0))
         _sync(pipe)
         best = min(best, time.perf_counter() - t0)
-    out = {"backend": pipe.backend, "batch": args.batch, "precision": args.precision,
-           "device": str(pipe.device),
-           "frames": len(motions), "seconds": best, "fps": len(motions) / best,
-           "ms_per_frame": 1000 * best / len(motions)}
+    out = {
+        "backend": pipe.backend,
+        "batch": args.batch,
+        "precision": args.precision,
+        "device": str(pipe.device),
+        "frames": len(motions),
+        "seconds": best,
+        "fps": len(motions) / best,
+        "ms_per_frame": 1000 * best / len(motions),
+    }
     if pipe.device.type == "cuda":
         out["peak_mib"] = torch.cuda.max_memory_allocated(pipe.device) / 2**20
         out["memory_basis"] = "torch.cuda.max_memory_allocated"
@@ -98,7 +113,7 @@ def measure_batch(args) -> dict:
 def measure_compare(args) -> dict:
     pipe, state, motions = _setup(args)
     plain_frames(pipe, state, motions[:1])  # warm-up
-    list(pipe.generate(state, motions[:args.batch], 0))
+    list(pipe.generate(state, motions[: args.batch], 0))
     plain_s = batched_s = float("inf")
     for _ in range(args.repeats):
         t0 = time.perf_counter()
@@ -110,9 +125,15 @@ def measure_compare(args) -> dict:
         _sync(pipe)
         batched_s = min(batched_s, time.perf_counter() - t0)
     diff = max(int(np.abs(a.astype(int) - b.astype(int)).max()) for a, b in zip(plain, batched))
-    return {"batch": args.batch, "precision": args.precision, "frames": len(motions),
-            "plain_fps": len(motions) / plain_s, "batched_fps": len(motions) / batched_s,
-            "speedup": plain_s / batched_s, "max_pixel_diff": diff}
+    return {
+        "batch": args.batch,
+        "precision": args.precision,
+        "frames": len(motions),
+        "plain_fps": len(motions) / plain_s,
+        "batched_fps": len(motions) / batched_s,
+        "speedup": plain_s / batched_s,
+        "max_pixel_diff": diff,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,35 +39,80 @@ def _floats(text: str) -> list[float]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dynamics bench", description=__doc__.splitlines()[0])
-    p.add_argument("--config", default=None, help="random-weights config: mid, real, reduced "
-                   "or a models.yaml (default: mid on CPU, real on CUDA; ignored with --weights)")
+    p.add_argument(
+        "--config",
+        default=None,
+        help="random-weights config: mid, real, reduced "
+        "or a models.yaml (default: mid on CPU, real on CUDA; ignored with --weights)",
+    )
     p.add_argument("--weights", type=Path, help="weights folder to benchmark instead")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16"),
-                   help="the services' animator precision (fp16: CUDA only; bf16: CUDA "
-                   "or a CPU with AVX512-BF16/AMX)")
+    p.add_argument(
+        "--dtype",
+        default="fp32",
+        choices=("fp32", "fp16", "bf16"),
+        help="the services' animator precision (fp16: CUDA only; bf16: CUDA "
+        "or a CPU with AVX512-BF16/AMX)",
+    )
     p.add_argument("--seconds", type=float, default=10.0, help="hero clip of the job tables")
-    p.add_argument("--fps", type=int, default=25,
-                   help="frame rate of the generated hero clip (default: 25)")
+    p.add_argument(
+        "--fps", type=int, default=25, help="frame rate of the generated hero clip (default: 25)"
+    )
     p.add_argument("--batch-size", type=int, default=8, help="the animator's batch size")
-    p.add_argument("--batch-sizes", type=_ints, default=[1, 2, 4, 8, 16], metavar="N,N,...",
-                   help="table 4: the animator batch sizes to time (default: 1,2,4,8,16)")
+    p.add_argument(
+        "--batch-sizes",
+        type=_ints,
+        default=[1, 2, 4, 8, 16],
+        metavar="N,N,...",
+        help="table 4: the animator batch sizes to time (default: 1,2,4,8,16)",
+    )
     p.add_argument("--batch-frames", type=int, default=32, help="frames per table-4 run")
-    p.add_argument("--concurrency", type=_ints, default=[1, 2, 4], metavar="N,N,...",
-                   help="table 6: numbers of jobs run at once (default: 1,2,4)")
-    p.add_argument("--concurrent-seconds", type=float, default=2.0,
-                   help="table 6: hero clip length of each concurrent job (default: 2)")
-    p.add_argument("--memory-seconds", type=_floats, default=[10.0, 60.0], metavar="S,S,...",
-                   help="memory tables: hero clip lengths to measure (default: 10,60)")
-    p.add_argument("--memory-fps", type=int, default=10,
-                   help="memory tables: frame rate of those clips (default: 10)")
-    p.add_argument("--fleet-jobs", type=int, default=6,
-                   help="table 8: jobs per row of the 1 vs 2 animators comparison (default: 6; "
-                        "their clips are --concurrent-seconds long)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads per process (services and workers); 0 = torch default")
-    p.add_argument("--skip", action="append", default=[], choices=SECTIONS,
-                   help="leave a section out (repeatable)")
+    p.add_argument(
+        "--concurrency",
+        type=_ints,
+        default=[1, 2, 4],
+        metavar="N,N,...",
+        help="table 6: numbers of jobs run at once (default: 1,2,4)",
+    )
+    p.add_argument(
+        "--concurrent-seconds",
+        type=float,
+        default=2.0,
+        help="table 6: hero clip length of each concurrent job (default: 2)",
+    )
+    p.add_argument(
+        "--memory-seconds",
+        type=_floats,
+        default=[10.0, 60.0],
+        metavar="S,S,...",
+        help="memory tables: hero clip lengths to measure (default: 10,60)",
+    )
+    p.add_argument(
+        "--memory-fps",
+        type=int,
+        default=10,
+        help="memory tables: frame rate of those clips (default: 10)",
+    )
+    p.add_argument(
+        "--fleet-jobs",
+        type=int,
+        default=6,
+        help="table 8: jobs per row of the 1 vs 2 animators comparison (default: 6; "
+        "their clips are --concurrent-seconds long)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads per process (services and workers); 0 = torch default",
+    )
+    p.add_argument(
+        "--skip",
+        action="append",
+        default=[],
+        choices=SECTIONS,
+        help="leave a section out (repeatable)",
+    )
     p.add_argument("--prices", type=Path, help="GPU price file (default bench/prices.yaml)")
     p.add_argument("--json", action="store_true", help="also print one JSON object (last line)")
     return p
@@ -89,14 +134,19 @@ def run(args, work: Path) -> dict:
         write_random_weights(weights, config, seed=0)
     media = work / "media"
     source, hero = build_demo_inputs(media, seconds=args.seconds, fps=args.fps)
-    results: dict = {"device": device, "weights": str(args.weights or f"random:{config}"),
-                     "cost_frames": 10 * 25, "dtype": args.dtype}
+    results: dict = {
+        "device": device,
+        "weights": str(args.weights or f"random:{config}"),
+        "cost_frames": 10 * 25,
+        "dtype": args.dtype,
+    }
     env = {"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}
     env["ANIMATOR_DTYPE"] = args.dtype
     if "jobs" not in args.skip or "concurrency" not in args.skip:
         warm = write_hero_clip(media / "warm.mp4", seconds=1.0, fps=args.fps, size=256)
-        short = write_hero_clip(media / "short.mp4", seconds=args.concurrent_seconds,
-                                fps=args.fps, size=256)
+        short = write_hero_clip(
+            media / "short.mp4", seconds=args.concurrent_seconds, fps=args.fps, size=256
+        )
         with job_bench.open_stack(weights, args.batch_size, env, device) as bs:
             if "jobs" not in args.skip:
                 _log("tables 1-3: jobs through the services")
@@ -104,38 +154,53 @@ def run(args, work: Path) -> dict:
             if "concurrency" not in args.skip:
                 _log("table 6: concurrent jobs")
                 results["concurrency"] = job_bench.concurrency_table(
-                    bs, source, short, args.concurrent_seconds, tuple(args.concurrency))
+                    bs, source, short, args.concurrent_seconds, tuple(args.concurrency)
+                )
     if "batch" not in args.skip:
         _log("table 4: batch sizes")
-        results["batch"] = animator_bench.batch_table(weights, args.batch_sizes,
-                                                      args.batch_frames, device, args.threads)
+        results["batch"] = animator_bench.batch_table(
+            weights, args.batch_sizes, args.batch_frames, device, args.threads
+        )
     if "backends" not in args.skip:
         _log("table 4b: backends (torch, onnxruntime) at the animator's batch size")
         results["backends"] = animator_bench.backend_rows(
-            weights, args.batch_size, args.batch_frames, device, args.threads, work)
+            weights, args.batch_size, args.batch_frames, device, args.threads, work
+        )
     if "compare" not in args.skip:
         _log("table 5: plain loop")
         results["compare"] = animator_bench.compare_table(
-            weights, args.batch_size, args.batch_frames, device, args.threads)
+            weights, args.batch_size, args.batch_frames, device, args.threads
+        )
     if "fleet" not in args.skip:
         _log("table 8: 1 vs 2 animators behind one target")
-        short = write_hero_clip(media / "fleet.mp4", seconds=args.concurrent_seconds,
-                                fps=args.fps, size=256)
+        short = write_hero_clip(
+            media / "fleet.mp4", seconds=args.concurrent_seconds, fps=args.fps, size=256
+        )
         results["fleet"] = fleet_bench.animator_scaling(
-            weights, args.batch_size, source, short, args.concurrent_seconds, args.fleet_jobs,
-            env, device)
+            weights,
+            args.batch_size,
+            source,
+            short,
+            args.concurrent_seconds,
+            args.fleet_jobs,
+            env,
+            device,
+        )
     if "memory" not in args.skip:
         results["service_memory"] = []
         for seconds in args.memory_seconds:
             _log(f"memory: {seconds:g} s clip")
-            clip = write_hero_clip(media / f"mem{seconds:g}.mp4", seconds=seconds,
-                                   fps=args.memory_fps, size=256)
-            row = job_bench.service_memory(weights, args.batch_size, source, clip, seconds, env,
-                                           device)
+            clip = write_hero_clip(
+                media / f"mem{seconds:g}.mp4", seconds=seconds, fps=args.memory_fps, size=256
+            )
+            row = job_bench.service_memory(
+                weights, args.batch_size, source, clip, seconds, env, device
+            )
             results["service_memory"].append(row)
     if device == "cuda" and "jobs" in results:
         results["gpu_seconds_per_job"] = {
-            _gpu_key(): round(results["jobs"]["pipelined"]["device_seconds"], 3)}
+            _gpu_key(): round(results["jobs"]["pipelined"]["device_seconds"], 3)
+        }
     return results
 
 

@@ -13,8 +13,8 @@ DEFAULT_PRICES = Path(__file__).with_name("prices.yaml")
 @dataclass(frozen=True)
 class CostRow:
     gpu: str
-    basis: str            # "measured" on this run's device, or "estimate"
-    gpu_seconds: float    # per video
+    basis: str  # "measured" on this run's device, or "estimate"
+    gpu_seconds: float  # per video
     usd_per_video: float
     usd_per_month: dict[int, float]
 
@@ -28,8 +28,9 @@ def load_prices(path: Path | None = None) -> dict:
     return data
 
 
-def cost_rows(frames_per_video: int, prices: dict, measured: dict[str, float] | None = None
-              ) -> list[CostRow]:
+def cost_rows(
+    frames_per_video: int, prices: dict, measured: dict[str, float] | None = None
+) -> list[CostRow]:
     """One row per GPU: measured device-seconds per video where given, else the FLOP estimate."""
     measured = measured or {}
     rows = []
@@ -50,6 +51,9 @@ def cost_table_rows(rows: list[CostRow]) -> tuple[list[str], list[list[object]]]
     """Headers and cells for `format_table`."""
     per_day = list(rows[0].usd_per_month) if rows else []
     headers = ["GPU", "basis", "GPU-s/video", "$/video"] + [f"$/month @{n}/day" for n in per_day]
-    cells = [[r.gpu, r.basis, r.gpu_seconds, f"${r.usd_per_video:.4f}"]
-             + [f"${r.usd_per_month[n]:,.2f}" for n in per_day] for r in rows]
+    cells = [
+        [r.gpu, r.basis, r.gpu_seconds, f"${r.usd_per_video:.4f}"]
+        + [f"${r.usd_per_month[n]:,.2f}" for n in per_day]
+        for r in rows
+    ]
     return headers, cells

@@ -29,8 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--height", type=int, default=720)
     parser.add_argument("--face", type=int, default=320, help="side of the face patch in px")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
-    parser.add_argument("--detect-frames", type=int, default=25,
-                        help="frames for the whole-frame detection comparison")
+    parser.add_argument(
+        "--detect-frames",
+        type=int,
+        default=25,
+        help="frames for the whole-frame detection comparison",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
@@ -50,10 +54,12 @@ def _track(detector, clip, box_mode: str) -> dict:
     per_frame[-1] += time.perf_counter() - start
     first = next(t for t in out if t.box is not None)
     origin = _centre(first.box)
-    errors = [float(np.linalg.norm(_centre(t.box) - clip.follow(origin, first.index, t.index)))
-              for t in out if t.box is not None]
-    return _row(f"track ({box_mode})", per_frame, len(out), errors,
-                sum(t.face_found for t in out))
+    errors = [
+        float(np.linalg.norm(_centre(t.box) - clip.follow(origin, first.index, t.index)))
+        for t in out
+        if t.box is not None
+    ]
+    return _row(f"track ({box_mode})", per_frame, len(out), errors, sum(t.face_found for t in out))
 
 
 def _centre(box: np.ndarray) -> np.ndarray:
@@ -74,8 +80,12 @@ def _detect_only(detector, clip, n: int) -> dict:
 def _row(mode: str, per_frame: list[float], frames: int, errors: list[float], found: int) -> dict:
     total = sum(per_frame)
     return {
-        "mode": mode, "frames": frames, "seconds": total, "fps": frames / total,
-        "ms_p50": 1000 * statistics.median(per_frame), "ms_max": 1000 * max(per_frame),
+        "mode": mode,
+        "frames": frames,
+        "seconds": total,
+        "fps": frames / total,
+        "ms_p50": 1000 * statistics.median(per_frame),
+        "ms_max": 1000 * max(per_frame),
         "faces_found": found,
         "centre_err_px_mean": statistics.fmean(errors) if errors else None,
         "centre_err_px_max": max(errors) if errors else None,
@@ -92,26 +102,52 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     n_frames = round(args.seconds * args.fps)
-    clip = SyntheticClip(astronaut_face(args.face), width=args.width, height=args.height,
-                         n_frames=n_frames, amplitude=(args.width * 0.15, args.height * 0.08),
-                         max_angle=10.0)
+    clip = SyntheticClip(
+        astronaut_face(args.face),
+        width=args.width,
+        height=args.height,
+        n_frames=n_frames,
+        amplitude=(args.width * 0.15, args.height * 0.08),
+        max_angle=10.0,
+    )
     detector = FaceDetector(MtcnnDetector())
     detector.detect(clip.frame(0))  # warm-up
-    rows = [_track(detector, clip, "first_k"), _track(detector, clip, "per_frame"),
-            _detect_only(detector, clip, args.detect_frames)]
-    meta = {"machine": machine_description(), "backend": "mtcnn", "torch_threads": args.threads,
-            "clip": f"{args.width}x{args.height}, {n_frames} frames ({args.seconds:g} s at "
-                    f"{args.fps} fps), face {args.face} px"}
+    rows = [
+        _track(detector, clip, "first_k"),
+        _track(detector, clip, "per_frame"),
+        _detect_only(detector, clip, args.detect_frames),
+    ]
+    meta = {
+        "machine": machine_description(),
+        "backend": "mtcnn",
+        "torch_threads": args.threads,
+        "clip": f"{args.width}x{args.height}, {n_frames} frames ({args.seconds:g} s at "
+        f"{args.fps} fps), face {args.face} px",
+    }
     if args.json:
         print(json.dumps({**meta, "results": rows}))
         return 0
-    table = [[r["mode"], r["frames"], r["seconds"], r["fps"], r["ms_p50"], r["ms_max"],
-              r["faces_found"], "-" if r["centre_err_px_max"] is None else r["centre_err_px_max"]]
-             for r in rows]
-    print(format_table(
-        f"Face detection + tracking, {meta['clip']}",
-        ["mode", "frames", "seconds", "frames/s", "ms p50", "ms max", "faces", "max err px"],
-        table, note=f"{meta['machine']}; backend mtcnn, torch threads {args.threads}"))
+    table = [
+        [
+            r["mode"],
+            r["frames"],
+            r["seconds"],
+            r["fps"],
+            r["ms_p50"],
+            r["ms_max"],
+            r["faces_found"],
+            "-" if r["centre_err_px_max"] is None else r["centre_err_px_max"],
+        ]
+        for r in rows
+    ]
+    print(
+        format_table(
+            f"Face detection + tracking, {meta['clip']}",
+            ["mode", "frames", "seconds", "frames/s", "ms p50", "ms max", "faces", "max err px"],
+            table,
+            note=f"{meta['machine']}; backend mtcnn, torch threads {args.threads}",
+        )
+    )
     return 0
 
 

@@ -30,13 +30,25 @@ def _animate_calls(service: LocalService) -> float:
     port = service.find_metrics_port()
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
         text = reply.read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("grpc_server_handled_total{")
-               and 'grpc_method="Animate"' in line and 'grpc_code="OK"' in line)
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("grpc_server_handled_total{")
+        and 'grpc_method="Animate"' in line
+        and 'grpc_code="OK"' in line
+    )
 
 
-def _run_jobs(clients: ServiceClients, cache, source: Path, hero: Path, seconds: float,
-              jobs: int, slots: int, label: str) -> float:
+def _run_jobs(
+    clients: ServiceClients,
+    cache,
+    source: Path,
+    hero: Path,
+    seconds: float,
+    jobs: int,
+    slots: int,
+    label: str,
+) -> float:
     """Run `jobs` jobs on `slots` threads; returns the wall time."""
     todo: queue.Queue[int] = queue.Queue()
     for index in range(jobs):
@@ -65,15 +77,29 @@ def _run_jobs(clients: ServiceClients, cache, source: Path, hero: Path, seconds:
     return time.monotonic() - started
 
 
-def animator_scaling(weights: Path, batch_size: int, source: Path, hero: Path, seconds: float,
-                     jobs: int, extra_env: dict[str, str] | None = None,
-                     device: str = "cpu") -> list[dict]:
+def animator_scaling(
+    weights: Path,
+    batch_size: int,
+    source: Path,
+    hero: Path,
+    seconds: float,
+    jobs: int,
+    extra_env: dict[str, str] | None = None,
+    device: str = "cpu",
+) -> list[dict]:
     """One row per animator count (1, 2): jobs, wall, jobs/min, Animate calls per animator."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ANIMATOR_", "ENCODER_"))}
     env["LOG_LEVEL"] = "INFO"
-    stack = LocalStack(StackConfig(weights_dir=weights, env=env, animator_device=device,
-                                   animator_batch_size=batch_size, extra_env=extra_env or {},
-                                   animators=2))
+    stack = LocalStack(
+        StackConfig(
+            weights_dir=weights,
+            env=env,
+            animator_device=device,
+            animator_batch_size=batch_size,
+            extra_env=extra_env or {},
+            animators=2,
+        )
+    )
     targets = stack.start()
     rows = []
     try:
@@ -82,17 +108,34 @@ def animator_scaling(weights: Path, batch_size: int, source: Path, hero: Path, s
             cache = FolderMotionCache(Path(cache_dir))
             for count in (1, 2):
                 animator = animators[0].target if count == 1 else targets.animator
-                with ServiceClients(ServiceTargets(face_detect=targets.face_detect,
-                                                   animator=animator,
-                                                   encoder=targets.encoder)) as clients:
+                with ServiceClients(
+                    ServiceTargets(
+                        face_detect=targets.face_detect, animator=animator, encoder=targets.encoder
+                    )
+                ) as clients:
                     run_job(clients, cache, source, hero, seconds=seconds, job_id=f"fill{count}")
                     before = [_animate_calls(s) for s in animators]
-                    wall = _run_jobs(clients, cache, source, hero, seconds, jobs,
-                                     SLOTS_PER_ANIMATOR * count, f"a{count}")
+                    wall = _run_jobs(
+                        clients,
+                        cache,
+                        source,
+                        hero,
+                        seconds,
+                        jobs,
+                        SLOTS_PER_ANIMATOR * count,
+                        f"a{count}",
+                    )
                     calls = [_animate_calls(s) - b for s, b in zip(animators, before)]
-                rows.append({"animators": count, "jobs": jobs, "slots": SLOTS_PER_ANIMATOR * count,
-                             "wall": wall, "jobs_per_min": 60 * jobs / wall,
-                             "animate_calls": calls})
+                rows.append(
+                    {
+                        "animators": count,
+                        "jobs": jobs,
+                        "slots": SLOTS_PER_ANIMATOR * count,
+                        "wall": wall,
+                        "jobs_per_min": 60 * jobs / wall,
+                        "animate_calls": calls,
+                    }
+                )
     finally:
         stack.stop()
     return rows

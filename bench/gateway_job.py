@@ -29,25 +29,43 @@ from services.gateway.pipeline.motion_cache import FolderMotionCache, MotionCach
 from services.gateway.pipeline.orchestrator import Orchestrator, OrchestratorConfig
 
 
-def run_job(clients: ServiceClients, cache: MotionCache, source: Path, hero: Path, *,
-            seconds: float, sequential: bool = False, job_id: str = "bench") -> dict:
+def run_job(
+    clients: ServiceClients,
+    cache: MotionCache,
+    source: Path,
+    hero: Path,
+    *,
+    seconds: float,
+    sequential: bool = False,
+    job_id: str = "bench",
+) -> dict:
     """Run one job; returns its stage timings (s), wall time, frames and cache hit."""
     config = OrchestratorConfig(sequential=sequential)
     orchestrator = Orchestrator(clients, cache, MediaFetcher(FetchPolicy()), config)
-    spec = JobSpec(job_id=job_id, source=MediaInput(path=source), driving=MediaInput(path=hero),
-                   seconds=seconds)
+    spec = JobSpec(
+        job_id=job_id,
+        source=MediaInput(path=source),
+        driving=MediaInput(path=hero),
+        seconds=seconds,
+    )
     with tempfile.TemporaryDirectory(prefix="dynamics-bench-") as work:
         t0 = time.monotonic()
-        result = orchestrator.run(spec, Path(work) / "job", on_progress=lambda _u: None,
-                                  cancel=threading.Event())
+        result = orchestrator.run(
+            spec, Path(work) / "job", on_progress=lambda _u: None, cancel=threading.Event()
+        )
         t1 = time.monotonic()
         LocalStorage(Path(work) / "storage").put(result_key(job_id), result.mp4_path)
         upload = time.monotonic() - t1
     timings = dict(result.timings)
     timings["upload"] = upload
     timings["total"] = timings.get("total", t1 - t0) + upload
-    return {"timings": timings, "wall": time.monotonic() - t0, "frames": result.frames,
-            "cache_hit": result.cache_hit, "sequential": sequential}
+    return {
+        "timings": timings,
+        "wall": time.monotonic() - t0,
+        "frames": result.frames,
+        "cache_hit": result.cache_hit,
+        "sequential": sequential,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,8 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     fd, anim, enc = args.targets.split(",")
     cache = FolderMotionCache(args.cache_dir) if args.cache_dir else NullMotionCache()
     with ServiceClients(ServiceTargets(face_detect=fd, animator=anim, encoder=enc)) as clients:
-        out = run_job(clients, cache, args.source, args.hero, seconds=args.seconds,
-                      sequential=args.sequential)
+        out = run_job(
+            clients, cache, args.source, args.hero, seconds=args.seconds, sequential=args.sequential
+        )
     out["vm_hwm_mib"] = proc_status_kib("VmHWM") / 1024
     print(json.dumps(out))
     return 0

@@ -106,8 +106,11 @@ def gridsample_placement(profile_files: list[str]) -> dict[str, int]:
             continue
         for ev in events:
             args = ev.get("args") or {}
-            if ev.get("cat") == "Node" and args.get("op_name") == "GridSample" \
-                    and str(ev.get("name", "")).endswith("_kernel_time"):
+            if (
+                ev.get("cat") == "Node"
+                and args.get("op_name") == "GridSample"
+                and str(ev.get("name", "")).endswith("_kernel_time")
+            ):
                 provider = args.get("provider", "?")
                 counts[provider] = counts.get(provider, 0) + 1
     return counts
@@ -146,8 +149,13 @@ def pipelined_job(pipe, frames_total: int) -> dict:
         batcher.close_job(slot)
         batcher.stop()
     wall = time.perf_counter() - t0
-    return {"frames": done, "wall_s": wall, "fps": done / wall, "batch": b,
-            "device_seconds": slot.device_seconds}
+    return {
+        "frames": done,
+        "wall_s": wall,
+        "fps": done / wall,
+        "batch": b,
+        "device_seconds": slot.device_seconds,
+    }
 
 
 def _try(rows: list, label: dict, fn, budget: Budget, min_left: float = 5.0) -> None:
@@ -157,8 +165,13 @@ def _try(rows: list, label: dict, fn, budget: Budget, min_left: float = 5.0) -> 
     try:
         rows.append({**label, **fn()})
     except Exception as exc:  # noqa: BLE001 - a failed row is a result, with its reason
-        rows.append({**label, "error": f"{type(exc).__name__}: {str(exc)[:300]}",
-                     "trace": traceback.format_exc(limit=3)[-800:]})
+        rows.append(
+            {
+                **label,
+                "error": f"{type(exc).__name__}: {str(exc)[:300]}",
+                "trace": traceback.format_exc(limit=3)[-800:],
+            }
+        )
 
 
 def run(out_dir: Path, dry_run: bool, budget_s: float) -> dict:
@@ -176,11 +189,17 @@ def run(out_dir: Path, dry_run: bool, budget_s: float) -> dict:
     job_frames = 250 if not dry_run else 25
     weights = write_random_weights(work / "weights", config, 0)
     result: dict = {
-        "dry_run": dry_run, "config": config, "input_size": input_size,
-        "machine": platform.node(), "python": platform.python_version(),
-        "torch": torch.__version__, "cuda": torch.version.cuda,
+        "dry_run": dry_run,
+        "config": config,
+        "input_size": input_size,
+        "machine": platform.node(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
         "device": torch.cuda.get_device_name(0) if cuda else platform.processor() or "cpu",
-        "torch_rows": [], "ort_rows": [], "notes": [],
+        "torch_rows": [],
+        "ort_rows": [],
+        "notes": [],
     }
     try:
         import onnxruntime as ort
@@ -199,8 +218,11 @@ def run(out_dir: Path, dry_run: bool, budget_s: float) -> dict:
     # torch rows
     if cuda:
         precisions = ["fp16", "bf16"]
-        modes = [("eager", False, "default"), ("compile", True, "default"),
-                 ("cudagraphs", True, "reduce-overhead")]
+        modes = [
+            ("eager", False, "default"),
+            ("compile", True, "default"),
+            ("cudagraphs", True, "reduce-overhead"),
+        ]
     else:
         precisions = ["fp32"] + (["bf16"] if cpu_has_bf16() else [])
         modes = [("eager", False, "default")]
@@ -211,17 +233,31 @@ def run(out_dir: Path, dry_run: bool, budget_s: float) -> dict:
         for mode, compiled, compile_mode in modes:
             try:
                 pipe = AnimatorPipeline.from_weights(
-                    weights, device=device, batch_size=max(batches), input_size=input_size,
-                    autocast_dtype=dtypes[precision], compile=compiled,
-                    compile_mode=compile_mode)
+                    weights,
+                    device=device,
+                    batch_size=max(batches),
+                    input_size=input_size,
+                    autocast_dtype=dtypes[precision],
+                    compile=compiled,
+                    compile_mode=compile_mode,
+                )
             except Exception as exc:  # noqa: BLE001
-                result["torch_rows"].append({"precision": precision, "mode": mode,
-                                             "error": f"{type(exc).__name__}: {exc}"[:300]})
+                result["torch_rows"].append(
+                    {
+                        "precision": precision,
+                        "mode": mode,
+                        "error": f"{type(exc).__name__}: {exc}"[:300],
+                    }
+                )
                 continue
             for batch in batches:
-                _try(result["torch_rows"], {"backend": "torch", "precision": precision,
-                                            "mode": mode}, lambda p=pipe, b=batch:
-                     measure_wg(p, b, repeats), budget, 20.0 if compiled else 5.0)
+                _try(
+                    result["torch_rows"],
+                    {"backend": "torch", "precision": precision, "mode": mode},
+                    lambda p=pipe, b=batch: measure_wg(p, b, repeats),
+                    budget,
+                    20.0 if compiled else 5.0,
+                )
             del pipe
             if cuda:
                 torch.cuda.empty_cache()
@@ -233,8 +269,9 @@ def run(out_dir: Path, dry_run: bool, budget_s: float) -> dict:
             continue
         try:
             t0 = time.perf_counter()
-            exports[precision] = export_onnx(weights, work / f"onnx-{precision}",
-                                             fp16=precision == "fp16", input_size=input_size)
+            exports[precision] = export_onnx(
+                weights, work / f"onnx-{precision}", fp16=precision == "fp16", input_size=input_size
+            )
             result["notes"].append(f"{precision} export: {time.perf_counter() - t0:.1f} s")
         except Exception as exc:  # noqa: BLE001
             result["notes"].append(f"{precision} export failed: {type(exc).__name__}: {exc}"[:300])
@@ -247,26 +284,44 @@ def run(out_dir: Path, dry_run: bool, budget_s: float) -> dict:
         if precision not in exports:
             result["ort_rows"].append({"provider": provider, "skipped": f"no {precision} export"})
             continue
-        full = {"cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider",
-                "cpu": "CPUExecutionProvider"}[provider]
+        full = {
+            "cuda": "CUDAExecutionProvider",
+            "tensorrt": "TensorrtExecutionProvider",
+            "cpu": "CPUExecutionProvider",
+        }[provider]
         if full not in result["ort_providers"]:
-            result["ort_rows"].append({"provider": provider,
-                                       "skipped": f"{full} not in this onnxruntime"})
+            result["ort_rows"].append(
+                {"provider": provider, "skipped": f"{full} not in this onnxruntime"}
+            )
             continue
         try:
             pipe = AnimatorPipeline.from_weights(
-                weights, batch_size=max(batches), input_size=input_size, backend="onnxruntime",
-                onnx_dir=exports[precision].folder, ort_providers=[provider],
-                trt_cache_dir=trt_cache, device=device)
+                weights,
+                batch_size=max(batches),
+                input_size=input_size,
+                backend="onnxruntime",
+                onnx_dir=exports[precision].folder,
+                ort_providers=[provider],
+                trt_cache_dir=trt_cache,
+                device=device,
+            )
         except Exception as exc:  # noqa: BLE001
-            result["ort_rows"].append({"provider": provider, "precision": precision,
-                                       "error": f"{type(exc).__name__}: {exc}"[:300]})
+            result["ort_rows"].append(
+                {
+                    "provider": provider,
+                    "precision": precision,
+                    "error": f"{type(exc).__name__}: {exc}"[:300],
+                }
+            )
             continue
         for batch in batches:
-            _try(result["ort_rows"], {"backend": pipe.backend, "provider": provider,
-                                      "precision": precision},
-                 lambda p=pipe, b=batch: measure_wg(p, b, repeats), budget,
-                 60.0 if provider == "tensorrt" else 5.0)
+            _try(
+                result["ort_rows"],
+                {"backend": pipe.backend, "provider": provider, "precision": precision},
+                lambda p=pipe, b=batch: measure_wg(p, b, repeats),
+                budget,
+                60.0 if provider == "tensorrt" else 5.0,
+            )
         del pipe
     # where GridSample runs: profile the first planned provider's session
     provider, precision = plan[0]
@@ -276,25 +331,36 @@ def run(out_dir: Path, dry_run: bool, budget_s: float) -> dict:
 
             prof = work / "profile"
             prof.mkdir()
-            engine = OrtEngine(exports[precision], providers=[provider], batch_size=2,
-                               profile_dir=prof)
+            engine = OrtEngine(
+                exports[precision], providers=[provider], batch_size=2, profile_dir=prof
+            )
             f_s = torch.zeros(1, *engine.f_s_shape, device=engine.device)
             kp = torch.zeros(2, engine.num_kp, 3, device=engine.device)
             engine.warp_decode(f_s, kp, kp + 0.01)
             counts = gridsample_placement(engine.end_profiling())
-            result["gridsample"] = {"provider_requested": provider, "runs_by_provider": counts,
-                                    "on_gpu": counts.get("CUDAExecutionProvider", 0) > 0
-                                    and set(counts) == {"CUDAExecutionProvider"}}
+            result["gridsample"] = {
+                "provider_requested": provider,
+                "runs_by_provider": counts,
+                "on_gpu": counts.get("CUDAExecutionProvider", 0) > 0
+                and set(counts) == {"CUDAExecutionProvider"},
+            }
         except Exception as exc:  # noqa: BLE001
             result["gridsample"] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
     # one whole job, pipelined, on the best torch configuration measured
     if budget.left() > 15:
         try:
             pipe = AnimatorPipeline.from_weights(
-                weights, device=device, batch_size=8, input_size=input_size,
-                autocast_dtype=torch.float16 if cuda else None)
-            result["job"] = {"precision": "fp16" if cuda else "fp32", "mode": "eager",
-                             **pipelined_job(pipe, job_frames)}
+                weights,
+                device=device,
+                batch_size=8,
+                input_size=input_size,
+                autocast_dtype=torch.float16 if cuda else None,
+            )
+            result["job"] = {
+                "precision": "fp16" if cuda else "fp32",
+                "mode": "eager",
+                **pipelined_job(pipe, job_frames),
+            }
         except Exception as exc:  # noqa: BLE001
             result["job"] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
     else:
@@ -313,31 +379,54 @@ def _cell(value) -> str:
 
 def markdown(result: dict) -> str:
     kind = "DRY RUN (CPU, reduced width; no GPU number here)" if result["dry_run"] else "GPU run"
-    lines = [f"# GPU check: {kind}", "",
-             (f"device: {result['device']} | torch {result['torch']} (CUDA {result['cuda']}) | "
-             f"onnxruntime {result.get('onnxruntime')} | TensorRT {result.get('tensorrt')} | "
-             f"config {result['config']} (input {result['input_size']}), seeded random weights"),
-             "", "## torch W+G (keypoints, W, G, uint8)", "",
-             "| precision | mode | batch | frames/s | ms/frame | peak CUDA MiB | note |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# GPU check: {kind}",
+        "",
+        (
+            f"device: {result['device']} | torch {result['torch']} (CUDA {result['cuda']}) | "
+            f"onnxruntime {result.get('onnxruntime')} | TensorRT {result.get('tensorrt')} | "
+            f"config {result['config']} (input {result['input_size']}), seeded random weights"
+        ),
+        "",
+        "## torch W+G (keypoints, W, G, uint8)",
+        "",
+        "| precision | mode | batch | frames/s | ms/frame | peak CUDA MiB | note |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in result["torch_rows"]:
         note = r.get("skipped") or r.get("error") or ""
-        lines.append(f"| {_cell(r.get('precision'))} | {_cell(r.get('mode'))} | "
-                     f"{_cell(r.get('batch'))} | {_cell(r.get('fps'))} | "
-                     f"{_cell(r.get('ms_per_frame'))} | {_cell(r.get('peak_cuda_mib'))} | {note} |")
-    lines += ["", "## ONNX Runtime W+G", "",
-              "| provider | export | batch | frames/s | ms/frame | device MiB in use | note |",
-              "|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {_cell(r.get('precision'))} | {_cell(r.get('mode'))} | "
+            f"{_cell(r.get('batch'))} | {_cell(r.get('fps'))} | "
+            f"{_cell(r.get('ms_per_frame'))} | {_cell(r.get('peak_cuda_mib'))} | {note} |"
+        )
+    lines += [
+        "",
+        "## ONNX Runtime W+G",
+        "",
+        "| provider | export | batch | frames/s | ms/frame | device MiB in use | note |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in result["ort_rows"]:
         note = r.get("skipped") or r.get("error") or ""
-        lines.append(f"| {r.get('provider')} | {_cell(r.get('precision'))} | "
-                     f"{_cell(r.get('batch'))} | {_cell(r.get('fps'))} | "
-                     f"{_cell(r.get('ms_per_frame'))} | {_cell(r.get('device_used_mib'))} | "
-                     f"{note} |")
+        lines.append(
+            f"| {r.get('provider')} | {_cell(r.get('precision'))} | "
+            f"{_cell(r.get('batch'))} | {_cell(r.get('fps'))} | "
+            f"{_cell(r.get('ms_per_frame'))} | {_cell(r.get('device_used_mib'))} | "
+            f"{note} |"
+        )
     gs = result.get("gridsample", {})
-    lines += ["", "## GridSample placement (ORT profiling)", "", f"`{json.dumps(gs)}`", "",
-              "## One job, pipelined (M in a thread, W+G through the batcher)", "",
-              f"`{json.dumps(result.get('job', {}), default=str)}`", ""]
+    lines += [
+        "",
+        "## GridSample placement (ORT profiling)",
+        "",
+        f"`{json.dumps(gs)}`",
+        "",
+        "## One job, pipelined (M in a thread, W+G through the batcher)",
+        "",
+        f"`{json.dumps(result.get('job', {}), default=str)}`",
+        "",
+    ]
     if result["notes"]:
         lines += ["## Notes", ""] + [f"- {n}" for n in result["notes"]] + [""]
     return "\n".join(lines)
@@ -347,17 +436,26 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="gpu_check", description=__doc__.splitlines()[0])
     p.add_argument("out_dir", type=Path)
     p.add_argument("--dry-run", action="store_true", help="CPU, reduced width, quick")
-    p.add_argument("--budget-s", type=float, default=420.0,
-                   help="seconds the measurements may take; rows past it are marked skipped")
+    p.add_argument(
+        "--budget-s",
+        type=float,
+        default=420.0,
+        help="seconds the measurements may take; rows past it are marked skipped",
+    )
     args = p.parse_args(argv)
     if not args.dry_run and not torch.cuda.is_available():
-        print("gpu_check: no CUDA device (torch.cuda.is_available() is False); use --dry-run "
-              "on a CPU", file=sys.stderr)
+        print(
+            "gpu_check: no CUDA device (torch.cuda.is_available() is False); use --dry-run "
+            "on a CPU",
+            file=sys.stderr,
+        )
         return 2
     result = run(args.out_dir, args.dry_run, args.budget_s)
     errors = [r for r in result["torch_rows"] + result["ort_rows"] if "error" in r]
-    print(f"gpu_check: wrote {args.out_dir / 'gpu_check.json'} and gpu_check.md "
-          f"({len(errors)} rows failed)")
+    print(
+        f"gpu_check: wrote {args.out_dir / 'gpu_check.json'} and gpu_check.md "
+        f"({len(errors)} rows failed)"
+    )
     return 1 if errors else 0
 
 

@@ -19,8 +19,9 @@ from services.animator.pipeline import AnimatorPipeline, SourceState
 
 
 @torch.no_grad()
-def plain_frames(pipe: AnimatorPipeline, state: SourceState,
-                 motions: Sequence[DrivingFrame]) -> list[np.ndarray]:
+def plain_frames(
+    pipe: AnimatorPipeline, state: SourceState, motions: Sequence[DrivingFrame]
+) -> list[np.ndarray]:
     """H×W×3 uint8 frames, each computed on its own (batch 1, host copy per frame)."""
     frames = []
     reference = None
@@ -31,8 +32,9 @@ def plain_frames(pipe: AnimatorPipeline, state: SourceState,
             reference = motion.make_reference(src, drv.head(1), state.options)
         x_d = motion.driving_keypoints(src, drv, reference, state.options)  # 1×K×3
         x_d = motion.apply_expression_friendly(x_d, src, reference, state.options)
-        x_d = motion.stitch_and_retarget(x_d, src, drv, state.options, pipe.retargeters,
-                                         lip_delta=state.lip_delta)
+        x_d = motion.stitch_and_retarget(
+            x_d, src, drv, state.options, pipe.retargeters, lip_delta=state.lip_delta
+        )
         with pipe.autocast():
             warped = pipe.W(state.f_s, kp_driving=x_d, kp_source=src.x_s)
             image = pipe.G(feature=warped["out"]).float()  # 1×3×H×W

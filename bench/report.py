@@ -29,16 +29,21 @@ def machine_description() -> str:
     return desc
 
 
-def format_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[object]],
-                 note: str = "") -> str:
+def format_table(
+    title: str, headers: Sequence[str], rows: Sequence[Sequence[object]], note: str = ""
+) -> str:
     """Render an aligned text table with a title line and an optional note below."""
     cells = [[_fmt(c) for c in row] for row in rows]
-    widths = [max(len(str(h)), *(len(r[i]) for r in cells)) if cells else len(str(h))
-              for i, h in enumerate(headers)]
+    widths = [
+        max(len(str(h)), *(len(r[i]) for r in cells)) if cells else len(str(h))
+        for i, h in enumerate(headers)
+    ]
     line = "  ".join("-" * w for w in widths)
     out = [title, line, "  ".join(str(h).ljust(w) for h, w in zip(headers, widths)), line]
-    out += ["  ".join(c.rjust(w) if _numeric(c) else c.ljust(w) for c, w in zip(r, widths))
-            for r in cells]
+    out += [
+        "  ".join(c.rjust(w) if _numeric(c) else c.ljust(w) for c, w in zip(r, widths))
+        for r in cells
+    ]
     out.append(line)
     if note:
         out.append(note)

@@ -20,13 +20,18 @@ def goals(results: dict) -> list[dict]:
         ratio = first["total"] / first["animate"]
         out.append(_goal("pipelined wall <= 1.15 x its animate stage", ratio, PIPELINED_LIMIT))
         ratio = jobs["repeat"]["timings"]["total"] / first["total"]
-        out.append(_goal("repeat job <= 0.6 x first job", ratio, REPEAT_LIMIT,
-                         _repeat_note(jobs["sequential"]["timings"])))
+        out.append(
+            _goal(
+                "repeat job <= 0.6 x first job",
+                ratio,
+                REPEAT_LIMIT,
+                _repeat_note(jobs["sequential"]["timings"]),
+            )
+        )
     compare = results.get("compare")
     if compare:
         ratio = compare["plain_fps"] / compare["batched_fps"]
-        out.append(_goal("batched animator >= per-frame loop (plain/batched fps <= 1)",
-                         ratio, 1.0))
+        out.append(_goal("batched animator >= per-frame loop (plain/batched fps <= 1)", ratio, 1.0))
     return out
 
 
@@ -34,17 +39,26 @@ def _repeat_note(sequential: dict) -> str:
     """Which stage bounds a cold job, from the sequential run (each stage alone)."""
     tracking, animate = sequential.get("detect", 0.0), sequential.get("animate", 0.0)
     if animate >= tracking:
-        return (f"generation alone ({animate:.2f} s) is slower than detection + tracking alone "
-                f"({tracking:.2f} s), so the first job is generation-bound and a cache hit, "
-                "which skips only tracking and motion, cannot shorten it much; "
-                "see docs/performance.md, table 3")
-    return (f"detection + tracking alone ({tracking:.2f} s) is slower than generation alone "
-            f"({animate:.2f} s): the first job is tracking-bound, which a cache hit skips")
+        return (
+            f"generation alone ({animate:.2f} s) is slower than detection + tracking alone "
+            f"({tracking:.2f} s), so the first job is generation-bound and a cache hit, "
+            "which skips only tracking and motion, cannot shorten it much; "
+            "see docs/performance.md, table 3"
+        )
+    return (
+        f"detection + tracking alone ({tracking:.2f} s) is slower than generation alone "
+        f"({animate:.2f} s): the first job is tracking-bound, which a cache hit skips"
+    )
 
 
 def _goal(name: str, ratio: float, limit: float, note: str = "") -> dict:
-    return {"goal": name, "ratio": round(ratio, 3), "limit": limit,
-            "result": "PASS" if ratio <= limit else "FAIL", "note": note}
+    return {
+        "goal": name,
+        "ratio": round(ratio, 3),
+        "limit": limit,
+        "result": "PASS" if ratio <= limit else "FAIL",
+        "note": note,
+    }
 
 
 def _precision_note(rows: list[dict]) -> str:
@@ -65,57 +79,129 @@ def render(results: dict, machine: str, prices: dict) -> list[str]:
     if jobs:
         parts += _job_tables(jobs, services_on)
     if "batch" in results:
-        rows = [[r["precision"], r["batch"], r["fps"], r["ms_per_frame"], r["peak_mib"]]
-                for r in results["batch"]]
+        rows = [
+            [r["precision"], r["batch"], r["fps"], r["ms_per_frame"], r["peak_mib"]]
+            for r in results["batch"]
+        ]
         basis = results["batch"][0]["memory_basis"] if results["batch"] else ""
-        parts.append(format_table(
-            "4. Animator frames/s by batch size and precision" + on,
-            ["precision", "batch", "frames/s", "ms/frame", "peak memory MiB"], rows,
-            f"memory: {basis}. " + _precision_note(results["batch"])))
+        parts.append(
+            format_table(
+                "4. Animator frames/s by batch size and precision" + on,
+                ["precision", "batch", "frames/s", "ms/frame", "peak memory MiB"],
+                rows,
+                f"memory: {basis}. " + _precision_note(results["batch"]),
+            )
+        )
     if results.get("backends"):
-        rows = [[r["backend"], r["precision"] if r["backend"] == "torch" else "export fp32",
-                 r["batch"], r["fps"], r["ms_per_frame"], r["peak_mib"]]
-                for r in results["backends"]]
-        parts.append(format_table(
-            "4b. Animator backends at the service batch size (same weights, one run)" + on,
-            ["backend", "precision", "batch", "frames/s", "ms/frame", "peak memory MiB"], rows,
-            "onnxruntime runs F, M and W+G of a `dynamics weights export-onnx` export; on a CPU "
-            "it uses its own thread pool. GPU providers (CUDA, TensorRT): bench/gpu_check.sh."))
+        rows = [
+            [
+                r["backend"],
+                r["precision"] if r["backend"] == "torch" else "export fp32",
+                r["batch"],
+                r["fps"],
+                r["ms_per_frame"],
+                r["peak_mib"],
+            ]
+            for r in results["backends"]
+        ]
+        parts.append(
+            format_table(
+                "4b. Animator backends at the service batch size (same weights, one run)" + on,
+                ["backend", "precision", "batch", "frames/s", "ms/frame", "peak memory MiB"],
+                rows,
+                "onnxruntime runs F, M and W+G of a `dynamics weights export-onnx` export; on a CPU "
+                "it uses its own thread pool. GPU providers (CUDA, TensorRT): bench/gpu_check.sh.",
+            )
+        )
     if "compare" in results:
         c = results["compare"]
-        parts.append(format_table(
-            "5. Batched animator vs plain per-frame loop (same networks and weights)" + on,
-            ["loop", "batch", "frames/s"],
-            [["plain per-frame (upstream style)", 1, c["plain_fps"]],
-             ["AnimatorPipeline.generate", c["batch"], c["batched_fps"]]],
-            f"speed-up x{c['speedup']:.2f}; largest pixel difference {c['max_pixel_diff']}"))
+        parts.append(
+            format_table(
+                "5. Batched animator vs plain per-frame loop (same networks and weights)" + on,
+                ["loop", "batch", "frames/s"],
+                [
+                    ["plain per-frame (upstream style)", 1, c["plain_fps"]],
+                    ["AnimatorPipeline.generate", c["batch"], c["batched_fps"]],
+                ],
+                f"speed-up x{c['speedup']:.2f}; largest pixel difference {c['max_pixel_diff']}",
+            )
+        )
     if "concurrency" in results:
-        rows = [[r["jobs"], r["frames"], r["wall"], r["frames_per_s"], r["jobs_per_min"],
-                 r["latency_p50"], r["latency_p95"], f"{r['busy_share']:.0%}", r["mean_batch"]]
-                for r in results["concurrency"]]
-        parts.append(format_table(
-            "6. N concurrent jobs on one animator (motion from the cache)" + services_on,
-            ["jobs", "frames", "wall s", "frames/s", "jobs/min", "p50 s", "p95 s",
-             "animator busy", "mean batch"], rows))
+        rows = [
+            [
+                r["jobs"],
+                r["frames"],
+                r["wall"],
+                r["frames_per_s"],
+                r["jobs_per_min"],
+                r["latency_p50"],
+                r["latency_p95"],
+                f"{r['busy_share']:.0%}",
+                r["mean_batch"],
+            ]
+            for r in results["concurrency"]
+        ]
+        parts.append(
+            format_table(
+                "6. N concurrent jobs on one animator (motion from the cache)" + services_on,
+                [
+                    "jobs",
+                    "frames",
+                    "wall s",
+                    "frames/s",
+                    "jobs/min",
+                    "p50 s",
+                    "p95 s",
+                    "animator busy",
+                    "mean batch",
+                ],
+                rows,
+            )
+        )
     parts.append(_cost_table(results, prices, on))
     if results.get("fleet"):
-        rows = [[r["animators"], r["slots"], r["jobs"], r["wall"], r["jobs_per_min"],
-                 " / ".join(f"{c:.0f}" for c in r["animate_calls"][:r["animators"]])]
-                for r in results["fleet"]]
+        rows = [
+            [
+                r["animators"],
+                r["slots"],
+                r["jobs"],
+                r["wall"],
+                r["jobs_per_min"],
+                " / ".join(f"{c:.0f}" for c in r["animate_calls"][: r["animators"]]),
+            ]
+            for r in results["fleet"]
+        ]
         one, two = results["fleet"][0]["jobs_per_min"], results["fleet"][-1]["jobs_per_min"]
-        parts.append(format_table(
-            "8. Animators behind one target: 1 vs 2 (same run, motion from the cache)"
-            + services_on,
-            ["animators", "job slots", "jobs", "wall s", "jobs/min", "Animate calls each"], rows,
-            f"2 animators: x{two / one:.2f} the jobs/min of 1; both share this machine's "
-            "devices (on one CPU they share its cores)"))
+        parts.append(
+            format_table(
+                "8. Animators behind one target: 1 vs 2 (same run, motion from the cache)"
+                + services_on,
+                ["animators", "job slots", "jobs", "wall s", "jobs/min", "Animate calls each"],
+                rows,
+                f"2 animators: x{two / one:.2f} the jobs/min of 1; both share this machine's "
+                "devices (on one CPU they share its cores)",
+            )
+        )
     if "service_memory" in results:
-        rows = [[r["clip_seconds"], r["frames"], r["gateway_mib"], r["encoder_mib"],
-                 r["face_detect_mib"], r["animator_mib"]] for r in results["service_memory"]]
-        parts.append(format_table(
-            "Memory: peak resident set (VmHWM, MiB) of each process for one job" + on,
-            ["clip s", "frames", "gateway", "encoder", "face_detect", "animator"], rows,
-            "fresh processes per clip length; gateway = the orchestrator's process"))
+        rows = [
+            [
+                r["clip_seconds"],
+                r["frames"],
+                r["gateway_mib"],
+                r["encoder_mib"],
+                r["face_detect_mib"],
+                r["animator_mib"],
+            ]
+            for r in results["service_memory"]
+        ]
+        parts.append(
+            format_table(
+                "Memory: peak resident set (VmHWM, MiB) of each process for one job" + on,
+                ["clip s", "frames", "gateway", "encoder", "face_detect", "animator"],
+                rows,
+                "fresh processes per clip length; gateway = the orchestrator's process",
+            )
+        )
     return parts
 
 
@@ -124,30 +210,61 @@ def _job_tables(jobs: dict, on: str) -> list[str]:
     rows = [[s, first["timings"].get(s, 0.0)] for s in STAGE_ROWS]
     t1 = format_table(
         "1. Stage breakdown of one job (pipelined, motion-cache miss), seconds" + on,
-        ["stage", "seconds"], rows,
+        ["stage", "seconds"],
+        rows,
         f"{first['frames']} frames; stages overlap, so they do not add up to the total; "
-        f"animator device time {first['device_seconds']:.2f} s; upload = local storage copy")
+        f"animator device time {first['device_seconds']:.2f} s; upload = local storage copy",
+    )
     ft, st = first["timings"], seq["timings"]
     t2 = format_table(
         "2. Pipelined vs --sequential, same job" + on,
         ["mode", "wall s", "animate stage s", "wall / animate stage"],
-        [["pipelined", ft["total"], ft["animate"], ft["total"] / ft["animate"]],
-         ["sequential", st["total"], st["animate"], st["total"] / st["animate"]]],
+        [
+            ["pipelined", ft["total"], ft["animate"], ft["total"] / ft["animate"]],
+            ["sequential", st["total"], st["animate"], st["total"] / st["animate"]],
+        ],
         f"pipelined wall / sequential animate stage (the animator with nothing else running): "
         f"{ft['total'] / st['animate']:.2f}; sequential / pipelined: "
-        f"{st['total'] / ft['total']:.2f}")
+        f"{st['total'] / ft['total']:.2f}",
+    )
     t3 = format_table(
         "3. First job vs repeat job, same hero video (motion-template cache)" + on,
-        ["job", "cache", "wall s", "detect s", "motion s", "animate s", "CPU s (all processes)",
-         "face_detect CPU s"],
-        [["first", "miss", ft["total"], ft.get("detect", 0.0), ft.get("motion", 0.0),
-          ft["animate"], _cpu_total(first), _cpu(first, "face_detect")],
-         ["repeat", "hit" if rep["cache_hit"] else "miss", rep["timings"]["total"],
-          rep["timings"].get("detect", 0.0), rep["timings"].get("motion", 0.0),
-          rep["timings"]["animate"], _cpu_total(rep), _cpu(rep, "face_detect")]],
+        [
+            "job",
+            "cache",
+            "wall s",
+            "detect s",
+            "motion s",
+            "animate s",
+            "CPU s (all processes)",
+            "face_detect CPU s",
+        ],
+        [
+            [
+                "first",
+                "miss",
+                ft["total"],
+                ft.get("detect", 0.0),
+                ft.get("motion", 0.0),
+                ft["animate"],
+                _cpu_total(first),
+                _cpu(first, "face_detect"),
+            ],
+            [
+                "repeat",
+                "hit" if rep["cache_hit"] else "miss",
+                rep["timings"]["total"],
+                rep["timings"].get("detect", 0.0),
+                rep["timings"].get("motion", 0.0),
+                rep["timings"]["animate"],
+                _cpu_total(rep),
+                _cpu(rep, "face_detect"),
+            ],
+        ],
         f"repeat / first: wall {rep['timings']['total'] / ft['total']:.2f}, CPU seconds "
         f"{_ratio(_cpu_total(rep), _cpu_total(first))} (face_detect, animator, encoder with "
-        f"FFmpeg, and the orchestrator's process)")
+        f"FFmpeg, and the orchestrator's process)",
+    )
     return [t1, t2, t3]
 
 
@@ -172,11 +289,16 @@ def _cost_table(results: dict, prices: dict, on: str) -> str:
     if measured:
         note += f"measured device-seconds per job: {measured}"
     elif jobs:
-        note += (f"no GPU here: GPU rows are estimates; this CPU's measured animator "
-                 f"device-seconds per job: {jobs['pipelined']['device_seconds']:.2f}")
+        note += (
+            f"no GPU here: GPU rows are estimates; this CPU's measured animator "
+            f"device-seconds per job: {jobs['pipelined']['device_seconds']:.2f}"
+        )
     return format_table("7. Cost per video and per month" + on, headers, cells, note)
 
 
 def render_goals(goal_rows: list[dict]) -> str:
-    return "\n".join(f"{g['result']}: {g['goal']} (measured {g['ratio']}, limit {g['limit']})"
-                     + (f"\n      {g['note']}" if g.get("note") else "") for g in goal_rows)
+    return "\n".join(
+        f"{g['result']}: {g['goal']} (measured {g['ratio']}, limit {g['limit']})"
+        + (f"\n      {g['note']}" if g.get("note") else "")
+        for g in goal_rows
+    )

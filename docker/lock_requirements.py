@@ -32,8 +32,9 @@ def _requirements(dist_name: str, extras: frozenset[str]) -> list[Requirement]:
     for raw in metadata.distribution(dist_name).requires or []:
         req = Requirement(raw)
         env = default_environment()
-        if req.marker is None or any(req.marker.evaluate({**env, "extra": e})
-                                     for e in (extras or {""})):
+        if req.marker is None or any(
+            req.marker.evaluate({**env, "extra": e}) for e in (extras or {""})
+        ):
             out.append(req)
     return out
 
@@ -82,7 +83,8 @@ def build_locks(pyproject: Path = REPO_ROOT / "pyproject.toml") -> dict[str, str
         locks[f"{extra}.txt"] = lock_text(extra, closure(base + [Requirement(r) for r in reqs]))
     no_deps = {canonicalize_name(n): metadata.version(n) for n in NO_DEPS}
     locks["no-deps.txt"] = lock_text("no-deps", no_deps).replace(
-        "# Lock for the `no-deps` extra", "# Wheels installed with --no-deps (face-detect)")
+        "# Lock for the `no-deps` extra", "# Wheels installed with --no-deps (face-detect)"
+    )
     return locks
 
 

@@ -28,12 +28,35 @@ NAMESPACE = "dynamics"
 
 # Helm's install order for the kinds we use, so the file reads like `helm template` output.
 _KIND_ORDER = [
-    "PriorityClass", "Namespace", "NetworkPolicy", "ResourceQuota", "LimitRange",
-    "PodDisruptionBudget", "ServiceAccount", "Secret", "ConfigMap", "StorageClass",
-    "PersistentVolume", "PersistentVolumeClaim", "CustomResourceDefinition", "ClusterRole",
-    "ClusterRoleBinding", "Role", "RoleBinding", "Service", "DaemonSet", "Pod", "ReplicaSet",
-    "Deployment", "HorizontalPodAutoscaler", "StatefulSet", "Job", "CronJob", "IngressClass",
-    "Ingress", "APIService",
+    "PriorityClass",
+    "Namespace",
+    "NetworkPolicy",
+    "ResourceQuota",
+    "LimitRange",
+    "PodDisruptionBudget",
+    "ServiceAccount",
+    "Secret",
+    "ConfigMap",
+    "StorageClass",
+    "PersistentVolume",
+    "PersistentVolumeClaim",
+    "CustomResourceDefinition",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "Role",
+    "RoleBinding",
+    "Service",
+    "DaemonSet",
+    "Pod",
+    "ReplicaSet",
+    "Deployment",
+    "HorizontalPodAutoscaler",
+    "StatefulSet",
+    "Job",
+    "CronJob",
+    "IngressClass",
+    "Ingress",
+    "APIService",
 ]
 
 
@@ -47,8 +70,9 @@ def render_documents(
         install order (kind, then template path).
     """
     with helm_python.Chart.load(str(chart_dir)) as chart:
-        rendered = chart.render(values or {}, name=RELEASE_NAME, namespace=NAMESPACE,
-                                is_install=True)
+        rendered = chart.render(
+            values or {}, name=RELEASE_NAME, namespace=NAMESPACE, is_install=True
+        )
     documents = []
     for path, text in rendered.items():
         if not path.endswith((".yaml", ".yml")):
@@ -90,15 +114,17 @@ def render_k8s() -> str:
         f" (release {RELEASE_NAME!r}, namespace {NAMESPACE!r}).\n"
         "# Do not edit: change the chart and re-render; tests/helm/test_chart.py diffs this file.\n"
     )
-    parts = [f"---\n# Source: {path}\n{body}\n"
-             for path, body, _ in render_documents(default_values())]
+    parts = [
+        f"---\n# Source: {path}\n{body}\n" for path, body, _ in render_documents(default_values())
+    ]
     return header + "".join(parts)
 
 
 def render_rules() -> str:
     """`deploy/prometheus/rules.yml`: the PrometheusRule's groups as a plain rules file."""
-    docs = render_documents(merged(default_values(),
-                                   {"metrics": {"prometheusRule": {"enabled": True}}}))
+    docs = render_documents(
+        merged(default_values(), {"metrics": {"prometheusRule": {"enabled": True}}})
+    )
     rules = [parsed for _, _, parsed in docs if parsed["kind"] == "PrometheusRule"]
     if len(rules) != 1:
         raise RuntimeError(f"expected one PrometheusRule, rendered {len(rules)}")
@@ -118,8 +144,9 @@ def lint() -> int:
         report = helm_python.lint(str(CHART_DIR), values, strict=True)
         problems = [m for m in report["messages"] if m["severity"] >= 2] + report["errors"]
         for message in report["messages"]:
-            print(f"{values_file.name}: [{message['severity']}] {message['path']}: "
-                  f"{message['error']}")
+            print(
+                f"{values_file.name}: [{message['severity']}] {message['path']}: {message['error']}"
+            )
         print(f"{values_file.name}: {'FAILED' if problems else 'ok'}")
         failures += bool(problems)
     return failures

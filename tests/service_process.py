@@ -36,7 +36,9 @@ class ServiceProcess:
         return f"127.0.0.1:{self.port}"
 
     def metrics(self) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5
+        ) as r:
             return r.read().decode()
 
     def terminate(self, timeout: float = 30.0) -> int:
@@ -60,7 +62,11 @@ def start_service(
     full_env = {**os.environ, "LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1", **env}
     proc = subprocess.Popen(
         [sys.executable, "-m", f"services.{module}"],
-        cwd=REPO_ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=REPO_ROOT,
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     lines: list[str] = []
     found: queue.Queue = queue.Queue()

@@ -51,9 +51,15 @@ class _Request:
 class CrossJobBatcher:
     """Form W + G batches across jobs on one device thread (start with `start()`)."""
 
-    def __init__(self, pipeline: AnimatorPipeline, *, max_batch: int | None = None,
-                 max_wait_s: float = 0.01, max_jobs: int = 8,
-                 max_queued_frames: int | None = None) -> None:
+    def __init__(
+        self,
+        pipeline: AnimatorPipeline,
+        *,
+        max_batch: int | None = None,
+        max_wait_s: float = 0.01,
+        max_jobs: int = 8,
+        max_queued_frames: int | None = None,
+    ) -> None:
         self.pipeline = pipeline
         self.max_batch = max_batch or pipeline.batch_size
         self.max_wait_s = max_wait_s
@@ -76,7 +82,8 @@ class CrossJobBatcher:
             self._stopped = True
             while self._pending:
                 self._pending.popleft().future.set_exception(
-                    UnavailableError("the animator is shutting down", reason="stopping"))
+                    UnavailableError("the animator is shutting down", reason="stopping")
+                )
             self._cond.notify_all()
         metrics.remove_queue_source(self.queued_frames)
         if self._thread.is_alive():
@@ -91,7 +98,8 @@ class CrossJobBatcher:
             if len(self._slots) >= self.max_jobs:
                 raise ResourceExhaustedError(
                     f"the animator is running {self.max_jobs} jobs; retry later",
-                    reason="animator_busy")
+                    reason="animator_busy",
+                )
             self._slots.add(id(slot))
         return slot
 
@@ -112,7 +120,8 @@ class CrossJobBatcher:
             if self.queued_frames() + len(request.motions) > self.max_queued_frames:
                 raise ResourceExhaustedError(
                     f"more than {self.max_queued_frames} frames are waiting for the device",
-                    reason="animator_busy")
+                    reason="animator_busy",
+                )
             self._pending.append(request)
             self._cond.notify_all()
         return request.future
@@ -186,10 +195,17 @@ class CrossJobBatcher:
             x_d = [pipe.job_keypoints(r.slot.state, r.motions, r.start) for r in batch]  # b×K×3
             if len(batch) == 1:  # one job: f_s of batch 1 is broadcast inside W
                 state = batch[0].slot.state
-                return [pipe.warp_decode(state.f_s, state.motion.x_s.expand_as(x_d[0]), x_d[0],
-                                         batch[0].start)]
-            f_s = torch.cat([r.slot.state.f_s.expand(len(r.motions), *r.slot.state.f_s.shape[1:])
-                             for r in batch])  # B×C×D×H×W
+                return [
+                    pipe.warp_decode(
+                        state.f_s, state.motion.x_s.expand_as(x_d[0]), x_d[0], batch[0].start
+                    )
+                ]
+            f_s = torch.cat(
+                [
+                    r.slot.state.f_s.expand(len(r.motions), *r.slot.state.f_s.shape[1:])
+                    for r in batch
+                ]
+            )  # B×C×D×H×W
             x_s = torch.cat([r.slot.state.motion.x_s.expand_as(x) for r, x in zip(batch, x_d)])
             whole = pipe.warp_decode(f_s, x_s, torch.cat(x_d), 0)  # B frames
         return _split(whole, batch)
@@ -201,11 +217,16 @@ def _split(whole: AnimatorOutput, batch: list[_Request]) -> list[AnimatorOutput]
     for request in batch:
         hi = lo + len(request.motions)
         occlusion = whole.occlusion_map
-        outs.append(AnimatorOutput(
-            indices=list(range(request.start, request.start + hi - lo)),
-            images=whole.images[lo:hi], x_d=whole.x_d[lo:hi], image=whole.image[lo:hi],
-            occlusion_map=None if occlusion is None else occlusion[lo:hi],
-            deformation=None if whole.deformation is None else whole.deformation[lo:hi],
-            random_weights=whole.random_weights))
+        outs.append(
+            AnimatorOutput(
+                indices=list(range(request.start, request.start + hi - lo)),
+                images=whole.images[lo:hi],
+                x_d=whole.x_d[lo:hi],
+                image=whole.image[lo:hi],
+                occlusion_map=None if occlusion is None else occlusion[lo:hi],
+                deformation=None if whole.deformation is None else whole.deformation[lo:hi],
+                random_weights=whole.random_weights,
+            )
+        )
         lo = hi
     return outs

@@ -87,14 +87,17 @@ def locate_weight_files(weights_dir: str | Path) -> WeightFiles:
         f"no LivePortrait weights in {weights_dir}: expected {TREE_ROOT}/{BASE_DIR}/*.pth and "
         f"{TREE_ROOT}/{RETARGETING_DIR}/{STITCHING_FILE} (upstream tree, '{TREE_ROOT}/' optional) "
         f"or the five .pth files directly in the folder; `dynamics weights fetch DIR` downloads "
-        "them, `dynamics weights random DIR` writes random test weights")
+        "them, `dynamics weights random DIR` writes random test weights"
+    )
 
 
 def _checked(found: WeightFiles) -> WeightFiles:
     missing = [str(path) for path in found.files.values() if not path.is_file()]
     if missing:
-        raise WeightsError(f"incomplete LivePortrait weights ({found.layout} layout): missing "
-                           + ", ".join(missing))
+        raise WeightsError(
+            f"incomplete LivePortrait weights ({found.layout} layout): missing "
+            + ", ".join(missing)
+        )
     return found
 
 
@@ -102,8 +105,11 @@ def spectral_conv_prefixes(net: nn.Module) -> list[str]:
     """State-dict prefixes of the convs that G stores as spectral-norm triplets."""
     if not isinstance(net, SPADEGenerator):
         return []
-    return [f"{block_name}.{conv}" for block_name, block in net.spade_blocks().items()
-            for conv in block.spectral_conv_names()]
+    return [
+        f"{block_name}.{conv}"
+        for block_name, block in net.spade_blocks().items()
+        for conv in block.spectral_conv_names()
+    ]
 
 
 def disk_layout(net: nn.Module) -> dict[str, tuple[torch.Size, torch.dtype]]:
@@ -135,8 +141,9 @@ def spectral_sigma(weight_orig: torch.Tensor, u: torch.Tensor, v: torch.Tensor) 
     return torch.dot(u, torch.mv(weight_orig.reshape(weight_orig.shape[0], -1), v))
 
 
-def fold_spectral_norm(state: dict[str, torch.Tensor], prefixes: list[str],
-                       where: str) -> dict[str, torch.Tensor]:
+def fold_spectral_norm(
+    state: dict[str, torch.Tensor], prefixes: list[str], where: str
+) -> dict[str, torch.Tensor]:
     """Replace every `<prefix>.weight_{orig,u,v}` triplet by `<prefix>.weight` = W_orig / sigma.
 
     Raises:
@@ -149,8 +156,10 @@ def fold_spectral_norm(state: dict[str, torch.Tensor], prefixes: list[str],
         v = folded.pop(f"{prefix}.weight_v")
         sigma = spectral_sigma(w_orig.float(), u.float(), v.float())
         if not torch.isfinite(sigma) or sigma <= 0:
-            raise WeightsError(f"{where}: spectral norm of '{prefix}' is {sigma.item()} "
-                               "(weight_u / weight_v corrupt)")
+            raise WeightsError(
+                f"{where}: spectral norm of '{prefix}' is {sigma.item()} "
+                "(weight_u / weight_v corrupt)"
+            )
         folded[f"{prefix}.weight"] = (w_orig.float() / sigma).to(w_orig.dtype)
     return folded
 
@@ -160,6 +169,6 @@ def strip_ddp_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     out = {}
     for key, value in state.items():
         while key.startswith(DDP_PREFIX):
-            key = key[len(DDP_PREFIX):]
+            key = key[len(DDP_PREFIX) :]
         out[key] = value
     return out

@@ -67,10 +67,13 @@ class AnimatorConfig:
         device = _resolve_device(env_choice(environ, "ANIMATOR_DEVICE", DEVICES, "auto"))
         dtype = env_choice(environ, "ANIMATOR_DTYPE", tuple(DTYPES), "fp32")
         if dtype == "fp16" and device != "cuda":
-            raise ConfigError("ANIMATOR_DTYPE", dtype, "fp32 or bf16 unless ANIMATOR_DEVICE is cuda")
+            raise ConfigError(
+                "ANIMATOR_DTYPE", dtype, "fp32 or bf16 unless ANIMATOR_DEVICE is cuda"
+            )
         if dtype == "bf16" and device == "cpu" and not cpu_has_bf16():
-            raise ConfigError("ANIMATOR_DTYPE", dtype,
-                              "fp32 on this CPU (bf16 needs AVX512-BF16 or AMX)")
+            raise ConfigError(
+                "ANIMATOR_DTYPE", dtype, "fp32 on this CPU (bf16 needs AVX512-BF16 or AMX)"
+            )
         return cls(
             weights_dir=env_path(environ, "ANIMATOR_WEIGHTS_DIR", must_exist=True),
             device=device,
@@ -81,8 +84,9 @@ class AnimatorConfig:
             max_frames=env_int(environ, "ANIMATOR_MAX_FRAMES", 3000, minimum=1),
             queue_frames=env_int(environ, "ANIMATOR_QUEUE_FRAMES", 16, minimum=1),
             max_jobs=env_int(environ, "ANIMATOR_MAX_JOBS", 8, minimum=1, maximum=1024),
-            max_wait_ms=env_float(environ, "ANIMATOR_MAX_WAIT_MS", 10.0, minimum=0.0,
-                                  maximum=10000.0),
+            max_wait_ms=env_float(
+                environ, "ANIMATOR_MAX_WAIT_MS", 10.0, minimum=0.0, maximum=10000.0
+            ),
             channels_last=env_bool(environ, "ANIMATOR_CHANNELS_LAST", False),
             input_size=env_int(environ, "ANIMATOR_INPUT_SIZE", 0, minimum=0, maximum=4096),
             port=env_port(environ, "ANIMATOR_PORT", 50052),
@@ -110,8 +114,9 @@ def _providers(environ: Mapping[str, str]) -> tuple[str, ...]:
     try:
         return parse_providers(value)
     except ValueError as exc:
-        raise ConfigError("ANIMATOR_ORT_PROVIDERS", value,
-                          "a comma list of tensorrt, cuda, cpu") from exc
+        raise ConfigError(
+            "ANIMATOR_ORT_PROVIDERS", value, "a comma list of tensorrt, cuda, cpu"
+        ) from exc
 
 
 def _resolve_device(choice: str) -> str:
@@ -120,4 +125,3 @@ def _resolve_device(choice: str) -> str:
     if choice == "cuda" and not torch.cuda.is_available():
         raise ConfigError("ANIMATOR_DEVICE", choice, "cpu or auto: CUDA is not available here")
     return choice
-

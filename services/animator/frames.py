@@ -30,15 +30,21 @@ def to_uint8(image: torch.Tensor) -> np.ndarray:
     return host.numpy()
 
 
-def frames_from_kp_info(info: KpInfo, ratios: Sequence[Ratios], start: int
-                        ) -> list[DrivingFrame]:
+def frames_from_kp_info(info: KpInfo, ratios: Sequence[Ratios], start: int) -> list[DrivingFrame]:
     """M's post-processed output for N crops → N DrivingFrames (host numpy), indexed from start."""
     rot = info.rotation().cpu().numpy()  # N×3×3
     frames = []
     for i in range(info.batch_size):
-        frames.append(DrivingFrame(
-            index=start + i, scale=float(info.scale[i, 0]), rotation=rot[i],
-            expression=info.exp[i].cpu().numpy(), translation=info.t[i].cpu().numpy(),
-            keypoints=info.kp[i].cpu().numpy(),
-            eye_ratio=(ratios[i].eye_left, ratios[i].eye_right), lip_ratio=ratios[i].lip))
+        frames.append(
+            DrivingFrame(
+                index=start + i,
+                scale=float(info.scale[i, 0]),
+                rotation=rot[i],
+                expression=info.exp[i].cpu().numpy(),
+                translation=info.t[i].cpu().numpy(),
+                keypoints=info.kp[i].cpu().numpy(),
+                eye_ratio=(ratios[i].eye_left, ratios[i].eye_right),
+                lip_ratio=ratios[i].lip,
+            )
+        )
     return frames

@@ -37,8 +37,10 @@ def grid_sample_3d_gather(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     """Trilinear sample of x N×C×D×H×W at grid N×Do×Ho×Wo×3 (last axis x, y, z in [-1, 1];
     zeros outside) → N×C×Do×Ho×Wo, with eight gathers (see the module docstring)."""
     if x.dim() != 5 or grid.dim() != 5 or grid.shape[-1] != 3:
-        raise ValueError(f"expected a 5-D input and an N×D×H×W×3 grid, got {tuple(x.shape)} "
-                         f"and {tuple(grid.shape)}")
+        raise ValueError(
+            f"expected a 5-D input and an N×D×H×W×3 grid, got {tuple(x.shape)} "
+            f"and {tuple(grid.shape)}"
+        )
     n, c, d, h, w = x.shape
     out_spatial = grid.shape[1:4]
     grid = grid.to(x.dtype)
@@ -59,8 +61,16 @@ def grid_sample_3d_gather(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
         ((x1 - ix) * (iy - y0)) * (iz - z0),  # bsw
         ((ix - x0) * (iy - y0)) * (iz - z0),  # bse
     )
-    corners = ((x0, y0, z0), (x1, y0, z0), (x0, y1, z0), (x1, y1, z0),
-               (x0, y0, z1), (x1, y0, z1), (x0, y1, z1), (x1, y1, z1))
+    corners = (
+        (x0, y0, z0),
+        (x1, y0, z0),
+        (x0, y1, z0),
+        (x1, y1, z0),
+        (x0, y0, z1),
+        (x1, y0, z1),
+        (x0, y1, z1),
+        (x1, y1, z1),
+    )
     # N·D·H·W rows of C values; one flat row index per output point and corner
     table = x.permute(0, 2, 3, 4, 1).reshape(n * d * h * w, c)  # (N·D·H·W)×C
     base = (torch.arange(n, device=x.device) * (d * h * w)).view(n, 1, 1, 1)  # N×1×1×1
@@ -82,15 +92,19 @@ def grid_sample_3d_gather(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
 def _fp32_grid_sample(original):
     """grid_sample that samples in fp32 whatever the input dtype (fp16 exports: GridSample and
     its gathers stay fp32, casts around them) and returns the input's dtype."""
+
     def sample(x, grid, *args, **kwargs):
         return original(x.float(), grid.float(), *args, **kwargs).to(x.dtype)
+
     return sample
 
 
 def _gather_grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=None):
     if x.dim() != 5 or mode != "bilinear" or padding_mode != "zeros" or align_corners:
-        raise ValueError("the gather sampler implements only W's 5-D grid_sample "
-                         "(bilinear, zeros padding, align_corners=False)")
+        raise ValueError(
+            "the gather sampler implements only W's 5-D grid_sample "
+            "(bilinear, zeros padding, align_corners=False)"
+        )
     return grid_sample_3d_gather(x, grid)
 
 

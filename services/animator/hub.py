@@ -36,7 +36,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_REPO_ID = "KwaiVGI/LivePortrait"
 DEFAULT_REVISION = "main"
 HUB_FILES = tuple(f"{TREE_ROOT}/{BASE_DIR}/{name}" for name in BASE_FILES.values()) + (
-    f"{TREE_ROOT}/{RETARGETING_DIR}/{STITCHING_FILE}",)
+    f"{TREE_ROOT}/{RETARGETING_DIR}/{STITCHING_FILE}",
+)
 _CHUNK = 1 << 20
 
 
@@ -55,9 +56,13 @@ class RemoteFile:
     sha256: str
 
 
-def list_remote_files(repo_id: str = DEFAULT_REPO_ID, revision: str = DEFAULT_REVISION, *,
-                      endpoint: str | None = None,
-                      token: str | None = None) -> tuple[str, list[RemoteFile]]:
+def list_remote_files(
+    repo_id: str = DEFAULT_REPO_ID,
+    revision: str = DEFAULT_REVISION,
+    *,
+    endpoint: str | None = None,
+    token: str | None = None,
+) -> tuple[str, list[RemoteFile]]:
     """Resolve `revision` to a commit and return (commit sha, the five files' size/sha256).
 
     Raises:
@@ -69,7 +74,8 @@ def list_remote_files(repo_id: str = DEFAULT_REPO_ID, revision: str = DEFAULT_RE
     where = f"{repo_id}@{revision} on {endpoint or 'the Hugging Face hub'}"
     try:
         info = HfApi(endpoint=endpoint, token=token).model_info(
-            repo_id, revision=revision, files_metadata=True)
+            repo_id, revision=revision, files_metadata=True
+        )
     except Exception as exc:  # hub and network errors of many types become one line
         raise WeightsFetchError(f"cannot list {where}: {_one_line(exc)}") from exc
     siblings = {s.rfilename: s for s in info.siblings or []}
@@ -84,9 +90,14 @@ def list_remote_files(repo_id: str = DEFAULT_REPO_ID, revision: str = DEFAULT_RE
     return str(info.sha), files
 
 
-def fetch_weights(dest_dir: str | Path, repo_id: str = DEFAULT_REPO_ID,
-                  revision: str = DEFAULT_REVISION, *, endpoint: str | None = None,
-                  token: str | None = None) -> Path:
+def fetch_weights(
+    dest_dir: str | Path,
+    repo_id: str = DEFAULT_REPO_ID,
+    revision: str = DEFAULT_REVISION,
+    *,
+    endpoint: str | None = None,
+    token: str | None = None,
+) -> Path:
     """Download and verify the five LivePortrait files into dest_dir, then write the manifest.
 
     Files already present with the right size and sha256 are not downloaded again.
@@ -107,27 +118,40 @@ def fetch_weights(dest_dir: str | Path, repo_id: str = DEFAULT_REPO_ID,
         if _matches(target, remote):
             logger.info("%s already present and verified", target)
             continue
-        logger.info("downloading %s (%d bytes) from %s@%s", remote.path, remote.size, repo_id,
-                    commit)
+        logger.info(
+            "downloading %s (%d bytes) from %s@%s", remote.path, remote.size, repo_id, commit
+        )
         try:
-            hf_hub_download(repo_id, remote.path, revision=commit, local_dir=dest_dir,
-                            endpoint=endpoint, token=token, force_download=True)
+            hf_hub_download(
+                repo_id,
+                remote.path,
+                revision=commit,
+                local_dir=dest_dir,
+                endpoint=endpoint,
+                token=token,
+                force_download=True,
+            )
         except Exception as exc:  # one line for the operator
             raise WeightsFetchError(f"download of {remote.path} failed: {_one_line(exc)}") from exc
         if not _matches(target, remote):
             target.unlink(missing_ok=True)
-            raise WeightsFetchError(f"{target}: downloaded file does not match the hub's size "
-                                    f"{remote.size} / sha256 {remote.sha256}; removed it")
+            raise WeightsFetchError(
+                f"{target}: downloaded file does not match the hub's size "
+                f"{remote.size} / sha256 {remote.sha256}; removed it"
+            )
     (dest_dir / RANDOM_MARKER).unlink(missing_ok=True)  # real weights now, not noise
     shutil.copyfile(default_config_path(), dest_dir / CONFIG_FILE)  # replaces any stale config
     return write_manifest(dest_dir, files, repo_id=repo_id, revision=revision, commit=commit)
 
 
-def write_manifest(dest_dir: Path, files: list[RemoteFile], *, repo_id: str, revision: str,
-                   commit: str) -> Path:
+def write_manifest(
+    dest_dir: Path, files: list[RemoteFile], *, repo_id: str, revision: str, commit: str
+) -> Path:
     """Write DYNAMICS_WEIGHTS_MANIFEST.json (atomically) listing size and sha256 per file."""
     manifest = {
-        "repo_id": repo_id, "revision": revision, "commit": commit,
+        "repo_id": repo_id,
+        "revision": revision,
+        "commit": commit,
         "fetched_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "files": {f.path: {"size": f.size, "sha256": f.sha256} for f in files},
     }
@@ -148,11 +172,11 @@ def file_sha256(path: Path) -> str:
 
 
 def _matches(path: Path, remote: RemoteFile) -> bool:
-    return (path.is_file() and path.stat().st_size == remote.size
-            and file_sha256(path) == remote.sha256)
+    return (
+        path.is_file() and path.stat().st_size == remote.size and file_sha256(path) == remote.sha256
+    )
 
 
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"
-

@@ -61,8 +61,9 @@ def make_reference(
     source: SourceMotion, first: DrivingBatch, options: MotionOptions
 ) -> MotionReference:
     """Frame-0 reference of a job; computes the expression-friendly multiplier when it applies."""
-    ref = MotionReference(rot=first.rot[:1], exp=first.exp[:1], scale=first.scale[:1],
-                          t=first.t[:1])
+    ref = MotionReference(
+        rot=first.rot[:1], exp=first.exp[:1], scale=first.scale[:1], t=first.t[:1]
+    )
     if not _expression_friendly(options):
         return ref
     x_d0 = driving_keypoints(source, first.head(1), ref, options)  # 1×K×3
@@ -74,8 +75,9 @@ def _expression_friendly(options: MotionOptions) -> bool:
     return options.relative and options.expression_friendly and not options.driving_image
 
 
-def rotation_target(source: SourceMotion, drv: DrivingBatch, ref: MotionReference,
-                    options: MotionOptions) -> torch.Tensor:
+def rotation_target(
+    source: SourceMotion, drv: DrivingBatch, ref: MotionReference, options: MotionOptions
+) -> torch.Tensor:
     """R_new, B×3×3: relative (R_d,i·R_d,0ᵀ)·R_s or absolute R_d,i for regions all/pose."""
     if options.region not in ("all", "pose"):
         return source.rot.expand(drv.batch_size, 3, 3)
@@ -84,8 +86,9 @@ def rotation_target(source: SourceMotion, drv: DrivingBatch, ref: MotionReferenc
     return (drv.rot @ ref.rot.transpose(1, 2)) @ source.rot  # B×3×3
 
 
-def expression_target(source: SourceMotion, drv: DrivingBatch, ref: MotionReference,
-                      options: MotionOptions) -> torch.Tensor:
+def expression_target(
+    source: SourceMotion, drv: DrivingBatch, ref: MotionReference, options: MotionOptions
+) -> torch.Tensor:
     """δ_new, B×K×3, by region; relative uses δ_s + (δ_d,i − δ_d,0) (or − L for an image)."""
     exp_s = source.exp.expand_as(drv.exp)  # B×K×3
     if options.region == "pose":
@@ -107,8 +110,9 @@ def _lip_neutral(drv: DrivingBatch) -> torch.Tensor:
     return torch.tensor(NEUTRAL_LIP, dtype=torch.float32, device=drv.exp.device)  # 1×21×3
 
 
-def scale_translation_target(source: SourceMotion, drv: DrivingBatch, ref: MotionReference,
-                             options: MotionOptions) -> tuple[torch.Tensor, torch.Tensor]:
+def scale_translation_target(
+    source: SourceMotion, drv: DrivingBatch, ref: MotionReference, options: MotionOptions
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(s_new B×1, t_new B×3 with t_z = 0)."""
     batch = drv.batch_size
     scale = source.scale.expand(batch, 1)
@@ -120,8 +124,9 @@ def scale_translation_target(source: SourceMotion, drv: DrivingBatch, ref: Motio
     return scale, torch.cat([t[:, 0:2], torch.zeros_like(t[:, 2:3])], dim=1)  # t_z := 0
 
 
-def driving_keypoints(source: SourceMotion, drv: DrivingBatch, ref: MotionReference,
-                      options: MotionOptions) -> torch.Tensor:
+def driving_keypoints(
+    source: SourceMotion, drv: DrivingBatch, ref: MotionReference, options: MotionOptions
+) -> torch.Tensor:
     """x_d,i = s_new·(x_c_s·R_new + δ_new) + t_new, B×K×3 (no multiplier/stitching yet)."""
     rot = rotation_target(source, drv, ref, options)  # B×3×3
     exp = expression_target(source, drv, ref, options)  # B×K×3
@@ -129,16 +134,18 @@ def driving_keypoints(source: SourceMotion, drv: DrivingBatch, ref: MotionRefere
     return scale[:, :, None] * (source.kp @ rot + exp) + t[:, None, :]  # B×K×3
 
 
-def apply_expression_friendly(x_d: torch.Tensor, source: SourceMotion, ref: MotionReference,
-                              options: MotionOptions) -> torch.Tensor:
+def apply_expression_friendly(
+    x_d: torch.Tensor, source: SourceMotion, ref: MotionReference, options: MotionOptions
+) -> torch.Tensor:
     """x_d,i = x_s + (x_d,i − x_d,0)·m for expression-friendly relative video driving."""
     if not _expression_friendly(options) or ref.x_d0 is None or ref.multiplier is None:
         return x_d
     return (x_d - ref.x_d0) * ref.multiplier + source.x_s  # B×K×3
 
 
-def source_lip_delta(source: SourceMotion, options: MotionOptions,
-                     nets: Retargeters) -> torch.Tensor | None:
+def source_lip_delta(
+    source: SourceMotion, options: MotionOptions, nets: Retargeters
+) -> torch.Tensor | None:
     """Lip normalisation Δ_lip0 = R_lip(x_s, [c_s_lip, 0]) when c_s_lip ≥ threshold, else None."""
     if not (options.normalize_lip and options.relative):
         return None
@@ -150,10 +157,15 @@ def source_lip_delta(source: SourceMotion, options: MotionOptions,
     return torch.where(keep, delta, torch.zeros_like(delta))
 
 
-def stitch_and_retarget(x_d: torch.Tensor, source: SourceMotion, drv: DrivingBatch,
-                        options: MotionOptions, nets: Retargeters,
-                        lip_delta: torch.Tensor | None = None,
-                        eye_delta: torch.Tensor | None = None) -> torch.Tensor:
+def stitch_and_retarget(
+    x_d: torch.Tensor,
+    source: SourceMotion,
+    drv: DrivingBatch,
+    options: MotionOptions,
+    nets: Retargeters,
+    lip_delta: torch.Tensor | None = None,
+    eye_delta: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Algorithm 1 of the paper as upstream runs it, then the driving multiplier."""
     x_s = source.x_s
     if not (options.eye_retargeting or options.lip_retargeting):
@@ -170,8 +182,13 @@ def stitch_and_retarget(x_d: torch.Tensor, source: SourceMotion, drv: DrivingBat
     return x_s + (x_d - x_s) * options.driving_multiplier  # B×K×3
 
 
-def add_retargeting(base: torch.Tensor, source: SourceMotion, drv: DrivingBatch,
-                     options: MotionOptions, nets: Retargeters) -> torch.Tensor:
+def add_retargeting(
+    base: torch.Tensor,
+    source: SourceMotion,
+    drv: DrivingBatch,
+    options: MotionOptions,
+    nets: Retargeters,
+) -> torch.Tensor:
     """base + Δ_eye + Δ_lip (each only when its flag is on), B×K×3."""
     batch = drv.batch_size
     out = base.expand(batch, *base.shape[1:])  # B×K×3

@@ -46,21 +46,37 @@ def region_mask(region: str) -> np.ndarray:
         mask[list(LIP_ROWS if region == "lip" else EYE_ROWS), :] = True
     return mask
 
+
 # Neutral lip expression L (1×21×3): subtracted instead of driving frame 0's exp when a single
 # driving image drives the source. Values from SPEC §5.4 (float64, as the upstream resource).
-NEUTRAL_LIP = np.array([[
-    [-9.4524e-05, 2.4222e-04, -4.00974e-05], [2.08596e-04, 4.68054e-04, 1.27464e-05],
-    [-1.24602e-04, 3.24972e-04, 4.425e-06], [1.19652e-04, -4.56624e-04, 5.40852e-05],
-    [-2.65254e-04, -7.4598e-05, -1.5528e-05], [-3.34884e-05, -1.83036e-04, -3.49404e-06],
-    [-4.75428e-07, -4.52466e-07, 1.59498e-06], [-5.41296e-04, 2.6328e-03, 7.2486e-06],
-    [-1.1694e-05, 5.00502e-06, 9.9888e-06], [8.0286e-07, 5.19132e-06, -4.09344e-04],
-    [1.66878e-04, -1.9815e-05, -8.8548e-05], [-1.51536e-05, 8.2506e-05, 5.94012e-06],
-    [-2.61054e-07, 2.7591e-06, 2.21028e-06], [-6.6282e-05, -6.8286e-05, -3.45318e-06],
-    [-8.3262e-04, -1.79592e-03, -2.59176e-06], [6.9714e-06, 3.65514e-05, -1.8978e-06],
-    [-4.80876e-06, 7.1148e-06, -1.03236e-05], [-6.3684e-04, -1.1661e-03, 5.62314e-05],
-    [2.8329e-04, -1.45656e-05, 1.09746e-05], [-4.16022e-06, -1.50906e-02, -2.5494e-03],
-    [2.22474e-04, 5.62788e-03, 2.72646e-03],
-]], dtype=np.float64)
+NEUTRAL_LIP = np.array(
+    [
+        [
+            [-9.4524e-05, 2.4222e-04, -4.00974e-05],
+            [2.08596e-04, 4.68054e-04, 1.27464e-05],
+            [-1.24602e-04, 3.24972e-04, 4.425e-06],
+            [1.19652e-04, -4.56624e-04, 5.40852e-05],
+            [-2.65254e-04, -7.4598e-05, -1.5528e-05],
+            [-3.34884e-05, -1.83036e-04, -3.49404e-06],
+            [-4.75428e-07, -4.52466e-07, 1.59498e-06],
+            [-5.41296e-04, 2.6328e-03, 7.2486e-06],
+            [-1.1694e-05, 5.00502e-06, 9.9888e-06],
+            [8.0286e-07, 5.19132e-06, -4.09344e-04],
+            [1.66878e-04, -1.9815e-05, -8.8548e-05],
+            [-1.51536e-05, 8.2506e-05, 5.94012e-06],
+            [-2.61054e-07, 2.7591e-06, 2.21028e-06],
+            [-6.6282e-05, -6.8286e-05, -3.45318e-06],
+            [-8.3262e-04, -1.79592e-03, -2.59176e-06],
+            [6.9714e-06, 3.65514e-05, -1.8978e-06],
+            [-4.80876e-06, 7.1148e-06, -1.03236e-05],
+            [-6.3684e-04, -1.1661e-03, 5.62314e-05],
+            [2.8329e-04, -1.45656e-05, 1.09746e-05],
+            [-4.16022e-06, -1.50906e-02, -2.5494e-03],
+            [2.22474e-04, 5.62788e-03, 2.72646e-03],
+        ]
+    ],
+    dtype=np.float64,
+)
 NEUTRAL_LIP.setflags(write=False)
 
 
@@ -122,8 +138,9 @@ class DrivingBatch:
         return DrivingBatch(*(getattr(self, f)[:n] for f in _BATCH_FIELDS))
 
     @classmethod
-    def from_frames(cls, frames: Sequence[DrivingFrame], device: torch.device | str = "cpu"
-                    ) -> DrivingBatch:
+    def from_frames(
+        cls, frames: Sequence[DrivingFrame], device: torch.device | str = "cpu"
+    ) -> DrivingBatch:
         def stack(values) -> torch.Tensor:
             arr = np.stack([np.asarray(v, dtype=np.float32) for v in values])
             return torch.from_numpy(arr).to(device)

@@ -70,8 +70,9 @@ class WarpDecode(nn.Module):
         self.G = G
         self.dtype = dtype
 
-    def forward(self, f_s: torch.Tensor, source_index: torch.Tensor, x_s: torch.Tensor,
-                x_d: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, f_s: torch.Tensor, source_index: torch.Tensor, x_s: torch.Tensor, x_d: torch.Tensor
+    ) -> torch.Tensor:
         feature = torch.index_select(f_s, 0, source_index).to(self.dtype)  # B×C×D×h×w
         warped = self.W(feature, kp_driving=x_d.to(self.dtype), kp_source=x_s.to(self.dtype))
         return self.G(feature=warped["out"]).float()  # B×3×H×W
@@ -144,33 +145,61 @@ def _prepare_out_dir(out_dir: Path) -> None:
         raise ExportError(f"{out_dir}: exists and is not a folder", reason="bad_folder")
     if out_dir.is_dir():
         known = {MANIFEST, WARP_DECODE, APPEARANCE, MOTION}
-        others = [p.name for p in out_dir.iterdir() if p.name not in known
-                  and not p.name.endswith(".onnx.data")]
+        others = [
+            p.name
+            for p in out_dir.iterdir()
+            if p.name not in known and not p.name.endswith(".onnx.data")
+        ]
         if others:
-            raise ExportError(f"{out_dir}: not empty and not an ONNX export (holds "
-                              f"{sorted(others)[:3]}); choose another --out", reason="bad_folder")
+            raise ExportError(
+                f"{out_dir}: not empty and not an ONNX export (holds "
+                f"{sorted(others)[:3]}); choose another --out",
+                reason="bad_folder",
+            )
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ExportError(f"{out_dir}: cannot create ({exc.strerror})", reason="bad_folder") from exc
+        raise ExportError(
+            f"{out_dir}: cannot create ({exc.strerror})", reason="bad_folder"
+        ) from exc
 
 
-def _export_one(module: nn.Module, args: tuple, path: Path, opset: int,
-                input_names: list[str], output_names: list[str],
-                dynamic: dict[str, dict[int, Any]]) -> None:
+def _export_one(
+    module: nn.Module,
+    args: tuple,
+    path: Path,
+    opset: int,
+    input_names: list[str],
+    output_names: list[str],
+    dynamic: dict[str, dict[int, Any]],
+) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            module, args, dynamo=True, opset_version=opset, input_names=input_names,
-            output_names=output_names, dynamic_shapes=dynamic, verbose=False)
+            module,
+            args,
+            dynamo=True,
+            opset_version=opset,
+            input_names=input_names,
+            output_names=output_names,
+            dynamic_shapes=dynamic,
+            verbose=False,
+        )
     if program is None:  # pragma: no cover - dynamo=True always returns a program
         raise ExportError(f"torch.onnx.export returned nothing for {path.name}")
     program.save(str(path))
 
 
-def export_onnx(weights_dir: str | Path, out_dir: str | Path, *, opset: int = 20,
-                fp16: bool = False, gather_sampler: bool = False, config=None,
-                input_size: int | None = None) -> OnnxExport:
+def export_onnx(
+    weights_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    opset: int = 20,
+    fp16: bool = False,
+    gather_sampler: bool = False,
+    config=None,
+    input_size: int | None = None,
+) -> OnnxExport:
     """Export W+G, F and M of the weights in `weights_dir` to `out_dir` (see the module doc).
 
     Raises:
@@ -178,12 +207,15 @@ def export_onnx(weights_dir: str | Path, out_dir: str | Path, *, opset: int = 20
         WeightsError / ModelConfigError: the weights folder does not load.
     """
     if opset < MIN_OPSET:
-        raise ExportError(f"opset {opset} is below the exporter's minimum {MIN_OPSET}",
-                          reason="bad_opset")
+        raise ExportError(
+            f"opset {opset} is below the exporter's minimum {MIN_OPSET}", reason="bad_opset"
+        )
     if opset < MIN_GRIDSAMPLE_OPSET and not gather_sampler:
-        raise ExportError(f"W samples a 5-D volume; GridSample of rank 5 needs opset >= "
-                          f"{MIN_GRIDSAMPLE_OPSET} (use --gather-sampler for opset {opset})",
-                          reason="bad_opset")
+        raise ExportError(
+            f"W samples a 5-D volume; GridSample of rank 5 needs opset >= "
+            f"{MIN_GRIDSAMPLE_OPSET} (use --gather-sampler for opset {opset})",
+            reason="bad_opset",
+        )
     out_dir = Path(out_dir)
     models = load_models(weights_dir, config=config, input_size=input_size)
     _prepare_out_dir(out_dir)
@@ -203,40 +235,75 @@ def export_onnx(weights_dir: str | Path, out_dir: str | Path, *, opset: int = 20
     with torch.no_grad(), sampler_for_export(gather_sampler, keep_fp32=fp16):
         _export_one(
             WarpDecode(nets["W"], nets["G"], dtype).eval(),
-            (f_s, torch.tensor([0, 1]), 0.2 * torch.randn(EXAMPLE_BATCH, num_kp, 3, generator=gen),
-             0.2 * torch.randn(EXAMPLE_BATCH, num_kp, 3, generator=gen)),
-            out_dir / WARP_DECODE, opset, ["f_s", "source_index", "x_s", "x_d"], ["frame"],
-            {"f_s": {0: sources}, "source_index": {0: batch}, "x_s": {0: batch},
-             "x_d": {0: batch}})
-        _export_one(Appearance(nets["F"], dtype).eval(), (images,), out_dir / APPEARANCE, opset,
-                    ["image"], ["f_s"], {"image": {0: batch}})
-        _export_one(Motion(nets["M"], dtype).eval(), (images.clone(),), out_dir / MOTION, opset,
-                    ["image"], list(MOTION_OUTPUTS), {"image": {0: batch}})
+            (
+                f_s,
+                torch.tensor([0, 1]),
+                0.2 * torch.randn(EXAMPLE_BATCH, num_kp, 3, generator=gen),
+                0.2 * torch.randn(EXAMPLE_BATCH, num_kp, 3, generator=gen),
+            ),
+            out_dir / WARP_DECODE,
+            opset,
+            ["f_s", "source_index", "x_s", "x_d"],
+            ["frame"],
+            {"f_s": {0: sources}, "source_index": {0: batch}, "x_s": {0: batch}, "x_d": {0: batch}},
+        )
+        _export_one(
+            Appearance(nets["F"], dtype).eval(),
+            (images,),
+            out_dir / APPEARANCE,
+            opset,
+            ["image"],
+            ["f_s"],
+            {"image": {0: batch}},
+        )
+        _export_one(
+            Motion(nets["M"], dtype).eval(),
+            (images.clone(),),
+            out_dir / MOTION,
+            opset,
+            ["image"],
+            list(MOTION_OUTPUTS),
+            {"image": {0: batch}},
+        )
     seconds = time.perf_counter() - t0
     files = {}
-    for key, name in (("warp_decode", WARP_DECODE), ("appearance", APPEARANCE),
-                      ("motion", MOTION)):
+    for key, name in (("warp_decode", WARP_DECODE), ("appearance", APPEARANCE), ("motion", MOTION)):
         path = out_dir / name
         files[key] = {"file": name, "sha256": _sha256(path), "bytes": path.stat().st_size}
         if (out_dir / f"{name}.data").exists():
             raise ExportError(f"{name}: the exporter wrote external data; not supported")
     manifest = {
-        "format": FORMAT, "fingerprint": models.fingerprint, "config_name": models.config_name,
-        "provenance": models.provenance, "input_size": size, "num_kp": num_kp, "opset": opset,
-        "precision": "fp16" if fp16 else "fp32", "grid_sample_precision": "fp32",
+        "format": FORMAT,
+        "fingerprint": models.fingerprint,
+        "config_name": models.config_name,
+        "provenance": models.provenance,
+        "input_size": size,
+        "num_kp": num_kp,
+        "opset": opset,
+        "precision": "fp16" if fp16 else "fp32",
+        "grid_sample_precision": "fp32",
         "sampler": "gather" if gather_sampler else "GridSample",
-        "max_batch": MAX_EXPORT_BATCH, "versions": _versions(), "files": files,
+        "max_batch": MAX_EXPORT_BATCH,
+        "versions": _versions(),
+        "files": files,
         "export_seconds": round(seconds, 2),
     }
-    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n",
-                                    encoding="utf-8")
-    logger.info("exported %s (opset %d, %s, %s sampler) to %s in %.1f s", models.fingerprint,
-                opset, manifest["precision"], manifest["sampler"], out_dir, seconds)
+    (out_dir / MANIFEST).write_text(
+        json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+    )
+    logger.info(
+        "exported %s (opset %d, %s, %s sampler) to %s in %.1f s",
+        models.fingerprint,
+        opset,
+        manifest["precision"],
+        manifest["sampler"],
+        out_dir,
+        seconds,
+    )
     return OnnxExport(out_dir, manifest)
 
 
-def load_export(folder: str | Path, fingerprint: str, *, verify_files: bool = True
-                ) -> OnnxExport:
+def load_export(folder: str | Path, fingerprint: str, *, verify_files: bool = True) -> OnnxExport:
     """Read and check an export folder against the loaded weights' fingerprint.
 
     Raises:
@@ -248,30 +315,44 @@ def load_export(folder: str | Path, fingerprint: str, *, verify_files: bool = Tr
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
-        raise ExportError(f"{folder}: no {MANIFEST}; run `dynamics weights export-onnx` first",
-                          reason="bad_folder") from exc
+        raise ExportError(
+            f"{folder}: no {MANIFEST}; run `dynamics weights export-onnx` first",
+            reason="bad_folder",
+        ) from exc
     except (OSError, ValueError) as exc:
         raise ExportError(f"{path}: unreadable ({exc})", reason="bad_folder") from exc
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise ExportError(f"{path}: unknown manifest format {manifest.get('format')!r}"
-                          if isinstance(manifest, dict) else f"{path}: not a manifest",
-                          reason="bad_folder")
+        raise ExportError(
+            f"{path}: unknown manifest format {manifest.get('format')!r}"
+            if isinstance(manifest, dict)
+            else f"{path}: not a manifest",
+            reason="bad_folder",
+        )
     if manifest.get("fingerprint") != fingerprint:
         raise ExportError(
             f"{folder}: stale ONNX export: made from model {manifest.get('fingerprint')}, the "
-            f"loaded weights are {fingerprint}; export again", reason="stale_export")
+            f"loaded weights are {fingerprint}; export again",
+            reason="stale_export",
+        )
     for key in ("warp_decode", "appearance", "motion"):
         entry = manifest.get("files", {}).get(key)
         file = folder / entry["file"] if entry else None
         if file is None or not file.is_file():
             raise ExportError(f"{folder}: the export lacks its {key} graph", reason="bad_folder")
         if verify_files and _sha256(file) != entry["sha256"]:
-            raise ExportError(f"{file}: changed since the export (sha256 differs); export again",
-                              reason="stale_export")
+            raise ExportError(
+                f"{file}: changed since the export (sha256 differs); export again",
+                reason="stale_export",
+            )
     current = _versions()
     for name in ("torch", "onnx"):
         made = manifest.get("versions", {}).get(name)
         if made and made.split("+")[0] != current.get(name, "").split("+")[0]:
-            logger.warning("ONNX export %s was made with %s %s, this process has %s", folder,
-                           name, made, current.get(name))
+            logger.warning(
+                "ONNX export %s was made with %s %s, this process has %s",
+                folder,
+                name,
+                made,
+                current.get(name),
+            )
     return OnnxExport(folder, manifest)

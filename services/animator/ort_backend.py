@@ -51,8 +51,10 @@ def parse_providers(text: str | Sequence[str] | None) -> tuple[str, ...]:
         key = item.strip().lower()
         key = full_to_short.get(key, key)
         if key not in PROVIDER_NAMES:
-            raise ValueError(f"unknown ONNX Runtime provider {item.strip()!r}; choose from "
-                             f"{', '.join(PROVIDER_NAMES)}")
+            raise ValueError(
+                f"unknown ONNX Runtime provider {item.strip()!r}; choose from "
+                f"{', '.join(PROVIDER_NAMES)}"
+            )
         if key not in out:
             out.append(key)
     if not out:
@@ -60,8 +62,7 @@ def parse_providers(text: str | Sequence[str] | None) -> tuple[str, ...]:
     return tuple(out)
 
 
-def select_providers(requested: Sequence[str], available: Sequence[str] | None = None
-                     ) -> list[str]:
+def select_providers(requested: Sequence[str], available: Sequence[str] | None = None) -> list[str]:
     """The requested providers (short names) this onnxruntime has, as full names, in order.
     Each missing one is logged (WARNING) as a fallback; none left → ExportError-free
     ValueError naming what is available."""
@@ -75,12 +76,18 @@ def select_providers(requested: Sequence[str], available: Sequence[str] | None =
         if name in available:
             chosen.append(name)
         else:
-            logger.warning("ONNX Runtime provider %s is not available in this build (has %s); "
-                           "falling back to the next one", name, ", ".join(available))
+            logger.warning(
+                "ONNX Runtime provider %s is not available in this build (has %s); "
+                "falling back to the next one",
+                name,
+                ", ".join(available),
+            )
     if not chosen:
-        raise ValueError(f"none of the requested ONNX Runtime providers "
-                         f"({', '.join(requested)}) is available; this build has "
-                         f"{', '.join(available)}")
+        raise ValueError(
+            f"none of the requested ONNX Runtime providers "
+            f"({', '.join(requested)}) is available; this build has "
+            f"{', '.join(available)}"
+        )
     return chosen
 
 
@@ -89,15 +96,24 @@ def device_of(provider: str, device_id: int = 0) -> torch.device:
     return torch.device("cuda", device_id) if provider in _GPU_PROVIDERS else torch.device("cpu")
 
 
-def _provider_options(name: str, *, device_id: int, trt_cache_dir: Path | None,
-                      fp16: bool, profiles: dict[str, str] | None) -> dict[str, str]:
+def _provider_options(
+    name: str,
+    *,
+    device_id: int,
+    trt_cache_dir: Path | None,
+    fp16: bool,
+    profiles: dict[str, str] | None,
+) -> dict[str, str]:
     if name == "TensorrtExecutionProvider":
         opts = {"device_id": str(device_id), "trt_fp16_enable": str(fp16)}
         if trt_cache_dir is not None:
             trt_cache_dir.mkdir(parents=True, exist_ok=True)
-            opts.update(trt_engine_cache_enable="True", trt_engine_cache_path=str(trt_cache_dir),
-                        trt_timing_cache_enable="True",
-                        trt_timing_cache_path=str(trt_cache_dir))
+            opts.update(
+                trt_engine_cache_enable="True",
+                trt_engine_cache_path=str(trt_cache_dir),
+                trt_timing_cache_enable="True",
+                trt_timing_cache_path=str(trt_cache_dir),
+            )
         if profiles:
             opts.update(profiles)
         return opts
@@ -106,10 +122,12 @@ def _provider_options(name: str, *, device_id: int, trt_cache_dir: Path | None,
     return {}
 
 
-def trt_profiles(shapes: dict[str, tuple[int, ...]], batch_dims: dict[str, int],
-                 max_batch: int) -> dict[str, str]:
+def trt_profiles(
+    shapes: dict[str, tuple[int, ...]], batch_dims: dict[str, int], max_batch: int
+) -> dict[str, str]:
     """TensorRT optimisation-profile options: every dynamic batch dimension from 1 to
     `max_batch` (the batcher's largest batch), optimised for `max_batch`."""
+
     def spec(batch: int) -> str:
         parts = []
         for name, shape in shapes.items():
@@ -118,15 +136,25 @@ def trt_profiles(shapes: dict[str, tuple[int, ...]], batch_dims: dict[str, int],
                 dims[batch_dims[name]] = batch
             parts.append(f"{name}:{'x'.join(str(d) for d in dims)}")
         return ",".join(parts)
-    return {"trt_profile_min_shapes": spec(1), "trt_profile_opt_shapes": spec(max_batch),
-            "trt_profile_max_shapes": spec(max_batch)}
+
+    return {
+        "trt_profile_min_shapes": spec(1),
+        "trt_profile_opt_shapes": spec(max_batch),
+        "trt_profile_max_shapes": spec(max_batch),
+    }
 
 
 class _Graph:
     """One ONNX Runtime session run through IOBinding on torch tensors."""
 
-    def __init__(self, path: Path, providers: list[str], options: list[dict[str, str]],
-                 device: torch.device, profile_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        providers: list[str],
+        options: list[dict[str, str]],
+        device: torch.device,
+        profile_dir: Path | None = None,
+    ) -> None:
         import onnxruntime as ort
 
         so = ort.SessionOptions()
@@ -136,8 +164,9 @@ class _Graph:
         if profile_dir is not None:
             so.enable_profiling = True
             so.profile_file_prefix = str(profile_dir / path.stem)
-        self.session = ort.InferenceSession(str(path), sess_options=so, providers=providers,
-                                            provider_options=options)
+        self.session = ort.InferenceSession(
+            str(path), sess_options=so, providers=providers, provider_options=options
+        )
         self.device = device
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.outputs = [o.name for o in self.session.get_outputs()]
@@ -150,12 +179,12 @@ class _Graph:
     def _bind(self, binding, name: str, tensor: torch.Tensor, output: bool) -> None:
         kind = "cuda" if tensor.device.type == "cuda" else "cpu"
         index = tensor.device.index or 0
-        args = (name, kind, index, _NP_TYPES[tensor.dtype], list(tensor.shape),
-                tensor.data_ptr())
+        args = (name, kind, index, _NP_TYPES[tensor.dtype], list(tensor.shape), tensor.data_ptr())
         (binding.bind_output if output else binding.bind_input)(*args)
 
-    def run(self, feeds: dict[str, torch.Tensor], out_shapes: dict[str, tuple[int, ...]]
-            ) -> dict[str, torch.Tensor]:
+    def run(
+        self, feeds: dict[str, torch.Tensor], out_shapes: dict[str, tuple[int, ...]]
+    ) -> dict[str, torch.Tensor]:
         """Run with device tensors bound in place; outputs are allocated here (fp32)."""
         binding = self.session.io_binding()
         keep = []
@@ -163,8 +192,10 @@ class _Graph:
             tensor = feeds[name].to(self.device).contiguous()
             keep.append(tensor)
             self._bind(binding, name, tensor, output=False)
-        outs = {name: torch.empty(out_shapes[name], dtype=torch.float32, device=self.device)
-                for name in self.outputs}
+        outs = {
+            name: torch.empty(out_shapes[name], dtype=torch.float32, device=self.device)
+            for name in self.outputs
+        }
         for name, tensor in outs.items():
             self._bind(binding, name, tensor, output=True)
         if self.device.type == "cuda":
@@ -182,18 +213,27 @@ class _Graph:
 class OrtEngine:
     """F, M and W+G of one export on one provider list (see the module docstring)."""
 
-    def __init__(self, export: OnnxExport, *, providers: Sequence[str] = DEFAULT_PROVIDERS,
-                 device_id: int = 0, batch_size: int = 8, trt_cache_dir: str | Path | None = None,
-                 profile_dir: str | Path | None = None, available: Sequence[str] | None = None
-                 ) -> None:
+    def __init__(
+        self,
+        export: OnnxExport,
+        *,
+        providers: Sequence[str] = DEFAULT_PROVIDERS,
+        device_id: int = 0,
+        batch_size: int = 8,
+        trt_cache_dir: str | Path | None = None,
+        profile_dir: str | Path | None = None,
+        available: Sequence[str] | None = None,
+    ) -> None:
         self.export = export
         self.batch_size = batch_size
         chosen = select_providers(providers, available)
         self.device = device_of(chosen[0], device_id)
         if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise ExportError(f"{chosen[0]} is available to onnxruntime but torch has no CUDA; "
-                              "install the CUDA torch wheel or set ANIMATOR_ORT_PROVIDERS=cpu",
-                              reason="bad_backend")
+            raise ExportError(
+                f"{chosen[0]} is available to onnxruntime but torch has no CUDA; "
+                "install the CUDA torch wheel or set ANIMATOR_ORT_PROVIDERS=cpu",
+                reason="bad_backend",
+            )
         fp16 = export.precision == "fp16"
         cache = Path(trt_cache_dir) if trt_cache_dir else None
         profile = Path(profile_dir) if profile_dir else None
@@ -201,34 +241,82 @@ class OrtEngine:
         self.input_size = int(m["input_size"])
         self.num_kp = int(m["num_kp"])
         image = (batch_size, 3, self.input_size, self.input_size)
-        self.F = self._graph(export.path("appearance"), chosen, device_id, cache, fp16, profile,
-                             {"image": image}, {"image": 0})
+        self.F = self._graph(
+            export.path("appearance"),
+            chosen,
+            device_id,
+            cache,
+            fp16,
+            profile,
+            {"image": image},
+            {"image": 0},
+        )
         self.f_s_shape = tuple(self.F.output_shapes["f_s"][1:])  # C×D×h×w (static)
-        self.M = self._graph(export.path("motion"), chosen, device_id, cache, fp16, profile,
-                             {"image": image}, {"image": 0})
+        self.M = self._graph(
+            export.path("motion"),
+            chosen,
+            device_id,
+            cache,
+            fp16,
+            profile,
+            {"image": image},
+            {"image": 0},
+        )
         kp = (batch_size, self.num_kp, 3)
         self.WG = self._graph(
-            export.path("warp_decode"), chosen, device_id, cache, fp16, profile,
-            {"f_s": (batch_size, *self.f_s_shape), "source_index": (batch_size,), "x_s": kp,
-             "x_d": kp}, {"f_s": 0, "source_index": 0, "x_s": 0, "x_d": 0})
+            export.path("warp_decode"),
+            chosen,
+            device_id,
+            cache,
+            fp16,
+            profile,
+            {
+                "f_s": (batch_size, *self.f_s_shape),
+                "source_index": (batch_size,),
+                "x_s": kp,
+                "x_d": kp,
+            },
+            {"f_s": 0, "source_index": 0, "x_s": 0, "x_d": 0},
+        )
         self.frame_shape = tuple(self.WG.output_shapes["frame"][1:])  # 3×H×W
         self.provider = self.WG.providers[0]
         if self.provider != chosen[0]:
-            logger.warning("onnxruntime could not start %s for W+G; running on %s", chosen[0],
-                           self.provider)
+            logger.warning(
+                "onnxruntime could not start %s for W+G; running on %s", chosen[0], self.provider
+            )
             self.device = device_of(self.provider, device_id)
             for graph in (self.F, self.M, self.WG):
                 graph.device = self.device
-        logger.info("animator backend onnxruntime: provider %s (of %s), device %s, export %s "
-                    "(%s, opset %s, %s sampler)", self.provider, ", ".join(chosen), self.device,
-                    export.folder, export.precision, m["opset"], m["sampler"])
+        logger.info(
+            "animator backend onnxruntime: provider %s (of %s), device %s, export %s "
+            "(%s, opset %s, %s sampler)",
+            self.provider,
+            ", ".join(chosen),
+            self.device,
+            export.folder,
+            export.precision,
+            m["opset"],
+            m["sampler"],
+        )
 
-    def _graph(self, path: Path, chosen: list[str], device_id: int, cache: Path | None,
-               fp16: bool, profile: Path | None, shapes: dict[str, tuple[int, ...]],
-               batch_dims: dict[str, int]) -> _Graph:
+    def _graph(
+        self,
+        path: Path,
+        chosen: list[str],
+        device_id: int,
+        cache: Path | None,
+        fp16: bool,
+        profile: Path | None,
+        shapes: dict[str, tuple[int, ...]],
+        batch_dims: dict[str, int],
+    ) -> _Graph:
         profiles = trt_profiles(shapes, batch_dims, self.batch_size)
-        options = [_provider_options(name, device_id=device_id, trt_cache_dir=cache, fp16=fp16,
-                                     profiles=profiles) for name in chosen]
+        options = [
+            _provider_options(
+                name, device_id=device_id, trt_cache_dir=cache, fp16=fp16, profiles=profiles
+            )
+            for name in chosen
+        ]
         return _Graph(path, chosen, options, device_of(chosen[0], device_id), profile)
 
     @property
@@ -247,8 +335,7 @@ class OrtEngine:
         shapes = {name: (n, *self.M.output_shapes[name][1:]) for name in MOTION_OUTPUTS}
         return self.M.run({"image": images.float()}, shapes)
 
-    def warp_decode(self, f_s: torch.Tensor, x_s: torch.Tensor, x_d: torch.Tensor
-                    ) -> torch.Tensor:
+    def warp_decode(self, f_s: torch.Tensor, x_s: torch.Tensor, x_d: torch.Tensor) -> torch.Tensor:
         """W+G: f_s 1 or B×C×D×h×w, x_s/x_d B×K×3 → frames B×3×H×W in (0, 1)."""
         b = x_d.shape[0]
         if f_s.shape[0] == 1:
@@ -257,8 +344,7 @@ class OrtEngine:
             index = torch.arange(b, dtype=torch.int64, device=self.device)
         else:
             raise ValueError(f"f_s batch {f_s.shape[0]} is neither 1 nor the frame batch {b}")
-        feeds = {"f_s": f_s.float(), "source_index": index, "x_s": x_s.float(),
-                 "x_d": x_d.float()}
+        feeds = {"f_s": f_s.float(), "source_index": index, "x_s": x_s.float(), "x_d": x_d.float()}
         return self.WG.run(feeds, {"frame": (b, *self.frame_shape)})["frame"]
 
     def end_profiling(self) -> list[str]:

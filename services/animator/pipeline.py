@@ -71,11 +71,14 @@ def check_autocast(device: torch.device, dtype: torch.dtype | None) -> None:
         return
     if device.type == "cpu" and dtype == torch.bfloat16:
         if not cpu_has_bf16():
-            raise ValueError("bf16 on CPU needs native bf16 units (AVX512-BF16 or AMX); "
-                             "this CPU has neither, use fp32")
+            raise ValueError(
+                "bf16 on CPU needs native bf16 units (AVX512-BF16 or AMX); "
+                "this CPU has neither, use fp32"
+            )
         return
-    raise ValueError(f"autocast in {dtype} is only supported on CUDA (and bf16 on CPUs with "
-                     "AVX512-BF16/AMX)")
+    raise ValueError(
+        f"autocast in {dtype} is only supported on CUDA (and bf16 on CPUs with AVX512-BF16/AMX)"
+    )
 
 
 @dataclass(frozen=True)
@@ -147,14 +150,24 @@ class AnimatorPipeline:
             logger.warning("animator runs on RANDOM weights: every generated frame is noise")
 
     @classmethod
-    def from_weights(cls, weights_dir: str | Path, *, device: str | torch.device = "cpu",
-                     dtype: torch.dtype = torch.float32, batch_size: int = 8,
-                     autocast_dtype: torch.dtype | None = None, compile: bool = False,
-                     input_size: int | None = None, config=None,
-                     channels_last: bool = False, compile_mode: str = "default",
-                     backend: str = "torch", onnx_dir: str | Path | None = None,
-                     ort_providers: Sequence[str] | None = None,
-                     trt_cache_dir: str | Path | None = None) -> AnimatorPipeline:
+    def from_weights(
+        cls,
+        weights_dir: str | Path,
+        *,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        batch_size: int = 8,
+        autocast_dtype: torch.dtype | None = None,
+        compile: bool = False,
+        input_size: int | None = None,
+        config=None,
+        channels_last: bool = False,
+        compile_mode: str = "default",
+        backend: str = "torch",
+        onnx_dir: str | Path | None = None,
+        ort_providers: Sequence[str] | None = None,
+        trt_cache_dir: str | Path | None = None,
+    ) -> AnimatorPipeline:
         """Load the upstream checkpoint files (strict) and build the pipeline.
 
         `dtype` is the storage dtype of F/M/W/G (fp32 default; fp16/bf16 only on CUDA, where it
@@ -172,9 +185,16 @@ class AnimatorPipeline:
         if backend not in BACKENDS:
             raise ValueError(f"unknown animator backend {backend!r}; choose {BACKENDS}")
         if backend == "onnxruntime":
-            return cls._from_export(weights_dir, onnx_dir=onnx_dir, providers=ort_providers,
-                                    trt_cache_dir=trt_cache_dir, batch_size=batch_size,
-                                    input_size=input_size, config=config, device=device)
+            return cls._from_export(
+                weights_dir,
+                onnx_dir=onnx_dir,
+                providers=ort_providers,
+                trt_cache_dir=trt_cache_dir,
+                batch_size=batch_size,
+                input_size=input_size,
+                config=config,
+                device=device,
+            )
         device = torch.device(device)
         if dtype != torch.float32:
             if device.type != "cuda":
@@ -182,15 +202,28 @@ class AnimatorPipeline:
             autocast_dtype = autocast_dtype or dtype
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed shapes per batch size
-        models = load_models(weights_dir, device=device, dtype=dtype, config=config,
-                             input_size=input_size)
+        models = load_models(
+            weights_dir, device=device, dtype=dtype, config=config, input_size=input_size
+        )
         num_kp = int(models.config["model_params"]["motion_extractor_params"].get("num_kp", 21))
-        pipe = cls(F=models.F, M=models.M, W=models.W, G=models.G,
-                   stitching=models.stitching.float(), lip=models.lip.float(),
-                   eye=models.eye.float(), device=device, input_size=models.input_size,
-                   batch_size=batch_size, autocast_dtype=autocast_dtype,
-                   provenance=models.provenance, fingerprint=models.fingerprint,
-                   config_name=models.config_name, weights_dtype=dtype, num_kp=num_kp)
+        pipe = cls(
+            F=models.F,
+            M=models.M,
+            W=models.W,
+            G=models.G,
+            stitching=models.stitching.float(),
+            lip=models.lip.float(),
+            eye=models.eye.float(),
+            device=device,
+            input_size=models.input_size,
+            batch_size=batch_size,
+            autocast_dtype=autocast_dtype,
+            provenance=models.provenance,
+            fingerprint=models.fingerprint,
+            config_name=models.config_name,
+            weights_dtype=dtype,
+            num_kp=num_kp,
+        )
         if channels_last and device.type == "cuda":
             pipe.G = pipe.G.to(memory_format=torch.channels_last)
         if compile:
@@ -200,8 +233,18 @@ class AnimatorPipeline:
         return pipe
 
     @classmethod
-    def _from_export(cls, weights_dir, *, onnx_dir, providers, trt_cache_dir, batch_size,
-                     input_size, config, device) -> AnimatorPipeline:
+    def _from_export(
+        cls,
+        weights_dir,
+        *,
+        onnx_dir,
+        providers,
+        trt_cache_dir,
+        batch_size,
+        input_size,
+        config,
+        device,
+    ) -> AnimatorPipeline:
         from services.animator import ort_backend
         from services.animator.onnx_export import load_export
 
@@ -209,20 +252,39 @@ class AnimatorPipeline:
         folder = Path(onnx_dir) if onnx_dir else models.weights_dir / "onnx"
         export = load_export(folder, models.fingerprint)  # refuses a stale export
         engine = ort_backend.OrtEngine(
-            export, providers=ort_backend.parse_providers(providers), batch_size=batch_size,
-            device_id=torch.device(device).index or 0, trt_cache_dir=trt_cache_dir)
+            export,
+            providers=ort_backend.parse_providers(providers),
+            batch_size=batch_size,
+            device_id=torch.device(device).index or 0,
+            trt_cache_dir=trt_cache_dir,
+        )
         if torch.device(device).type != engine.device.type:
-            logger.warning("ANIMATOR_DEVICE %s, but onnxruntime runs on %s (%s)", device,
-                           engine.device, engine.provider)
+            logger.warning(
+                "ANIMATOR_DEVICE %s, but onnxruntime runs on %s (%s)",
+                device,
+                engine.device,
+                engine.provider,
+            )
         num_kp = int(models.config["model_params"]["motion_extractor_params"].get("num_kp", 21))
         dev = engine.device
-        return cls(F=models.F, M=models.M, W=models.W, G=models.G,
-                   stitching=models.stitching.float().to(dev), lip=models.lip.float().to(dev),
-                   eye=models.eye.float().to(dev), device=dev, input_size=models.input_size,
-                   batch_size=batch_size, provenance=models.provenance,
-                   fingerprint=models.fingerprint, config_name=models.config_name,
-                   weights_dtype=torch.float16 if export.precision == "fp16" else torch.float32,
-                   num_kp=num_kp, engine=engine)
+        return cls(
+            F=models.F,
+            M=models.M,
+            W=models.W,
+            G=models.G,
+            stitching=models.stitching.float().to(dev),
+            lip=models.lip.float().to(dev),
+            eye=models.eye.float().to(dev),
+            device=dev,
+            input_size=models.input_size,
+            batch_size=batch_size,
+            provenance=models.provenance,
+            fingerprint=models.fingerprint,
+            config_name=models.config_name,
+            weights_dtype=torch.float16 if export.precision == "fp16" else torch.float32,
+            num_kp=num_kp,
+            engine=engine,
+        )
 
     @property
     def backend(self) -> str:
@@ -274,8 +336,10 @@ class AnimatorPipeline:
             img = np.asarray(img)
             bad = img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3
             if bad or min(img.shape[:2]) < 2:
-                raise InvalidInputError(f"expected an H×W×3 uint8 RGB crop, got {img.dtype} "
-                                        f"{img.shape}", reason="bad_image")
+                raise InvalidInputError(
+                    f"expected an H×W×3 uint8 RGB crop, got {img.dtype} {img.shape}",
+                    reason="bad_image",
+                )
             if img.shape[:2] != (self.input_size, self.input_size):
                 img = cv2.resize(img, (self.input_size, self.input_size))
             out.append(img)
@@ -301,8 +365,12 @@ class AnimatorPipeline:
         with self.autocast():
             return self.F(images).float()
 
-    def prepare_source(self, crop: np.ndarray | torch.Tensor, ratios: Ratios | None = None,
-                       options: MotionOptions | None = None) -> SourceState:
+    def prepare_source(
+        self,
+        crop: np.ndarray | torch.Tensor,
+        ratios: Ratios | None = None,
+        options: MotionOptions | None = None,
+    ) -> SourceState:
         """Source crop (256×256 RGB uint8, or a prepared 1×3×S×S tensor) → SourceState.
 
         F and M run once; x_s, R_s and the lip-normalisation delta are kept on the device.
@@ -318,16 +386,24 @@ class AnimatorPipeline:
             f_s = self.appearance(image)  # 1×C×D×H×W
         rot = info.rotation()  # 1×3×3
         src = SourceMotion(
-            kp=info.kp, rot=rot, exp=info.exp, scale=info.scale, t=info.t,
+            kp=info.kp,
+            rot=rot,
+            exp=info.exp,
+            scale=info.scale,
+            t=info.t,
             x_s=info.transformed(),
             eye_ratio=torch.tensor([[ratios.eye_left, ratios.eye_right]], device=self.device),
-            lip_ratio=torch.tensor([[ratios.lip]], device=self.device))
+            lip_ratio=torch.tensor([[ratios.lip]], device=self.device),
+        )
         lip_delta = motion.source_lip_delta(src, options, self.retargeters)
         return SourceState(f_s=f_s, motion=src, kp_info=info, options=options, lip_delta=lip_delta)
 
-    def extract_motion(self, crops: np.ndarray | Sequence[np.ndarray],
-                       ratios: Sequence[Ratios] | None = None, start_index: int = 0
-                       ) -> list[DrivingFrame]:
+    def extract_motion(
+        self,
+        crops: np.ndarray | Sequence[np.ndarray],
+        ratios: Sequence[Ratios] | None = None,
+        start_index: int = 0,
+    ) -> list[DrivingFrame]:
         """Driving crops → per-frame motion (M in batches of `batch_size`)."""
         crops = list(crops) if not isinstance(crops, np.ndarray) or crops.ndim == 4 else [crops]
         ratios = list(ratios) if ratios is not None else [Ratios()] * len(crops)
@@ -335,23 +411,25 @@ class AnimatorPipeline:
             raise InvalidInputError("one ratio triple per crop is needed", reason="bad_motion")
         frames: list[DrivingFrame] = []
         for lo in range(0, len(crops), self.batch_size):
-            images = self.prepare_images(crops[lo:lo + self.batch_size])
+            images = self.prepare_images(crops[lo : lo + self.batch_size])
             with self.on_device():
                 info = self.kp_info(images)
-            frames += frames_from_kp_info(info, ratios[lo:lo + self.batch_size], start_index + lo)
+            frames += frames_from_kp_info(info, ratios[lo : lo + self.batch_size], start_index + lo)
         return frames
 
-    def generate(self, state: SourceState, motions: Sequence[DrivingFrame],
-                 start_index: int | None = None) -> Iterator[np.ndarray]:
+    def generate(
+        self, state: SourceState, motions: Sequence[DrivingFrame], start_index: int | None = None
+    ) -> Iterator[np.ndarray]:
         """Yield one H×W×3 uint8 frame per driving motion, in order, computed B at a time."""
         index = state.frames_done if start_index is None else start_index
         for lo in range(0, len(motions), self.batch_size):
-            batch = self.run_batch(state, motions[lo:lo + self.batch_size], index + lo)
+            batch = self.run_batch(state, motions[lo : lo + self.batch_size], index + lo)
             yield from batch.images
 
     @torch.no_grad()
-    def run_batch(self, state: SourceState, motions: Sequence[DrivingFrame],
-                  start_index: int) -> AnimatorOutput:
+    def run_batch(
+        self, state: SourceState, motions: Sequence[DrivingFrame], start_index: int
+    ) -> AnimatorOutput:
         """The per-frame recipe for up to B frames: keypoints, S/R, W, G, uint8."""
         t0 = time.perf_counter()
         with self.on_device():
@@ -361,8 +439,9 @@ class AnimatorPipeline:
         return out
 
     @torch.no_grad()
-    def job_keypoints(self, state: SourceState, motions: Sequence[DrivingFrame],
-                      start_index: int) -> torch.Tensor:
+    def job_keypoints(
+        self, state: SourceState, motions: Sequence[DrivingFrame], start_index: int
+    ) -> torch.Tensor:
         """Steps 1-3 of the recipe for one job's frames → x_d B×K×3 (inside on_device).
 
         Frame 0 of a job fixes its `MotionReference`, so a job's batches must come in order.
@@ -374,24 +453,32 @@ class AnimatorPipeline:
         if state.reference is None:
             state.reference = motion.make_reference(state.motion, drv.head(1), state.options)
         x_d = motion.driving_keypoints(state.motion, drv, state.reference, state.options)
-        x_d = motion.apply_expression_friendly(x_d, state.motion, state.reference,
-                                               state.options)  # B×K×3
+        x_d = motion.apply_expression_friendly(
+            x_d, state.motion, state.reference, state.options
+        )  # B×K×3
         # 3. stitching / retargeting (S, R_eye, R_lip) and the driving multiplier
-        x_d = motion.stitch_and_retarget(x_d, state.motion, drv, state.options,
-                                         self.retargeters, lip_delta=state.lip_delta)
+        x_d = motion.stitch_and_retarget(
+            x_d, state.motion, drv, state.options, self.retargeters, lip_delta=state.lip_delta
+        )
         state.frames_done = start_index + len(motions)
         return x_d
 
     @torch.no_grad()
-    def warp_decode(self, f_s: torch.Tensor, x_s: torch.Tensor, x_d: torch.Tensor,
-                    start_index: int) -> AnimatorOutput:
+    def warp_decode(
+        self, f_s: torch.Tensor, x_s: torch.Tensor, x_d: torch.Tensor, start_index: int
+    ) -> AnimatorOutput:
         """W + G + uint8 for B frames (f_s 1 or B×C×D×H×W; x_s, x_d B×K×3); inside on_device."""
         if self.engine is not None:  # W+G fused in one graph: only the frame comes back
             image = self.engine.warp_decode(f_s, x_s, x_d)  # B×3×H×W
             return AnimatorOutput(
                 indices=list(range(start_index, start_index + x_d.shape[0])),
-                images=to_uint8(image), x_d=x_d, image=image, occlusion_map=None,
-                deformation=None, random_weights=self.random_weights)
+                images=to_uint8(image),
+                x_d=x_d,
+                image=image,
+                occlusion_map=None,
+                deformation=None,
+                random_weights=self.random_weights,
+            )
         if self.cuda_graphs:  # a new step: earlier replays' outputs may now be overwritten
             torch.compiler.cudagraph_mark_step_begin()
         with self.autocast():
@@ -406,20 +493,27 @@ class AnimatorPipeline:
         images = to_uint8(image)  # B×H×W×3
         occlusion = warped.get("occlusion_map")
         return AnimatorOutput(
-            indices=list(range(start_index, start_index + x_d.shape[0])), images=images, x_d=x_d,
-            image=image, occlusion_map=None if occlusion is None else occlusion.float(),
-            deformation=warped["deformation"].float(), random_weights=self.random_weights)
+            indices=list(range(start_index, start_index + x_d.shape[0])),
+            images=images,
+            x_d=x_d,
+            image=image,
+            occlusion_map=None if occlusion is None else occlusion.float(),
+            deformation=warped["deformation"].float(),
+            random_weights=self.random_weights,
+        )
 
     def _validate(self, state: SourceState, motions: Sequence[DrivingFrame], start: int) -> None:
         if not motions:
             raise InvalidInputError("no driving motion given", reason="bad_motion")
         if state.reference is None and start != 0:
-            raise InvalidInputError("the first generated batch must start at driving frame 0",
-                                    reason="bad_motion")
+            raise InvalidInputError(
+                "the first generated batch must start at driving frame 0", reason="bad_motion"
+            )
         for frame in motions:
             if frame.expression.shape != (self.num_kp, 3):
-                raise InvalidInputError(f"frame {frame.index}: expression must be {self.num_kp}×3",
-                                        reason="bad_motion")
+                raise InvalidInputError(
+                    f"frame {frame.index}: expression must be {self.num_kp}×3", reason="bad_motion"
+                )
 
     def warm_up(self) -> float:
         """Run frames end to end (source = mid-grey, driving = itself) before serving: one
@@ -432,6 +526,10 @@ class AnimatorPipeline:
             frames = [dataclasses.replace(frames[0], index=i) for i in range(self.batch_size)]
         list(self.generate(state, frames, 0))
         seconds = time.perf_counter() - t0
-        logger.info("animator warm-up (%s backend): one frame in %.2f s on %s", self.backend,
-                    seconds, self.device)
+        logger.info(
+            "animator warm-up (%s backend): one frame in %.2f s on %s",
+            self.backend,
+            seconds,
+            self.device,
+        )
         return seconds

@@ -44,8 +44,9 @@ logger = logging.getLogger(__name__)
 POWER_ITERATIONS = 30
 
 
-def write_random_weights(out_dir: str | Path, config: str | Path = "real", seed: int = 0,
-                         *, overwrite: bool = False) -> Path:
+def write_random_weights(
+    out_dir: str | Path, config: str | Path = "real", seed: int = 0, *, overwrite: bool = False
+) -> Path:
     """Write seeded random weights for `config` into out_dir in the upstream tree layout.
 
     Args:
@@ -66,8 +67,10 @@ def write_random_weights(out_dir: str | Path, config: str | Path = "real", seed:
     config_path = named_config_path(config) if config in NAMED_CONFIGS else Path(config)
     cfg = load_models_config(config_path)
     if (out_dir / MANIFEST_FILE).exists():
-        raise WeightsError(f"{out_dir} holds fetched real weights ({MANIFEST_FILE}); "
-                           "write random weights elsewhere")
+        raise WeightsError(
+            f"{out_dir} holds fetched real weights ({MANIFEST_FILE}); "
+            "write random weights elsewhere"
+        )
     paths = tree_paths(out_dir / TREE_ROOT)
     existing = [str(p) for p in paths.values() if p.exists()]
     if existing and not overwrite:
@@ -85,13 +88,15 @@ def write_random_weights(out_dir: str | Path, config: str | Path = "real", seed:
     shutil.copyfile(config_path, out_dir / CONFIG_FILE)  # the folder describes itself
     marker = {
         "warning": "seeded RANDOM weights, not a trained model: every output is noise",
-        "seed": seed, "config": str(config),
+        "seed": seed,
+        "config": str(config),
         "n_parameters": {k: sum(p.numel() for p in n.parameters()) for k, n in nets.items()},
         "files": [p.relative_to(out_dir).as_posix() for p in paths.values()],
     }
     (out_dir / RANDOM_MARKER).write_text(json.dumps(marker, indent=1) + "\n", encoding="utf-8")
-    logger.info("wrote random LivePortrait weights (config %s, seed %d) to %s", config, seed,
-                out_dir)
+    logger.info(
+        "wrote random LivePortrait weights (config %s, seed %d) to %s", config, seed, out_dir
+    )
     return out_dir
 
 
@@ -112,8 +117,9 @@ def random_state_dict(net: nn.Module, gen: torch.Generator) -> dict[str, torch.T
     return state
 
 
-def _random_tensor(key: str, shape: torch.Size, dtype: torch.dtype,
-                   gen: torch.Generator) -> torch.Tensor:
+def _random_tensor(
+    key: str, shape: torch.Size, dtype: torch.dtype, gen: torch.Generator
+) -> torch.Tensor:
     leaf = key.rpartition(".")[2]
     if leaf == "num_batches_tracked":
         return torch.randint(1, 100_000, (), generator=gen, dtype=dtype)
@@ -128,11 +134,12 @@ def _random_tensor(key: str, shape: torch.Size, dtype: torch.dtype,
     if len(shape) == 1:  # BatchNorm / LayerNorm scale
         return 1.0 + 0.1 * torch.randn(shape, generator=gen)
     fan_in = shape[1:].numel()  # conv / linear weight (or spectral weight_orig)
-    return torch.randn(shape, generator=gen) / fan_in ** 0.5
+    return torch.randn(shape, generator=gen) / fan_in**0.5
 
 
-def _power_iteration(weight: torch.Tensor,
-                     gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def _power_iteration(
+    weight: torch.Tensor, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Converged (u, v) of W.reshape(out, -1), as a trained spectral-norm layer stores them."""
     mat = weight.reshape(weight.shape[0], -1).double()  # out×(in·kh·kw)
     v = torch.randn(mat.shape[1], generator=gen, dtype=torch.float64)  # in·kh·kw

@@ -31,8 +31,9 @@ metrics.add_queue_source(_queued_frames)
 class BoundedReader:
     """Pull `requests` on a daemon thread into a bounded queue; `stop()` ends it early."""
 
-    def __init__(self, requests: Iterator[Any], convert: Callable[[Any], Any],
-                 maxsize: int) -> None:
+    def __init__(
+        self, requests: Iterator[Any], convert: Callable[[Any], Any], maxsize: int
+    ) -> None:
         self._requests = requests
         self._convert = convert
         self._queue: queue.Queue = queue.Queue(maxsize=maxsize)

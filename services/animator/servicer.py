@@ -39,11 +39,16 @@ def options_from_proto(msg: common_pb2.AnimationOptions, total_frames: int) -> M
     if not np.isfinite(multiplier) or not 0.0 < multiplier <= 10.0:
         raise InvalidInputError("driving_multiplier must be in (0, 10]", reason="bad_options")
     return MotionOptions(
-        relative=not msg.absolute_motion, expression_friendly=_DRIVING_OPTIONS[msg.driving_option],
-        stitching=not msg.disable_stitching, normalize_lip=msg.normalize_lip,
-        eye_retargeting=msg.eye_retargeting, lip_retargeting=msg.lip_retargeting,
-        driving_multiplier=float(multiplier), region=_REGIONS[msg.region],
-        driving_image=total_frames == 1)
+        relative=not msg.absolute_motion,
+        expression_friendly=_DRIVING_OPTIONS[msg.driving_option],
+        stitching=not msg.disable_stitching,
+        normalize_lip=msg.normalize_lip,
+        eye_retargeting=msg.eye_retargeting,
+        lip_retargeting=msg.lip_retargeting,
+        driving_multiplier=float(multiplier),
+        region=_REGIONS[msg.region],
+        driving_image=total_frames == 1,
+    )
 
 
 def ratios_from_proto(msg: common_pb2.FaceRatios) -> Ratios:
@@ -63,8 +68,9 @@ def _driving_item(request: animator_pb2.AnimateRequest):
         return templates.frame_from_proto(request.motion)
     if which == "crop":
         return _crop_item(request.crop)
-    raise InvalidInputError(f"expected FrameMotion or DrivingCrop after the setup, got {which}",
-                            reason="bad_request")
+    raise InvalidInputError(
+        f"expected FrameMotion or DrivingCrop after the setup, got {which}", reason="bad_request"
+    )
 
 
 def _dtype_name(dtype) -> str:
@@ -74,18 +80,31 @@ def _dtype_name(dtype) -> str:
 def info_of(pipe: AnimatorPipeline) -> animator_pb2.AnimatorInfo:
     """What a loaded pipeline runs, as GetInfo reports it."""
     return animator_pb2.AnimatorInfo(
-        model_fingerprint=pipe.fingerprint, config_name=pipe.config_name,
-        provenance=pipe.provenance, backend=pipe.backend, device=str(pipe.device),
-        dtype=_dtype_name(pipe.compute_dtype), input_size=pipe.input_size, num_kp=pipe.num_kp,
-        batch_size=pipe.batch_size)
+        model_fingerprint=pipe.fingerprint,
+        config_name=pipe.config_name,
+        provenance=pipe.provenance,
+        backend=pipe.backend,
+        device=str(pipe.device),
+        dtype=_dtype_name(pipe.compute_dtype),
+        input_size=pipe.input_size,
+        num_kp=pipe.num_kp,
+        batch_size=pipe.batch_size,
+    )
 
 
 class AnimatorServicer(animator_pb2_grpc.AnimatorServiceServicer):
     """ExtractMotion (crops -> template), Animate (setup + motion/crops -> frames) and GetInfo
     (the model fingerprint and how the model runs)."""
 
-    def __init__(self, pipeline: AnimatorPipeline | None = None, *, max_frames: int = 3000,
-                 queue_frames: int = 16, max_jobs: int = 8, max_wait_ms: float = 10.0) -> None:
+    def __init__(
+        self,
+        pipeline: AnimatorPipeline | None = None,
+        *,
+        max_frames: int = 3000,
+        queue_frames: int = 16,
+        max_jobs: int = 8,
+        max_wait_ms: float = 10.0,
+    ) -> None:
         self.max_frames = max_frames
         self.queue_frames = queue_frames
         self.max_jobs = max_jobs
@@ -97,12 +116,12 @@ class AnimatorServicer(animator_pb2_grpc.AnimatorServiceServicer):
 
     def attach(self, pipeline: AnimatorPipeline) -> None:
         """Install the loaded pipeline and start its cross-job batcher (NOT_SERVING until then)."""
-        self.batcher = CrossJobBatcher(pipeline, max_wait_s=self.max_wait_ms / 1000.0,
-                                       max_jobs=self.max_jobs).start()
+        self.batcher = CrossJobBatcher(
+            pipeline, max_wait_s=self.max_wait_ms / 1000.0, max_jobs=self.max_jobs
+        ).start()
         self.pipeline = pipeline
         metrics.record_backend(pipeline.backend, str(pipeline.device))
-        logger.info("animator serving on backend %s, device %s", pipeline.backend,
-                    pipeline.device)
+        logger.info("animator serving on backend %s, device %s", pipeline.backend, pipeline.device)
 
     def close(self) -> None:
         """Stop the batcher's device thread (queued work fails with UNAVAILABLE)."""
@@ -126,8 +145,9 @@ class AnimatorServicer(animator_pb2_grpc.AnimatorServiceServicer):
         pipe = self._pipe()
         first = next(request_iterator, None)
         if first is None or first.WhichOneof("item") != "config":
-            raise InvalidInputError("the first ExtractMotion message must be the config",
-                                    reason="bad_request")
+            raise InvalidInputError(
+                "the first ExtractMotion message must be the config", reason="bad_request"
+            )
         fps = first.config.fps
         if fps.num < 0 or fps.den < 0 or (fps.num > 0) != (fps.den > 0):
             raise InvalidInputError("fps must be a positive fraction", reason="bad_request")
@@ -146,23 +166,29 @@ class AnimatorServicer(animator_pb2_grpc.AnimatorServiceServicer):
         if not frames:
             raise InvalidInputError("no driving crops were sent", reason="no_frames")
         tpl = templates.MotionTemplate(
-            frames=frames, fps=Fraction(fps.num, fps.den) if fps.num else Fraction(25),
-            num_kp=pipe.num_kp, model_version=pipe.fingerprint)
+            frames=frames,
+            fps=Fraction(fps.num, fps.den) if fps.num else Fraction(25),
+            num_kp=pipe.num_kp,
+            model_version=pipe.fingerprint,
+        )
         return animator_pb2.ExtractMotionResponse(template=templates.template_to_proto(tpl))
 
     def _extract_item(self, request: animator_pb2.ExtractMotionRequest):
         if request.WhichOneof("item") != "crop":
-            raise InvalidInputError("only DrivingCrop messages may follow the config",
-                                    reason="bad_request")
+            raise InvalidInputError(
+                "only DrivingCrop messages may follow the config", reason="bad_request"
+            )
         return _crop_item(request.crop)
 
     def _check_length(self, n: int) -> None:
         if n > self.max_frames:
-            raise ResourceExhaustedError(f"more than {self.max_frames} frames in one call",
-                                         reason="too_many_frames")
+            raise ResourceExhaustedError(
+                f"more than {self.max_frames} frames in one call", reason="too_many_frames"
+            )
 
-    def _motion_of_crops(self, items: list[tuple[np.ndarray, Ratios]], start: int
-                         ) -> list[DrivingFrame]:
+    def _motion_of_crops(
+        self, items: list[tuple[np.ndarray, Ratios]], start: int
+    ) -> list[DrivingFrame]:
         pipe = self._pipe()
         held = pipe.held_seconds()
         frames = pipe.extract_motion([c for c, _ in items], [r for _, r in items], start)
@@ -174,14 +200,17 @@ class AnimatorServicer(animator_pb2_grpc.AnimatorServiceServicer):
         self._pipe()
         first = next(request_iterator, None)
         if first is None or first.WhichOneof("item") != "setup":
-            raise InvalidInputError("the first Animate message must be the setup",
-                                    reason="bad_request")
+            raise InvalidInputError(
+                "the first Animate message must be the setup", reason="bad_request"
+            )
         setup = first.setup
         fingerprint = self._pipe().fingerprint
         if setup.motion_fingerprint and setup.motion_fingerprint != fingerprint:
             raise FailedPreconditionError(
                 f"the motion was made by model {setup.motion_fingerprint}, this animator runs "
-                f"{fingerprint}", reason="model_mismatch")
+                f"{fingerprint}",
+                reason="model_mismatch",
+            )
         total = max(0, setup.total_frames)
         self._check_length(total)
         options = options_from_proto(setup.options, total)
@@ -191,12 +220,14 @@ class AnimatorServicer(animator_pb2_grpc.AnimatorServiceServicer):
         finally:
             self.batcher.close_job(slot)
 
-    def _animate(self, slot: JobSlot, setup, options: MotionOptions, request_iterator, context,
-                 total: int) -> Iterator[animator_pb2.AnimateResponse]:
+    def _animate(
+        self, slot: JobSlot, setup, options: MotionOptions, request_iterator, context, total: int
+    ) -> Iterator[animator_pb2.AnimateResponse]:
         pipe = self._pipe()
         held = pipe.held_seconds()
-        slot.state = pipe.prepare_source(raw_to_array(setup.source_crop),
-                                         ratios_from_proto(setup.source_ratios), options)
+        slot.state = pipe.prepare_source(
+            raw_to_array(setup.source_crop), ratios_from_proto(setup.source_ratios), options
+        )
         seconds = pipe.held_seconds() - held
         slot.device_seconds += seconds
         metrics.record_busy(seconds, self._on_gpu())
@@ -215,11 +246,13 @@ class AnimatorServicer(animator_pb2_grpc.AnimatorServiceServicer):
         finally:
             reader.stop()
         if done == 0 and context.is_active():
-            raise InvalidInputError("no driving motion or crops followed the setup",
-                                    reason="no_frames")
+            raise InvalidInputError(
+                "no driving motion or crops followed the setup", reason="no_frames"
+            )
 
-    def _animate_batch(self, slot: JobSlot, items: list, start: int, total: int
-                       ) -> Iterator[animator_pb2.AnimateResponse]:
+    def _animate_batch(
+        self, slot: JobSlot, items: list, start: int, total: int
+    ) -> Iterator[animator_pb2.AnimateResponse]:
         crops = [(i, item) for i, item in enumerate(items) if isinstance(item, tuple)]
         extracted_at: dict[int, common_pb2.FrameMotion] = {}  # frame index -> its crop's motion
         if crops:
@@ -236,8 +269,11 @@ class AnimatorServicer(animator_pb2_grpc.AnimatorServiceServicer):
             yield animator_pb2.AnimateResponse(
                 frame=animator_pb2.AnimatedFrame(index=index, image=array_to_raw(out.images[k])),
                 progress=common_pb2.Progress(done=index + 1, total=total),
-                random_weights=out.random_weights, device_seconds=slot.device_seconds,
-                motion=extracted_at.get(index), model_fingerprint=self._pipe().fingerprint)
+                random_weights=out.random_weights,
+                device_seconds=slot.device_seconds,
+                motion=extracted_at.get(index),
+                model_fingerprint=self._pipe().fingerprint,
+            )
 
 
 def add_to_server(servicer: AnimatorServicer, server: grpc.Server) -> None:

@@ -35,8 +35,9 @@ def rts_smooth(
         raise ValueError("rts_smooth needs at least one frame")
     n = obs.shape[0]
     flat = obs.reshape(n, -1)  # N×D
-    pred_mean, pred_var, filt_mean, filt_var = _forward(flat, observation_variance,
-                                                        process_variance)
+    pred_mean, pred_var, filt_mean, filt_var = _forward(
+        flat, observation_variance, process_variance
+    )
     smooth = filt_mean.copy()  # N×D; the smoothed variance is not needed for the means
     for i in range(n - 2, -1, -1):
         gain = filt_var[i] / pred_var[i + 1]

@@ -46,12 +46,21 @@ class SourceVideoState:
 
 def source_motion_from_kp_info(info: KpInfo, eye: torch.Tensor, lip: torch.Tensor) -> SourceMotion:
     """KpInfo of N frames + ratios (N×2, N×1) → SourceMotion with x_s and R_s."""
-    return SourceMotion(kp=info.kp, rot=info.rotation(), exp=info.exp, scale=info.scale,
-                        t=info.t, x_s=info.transformed(), eye_ratio=eye, lip_ratio=lip)
+    return SourceMotion(
+        kp=info.kp,
+        rot=info.rotation(),
+        exp=info.exp,
+        scale=info.scale,
+        t=info.t,
+        x_s=info.transformed(),
+        eye_ratio=eye,
+        lip_ratio=lip,
+    )
 
 
-def smoothed_targets(src: SourceMotion, drv: DrivingBatch, options: MotionOptions
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+def smoothed_targets(
+    src: SourceMotion, drv: DrivingBatch, options: MotionOptions
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(R′ N×3×3, δ′ N×K×3): per-frame targets, Kalman-smoothed for a driving video."""
     n = src.exp.shape[0]
     if options.driving_image:
@@ -74,8 +83,9 @@ def _smooth(values: torch.Tensor, variance: float) -> torch.Tensor:
     return torch.from_numpy(out.astype(np.float32)).to(values.device)
 
 
-def video_driving_keypoints(src: SourceMotion, drv: DrivingBatch, options: MotionOptions
-                            ) -> torch.Tensor:
+def video_driving_keypoints(
+    src: SourceMotion, drv: DrivingBatch, options: MotionOptions
+) -> torch.Tensor:
     """x_d,j = s_s,j·(x_c_s,j·R_new + δ_new) + t_new for all N frames (before S/R), N×K×3."""
     rot_t, exp_t = smoothed_targets(src, drv, options)
     rot = rot_t if options.region in ("all", "pose") else src.rot  # N×3×3
@@ -88,8 +98,9 @@ def video_driving_keypoints(src: SourceMotion, drv: DrivingBatch, options: Motio
     return src.scale[:, :, None] * (src.kp @ rot + exp) + t[:, None, :]  # N×K×3
 
 
-def source_eye_delta(src: SourceMotion, options: MotionOptions, nets: Retargeters
-                     ) -> torch.Tensor | None:
+def source_eye_delta(
+    src: SourceMotion, options: MotionOptions, nets: Retargeters
+) -> torch.Tensor | None:
     """Optional eye retargeting towards frame 0's mean eye ratio (0.39 if that is below 0.18)."""
     if not options.source_video_eye_retargeting:
         return None
@@ -100,17 +111,25 @@ def source_eye_delta(src: SourceMotion, options: MotionOptions, nets: Retargeter
     return retargeting.retarget_eye(nets.eye, src.x_s, torch.cat([src.eye_ratio, goal], dim=1))
 
 
-def video_keypoints(src: SourceMotion, drv: DrivingBatch, options: MotionOptions,
-                    nets: Retargeters) -> torch.Tensor:
+def video_keypoints(
+    src: SourceMotion, drv: DrivingBatch, options: MotionOptions, nets: Retargeters
+) -> torch.Tensor:
     """Full v2v recipe: x_d for all N frames, N×K×3 (no expression-friendly step)."""
     x_d = video_driving_keypoints(src, drv, options)
     return motion.stitch_and_retarget(
-        x_d, src, drv, options, nets, lip_delta=motion.source_lip_delta(src, options, nets),
-        eye_delta=source_eye_delta(src, options, nets))
+        x_d,
+        src,
+        drv,
+        options,
+        nets,
+        lip_delta=motion.source_lip_delta(src, options, nets),
+        eye_delta=source_eye_delta(src, options, nets),
+    )
 
 
-def driving_for_source_video(frames: Sequence[DrivingFrame], n_source: int,
-                             options: MotionOptions) -> tuple[list[DrivingFrame], int]:
+def driving_for_source_video(
+    frames: Sequence[DrivingFrame], n_source: int, options: MotionOptions
+) -> tuple[list[DrivingFrame], int]:
     """Pair driving frames with source frames by index: (frames, n_frames)."""
     if not frames:
         raise InvalidInputError("no driving motion given", reason="bad_motion")
@@ -126,26 +145,37 @@ def batches(n: int, size: int) -> Iterator[slice]:
         yield slice(lo, min(n, lo + size))
 
 
-def prepare(pipe: AnimatorPipeline, crops: Sequence[np.ndarray] | torch.Tensor,
-            ratios: Sequence[Ratios], options: MotionOptions) -> SourceVideoState:
+def prepare(
+    pipe: AnimatorPipeline,
+    crops: Sequence[np.ndarray] | torch.Tensor,
+    ratios: Sequence[Ratios],
+    options: MotionOptions,
+) -> SourceVideoState:
     """N source-video crops (or prepared N×3×S×S) + their ratios → SourceVideoState (M only;
     F runs per batch in `generate`)."""
-    images = crops.to(pipe.device) if isinstance(crops, torch.Tensor) else \
-        pipe.prepare_images(crops)
+    images = (
+        crops.to(pipe.device) if isinstance(crops, torch.Tensor) else pipe.prepare_images(crops)
+    )
     if len(ratios) != images.shape[0]:
         raise InvalidInputError("one ratio triple per source frame is needed", reason="bad_image")
     with pipe.on_device():
-        info = KpInfo.concat([pipe.kp_info(images[sl])
-                              for sl in batches(images.shape[0], pipe.batch_size)])
+        info = KpInfo.concat(
+            [pipe.kp_info(images[sl]) for sl in batches(images.shape[0], pipe.batch_size)]
+        )
     eye = torch.tensor([[r.eye_left, r.eye_right] for r in ratios], device=pipe.device)  # N×2
     lip = torch.tensor([[r.lip] for r in ratios], device=pipe.device)  # N×1
-    return SourceVideoState(motion=source_motion_from_kp_info(info, eye, lip), kp_info=info,
-                            options=options, images=images)
+    return SourceVideoState(
+        motion=source_motion_from_kp_info(info, eye, lip),
+        kp_info=info,
+        options=options,
+        images=images,
+    )
 
 
 @torch.no_grad()
-def generate(pipe: AnimatorPipeline, state: SourceVideoState,
-             motions: Sequence[DrivingFrame]) -> Iterator[AnimatorOutput]:
+def generate(
+    pipe: AnimatorPipeline, state: SourceVideoState, motions: Sequence[DrivingFrame]
+) -> Iterator[AnimatorOutput]:
     """v2v: smooth over all frames first, then W + G per batch with each frame's own f_s."""
     frames, n = driving_for_source_video(motions, state.motion.x_s.shape[0], state.options)
     src = SourceMotion(*(getattr(state.motion, f)[:n] for f in SourceMotion.__dataclass_fields__))

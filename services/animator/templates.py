@@ -75,8 +75,18 @@ def safe_unpickle(data: bytes):
         raise InvalidInputError("motion template is too large", reason="bad_template")
     try:
         obj = SafeUnpickler(io.BytesIO(data)).load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
-            IndexError, KeyError, OverflowError, MemoryError, UnicodeDecodeError) as exc:
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+        OverflowError,
+        MemoryError,
+        UnicodeDecodeError,
+    ) as exc:
         raise InvalidInputError(f"motion template rejected: {exc}", reason="bad_template") from None
     _reject_object_arrays(obj)
     return obj
@@ -119,11 +129,15 @@ def load_pickle_template(source: bytes | str | Path) -> MotionTemplate:
     lips = _first_key(raw, "c_lip_lst", "c_d_lip_lst")
     motion = raw["motion"]
     if not isinstance(motion, list) or not motion or len({len(eyes), len(motion), len(lips)}) != 1:
-        raise InvalidInputError("motion template lists are empty or of unequal length",
-                                reason="bad_template")
+        raise InvalidInputError(
+            "motion template lists are empty or of unequal length", reason="bad_template"
+        )
     frames = [_frame_from_dict(i, m, eyes[i], lips[i]) for i, m in enumerate(motion)]
-    return MotionTemplate(frames=frames, fps=_template_fps(raw.get("output_fps", 25)),
-                          num_kp=frames[0].expression.shape[0])
+    return MotionTemplate(
+        frames=frames,
+        fps=_template_fps(raw.get("output_fps", 25)),
+        num_kp=frames[0].expression.shape[0],
+    )
 
 
 def _template_fps(value: object) -> Fraction:
@@ -133,8 +147,9 @@ def _template_fps(value: object) -> Fraction:
     except (TypeError, ValueError, OverflowError):
         fps = None
     if fps is None or not 0 < fps <= 1000:
-        raise InvalidInputError(f"motion template has an unusable output_fps {value!r}",
-                                reason="bad_template")
+        raise InvalidInputError(
+            f"motion template has an unusable output_fps {value!r}", reason="bad_template"
+        )
     return fps
 
 
@@ -150,29 +165,39 @@ def _frame_from_dict(index: int, m: dict, eye, lip) -> DrivingFrame:
     try:
         rot = m["R"] if "R" in m else m["R_d"]
         kp = m.get("kp")
-        return _checked_frame(DrivingFrame(
-            index=index,
-            scale=float(np.asarray(m["scale"], dtype=np.float32).reshape(())),
-            rotation=np.asarray(rot, dtype=np.float32).reshape(3, 3),
-            expression=np.asarray(m["exp"], dtype=np.float32).reshape(-1, 3),
-            translation=np.asarray(m["t"], dtype=np.float32).reshape(3),
-            keypoints=None if kp is None else np.asarray(kp, dtype=np.float32).reshape(-1, 3),
-            eye_ratio=tuple(float(v) for v in np.asarray(eye, dtype=np.float32).reshape(2)),
-            lip_ratio=float(np.asarray(lip, dtype=np.float32).reshape(())),
-        ))
+        return _checked_frame(
+            DrivingFrame(
+                index=index,
+                scale=float(np.asarray(m["scale"], dtype=np.float32).reshape(())),
+                rotation=np.asarray(rot, dtype=np.float32).reshape(3, 3),
+                expression=np.asarray(m["exp"], dtype=np.float32).reshape(-1, 3),
+                translation=np.asarray(m["t"], dtype=np.float32).reshape(3),
+                keypoints=None if kp is None else np.asarray(kp, dtype=np.float32).reshape(-1, 3),
+                eye_ratio=tuple(float(v) for v in np.asarray(eye, dtype=np.float32).reshape(2)),
+                lip_ratio=float(np.asarray(lip, dtype=np.float32).reshape(())),
+            )
+        )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise InvalidInputError(f"motion template frame {index} is malformed: {exc}",
-                                reason="bad_template") from None
+        raise InvalidInputError(
+            f"motion template frame {index} is malformed: {exc}", reason="bad_template"
+        ) from None
 
 
 def _checked_frame(frame: DrivingFrame) -> DrivingFrame:
-    arrays = [frame.rotation, frame.expression, frame.translation, np.float32(frame.scale),
-              np.asarray(frame.eye_ratio), np.float32(frame.lip_ratio)]
+    arrays = [
+        frame.rotation,
+        frame.expression,
+        frame.translation,
+        np.float32(frame.scale),
+        np.asarray(frame.eye_ratio),
+        np.float32(frame.lip_ratio),
+    ]
     if frame.keypoints is not None:
         arrays.append(frame.keypoints)
         if frame.keypoints.shape != frame.expression.shape:
-            raise InvalidInputError(f"frame {frame.index}: kp and exp shapes differ",
-                                    reason="bad_motion")
+            raise InvalidInputError(
+                f"frame {frame.index}: kp and exp shapes differ", reason="bad_motion"
+            )
     if not all(np.isfinite(a).all() for a in arrays):
         raise InvalidInputError(f"frame {frame.index} has non-finite motion", reason="bad_motion")
     return frame
@@ -192,9 +217,13 @@ def save_template(template: MotionTemplate, path: str | Path) -> None:
     }
     if all(f.keypoints is not None for f in frames):
         arrays["keypoints"] = np.stack([f.keypoints for f in frames]).astype(np.float32)
-    meta = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "num_kp": template.num_kp,
-            "fps": [template.fps.numerator, template.fps.denominator],
-            "model_version": template.model_version}
+    meta = {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "num_kp": template.num_kp,
+        "fps": [template.fps.numerator, template.fps.denominator],
+        "model_version": template.model_version,
+    }
     with open(path, "wb") as fh:
         np.savez(fh, meta=np.array(json.dumps(meta)), **arrays)
 
@@ -206,37 +235,52 @@ def load_template(path: str | Path) -> MotionTemplate:
             meta = json.loads(str(npz["meta"]))
             arrays = {k: npz[k] for k in npz.files if k != "meta"}
     except (OSError, ValueError, KeyError) as exc:
-        raise InvalidInputError(f"not a motion template file: {exc}",
-                                reason="bad_template") from None
+        raise InvalidInputError(
+            f"not a motion template file: {exc}", reason="bad_template"
+        ) from None
     if meta.get("format") != FORMAT_NAME or meta.get("version") != FORMAT_VERSION:
         raise InvalidInputError("unknown motion template format/version", reason="bad_template")
     try:
         n = len(arrays["scale"])
-        frames = [_checked_frame(DrivingFrame(
-            index=int(arrays["index"][i]), scale=float(arrays["scale"][i]),
-            rotation=arrays["rotation"][i], expression=arrays["expression"][i],
-            translation=arrays["translation"][i],
-            keypoints=arrays["keypoints"][i] if "keypoints" in arrays else None,
-            eye_ratio=(float(arrays["eye_ratio"][i, 0]), float(arrays["eye_ratio"][i, 1])),
-            lip_ratio=float(arrays["lip_ratio"][i]),
-        )) for i in range(n)]
+        frames = [
+            _checked_frame(
+                DrivingFrame(
+                    index=int(arrays["index"][i]),
+                    scale=float(arrays["scale"][i]),
+                    rotation=arrays["rotation"][i],
+                    expression=arrays["expression"][i],
+                    translation=arrays["translation"][i],
+                    keypoints=arrays["keypoints"][i] if "keypoints" in arrays else None,
+                    eye_ratio=(float(arrays["eye_ratio"][i, 0]), float(arrays["eye_ratio"][i, 1])),
+                    lip_ratio=float(arrays["lip_ratio"][i]),
+                )
+            )
+            for i in range(n)
+        ]
     except (KeyError, IndexError, ValueError) as exc:
-        raise InvalidInputError(f"motion template is malformed: {exc}",
-                                reason="bad_template") from None
+        raise InvalidInputError(
+            f"motion template is malformed: {exc}", reason="bad_template"
+        ) from None
     num, den = meta["fps"]
-    return MotionTemplate(frames=frames, fps=Fraction(int(num), int(den)),
-                          num_kp=int(meta["num_kp"]), model_version=str(meta["model_version"]))
+    return MotionTemplate(
+        frames=frames,
+        fps=Fraction(int(num), int(den)),
+        num_kp=int(meta["num_kp"]),
+        model_version=str(meta["model_version"]),
+    )
 
 
 def frame_to_proto(frame: DrivingFrame) -> common_pb2.FrameMotion:
     """DrivingFrame -> dynamics.v1.FrameMotion."""
     msg = common_pb2.FrameMotion(
-        index=frame.index, scale=frame.scale,
+        index=frame.index,
+        scale=frame.scale,
         rotation=np.asarray(frame.rotation, dtype=np.float32).ravel().tolist(),
         expression=np.asarray(frame.expression, dtype=np.float32).ravel().tolist(),
         translation=np.asarray(frame.translation, dtype=np.float32).ravel().tolist(),
-        ratios=common_pb2.FaceRatios(eye_left=frame.eye_ratio[0], eye_right=frame.eye_ratio[1],
-                                     lip=frame.lip_ratio),
+        ratios=common_pb2.FaceRatios(
+            eye_left=frame.eye_ratio[0], eye_right=frame.eye_ratio[1], lip=frame.lip_ratio
+        ),
     )
     if frame.keypoints is not None:
         msg.keypoints.extend(np.asarray(frame.keypoints, dtype=np.float32).ravel().tolist())
@@ -248,20 +292,30 @@ def frame_from_proto(msg: common_pb2.FrameMotion, num_kp: int = 21) -> DrivingFr
     sizes = {"rotation": 9, "expression": 3 * num_kp, "translation": 3}
     for name, size in sizes.items():
         if len(getattr(msg, name)) != size:
-            raise InvalidInputError(f"frame {msg.index}: {name} has {len(getattr(msg, name))} "
-                                    f"values, expected {size}", reason="bad_motion")
+            raise InvalidInputError(
+                f"frame {msg.index}: {name} has {len(getattr(msg, name))} values, expected {size}",
+                reason="bad_motion",
+            )
     if len(msg.keypoints) not in (0, 3 * num_kp):
-        raise InvalidInputError(f"frame {msg.index}: keypoints must be empty or "
-                                f"{3 * num_kp} values",
-                                reason="bad_motion")
-    return _checked_frame(DrivingFrame(
-        index=msg.index, scale=float(np.float32(msg.scale)),
-        rotation=_as_f32(msg.rotation, (3, 3)), expression=_as_f32(msg.expression, (num_kp, 3)),
-        translation=_as_f32(msg.translation, (3,)),
-        keypoints=_as_f32(msg.keypoints, (num_kp, 3)) if len(msg.keypoints) else None,
-        eye_ratio=(float(np.float32(msg.ratios.eye_left)), float(np.float32(msg.ratios.eye_right))),
-        lip_ratio=float(np.float32(msg.ratios.lip)),
-    ))
+        raise InvalidInputError(
+            f"frame {msg.index}: keypoints must be empty or {3 * num_kp} values",
+            reason="bad_motion",
+        )
+    return _checked_frame(
+        DrivingFrame(
+            index=msg.index,
+            scale=float(np.float32(msg.scale)),
+            rotation=_as_f32(msg.rotation, (3, 3)),
+            expression=_as_f32(msg.expression, (num_kp, 3)),
+            translation=_as_f32(msg.translation, (3,)),
+            keypoints=_as_f32(msg.keypoints, (num_kp, 3)) if len(msg.keypoints) else None,
+            eye_ratio=(
+                float(np.float32(msg.ratios.eye_left)),
+                float(np.float32(msg.ratios.eye_right)),
+            ),
+            lip_ratio=float(np.float32(msg.ratios.lip)),
+        )
+    )
 
 
 def _as_f32(values, shape: tuple[int, ...]) -> np.ndarray:
@@ -282,8 +336,12 @@ def template_from_proto(msg: common_pb2.MotionTemplate) -> MotionTemplate:
     """dynamics.v1.MotionTemplate -> MotionTemplate (validated)."""
     num_kp = msg.num_kp or 21
     if msg.fps.den <= 0 or msg.fps.num <= 0:
-        raise InvalidInputError("motion template fps must be a positive fraction",
-                                reason="bad_template")
-    return MotionTemplate(frames=[frame_from_proto(f, num_kp) for f in msg.frames],
-                          fps=Fraction(msg.fps.num, msg.fps.den), num_kp=num_kp,
-                          model_version=msg.model_version)
+        raise InvalidInputError(
+            "motion template fps must be a positive fraction", reason="bad_template"
+        )
+    return MotionTemplate(
+        frames=[frame_from_proto(f, num_kp) for f in msg.frames],
+        fps=Fraction(msg.fps.num, msg.fps.den),
+        num_kp=num_kp,
+        model_version=msg.model_version,
+    )

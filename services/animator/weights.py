@@ -86,17 +86,20 @@ class LivePortraitModels:
 
     def networks(self) -> dict[str, nn.Module]:
         """{'F', 'M', 'W', 'G', 'stitching', 'lip', 'eye'} -> module."""
-        return {name: getattr(self, name) for name in ("F", "M", "W", "G", "stitching", "lip",
-                                                        "eye")}
+        return {
+            name: getattr(self, name) for name in ("F", "M", "W", "G", "stitching", "lip", "eye")
+        }
 
     def param_counts(self) -> dict[str, int]:
         """Trainable parameter count per network (spectral norm folded: one weight per conv)."""
-        return {name: sum(p.numel() for p in net.parameters())
-                for name, net in self.networks().items()}
+        return {
+            name: sum(p.numel() for p in net.parameters()) for name, net in self.networks().items()
+        }
 
 
-def model_fingerprint(file_sha256: Mapping[str, str], config: Mapping[str, Any],
-                      input_size: int) -> str:
+def model_fingerprint(
+    file_sha256: Mapping[str, str], config: Mapping[str, Any], input_size: int
+) -> str:
     """The model's identity: sha256 over the five files' sha256, the parsed config and the
     input size (canonical JSON), as FINGERPRINT_HEX hex characters. Paths and the folder layout
     are not part of it: the same bytes in a flat folder or an upstream tree are the same model.
@@ -106,19 +109,30 @@ def model_fingerprint(file_sha256: Mapping[str, str], config: Mapping[str, Any],
     """
     missing = [key for key in WEIGHT_KEYS if key not in file_sha256]
     if missing:
-        raise ValueError(f"model fingerprint needs the sha256 of every weight file; missing "
-                         f"{missing}")
+        raise ValueError(
+            f"model fingerprint needs the sha256 of every weight file; missing {missing}"
+        )
     payload = json.dumps(
-        {"files": {key: file_sha256[key] for key in WEIGHT_KEYS}, "config": config,
-         "input_size": int(input_size)},
-        sort_keys=True, separators=(",", ":"), default=str)
+        {
+            "files": {key: file_sha256[key] for key in WEIGHT_KEYS},
+            "config": config,
+            "input_size": int(input_size),
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+        default=str,
+    )
     return hashlib.sha256(payload.encode()).hexdigest()[:FINGERPRINT_HEX]
 
 
-def load_models(weights_dir: str | Path, *, device: str | torch.device = "cpu",
-                dtype: torch.dtype = torch.float32,
-                config: str | Path | dict[str, Any] | None = None,
-                input_size: int | None = None) -> LivePortraitModels:
+def load_models(
+    weights_dir: str | Path,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    config: str | Path | dict[str, Any] | None = None,
+    input_size: int | None = None,
+) -> LivePortraitModels:
     """Load the five upstream checkpoint files strictly and return eval-mode networks.
 
     Args:
@@ -151,17 +165,32 @@ def load_models(weights_dir: str | Path, *, device: str | torch.device = "cpu",
     device = torch.device(device)
     for net in nets.values():
         net.to(device=device, dtype=dtype).eval()
-    logger.info("loaded LivePortrait weights from %s (%s layout, config %s, provenance %s, "
-                "fingerprint %s)", found.weights_dir, found.layout, config_name, provenance,
-                fingerprint)
-    return LivePortraitModels(**nets, config=cfg, config_name=config_name, provenance=provenance,
-                              file_sha256=digests, input_size=size, fingerprint=fingerprint,
-                              weights_dir=found.weights_dir, layout=found.layout, device=device,
-                              dtype=dtype)
+    logger.info(
+        "loaded LivePortrait weights from %s (%s layout, config %s, provenance %s, fingerprint %s)",
+        found.weights_dir,
+        found.layout,
+        config_name,
+        provenance,
+        fingerprint,
+    )
+    return LivePortraitModels(
+        **nets,
+        config=cfg,
+        config_name=config_name,
+        provenance=provenance,
+        file_sha256=digests,
+        input_size=size,
+        fingerprint=fingerprint,
+        weights_dir=found.weights_dir,
+        layout=found.layout,
+        device=device,
+        dtype=dtype,
+    )
 
 
-def _resolve_config(found: WeightFiles, config: str | Path | dict | None
-                    ) -> tuple[dict[str, Any], str]:
+def _resolve_config(
+    found: WeightFiles, config: str | Path | dict | None
+) -> tuple[dict[str, Any], str]:
     """(parsed config, its name: the packaged name, the file's path, or 'inline')."""
     if isinstance(config, dict):
         return config, "inline"
@@ -189,36 +218,44 @@ def read_checkpoint(path: Path) -> tuple[Any, str]:
     try:
         obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise WeightsError(f"{path}: refused by the weights-only loader (holds objects other than "
-                           f"tensors and plain containers; not a state dict or unsafe): "
-                           f"{str(exc).splitlines()[0]}") from exc
+        raise WeightsError(
+            f"{path}: refused by the weights-only loader (holds objects other than "
+            f"tensors and plain containers; not a state dict or unsafe): "
+            f"{str(exc).splitlines()[0]}"
+        ) from exc
     except Exception as exc:  # torch raises many types for corrupt archives
-        raise WeightsError(f"{path}: not a readable PyTorch checkpoint (corrupt or truncated?): "
-                           f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                           ) from exc
+        raise WeightsError(
+            f"{path}: not a readable PyTorch checkpoint (corrupt or truncated?): "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        ) from exc
     return obj, digest
 
 
-def check_state_dict(state: Any, expected: dict[str, tuple[torch.Size, torch.dtype]],
-                     where: str) -> None:
+def check_state_dict(
+    state: Any, expected: dict[str, tuple[torch.Size, torch.dtype]], where: str
+) -> None:
     """Assert that `state` has exactly the expected keys, shapes and dtype kinds, all finite."""
     if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
-        raise WeightsError(f"{where}: expected a state dict (str -> tensor), got "
-                           f"{type(state).__name__}")
+        raise WeightsError(
+            f"{where}: expected a state dict (str -> tensor), got {type(state).__name__}"
+        )
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     if missing or unexpected:
-        raise WeightsError(f"{where}: key mismatch: missing {missing[:5]}"
-                           f"{' …' if len(missing) > 5 else ''} ({len(missing)}), unexpected "
-                           f"{unexpected[:5]}{' …' if len(unexpected) > 5 else ''} "
-                           f"({len(unexpected)})")
+        raise WeightsError(
+            f"{where}: key mismatch: missing {missing[:5]}"
+            f"{' …' if len(missing) > 5 else ''} ({len(missing)}), unexpected "
+            f"{unexpected[:5]}{' …' if len(unexpected) > 5 else ''} "
+            f"({len(unexpected)})"
+        )
     for key, (shape, dtype) in expected.items():
         value = state[key]
         if not isinstance(value, torch.Tensor):
             raise WeightsError(f"{where}: '{key}' is a {type(value).__name__}, not a tensor")
         if value.shape != shape:
-            raise WeightsError(f"{where}: '{key}' has shape {tuple(value.shape)}, expected "
-                               f"{tuple(shape)}")
+            raise WeightsError(
+                f"{where}: '{key}' has shape {tuple(value.shape)}, expected {tuple(shape)}"
+            )
         if value.dtype.is_floating_point != dtype.is_floating_point:
             raise WeightsError(f"{where}: '{key}' has dtype {value.dtype}, expected {dtype}")
         if value.dtype.is_floating_point and not bool(torch.isfinite(value).all()):
@@ -239,12 +276,15 @@ def _check_against_json(state: dict, name: str, where: str) -> None:
     got = {k: list(v.shape) for k, v in state.items()}
     if got != reference:
         diff = [k for k in dict.fromkeys([*reference, *got]) if got.get(k) != reference.get(k)]
-        raise WeightsError(f"{where}: does not match the real model's layout "
-                           f"(state_dicts.json); first differing keys: {diff[:5]}")
+        raise WeightsError(
+            f"{where}: does not match the real model's layout "
+            f"(state_dicts.json); first differing keys: {diff[:5]}"
+        )
 
 
-def _load_into(net: nn.Module, state: Any, path: Path, check_json: bool,
-               json_name: str | None = None) -> None:
+def _load_into(
+    net: nn.Module, state: Any, path: Path, check_json: bool, json_name: str | None = None
+) -> None:
     where = f"{path} [{json_name}]" if json_name else str(path)
     if isinstance(state, dict):
         state = strip_ddp_prefix(state)
@@ -255,12 +295,12 @@ def _load_into(net: nn.Module, state: Any, path: Path, check_json: bool,
     net.load_state_dict(state, strict=True)
 
 
-def _load_stitching(nets: dict[str, nn.Module], bundle: Any, path: Path,
-                    check_json: bool) -> None:
+def _load_stitching(nets: dict[str, nn.Module], bundle: Any, path: Path, check_json: bool) -> None:
     if not isinstance(bundle, dict) or any(k not in bundle for k in STITCHING_KEYS.values()):
         got = list(bundle) if isinstance(bundle, dict) else type(bundle).__name__
-        raise WeightsError(f"{path}: expected a dict with keys {list(STITCHING_KEYS.values())}, "
-                           f"got {got}")
+        raise WeightsError(
+            f"{path}: expected a dict with keys {list(STITCHING_KEYS.values())}, got {got}"
+        )
     extra = [k for k in bundle if k not in STITCHING_KEYS.values()]
     if extra:
         logger.info("%s: ignoring extra top-level entries %s", path, extra)
@@ -272,8 +312,9 @@ def _provenance(found: WeightFiles, digests: dict[str, str]) -> str:
     folders = dict.fromkeys((found.weights_dir, found.root))
     if any((folder / RANDOM_MARKER).is_file() for folder in folders):
         return "random"
-    manifest_path = next((f / MANIFEST_FILE for f in folders if (f / MANIFEST_FILE).is_file()),
-                         None)
+    manifest_path = next(
+        (f / MANIFEST_FILE for f in folders if (f / MANIFEST_FILE).is_file()), None
+    )
     if manifest_path is None:
         return "unknown"
     try:
@@ -287,6 +328,8 @@ def _provenance(found: WeightFiles, digests: dict[str, str]) -> str:
         if not isinstance(entry, dict):
             raise WeightsError(f"{manifest_path}: lists no entry for {rel}")
         if path.stat().st_size != entry.get("size") or digests[key] != entry.get("sha256"):
-            raise WeightsError(f"{path}: size/sha256 differ from {manifest_path} (file changed "
-                               "or corrupt; fetch again)")
+            raise WeightsError(
+                f"{path}: size/sha256 differ from {manifest_path} (file changed "
+                "or corrupt; fetch again)"
+            )
     return "real"

@@ -18,15 +18,21 @@ from services.common.cli import EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, exit_code
 
 # name -> (module with main(argv), one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "render": ("services.cli.render",
-               "photo + hero video -> MP4 through the real services on loopback (the main job)"),
+    "render": (
+        "services.cli.render",
+        "photo + hero video -> MP4 through the real services on loopback (the main job)",
+    ),
     "up": ("services.cli.up", "run the whole stack locally (3 services + gateway REST API)"),
     "detect": ("services.face_detect.detect_cli", "list the faces of an image as JSON"),
-    "weights": ("services.animator.weights_cli",
-                "fetch / verify LivePortrait weights, or write seeded random ones"),
+    "weights": (
+        "services.animator.weights_cli",
+        "fetch / verify LivePortrait weights, or write seeded random ones",
+    ),
     "bench": ("bench.cli", "benchmarks: stage breakdown, pipelining, batching, cost per video"),
-    "submit": ("services.cli.submit",
-               "queue a job on a gateway (upload or URLs); --wait follows it, -o downloads"),
+    "submit": (
+        "services.cli.submit",
+        "queue a job on a gateway (upload or URLs); --wait follows it, -o downloads",
+    ),
     "status": ("services.cli.status", "print a gateway job as JSON"),
     "cancel": ("services.cli.cancel", "cancel a gateway job"),
 }
@@ -51,8 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
         + exit_codes_text(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"dynamics {version()}",
-                        help="print the version and exit")
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"dynamics {version()}",
+        help="print the version and exit",
+    )
     sub = parser.add_subparsers(dest="command", metavar="<command>")
     for name, (_module, help_text) in SUBCOMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
@@ -78,8 +88,11 @@ def main(argv: list[str] | None = None) -> int:
         missing = (exc.name or "").partition(".")[0]
         if not missing or missing in OWN_PACKAGES:
             raise
-        print(f"dynamics {name}: needs the Python module {missing!r}, which is not installed; "
-              "install the project with its extras (`bash setup.sh install`)", file=sys.stderr)
+        print(
+            f"dynamics {name}: needs the Python module {missing!r}, which is not installed; "
+            "install the project with its extras (`bash setup.sh install`)",
+            file=sys.stderr,
+        )
         return EXIT_UNAVAILABLE
     return int(module.main(rest) or 0)
 

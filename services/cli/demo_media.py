@@ -60,16 +60,30 @@ def hero_frame(face: np.ndarray, t: float, size: int) -> np.ndarray:
     """The clip at time `t` s: `face` turned (+-8 deg), scaled (+-6 %) and shifted on grey."""
     angle = 8.0 * math.sin(2 * math.pi * t / 2.0)
     scale = 0.8 * size / face.shape[0] * (1.0 + 0.06 * math.sin(2 * math.pi * t / 1.5))
-    shift = (0.06 * size * math.sin(2 * math.pi * t / 2.5), 0.04 * size * math.cos(2 * math.pi * t / 3.0))
+    shift = (
+        0.06 * size * math.sin(2 * math.pi * t / 2.5),
+        0.04 * size * math.cos(2 * math.pi * t / 3.0),
+    )
     centre = (face.shape[1] / 2.0, face.shape[0] / 2.0)
     matrix = cv2.getRotationMatrix2D(centre, angle, scale)  # 2 x 3, face -> frame
     matrix[:, 2] += np.array([size / 2.0 + shift[0], size / 2.0 + shift[1]]) - np.array(centre)
-    return cv2.warpAffine(face, matrix, (size, size), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=(96, 96, 96))  # S x S x 3
+    return cv2.warpAffine(
+        face,
+        matrix,
+        (size, size),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=(96, 96, 96),
+    )  # S x S x 3
 
 
 def write_hero_clip(
-    dest: Path, *, seconds: float = 3.0, fps: int = 25, size: int = 256, tone_hz: float = 440.0,
+    dest: Path,
+    *,
+    seconds: float = 3.0,
+    fps: int = 25,
+    size: int = 256,
+    tone_hz: float = 440.0,
     face: np.ndarray | None = None,
 ) -> Path:
     """Encode the moving-face clip with a sine tone to `dest` (MP4, H.264 + AAC).
@@ -78,14 +92,30 @@ def write_hero_clip(
     from numbers (never from user data)."""
     face = hero_face() if face is None else face
     frames = max(1, round(seconds * fps))
-    video = ffmpeg.input("pipe:", **safety.pipe_input_options("rawvideo"), pix_fmt="rgb24",
-                         s=f"{size}x{size}", framerate=fps)
+    video = ffmpeg.input(
+        "pipe:",
+        **safety.pipe_input_options("rawvideo"),
+        pix_fmt="rgb24",
+        s=f"{size}x{size}",
+        framerate=fps,
+    )
     audio = ffmpeg.input(
         f"sine=frequency={float(tone_hz)}:sample_rate=44100:duration={frames / fps}",
-        format="lavfi", format_whitelist="lavfi")
+        format="lavfi",
+        format_whitelist="lavfi",
+    )
     args = (
-        ffmpeg.output(video, audio, str(dest), vcodec="libx264", pix_fmt="yuv420p",
-                      preset="veryfast", crf=20, acodec="aac", movflags="+faststart")
+        ffmpeg.output(
+            video,
+            audio,
+            str(dest),
+            vcodec="libx264",
+            pix_fmt="yuv420p",
+            preset="veryfast",
+            crf=20,
+            acodec="aac",
+            movflags="+faststart",
+        )
         .global_args("-nostdin", "-v", "error")
         .overwrite_output()
         .get_args()
@@ -115,15 +145,18 @@ def build_demo_inputs(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m services.cli.demo_media",
-                                     description="Write the demo source photo and hero clip.")
+    parser = argparse.ArgumentParser(
+        prog="python -m services.cli.demo_media",
+        description="Write the demo source photo and hero clip.",
+    )
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--fps", type=int, default=25)
     parser.add_argument("--size", type=int, default=256, help="hero clip side in pixels")
     args = parser.parse_args(argv)
-    source, hero = build_demo_inputs(args.out_dir, seconds=args.seconds, fps=args.fps,
-                                     size=args.size)
+    source, hero = build_demo_inputs(
+        args.out_dir, seconds=args.seconds, fps=args.fps, size=args.size
+    )
     print(f"source photo: {source}\nhero clip:    {hero}")
     return 0
 

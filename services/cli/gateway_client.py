@@ -41,14 +41,25 @@ _EPILOG = "\n".join(__doc__.splitlines()[7:])
 
 
 def _parser(name: str, description: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"dynamics {name}", description=description,
-                                epilog=_EPILOG,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--gateway", metavar="URL", default=None,
-                   help=f"gateway base URL (default: $DYNAMICS_GATEWAY or {DEFAULT_GATEWAY})")
-    p.add_argument("--token", metavar="T", default=None,
-                   help="Firebase ID token sent as `Authorization: Bearer T` (default: "
-                        "$DYNAMICS_TOKEN; none for `dynamics up`)")
+    p = argparse.ArgumentParser(
+        prog=f"dynamics {name}",
+        description=description,
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--gateway",
+        metavar="URL",
+        default=None,
+        help=f"gateway base URL (default: $DYNAMICS_GATEWAY or {DEFAULT_GATEWAY})",
+    )
+    p.add_argument(
+        "--token",
+        metavar="T",
+        default=None,
+        help="Firebase ID token sent as `Authorization: Bearer T` (default: "
+        "$DYNAMICS_TOKEN; none for `dynamics up`)",
+    )
     return p
 
 
@@ -56,18 +67,40 @@ def submit_parser() -> argparse.ArgumentParser:
     p = _parser("submit", "Queue a job on a gateway: photo + hero video -> MP4.")
     p.add_argument("source", help="portrait photo: a file (uploaded) or an https URL")
     p.add_argument("driving", help="hero video: a file (uploaded) or an https URL")
-    p.add_argument("--seconds", type=float, default=None,
-                   help="length of the result in seconds (gateway default: 10)")
-    p.add_argument("--option", action="append", default=[], metavar="NAME=JSON",
-                   help="an animation option, value in JSON (e.g. driving_multiplier=1.2, "
-                        "stitching=false, region='\"lip\"'); repeatable")
-    p.add_argument("--wait", action="store_true",
-                   help="follow the job's progress until it ends; exit 0 only if it succeeded")
-    p.add_argument("-o", "--output", type=Path, default=None, metavar="OUT",
-                   help="write the result MP4 here (implies --wait)")
-    p.add_argument("--progress", choices=("auto", "bar", "lines"), default="auto",
-                   help="progress display on stderr: a bar (default on a terminal) or one "
-                        "line per change (default otherwise)")
+    p.add_argument(
+        "--seconds",
+        type=float,
+        default=None,
+        help="length of the result in seconds (gateway default: 10)",
+    )
+    p.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="NAME=JSON",
+        help="an animation option, value in JSON (e.g. driving_multiplier=1.2, "
+        "stitching=false, region='\"lip\"'); repeatable",
+    )
+    p.add_argument(
+        "--wait",
+        action="store_true",
+        help="follow the job's progress until it ends; exit 0 only if it succeeded",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=None,
+        metavar="OUT",
+        help="write the result MP4 here (implies --wait)",
+    )
+    p.add_argument(
+        "--progress",
+        choices=("auto", "bar", "lines"),
+        default="auto",
+        help="progress display on stderr: a bar (default on a terminal) or one "
+        "line per change (default otherwise)",
+    )
     return p
 
 
@@ -80,9 +113,11 @@ def status_parser() -> argparse.ArgumentParser:
 def cancel_parser() -> argparse.ArgumentParser:
     p = _parser("cancel", "Cancel a job; print it as JSON.")
     p.add_argument("job", help="job id")
-    p.add_argument("--wait", action="store_true",
-                   help="wait until the job has really stopped (a running job stops within a "
-                        "lease heartbeat)")
+    p.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait until the job has really stopped (a running job stops within a lease heartbeat)",
+    )
     return p
 
 
@@ -129,10 +164,15 @@ class Progress:
     def __call__(self, job: Job) -> None:
         if self.bar:
             filled = round(job.progress * self.WIDTH)
-            eta = (f" ETA {job.eta_seconds:.0f}s" if job.eta_seconds is not None
-                   and not job.terminal else "")
-            line = (f"\r[{'#' * filled}{'.' * (self.WIDTH - filled)}] {job.progress * 100:3.0f}%"
-                    f" {job.stage or job.status}{eta}")
+            eta = (
+                f" ETA {job.eta_seconds:.0f}s"
+                if job.eta_seconds is not None and not job.terminal
+                else ""
+            )
+            line = (
+                f"\r[{'#' * filled}{'.' * (self.WIDTH - filled)}] {job.progress * 100:3.0f}%"
+                f" {job.stage or job.status}{eta}"
+            )
             self.out.write(line.ljust(len(self.last)))
             self.last = line
             if job.terminal:
@@ -154,8 +194,10 @@ def _options(pairs: list[str]) -> dict:
         try:
             options[name] = json.loads(value)
         except json.JSONDecodeError:
-            raise ValueError(f"--option {pair!r}: the value is not JSON (strings need quotes: "
-                             f"{name}='\"{value}\"')") from None
+            raise ValueError(
+                f"--option {pair!r}: the value is not JSON (strings need quotes: "
+                f"{name}='\"{value}\"')"
+            ) from None
     return options
 
 
@@ -172,8 +214,9 @@ def submit_main(argv: list[str] | None = None, environ: Mapping[str, str] = os.e
     except ValueError as exc:
         print(f"dynamics submit: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    show = Progress(sys.stderr, sys.stderr.isatty() if args.progress == "auto"
-                    else args.progress == "bar")
+    show = Progress(
+        sys.stderr, sys.stderr.isatty() if args.progress == "auto" else args.progress == "bar"
+    )
     try:
         with _client(args, environ) as client:
             job = client.submit(args.source, args.driving, options, seconds=args.seconds)
@@ -182,9 +225,11 @@ def submit_main(argv: list[str] | None = None, environ: Mapping[str, str] = os.e
                 return EXIT_OK
             job = client.wait(job.id, on_update=show)
             if job.status != "succeeded":
-                print(f"dynamics submit: job {job.id} {job.status}"
-                      + (f": {job.error.code}: {job.error.message}" if job.error else ""),
-                      file=sys.stderr)
+                print(
+                    f"dynamics submit: job {job.id} {job.status}"
+                    + (f": {job.error.code}: {job.error.message}" if job.error else ""),
+                    file=sys.stderr,
+                )
                 return EXIT_FAILED
             if args.output is not None:
                 client.download(job, args.output)
@@ -198,8 +243,11 @@ def submit_main(argv: list[str] | None = None, environ: Mapping[str, str] = os.e
         print(f"dynamics submit: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
-        print("\ndynamics submit: interrupted; the job keeps running on the gateway "
-              "(`dynamics cancel JOB` stops it)", file=sys.stderr)
+        print(
+            "\ndynamics submit: interrupted; the job keeps running on the gateway "
+            "(`dynamics cancel JOB` stops it)",
+            file=sys.stderr,
+        )
         return EXIT_INTERRUPTED
 
 

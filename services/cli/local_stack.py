@@ -62,7 +62,7 @@ class StackError(RuntimeError):
 
 
 def describe_exit(code: int | None) -> str:
-    """"exited with code 1" / "was killed by SIGKILL" for a Popen return code."""
+    """ "exited with code 1" / "was killed by SIGKILL" for a Popen return code."""
     if code is not None and code < 0:
         try:
             return f"was killed by {signal.Signals(-code).name}"
@@ -157,10 +157,15 @@ class LocalStack:
     def _env(self, prefix: str, port: int) -> dict[str, str]:
         cfg = self.config
         inherited = os.environ if cfg.env is None else cfg.env
-        env = {**inherited, "PYTHONUNBUFFERED": "1", f"{prefix}_PORT": str(port),
-               f"{prefix}_METRICS_PORT": "0", f"{prefix}_GRACE_S": str(cfg.grace_s),
-               f"{prefix}_BIND_HOST": LOOPBACK,
-               PARENT_PID_ENV: str(os.getpid())}  # the service dies with this process
+        env = {
+            **inherited,
+            "PYTHONUNBUFFERED": "1",
+            f"{prefix}_PORT": str(port),
+            f"{prefix}_METRICS_PORT": "0",
+            f"{prefix}_GRACE_S": str(cfg.grace_s),
+            f"{prefix}_BIND_HOST": LOOPBACK,
+            PARENT_PID_ENV: str(os.getpid()),
+        }  # the service dies with this process
         env.setdefault("LOG_LEVEL", "INFO")
         if prefix == "ANIMATOR":
             env["ANIMATOR_WEIGHTS_DIR"] = str(cfg.weights_dir)
@@ -187,7 +192,8 @@ class LocalStack:
                     log_path.write_bytes(b"")
                     port = free_port()
                     self.services[name] = LocalService(
-                        name, self._spawn(kind, port, log_path), log_path, port, kind=kind)
+                        name, self._spawn(kind, port, log_path), log_path, port, kind=kind
+                    )
             deadline = time.monotonic() + self.config.start_timeout_s
             for service in self.services.values():
                 self._await_serving(service, _SERVICES[service.service_kind][2], deadline)
@@ -202,8 +208,11 @@ class LocalStack:
             # no preexec_fn: the service sets its own parent-death signal (`die_with_parent`),
             # so Popen need not fork a process that runs gRPC
             return subprocess.Popen(
-                [sys.executable, "-m", module], env=self._env(prefix, port),
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                [sys.executable, "-m", module],
+                env=self._env(prefix, port),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
             )
 
     def _await_serving(self, service: LocalService, full_name: str, deadline: float) -> None:
@@ -214,9 +223,11 @@ class LocalStack:
                     raise StackError(f"{service.name}: the stack is stopping")
                 self._check_alive(service)
                 if time.monotonic() > deadline:
-                    raise StackError(f"{service.name} was not SERVING within "
-                                     f"{self.config.start_timeout_s:.0f} s; its log ends:\n"
-                                     f"{service.log_tail()}")
+                    raise StackError(
+                        f"{service.name} was not SERVING within "
+                        f"{self.config.start_timeout_s:.0f} s; its log ends:\n"
+                        f"{service.log_tail()}"
+                    )
         finally:
             channel.close()
         service.find_metrics_port()
@@ -226,11 +237,14 @@ class LocalStack:
     def _check_alive(service: LocalService) -> None:
         code = service.proc.poll()
         if code is not None:
-            raise StackError(f"{service.name} {describe_exit(code)} before serving; "
-                             f"its log ends:\n{service.log_tail()}")
+            raise StackError(
+                f"{service.name} {describe_exit(code)} before serving; "
+                f"its log ends:\n{service.log_tail()}"
+            )
 
-    def supervise(self, on_failure: Callable[[StackError], None] | None = None,
-                  poll_s: float = 0.5) -> None:
+    def supervise(
+        self, on_failure: Callable[[StackError], None] | None = None, poll_s: float = 0.5
+    ) -> None:
         """Restart services that die (see the module docstring) until `stop()`.
 
         Call after `start()`. `on_failure` runs on the supervising thread once a service is
@@ -241,8 +255,9 @@ class LocalStack:
         self._on_failure = on_failure
         # This thread starts the restarted services, and their parent-death signal follows the
         # thread that started them: it lives until stop(), which stops those services anyway.
-        self._supervisor = threading.Thread(target=self._supervise, args=(poll_s,),
-                                            name="stack-supervisor", daemon=True)
+        self._supervisor = threading.Thread(
+            target=self._supervise, args=(poll_s,), name="stack-supervisor", daemon=True
+        )
         self._supervisor.start()
 
     def _supervise(self, poll_s: float) -> None:
@@ -281,11 +296,20 @@ class LocalStack:
                     f"time{'s' if len(service.deaths) != 1 else ''} "
                     f"within {cfg.restart_window_s:.0f} s (at most {cfg.max_restarts} restarts "
                     f"allowed), so it is not restarted again. Its log ends:\n"
-                    f"{service.log_tail()}")
+                    f"{service.log_tail()}"
+                )
             delay = min(cfg.restart_backoff_s * 2 ** (len(service.deaths) - 1), MAX_BACKOFF_S)
-            logger.error("%s %s; restarting it on port %d in %.1f s (restart %d of at most %d "
-                         "within %.0f s)", service.name, describe_exit(code), service.port,
-                         delay, len(service.deaths), cfg.max_restarts, cfg.restart_window_s)
+            logger.error(
+                "%s %s; restarting it on port %d in %.1f s (restart %d of at most %d "
+                "within %.0f s)",
+                service.name,
+                describe_exit(code),
+                service.port,
+                delay,
+                len(service.deaths),
+                cfg.max_restarts,
+                cfg.restart_window_s,
+            )
             if self._stopping.wait(delay):
                 return
             service.proc = self._spawn(service.service_kind, service.port, service.log_path)
@@ -301,8 +325,12 @@ class LocalStack:
                 code = service.proc.returncode
                 continue
             service.restarts += 1
-            logger.warning("%s restarted and SERVING again on %s (restart %d)", service.name,
-                           service.target, service.restarts)
+            logger.warning(
+                "%s restarted and SERVING again on %s (restart %d)",
+                service.name,
+                service.target,
+                service.restarts,
+            )
             return
 
     @property
@@ -311,8 +339,12 @@ class LocalStack:
         by_kind: dict[str, list[str]] = {}
         for service in self.services.values():
             by_kind.setdefault(service.service_kind, []).append(service.target)
-        return ServiceTargets(**{kind: found[0] if len(found) == 1 else "ipv4:" + ",".join(found)
-                                 for kind, found in by_kind.items()})
+        return ServiceTargets(
+            **{
+                kind: found[0] if len(found) == 1 else "ipv4:" + ",".join(found)
+                for kind, found in by_kind.items()
+            }
+        )
 
     def stop(self, timeout_s: float | None = None) -> dict[str, int | None]:
         """SIGTERM every service, wait for the drain, kill stragglers; returns exit codes."""

@@ -53,8 +53,10 @@ from services.gateway.pipeline.motion_cache import FolderMotionCache, NullMotion
 from services.gateway.pipeline.orchestrator import Orchestrator, OrchestratorConfig
 
 RANDOM_MARKER = "DYNAMICS_RANDOM_WEIGHTS.json"
-NOISE_WARNING = ("WARNING: the LivePortrait weights are seeded random weights: the output is "
-                 "noise. Real weights: `dynamics weights fetch DIR` on a machine with internet.")
+NOISE_WARNING = (
+    "WARNING: the LivePortrait weights are seeded random weights: the output is "
+    "noise. Real weights: `dynamics weights fetch DIR` on a machine with internet."
+)
 
 
 def default_weights_dir(environ: Mapping[str, str]) -> Path:
@@ -63,39 +65,77 @@ def default_weights_dir(environ: Mapping[str, str]) -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dynamics render", description=__doc__.splitlines()[0],
-                                epilog=exit_codes_text(),
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="dynamics render",
+        description=__doc__.splitlines()[0],
+        epilog=exit_codes_text(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("source", help="portrait photo: a file or an https URL")
     p.add_argument("driving", help="hero video: a file or an https URL")
     p.add_argument("-o", "--output", required=True, type=Path, help="the MP4 to write")
-    p.add_argument("--weights", type=Path, help="LivePortrait weights folder "
-                   "(default: $DYNAMICS_WEIGHTS_DIR or .dynamics/weights)")
-    p.add_argument("--seconds", type=float, default=10.0,
-                   help="trim the hero video to this many seconds (default: 10)")
-    p.add_argument("--source-max-dim", type=int, default=1280, metavar="PIXELS",
-                   help="longest side the photo is scaled to (default: 1280)")
+    p.add_argument(
+        "--weights",
+        type=Path,
+        help="LivePortrait weights folder (default: $DYNAMICS_WEIGHTS_DIR or .dynamics/weights)",
+    )
+    p.add_argument(
+        "--seconds",
+        type=float,
+        default=10.0,
+        help="trim the hero video to this many seconds (default: 10)",
+    )
+    p.add_argument(
+        "--source-max-dim",
+        type=int,
+        default=1280,
+        metavar="PIXELS",
+        help="longest side the photo is scaled to (default: 1280)",
+    )
     p.add_argument("--json", action="store_true", help="last stdout line: JSON result")
-    p.add_argument("--cache-dir", type=Path, default=Path(".dynamics/motion-cache"),
-                   help="motion-template cache folder")
+    p.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=Path(".dynamics/motion-cache"),
+        help="motion-template cache folder",
+    )
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     p.add_argument("--device", default="auto", help="animator device: auto, cpu, cuda, ...")
     p.add_argument("--batch-size", type=int, default=None, help="animator batch size")
-    p.add_argument("--backend", choices=("torch", "onnxruntime"), default=None,
-                   help="animator backend (default: ANIMATOR_BACKEND, else torch); onnxruntime "
-                   "needs `dynamics weights export-onnx WEIGHTS` first")
+    p.add_argument(
+        "--backend",
+        choices=("torch", "onnxruntime"),
+        default=None,
+        help="animator backend (default: ANIMATOR_BACKEND, else torch); onnxruntime "
+        "needs `dynamics weights export-onnx WEIGHTS` first",
+    )
     add_option_flags(p)
     run = p.add_argument_group("how this run renders (local runs and benchmarks only)")
-    run.add_argument("--sequential", action="store_true",
-                     help="run the stages one after another through disk spools (the "
-                     "benchmark baseline; the default overlaps them)")
-    run.add_argument("--crop-driving-video", action="store_true",
-                     help="track and crop the face in a square hero video too (a non-square "
-                     "one is always cropped)")
-    run.add_argument("--crf", type=_crf, default=0, metavar="1-51",
-                     help="x264 quality, lower is better (default: the encoder's ENCODER_CRF)")
-    run.add_argument("--preset", choices=X264_PRESETS, default="",
-                     help="x264 speed preset (default: the encoder's ENCODER_PRESET)")
+    run.add_argument(
+        "--sequential",
+        action="store_true",
+        help="run the stages one after another through disk spools (the "
+        "benchmark baseline; the default overlaps them)",
+    )
+    run.add_argument(
+        "--crop-driving-video",
+        action="store_true",
+        help="track and crop the face in a square hero video too (a non-square "
+        "one is always cropped)",
+    )
+    run.add_argument(
+        "--crf",
+        type=_crf,
+        default=0,
+        metavar="1-51",
+        help="x264 quality, lower is better (default: the encoder's ENCODER_CRF)",
+    )
+    run.add_argument(
+        "--preset",
+        choices=X264_PRESETS,
+        default="",
+        help="x264 speed preset (default: the encoder's ENCODER_PRESET)",
+    )
     return p
 
 
@@ -106,16 +146,27 @@ def add_option_flags(parser: argparse.ArgumentParser) -> None:
     for field in option_fields():
         flag = "--" + field.name.replace("_", "-")
         if field.kind is bool:
-            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
-                               help=f"{field.description} (default: "
-                               f"{'on' if field.default else 'off'})")
+            group.add_argument(
+                flag,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=f"{field.description} (default: {'on' if field.default else 'off'})",
+            )
         elif field.choices:
-            group.add_argument(flag, choices=field.choices, default=None,
-                               help=f"{field.description} (default: {field.default})")
+            group.add_argument(
+                flag,
+                choices=field.choices,
+                default=None,
+                help=f"{field.description} (default: {field.default})",
+            )
         else:
-            group.add_argument(flag, type=field.kind, default=None, metavar="NUMBER",
-                               help=f"{field.description}; in {field.bounds()} "
-                               f"(default: {field.default:g})")
+            group.add_argument(
+                flag,
+                type=field.kind,
+                default=None,
+                metavar="NUMBER",
+                help=f"{field.description}; in {field.bounds()} (default: {field.default:g})",
+            )
 
 
 def options_from_args(args: argparse.Namespace) -> AnimationOptions:
@@ -127,8 +178,11 @@ def options_from_args(args: argparse.Namespace) -> AnimationOptions:
 def render_config(args: argparse.Namespace) -> OrchestratorConfig:
     """The orchestrator settings of this run (the run flags)."""
     return OrchestratorConfig(
-        sequential=args.sequential, crop_driving_video=args.crop_driving_video, encoder_crf=args.crf,
-        encoder_preset=args.preset)
+        sequential=args.sequential,
+        crop_driving_video=args.crop_driving_video,
+        encoder_crf=args.crf,
+        encoder_preset=args.preset,
+    )
 
 
 def _crf(text: str) -> int:
@@ -178,11 +232,16 @@ class ProgressBar:
         total = max(update.frames_total, 1)
         filled = int(self.width * min(update.frames_done, total) / total)
         eta = "--" if update.eta_seconds is None else f"{update.eta_seconds:5.1f}s"
-        line = (f"{update.stage:<10} [{'#' * filled}{'.' * (self.width - filled)}] "
-                f"{update.frames_done}/{update.frames_total} frames  ETA {eta}")
+        line = (
+            f"{update.stage:<10} [{'#' * filled}{'.' * (self.width - filled)}] "
+            f"{update.frames_done}/{update.frames_total} frames  ETA {eta}"
+        )
         if self.tty:
             self.stream.write("\r" + line.ljust(len(self._last_line)))
-        elif line.split()[0] != self._last_line.split(" ")[0] or time.monotonic() - self._last_plain > 2:
+        elif (
+            line.split()[0] != self._last_line.split(" ")[0]
+            or time.monotonic() - self._last_plain > 2
+        ):
             self.stream.write(line + "\n")
             self._last_plain = time.monotonic()
         self._last_line = line
@@ -215,14 +274,23 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] = os.environ)
     weights = args.weights or default_weights_dir(environ)
     problem = folder_problem(weights)
     if problem is not None:
-        print(f"dynamics render: weights folder {weights}: {problem}; make one with "
-              f"`dynamics weights fetch {weights}` (real) or `dynamics weights random --config "
-              f"reduced {weights}` (noise), or run `bash setup.sh install`", file=sys.stderr)
+        print(
+            f"dynamics render: weights folder {weights}: {problem}; make one with "
+            f"`dynamics weights fetch {weights}` (real) or `dynamics weights random --config "
+            f"reduced {weights}` (noise), or run `bash setup.sh install`",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     if (weights / RANDOM_MARKER).exists():
         print(NOISE_WARNING, file=sys.stderr)
-    spec = JobSpec(job_id=f"render-{os.getpid()}", source=source, driving=driving,
-                   seconds=args.seconds, source_max_dim=args.source_max_dim, options=options)
+    spec = JobSpec(
+        job_id=f"render-{os.getpid()}",
+        source=source,
+        driving=driving,
+        seconds=args.seconds,
+        source_max_dim=args.source_max_dim,
+        options=options,
+    )
     cancel = threading.Event()
     previous = signal.signal(signal.SIGINT, lambda *_: cancel.set())
     try:
@@ -239,10 +307,15 @@ def _backend_env(args) -> dict[str, str]:
 def _render(args, weights: Path, spec: JobSpec, cancel: threading.Event, environ) -> int:
     started = time.monotonic()
     print("starting face_detect, animator and encoder on loopback ...", file=sys.stderr)
-    stack = LocalStack(StackConfig(weights_dir=weights, env=dict(environ),
-                                   animator_device=args.device,
-                                   animator_batch_size=args.batch_size,
-                                   extra_env=_backend_env(args)))
+    stack = LocalStack(
+        StackConfig(
+            weights_dir=weights,
+            env=dict(environ),
+            animator_device=args.device,
+            animator_batch_size=args.batch_size,
+            extra_env=_backend_env(args),
+        )
+    )
     try:
         targets = stack.start()
     except StackError as exc:
@@ -253,8 +326,10 @@ def _render(args, weights: Path, spec: JobSpec, cancel: threading.Event, environ
     config = render_config(args)
     bar = ProgressBar()
     try:
-        with ServiceClients(targets) as clients, tempfile.TemporaryDirectory(
-                prefix="dynamics-render-") as work:
+        with (
+            ServiceClients(targets) as clients,
+            tempfile.TemporaryDirectory(prefix="dynamics-render-") as work,
+        ):
             orchestrator = Orchestrator(clients, cache, MediaFetcher(FetchPolicy()), config)
             result = orchestrator.run(spec, Path(work), on_progress=bar, cancel=cancel)
             bar.finish()
@@ -262,8 +337,7 @@ def _render(args, weights: Path, spec: JobSpec, cancel: threading.Event, environ
                 args.output.parent.mkdir(parents=True, exist_ok=True)
                 shutil.move(str(result.mp4_path), args.output)
             except OSError as exc:
-                print(f"dynamics render: output {args.output}: {os_reason(exc)}",
-                      file=sys.stderr)
+                print(f"dynamics render: output {args.output}: {os_reason(exc)}", file=sys.stderr)
                 return EXIT_FAILED
     except JobFailed as exc:
         bar.finish()
@@ -274,12 +348,22 @@ def _render(args, weights: Path, spec: JobSpec, cancel: threading.Event, environ
     if result.random_weights:
         print(NOISE_WARNING, file=sys.stderr)
     hit = "hit (motion reused)" if result.cache_hit else "miss"
-    print(f"wrote {args.output}: {result.frames} frames, motion cache {hit}, "
-          f"{result.timings.get('total', 0.0):.1f} s", file=sys.stderr)
+    print(
+        f"wrote {args.output}: {result.frames} frames, motion cache {hit}, "
+        f"{result.timings.get('total', 0.0):.1f} s",
+        file=sys.stderr,
+    )
     if args.json:
-        print(json.dumps({
-            "output": str(args.output), "frames": result.frames, "cache_hit": result.cache_hit,
-            "random_weights": result.random_weights, "sequential": args.sequential,
-            "timings": {**result.timings, "stack_start": round(stack_s, 3)},
-        }))
+        print(
+            json.dumps(
+                {
+                    "output": str(args.output),
+                    "frames": result.frames,
+                    "cache_hit": result.cache_hit,
+                    "random_weights": result.random_weights,
+                    "sequential": args.sequential,
+                    "timings": {**result.timings, "stack_start": round(stack_s, 3)},
+                }
+            )
+        )
     return EXIT_OK

@@ -33,31 +33,67 @@ from services.common.cli import (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dynamics up", description=__doc__.splitlines()[0],
-                                epilog=exit_codes_text(),
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="dynamics up",
+        description=__doc__.splitlines()[0],
+        epilog=exit_codes_text(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--port", type=_port, default=8080, help="gateway HTTP port (0: any free one)")
-    p.add_argument("--host", default="127.0.0.1",
-                   help="gateway bind address (default 127.0.0.1; 0.0.0.0 exposes the REST API "
-                        "to the network, without auth). The three services always bind 127.0.0.1")
-    p.add_argument("--weights", type=Path, help="LivePortrait weights folder "
-                   "(default: $DYNAMICS_WEIGHTS_DIR or .dynamics/weights)")
-    p.add_argument("--data-dir", type=Path, default=Path(".dynamics/gateway"),
-                   help="jobs database, results and motion cache")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="gateway bind address (default 127.0.0.1; 0.0.0.0 exposes the REST API "
+        "to the network, without auth). The three services always bind 127.0.0.1",
+    )
+    p.add_argument(
+        "--weights",
+        type=Path,
+        help="LivePortrait weights folder (default: $DYNAMICS_WEIGHTS_DIR or .dynamics/weights)",
+    )
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(".dynamics/gateway"),
+        help="jobs database, results and motion cache",
+    )
     p.add_argument("--device", default="auto", help="animator device: auto, cpu, cuda, ...")
-    p.add_argument("--backend", choices=("torch", "onnxruntime"), default=None,
-                   help="animator backend (default: ANIMATOR_BACKEND, else torch); onnxruntime "
-                   "needs `dynamics weights export-onnx WEIGHTS` first")
-    p.add_argument("--workers", type=int, default=None,
-                   help="gateway job slots (default 3 per animator: docs/gateway.md, Job slots)")
-    p.add_argument("--animators", type=int, default=1, metavar="N",
-                   help="animator processes behind one target; the gateway spreads jobs over "
-                        "them round_robin (default 1)")
-    p.add_argument("--max-restarts", type=int, default=3, metavar="N",
-                   help="restarts of one dead service allowed within --restart-window "
-                        "before `dynamics up` gives up and exits (default 3)")
-    p.add_argument("--restart-window", type=float, default=300.0, metavar="SECONDS",
-                   help="window for --max-restarts (default 300)")
+    p.add_argument(
+        "--backend",
+        choices=("torch", "onnxruntime"),
+        default=None,
+        help="animator backend (default: ANIMATOR_BACKEND, else torch); onnxruntime "
+        "needs `dynamics weights export-onnx WEIGHTS` first",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="gateway job slots (default 3 per animator: docs/gateway.md, Job slots)",
+    )
+    p.add_argument(
+        "--animators",
+        type=int,
+        default=1,
+        metavar="N",
+        help="animator processes behind one target; the gateway spreads jobs over "
+        "them round_robin (default 1)",
+    )
+    p.add_argument(
+        "--max-restarts",
+        type=int,
+        default=3,
+        metavar="N",
+        help="restarts of one dead service allowed within --restart-window "
+        "before `dynamics up` gives up and exits (default 3)",
+    )
+    p.add_argument(
+        "--restart-window",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="window for --max-restarts (default 300)",
+    )
     return p
 
 
@@ -67,8 +103,9 @@ def _port(text: str) -> int:
     return int(text)
 
 
-def gateway_environ(environ: Mapping[str, str], args: argparse.Namespace,
-                    targets) -> dict[str, str]:
+def gateway_environ(
+    environ: Mapping[str, str], args: argparse.Namespace, targets
+) -> dict[str, str]:
     """The gateway's settings for a local run: no auth, local storage, our services."""
     return {
         **environ,
@@ -121,12 +158,14 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] = os.environ)
     weights = args.weights or default_weights_dir(environ)
     problem = folder_problem(weights)
     if problem is not None:
-        print(f"dynamics up: weights folder {weights}: {problem}; make one with `dynamics "
-              f"weights fetch {weights}` or run `bash setup.sh install`", file=sys.stderr)
+        print(
+            f"dynamics up: weights folder {weights}: {problem}; make one with `dynamics "
+            f"weights fetch {weights}` or run `bash setup.sh install`",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     if args.max_restarts < 0 or args.restart_window <= 0:
-        print("dynamics up: --max-restarts must be >= 0 and --restart-window > 0",
-              file=sys.stderr)
+        print("dynamics up: --max-restarts must be >= 0 and --restart-window > 0", file=sys.stderr)
         return EXIT_USAGE
     if not 1 <= args.animators <= 16 or (args.workers is not None and args.workers < 0):
         print("dynamics up: --animators must be 1-16 and --workers >= 0", file=sys.stderr)
@@ -134,18 +173,25 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] = os.environ)
     try:
         sock = bind_gateway(args.host, args.port)
     except OSError as exc:
-        print(f"dynamics up: {exc}; is another `dynamics up` running? (--port picks another)",
-              file=sys.stderr)
+        print(
+            f"dynamics up: {exc}; is another `dynamics up` running? (--port picks another)",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     args.port = sock.getsockname()[1]
     if (weights / RANDOM_MARKER).exists():
         print(NOISE_WARNING, file=sys.stderr)
-    stack = LocalStack(StackConfig(weights_dir=weights, env=dict(environ),
-                                   animator_device=args.device, max_restarts=args.max_restarts,
-                                   restart_window_s=args.restart_window,
-                                   animators=args.animators,
-                                   extra_env=({"ANIMATOR_BACKEND": args.backend}
-                                              if args.backend else {})))
+    stack = LocalStack(
+        StackConfig(
+            weights_dir=weights,
+            env=dict(environ),
+            animator_device=args.device,
+            max_restarts=args.max_restarts,
+            restart_window_s=args.restart_window,
+            animators=args.animators,
+            extra_env=({"ANIMATOR_BACKEND": args.backend} if args.backend else {}),
+        )
+    )
     animators = "animator" if args.animators == 1 else f"{args.animators} animators"
     print(f"starting face_detect, {animators} and encoder on 127.0.0.1 ...", file=sys.stderr)
     # uvicorn drains on SIGTERM, then re-raises it with the handler found at start: make that
@@ -163,8 +209,13 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] = os.environ)
         signal.signal(signal.SIGTERM, previous)
 
 
-def _serve(args: argparse.Namespace, environ: Mapping[str, str], weights: Path,
-           stack: LocalStack, sock: socket.socket) -> int:
+def _serve(
+    args: argparse.Namespace,
+    environ: Mapping[str, str],
+    weights: Path,
+    stack: LocalStack,
+    sock: socket.socket,
+) -> int:
     import uvicorn
 
     from services.common.logging import configure_logging
@@ -180,16 +231,25 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str], weights: Path,
     configure_logging("gateway", level=config.log_level)
     orchestrator, close_clients = real_orchestrator(config)
     gateway = Gateway.build(config, orchestrator)
-    server = uvicorn.Server(uvicorn.Config(
-        gateway.app, host=args.host, port=args.port, log_config=None,
-        timeout_graceful_shutdown=int(gateway.state.drain_s) + 5))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            gateway.app,
+            host=args.host,
+            port=args.port,
+            log_config=None,
+            timeout_graceful_shutdown=int(gateway.state.drain_s) + 5,
+        )
+    )
 
     def give_up(_exc: StackError) -> None:  # a service is past its restart budget
         server.should_exit = True
 
     stack.supervise(on_failure=give_up)
-    print(f"dynamics up: REST API on http://{_url_host(args.host)}:{args.port} "
-          f"(try-it page at /, OpenAPI at /openapi.json, no auth)", file=sys.stderr)
+    print(
+        f"dynamics up: REST API on http://{_url_host(args.host)}:{args.port} "
+        f"(try-it page at /, OpenAPI at /openapi.json, no auth)",
+        file=sys.stderr,
+    )
     try:
         server.run(sockets=[sock])
     finally:

@@ -29,8 +29,14 @@ class DynamicsError(Exception):
     carried no code. `status` is the HTTP status (None when unreachable).
     """
 
-    def __init__(self, code: str, message: str, status: int | None = None,
-                 retry_after: float | None = None, body: Any = None) -> None:
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        status: int | None = None,
+        retry_after: float | None = None,
+        body: Any = None,
+    ) -> None:
         super().__init__(f"{code}: {message}" if message else code)
         self.code = code
         self.message = message
@@ -41,8 +47,9 @@ class DynamicsError(Exception):
     @property
     def is_client_error(self) -> bool:
         """The request itself was refused (4xx other than 408 and 429): retrying won't help."""
-        return self.status is not None and 400 <= self.status < 500 and self.status not in (
-            408, 429)
+        return (
+            self.status is not None and 400 <= self.status < 500 and self.status not in (408, 429)
+        )
 
 
 def error_from_response(response: httpx.Response) -> DynamicsError:
@@ -60,8 +67,7 @@ def error_from_response(response: httpx.Response) -> DynamicsError:
             code, message = nested["code"], str(nested.get("message") or "")
         if isinstance(body.get("code"), str):
             code = body["code"]
-        message = str(body.get("detail") or body.get("message") or body.get("title")
-                      or message)
+        message = str(body.get("detail") or body.get("message") or body.get("title") or message)
     if code is None:
         code = f"http_{response.status_code}"
     message = message or response.reason_phrase or ""
@@ -124,8 +130,9 @@ class Job:
         error = data.get("error")
         links = data.get("links")
         if isinstance(links, Mapping):  # plain URLs, or {"href": URL} objects
-            links = {str(k): (v.get("href") if isinstance(v, Mapping) else v)
-                     for k, v in links.items()}
+            links = {
+                str(k): (v.get("href") if isinstance(v, Mapping) else v) for k, v in links.items()
+            }
             links = {k: v for k, v in links.items() if isinstance(v, str)}
         else:
             links = {}
@@ -138,8 +145,11 @@ class Job:
             frames_total=int(data.get("frames_total") or 0),
             eta_seconds=None if data.get("eta_seconds") is None else float(data["eta_seconds"]),
             timings={str(k): float(v) for k, v in (data.get("timings") or {}).items()},
-            error=(JobError(str(error.get("code", "")), str(error.get("message", "")))
-                   if isinstance(error, Mapping) else None),
+            error=(
+                JobError(str(error.get("code", "")), str(error.get("message", "")))
+                if isinstance(error, Mapping)
+                else None
+            ),
             result_url=data.get("result_url"),
             cache_hit=data.get("cache_hit"),
             random_weights=data.get("random_weights"),
@@ -203,14 +213,25 @@ class Client:
     """Calls to one gateway. `token` is a Firebase ID token (None when the gateway runs with
     `GATEWAY_AUTH_MODE=none`, as under `dynamics up`)."""
 
-    def __init__(self, base_url: str, token: str | None = None, *, timeout: float = 30.0,
-                 transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        *,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         headers = {"User-Agent": "dynamics-client/1"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
         self.base_url = base_url.rstrip("/")
-        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout,
-                                  transport=transport, follow_redirects=False)
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            headers=headers,
+            timeout=timeout,
+            transport=transport,
+            follow_redirects=False,
+        )
 
     def __enter__(self) -> Client:  # noqa: PYI034 - Self needs Python 3.11
         return self
@@ -230,10 +251,18 @@ class Client:
             raise error_from_response(response)
         return response
 
-    def submit(self, photo: str | Path | BinaryIO, video: str | Path | BinaryIO,
-               options: Mapping[str, Any] | None = None, *, seconds: float | None = None,
-               source_max_dim: int | None = None, idempotency_key: str | None = None,
-               fcm_token: str | None = None, webhook_url: str | None = None) -> Job:
+    def submit(
+        self,
+        photo: str | Path | BinaryIO,
+        video: str | Path | BinaryIO,
+        options: Mapping[str, Any] | None = None,
+        *,
+        seconds: float | None = None,
+        source_max_dim: int | None = None,
+        idempotency_key: str | None = None,
+        fcm_token: str | None = None,
+        webhook_url: str | None = None,
+    ) -> Job:
         """Queue a job. `photo` and `video` are files (a path or an open binary file, uploaded)
         or https URLs the gateway fetches. `options` are the animation options
         (`relative_motion`, `driving_multiplier`, ...; see the gateway's OpenAPI)."""
@@ -251,13 +280,16 @@ class Client:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         if _is_url(photo) and _is_url(video):
             body = {"source_url": photo, "driving_url": video, **fields}
-            return Job.from_json(self._request("POST", "/v1/jobs", json=body,
-                                               headers=headers).json())
+            return Job.from_json(
+                self._request("POST", "/v1/jobs", json=body, headers=headers).json()
+            )
         form = {k: (json.dumps(v) if isinstance(v, dict) else str(v)) for k, v in fields.items()}
         with ExitStack() as stack:
             files = {}
-            for name, media, default in (("source", photo, "source.png"),
-                                         ("driving", video, "driving.mp4")):
+            for name, media, default in (
+                ("source", photo, "source.png"),
+                ("driving", video, "driving.mp4"),
+            ):
                 if _is_url(media):
                     form[f"{name}_url"] = str(media)
                     continue
@@ -269,8 +301,7 @@ class Client:
                     handle, filename = media, Path(getattr(media, "name", default)).name
                 kind = mimetypes.guess_type(filename)[0] or "application/octet-stream"
                 files[name] = (filename, handle, kind)
-            response = self._request("POST", "/v1/jobs", data=form, files=files,
-                                     headers=headers)
+            response = self._request("POST", "/v1/jobs", data=form, files=files, headers=headers)
         return Job.from_json(response.json())
 
     def get(self, job_id: str) -> Job:
@@ -281,8 +312,9 @@ class Client:
         within a lease heartbeat: `wait` for the final state)."""
         return Job.from_json(self._request("DELETE", f"/v1/jobs/{job_id}").json())
 
-    def events(self, job_id: str, *, last_event_id: str | None = None,
-               max_reconnects: int = 5) -> Iterator[Job]:
+    def events(
+        self, job_id: str, *, last_event_id: str | None = None, max_reconnects: int = 5
+    ) -> Iterator[Job]:
         """The job each time it changes, from `GET /v1/jobs/{id}/events`, until a final state.
 
         A dropped stream (network error, or an end before a final state) is reopened with
@@ -296,8 +328,12 @@ class Client:
                 headers["Last-Event-ID"] = last_event_id
             problem: Exception | None = None
             try:
-                with self._http.stream("GET", f"/v1/jobs/{job_id}/events", headers=headers,
-                                       timeout=httpx.Timeout(30.0, read=90.0)) as response:
+                with self._http.stream(
+                    "GET",
+                    f"/v1/jobs/{job_id}/events",
+                    headers=headers,
+                    timeout=httpx.Timeout(30.0, read=90.0),
+                ) as response:
                     if response.status_code >= 400:
                         response.read()
                         raise error_from_response(response)
@@ -316,12 +352,20 @@ class Client:
                 problem = exc
             drops += 1
             if drops > max_reconnects:
-                raise DynamicsError("unreachable", f"the event stream of job {job_id} kept "
-                                    f"dropping ({drops} times): {problem or 'ended early'}")
+                raise DynamicsError(
+                    "unreachable",
+                    f"the event stream of job {job_id} kept "
+                    f"dropping ({drops} times): {problem or 'ended early'}",
+                )
             time.sleep(delay)
 
-    def wait(self, job_id: str, *, timeout: float | None = None,
-             on_update: Callable[[Job], None] | None = None) -> Job:
+    def wait(
+        self,
+        job_id: str,
+        *,
+        timeout: float | None = None,
+        on_update: Callable[[Job], None] | None = None,
+    ) -> Job:
         """Follow the job's events until it is final (succeeded, failed or cancelled) and return
         it; `TimeoutError` after `timeout` seconds (checked as events arrive)."""
         deadline = None if timeout is None else time.monotonic() + timeout

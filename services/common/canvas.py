@@ -49,5 +49,6 @@ def canvas_from_message(image: common_pb2.Image, max_dim: int) -> np.ndarray:
         return source_canvas(image.encoded.data, max_dim)
     if which == "raw":
         return prepare_canvas(raw_to_array(image.raw), max_dim)
-    raise InvalidInputError("image message carries neither raw pixels nor an encoded file",
-                            reason="bad_image")
+    raise InvalidInputError(
+        "image message carries neither raw pixels nor an encoded file", reason="bad_image"
+    )

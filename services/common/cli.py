@@ -17,8 +17,13 @@ EXIT_INTERRUPTED = 130
 EXIT_CODES: tuple[tuple[int, str], ...] = (
     (EXIT_OK, "done"),
     (EXIT_FAILED, "the work failed (a job, a check, a service that would not start)"),
-    (EXIT_USAGE, ("bad usage: a wrong argument, or an input file or folder that is missing "
-                  "or cannot be read")),
+    (
+        EXIT_USAGE,
+        (
+            "bad usage: a wrong argument, or an input file or folder that is missing "
+            "or cannot be read"
+        ),
+    ),
     (EXIT_UNAVAILABLE, "a part could not be loaded (an optional package or a detector model)"),
     (EXIT_INTERRUPTED, "interrupted (Ctrl-C)"),
 )

@@ -144,9 +144,7 @@ def env_port(environ: Mapping[str, str], name: str, default: int) -> int:
 DEFAULT_BIND_HOST = "0.0.0.0"
 
 
-def env_bind_host(
-    environ: Mapping[str, str], prefix: str, default: str = DEFAULT_BIND_HOST
-) -> str:
+def env_bind_host(environ: Mapping[str, str], prefix: str, default: str = DEFAULT_BIND_HOST) -> str:
     """The listen address of a service: `<PREFIX>_BIND_HOST`, else `BIND_HOST`, else `default`.
 
     An IP address literal (`127.0.0.1`, `0.0.0.0`, `::1`, `::`; brackets around IPv6 allowed),

@@ -259,8 +259,12 @@ def landmark_box(
     cx, cy = rect.center
     w, h = rect.size
     bbox = np.array(
-        [[cx - w / 2, cy - h / 2], [cx + w / 2, cy - h / 2],
-         [cx + w / 2, cy + h / 2], [cx - w / 2, cy + h / 2]]
+        [
+            [cx - w / 2, cy - h / 2],
+            [cx + w / 2, cy - h / 2],
+            [cx + w / 2, cy + h / 2],
+            [cx - w / 2, cy + h / 2],
+        ]
     )
     c, s = cos(rect.angle), sin(rect.angle)
     rot = np.array([[c, -s], [s, c]])

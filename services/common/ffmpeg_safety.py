@@ -86,8 +86,13 @@ def probe_input_args(demuxers: Sequence[str] = tuple(VIDEO_DEMUXERS)) -> list[st
     ffprobe ignores demuxer-private options the chosen demuxer lacks, so the `mov` reference
     options are always given.
     """
-    return ["-format_whitelist", ",".join(demuxers), "-protocol_whitelist", FILE_PROTOCOLS,
-            *MOV_SAFE_OPTIONS]
+    return [
+        "-format_whitelist",
+        ",".join(demuxers),
+        "-protocol_whitelist",
+        FILE_PROTOCOLS,
+        *MOV_SAFE_OPTIONS,
+    ]
 
 
 def demuxer_of(format_name: str) -> str:
@@ -104,8 +109,9 @@ def input_options(demuxer: str) -> dict[str, str]:
         raise UnsafeMediaError(demuxer)
     options = {"f": demuxer, "format_whitelist": demuxer, "protocol_whitelist": FILE_PROTOCOLS}
     if demuxer == "mov":
-        options.update(zip((k.lstrip("-") for k in MOV_SAFE_OPTIONS[::2]),
-                           MOV_SAFE_OPTIONS[1::2], strict=True))
+        options.update(
+            zip((k.lstrip("-") for k in MOV_SAFE_OPTIONS[::2]), MOV_SAFE_OPTIONS[1::2], strict=True)
+        )
     return options
 
 
@@ -211,8 +217,10 @@ def guarded_argv(argv: Sequence[str]) -> list[str]:
 
 @functools.cache
 def _warn_no_setpriv() -> None:
-    logger.warning("setpriv (util-linux) is missing: FFmpeg children are killed on shutdown "
-                   "and cancel, but not when this process is killed")
+    logger.warning(
+        "setpriv (util-linux) is missing: FFmpeg children are killed on shutdown "
+        "and cancel, but not when this process is killed"
+    )
 
 
 class _Spawner:
@@ -231,8 +239,9 @@ class _Spawner:
             # First use, or a forked copy of the process: the old thread is not here.
             self._requests = queue.SimpleQueue()
             self.children = weakref.WeakSet()
-            threading.Thread(target=self._loop, args=(self._requests,),
-                             name="child-spawner", daemon=True).start()
+            threading.Thread(
+                target=self._loop, args=(self._requests,), name="child-spawner", daemon=True
+            ).start()
             self._owner_pid = os.getpid()
 
     @staticmethod
@@ -285,8 +294,9 @@ def kill_group(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-def run(argv: Sequence[str], timeout_s: float, *, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE) -> subprocess.CompletedProcess:
+def run(
+    argv: Sequence[str], timeout_s: float, *, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+) -> subprocess.CompletedProcess:
     """Like `subprocess.run(argv, capture_output=True, timeout=...)` for a guarded child; on
     timeout the whole group is killed before TimeoutExpired is raised."""
     proc = popen(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr)

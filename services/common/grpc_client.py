@@ -56,8 +56,11 @@ def retry_service_config(
         # instead of pinning every call to the first address.
         "loadBalancingConfig": [{"round_robin": {}}],
         # Skip a pod whose health says NOT_SERVING (loading, draining) without waiting for DNS.
-        **({"healthCheckConfig": {"serviceName": service_names[0]}}
-           if health_checked and service_names else {}),
+        **(
+            {"healthCheckConfig": {"serviceName": service_names[0]}}
+            if health_checked and service_names
+            else {}
+        ),
         "methodConfig": [
             {
                 "name": [{"service": name} for name in service_names],
@@ -70,7 +73,8 @@ def retry_service_config(
                 },
                 "waitForReady": True,
             }
-        ] + ([{"name": streams, "waitForReady": True}] if streams else []),
+        ]
+        + ([{"name": streams, "waitForReady": True}] if streams else []),
     }
     return json.dumps(config)
 
@@ -84,8 +88,11 @@ def _streaming_methods(service_names: Sequence[str]) -> list[dict[str, str]]:
             service = pool.FindServiceByName(name)
         except KeyError:
             continue
-        found += [{"service": name, "method": m.name} for m in service.methods
-                  if m.client_streaming or m.server_streaming]
+        found += [
+            {"service": name, "method": m.name}
+            for m in service.methods
+            if m.client_streaming or m.server_streaming
+        ]
     return found
 
 
@@ -93,10 +100,12 @@ def resolution_options(environ: Mapping[str, str] = os.environ) -> list[tuple[st
     """How often a `dns:` target may be resolved again and how long a lost address waits at most
     before the next connection attempt (`GRPC_DNS_MIN_RESOLUTION_S`,
     `GRPC_MAX_RECONNECT_BACKOFF_S`)."""
-    min_resolution = env_float(environ, "GRPC_DNS_MIN_RESOLUTION_S",
-                               DEFAULT_DNS_MIN_RESOLUTION_S, minimum=0.0)
-    max_backoff = env_float(environ, "GRPC_MAX_RECONNECT_BACKOFF_S",
-                            DEFAULT_MAX_RECONNECT_BACKOFF_S, minimum=0.1)
+    min_resolution = env_float(
+        environ, "GRPC_DNS_MIN_RESOLUTION_S", DEFAULT_DNS_MIN_RESOLUTION_S, minimum=0.0
+    )
+    max_backoff = env_float(
+        environ, "GRPC_MAX_RECONNECT_BACKOFF_S", DEFAULT_MAX_RECONNECT_BACKOFF_S, minimum=0.1
+    )
     return [
         ("grpc.dns_min_time_between_resolutions_ms", int(min_resolution * 1000)),
         ("grpc.max_reconnect_backoff_ms", int(max_backoff * 1000)),
@@ -126,8 +135,12 @@ def make_channel(
     ]
     if service_names:
         options.append(
-            ("grpc.service_config", retry_service_config(service_names, max_attempts=max_attempts,
-                                                       health_checked=health_checked))
+            (
+                "grpc.service_config",
+                retry_service_config(
+                    service_names, max_attempts=max_attempts, health_checked=health_checked
+                ),
+            )
         )
     return grpc.insecure_channel(target, options=options)
 

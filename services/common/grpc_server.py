@@ -72,8 +72,10 @@ def connection_age_s(name: str, environ: Mapping[str, str] = os.environ) -> tupl
     `GRPC_MAX_CONNECTION_AGE_S` / `GRPC_MAX_CONNECTION_AGE_GRACE_S`, else the defaults."""
     prefix = name.upper()
     values = []
-    for suffix, default in (("MAX_CONNECTION_AGE_S", DEFAULT_MAX_CONNECTION_AGE_S),
-                            ("MAX_CONNECTION_AGE_GRACE_S", DEFAULT_MAX_CONNECTION_AGE_GRACE_S)):
+    for suffix, default in (
+        ("MAX_CONNECTION_AGE_S", DEFAULT_MAX_CONNECTION_AGE_S),
+        ("MAX_CONNECTION_AGE_GRACE_S", DEFAULT_MAX_CONNECTION_AGE_GRACE_S),
+    ):
         fallback = env_float(environ, f"GRPC_{suffix}", default, minimum=0.1)
         values.append(env_float(environ, f"{prefix}_{suffix}", fallback, minimum=0.1))
     return values[0], values[1]
@@ -89,8 +91,9 @@ def drain_delay_from_env(name: str, environ: Mapping[str, str] = os.environ) -> 
     return env_float(environ, f"{name.upper()}_DRAIN_DELAY_S", fallback, minimum=0.0)
 
 
-def server_options(max_connection_age_s: float, max_connection_age_grace_s: float
-                   ) -> tuple[tuple[str, int], ...]:
+def server_options(
+    max_connection_age_s: float, max_connection_age_grace_s: float
+) -> tuple[tuple[str, int], ...]:
     """SERVER_OPTIONS plus the connection age and its grace."""
     return SERVER_OPTIONS + (
         ("grpc.max_connection_age_ms", int(max_connection_age_s * 1000)),
@@ -200,8 +203,9 @@ class GrpcService:
         self._gate = DrainGate()
         age_s, grace_age_s = connection_age_s(name)
         self.max_connection_age_s = age_s if max_connection_age_s is None else max_connection_age_s
-        self.max_connection_age_grace_s = (grace_age_s if max_connection_age_grace_s is None
-                                           else max_connection_age_grace_s)
+        self.max_connection_age_grace_s = (
+            grace_age_s if max_connection_age_grace_s is None else max_connection_age_grace_s
+        )
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=name),
             interceptors=[MetricsInterceptor(), self._gate],
@@ -227,12 +231,20 @@ class GrpcService:
             raise OSError(f"{self.name}: could not bind {address}")
         if self._requested_metrics_port is not None:
             self._metrics_http, self.metrics_port = start_metrics_server(
-                self._requested_metrics_port, host=self._host)
+                self._requested_metrics_port, host=self._host
+            )
         self.server.start()
-        logger.info("%s listening", self.name, extra={
-            "host": self._host, "port": self.port, "metrics_port": self.metrics_port,
-            "max_connection_age_s": self.max_connection_age_s,
-            "max_connection_age_grace_s": self.max_connection_age_grace_s})
+        logger.info(
+            "%s listening",
+            self.name,
+            extra={
+                "host": self._host,
+                "port": self.port,
+                "metrics_port": self.metrics_port,
+                "max_connection_age_s": self.max_connection_age_s,
+                "max_connection_age_grace_s": self.max_connection_age_grace_s,
+            },
+        )
         return self.port
 
     def set_serving(self) -> None:

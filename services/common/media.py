@@ -33,7 +33,9 @@ def raw_to_array(raw: common_pb2.RawImage, *, channels: int | None = 3) -> np.nd
     if w > MAX_SIDE or h > MAX_SIDE:
         raise InvalidInputError(f"raw image {w}x{h} exceeds {MAX_SIDE} px", reason="bad_image")
     if channels is not None and c != channels:
-        raise InvalidInputError(f"raw image has {c} channels, expected {channels}", reason="bad_image")
+        raise InvalidInputError(
+            f"raw image has {c} channels, expected {channels}", reason="bad_image"
+        )
     expected = w * h * c
     if len(raw.data) != expected:
         raise InvalidInputError(
@@ -51,7 +53,9 @@ def array_to_raw(image: np.ndarray) -> common_pb2.RawImage:
     if image.ndim != 3:
         raise ValueError(f"expected H x W x C, got shape {image.shape}")
     h, w, c = image.shape
-    return common_pb2.RawImage(width=w, height=h, channels=c, data=np.ascontiguousarray(image).tobytes())
+    return common_pb2.RawImage(
+        width=w, height=h, channels=c, data=np.ascontiguousarray(image).tobytes()
+    )
 
 
 def decode_image(
@@ -208,13 +212,17 @@ def _image_errors() -> Iterator[None]:
     except InvalidInputError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise InvalidInputError(f"image is too large to decode safely: {exc}",
-                                reason="image_too_large") from None
+        raise InvalidInputError(
+            f"image is too large to decode safely: {exc}", reason="image_too_large"
+        ) from None
     except UnidentifiedImageError:
-        raise InvalidInputError("file is not a supported image (PNG, JPEG, WebP, ...)",
-                                reason="bad_image") from None
+        raise InvalidInputError(
+            "file is not a supported image (PNG, JPEG, WebP, ...)", reason="bad_image"
+        ) from None
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
-        raise InvalidInputError(f"image is corrupt or truncated: {exc}", reason="bad_image") from None
+        raise InvalidInputError(
+            f"image is corrupt or truncated: {exc}", reason="bad_image"
+        ) from None
 
 
 def _open(data: bytes | os.PathLike[str], max_pixels: int) -> Image.Image:
@@ -231,8 +239,7 @@ def _check_size(size: tuple[int, int], max_pixels: int) -> None:
     w, h = size
     if w * h > max_pixels or w > MAX_SIDE or h > MAX_SIDE:
         raise InvalidInputError(
-            f"image is {w}x{h} pixels; the limit is {max_pixels} pixels and "
-            f"{MAX_SIDE} px per side",
+            f"image is {w}x{h} pixels; the limit is {max_pixels} pixels and {MAX_SIDE} px per side",
             reason="image_too_large",
         )
     if w < MIN_SIDE or h < MIN_SIDE:
@@ -325,12 +332,15 @@ def _orient(image: np.ndarray, orientation: int) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
-def image_message_to_array(msg: common_pb2.Image, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def image_message_to_array(
+    msg: common_pb2.Image, *, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
     """dynamics.v1.Image (raw or encoded) -> RGB uint8 array."""
     which = msg.WhichOneof("payload")
     if which == "raw":
         return raw_to_array(msg.raw)
     if which == "encoded":
         return decode_image(msg.encoded.data, max_pixels=max_pixels)
-    raise InvalidInputError("image message carries neither raw pixels nor an encoded file",
-                            reason="bad_image")
+    raise InvalidInputError(
+        "image message carries neither raw pixels nor an encoded file", reason="bad_image"
+    )

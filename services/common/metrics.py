@@ -12,9 +12,7 @@ from services.common.config import DEFAULT_BIND_HOST
 
 _LABELS = ("grpc_type", "grpc_service", "grpc_method")
 
-GRPC_STARTED = Counter(
-    "grpc_server_started_total", "RPCs started on the server.", _LABELS
-)
+GRPC_STARTED = Counter("grpc_server_started_total", "RPCs started on the server.", _LABELS)
 GRPC_HANDLED = Counter(
     "grpc_server_handled_total",
     "RPCs completed on the server, regardless of success or failure.",
@@ -72,8 +70,11 @@ class MetricsInterceptor(grpc.ServerInterceptor):
             return None
         service, method = _split(handler_call_details.method)
         labels = (_rpc_type(handler), service, method)
-        return rewrap_handler(handler, lambda inner: _wrap_unary(inner, labels),
-                              lambda inner: _wrap_streaming(inner, labels))
+        return rewrap_handler(
+            handler,
+            lambda inner: _wrap_unary(inner, labels),
+            lambda inner: _wrap_streaming(inner, labels),
+        )
 
 
 def rewrap_handler(

@@ -21,15 +21,22 @@ def main() -> None:
     configure_logging("encoder", config.log_level)
     servicer = EncoderServicer(config)
     service = GrpcService(
-        name="encoder", service_names=[SERVICE_NAME],
+        name="encoder",
+        service_names=[SERVICE_NAME],
         register=lambda s: encoder_pb2_grpc.add_EncoderServiceServicer_to_server(servicer, s),
-        port=config.port, metrics_port=config.metrics_port, grace_s=config.grace_s,
+        port=config.port,
+        metrics_port=config.metrics_port,
+        grace_s=config.grace_s,
         host=config.bind_host,
     )
     # Readiness stays NOT_SERVING until FFmpeg is found and has libx264 and aac.
     try:
-        serve_forever(service, load=lambda: logger.info(
-            "ffmpeg checked", extra={"version": check_tools(config.ffmpeg, config.ffprobe)}))
+        serve_forever(
+            service,
+            load=lambda: logger.info(
+                "ffmpeg checked", extra={"version": check_tools(config.ffmpeg, config.ffprobe)}
+            ),
+        )
     finally:
         # Drained (or the grace ran out): no FFmpeg outlives the service, even while a stuck
         # handler thread keeps the interpreter from exiting.

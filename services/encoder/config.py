@@ -19,8 +19,16 @@ from services.common.config import (
 
 # x264 presets, fastest to slowest (x264 --help); anything else is refused at start-up.
 X264_PRESETS = (
-    "ultrafast", "superfast", "veryfast", "faster", "fast",
-    "medium", "slow", "slower", "veryslow", "placebo",
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+    "placebo",
 )
 
 # The defaults and why (docs/encoder.md): CRF 18 is what upstream LivePortrait's writer uses and

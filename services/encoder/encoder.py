@@ -86,22 +86,28 @@ def validate_params(params: EncodeParams, config: EncoderConfig) -> None:
     if params.audio_bytes < 0 or params.audio_bytes > config.max_audio_bytes:
         raise ResourceExhaustedError(
             f"audio source of {params.audio_bytes} bytes exceeds {config.max_audio_bytes}",
-            reason="audio_too_large")
+            reason="audio_too_large",
+        )
     if params.expected_frames < 0:
-        raise InvalidInputError(f"expected_frames must be >= 0, got {params.expected_frames}",
-                                reason="bad_header")
+        raise InvalidInputError(
+            f"expected_frames must be >= 0, got {params.expected_frames}", reason="bad_header"
+        )
     if params.total_frames < 0 or params.total_frames > config.max_frames:
         raise ResourceExhaustedError(
             f"{params.total_frames} frames announced; the limit is {config.max_frames}",
-            reason="too_many_frames")
+            reason="too_many_frames",
+        )
     if params.frame_size is not None and min(params.frame_size) <= 0:
         raise InvalidInputError(f"frame size {params.frame_size} is invalid", reason="bad_frame")
     if len(params.comment) > MAX_COMMENT_CHARS or not params.comment.isprintable():
-        raise InvalidInputError(f"comment must be printable and at most {MAX_COMMENT_CHARS} "
-                                "characters", reason="bad_comment")
+        raise InvalidInputError(
+            f"comment must be printable and at most {MAX_COMMENT_CHARS} characters",
+            reason="bad_comment",
+        )
     if (params.canvas is None) != (params.m_c2o is None):
-        raise InvalidInputError("paste-back needs both the canvas and crop_to_canvas",
-                                reason="bad_pasteback")
+        raise InvalidInputError(
+            "paste-back needs both the canvas and crop_to_canvas", reason="bad_pasteback"
+        )
 
 
 class EncodeSession:
@@ -136,12 +142,14 @@ class EncodeSession:
         """Append a piece of the audio source (the trimmed hero video)."""
         self._check_alive()
         if self._frames:
-            raise InvalidInputError("audio chunks must come before the first frame",
-                                    reason="bad_order")
+            raise InvalidInputError(
+                "audio chunks must come before the first frame", reason="bad_order"
+            )
         if self._audio_received + len(chunk) > self.params.audio_bytes:
             raise InvalidInputError(
                 f"audio source exceeds the {self.params.audio_bytes} bytes the header announced",
-                reason="bad_audio")
+                reason="bad_audio",
+            )
         with open(self._audio_path, "ab") as f:
             f.write(chunk)
         self._audio_received += len(chunk)
@@ -150,17 +158,20 @@ class EncodeSession:
         """Paste back (if configured) and hand one H x W x 3 RGB frame to FFmpeg."""
         self._check_alive()
         if index != self._frames:
-            raise InvalidInputError(f"frame {index} arrived, expected frame {self._frames}",
-                                    reason="bad_order")
+            raise InvalidInputError(
+                f"frame {index} arrived, expected frame {self._frames}", reason="bad_order"
+            )
         limit = self.params.total_frames or self.config.max_frames
         if self._frames >= limit:
             raise ResourceExhaustedError(f"more than {limit} frames", reason="too_many_frames")
         if self._frames == 0:
             self._start(image)
         elif image.shape[1::-1] != self._frame_size:
-            raise InvalidInputError(f"frame {index} is {image.shape[1]}x{image.shape[0]}, "
-                                    f"expected {self._frame_size[0]}x{self._frame_size[1]}",
-                                    reason="bad_frame")
+            raise InvalidInputError(
+                f"frame {index} is {image.shape[1]}x{image.shape[0]}, "
+                f"expected {self._frame_size[0]}x{self._frame_size[1]}",
+                reason="bad_frame",
+            )
         picture = self._paste(image) if self._paste is not None else image  # H x W x 3
         with self._cancel_aware():
             self._process.write(np.ascontiguousarray(_even(picture)).data)
@@ -169,18 +180,23 @@ class EncodeSession:
 
     def _start(self, first: np.ndarray) -> None:
         if first.ndim != 3 or first.shape[2] != 3 or first.dtype != np.uint8:
-            raise InvalidInputError(f"frames must be H x W x 3 uint8, got {first.shape}",
-                                    reason="bad_frame")
+            raise InvalidInputError(
+                f"frames must be H x W x 3 uint8, got {first.shape}", reason="bad_frame"
+            )
         size = (first.shape[1], first.shape[0])
         if self._frame_size is not None and size != self._frame_size:
-            raise InvalidInputError(f"frame 0 is {size[0]}x{size[1]}, the header said "
-                                    f"{self._frame_size[0]}x{self._frame_size[1]}",
-                                    reason="bad_frame")
+            raise InvalidInputError(
+                f"frame 0 is {size[0]}x{size[1]}, the header said "
+                f"{self._frame_size[0]}x{self._frame_size[1]}",
+                reason="bad_frame",
+            )
         self._frame_size = size
         if self._audio_received != self.params.audio_bytes:
-            raise InvalidInputError(f"audio source incomplete: {self._audio_received} of "
-                                    f"{self.params.audio_bytes} bytes before the first frame",
-                                    reason="bad_audio")
+            raise InvalidInputError(
+                f"audio source incomplete: {self._audio_received} of "
+                f"{self.params.audio_bytes} bytes before the first frame",
+                reason="bad_audio",
+            )
         if self.params.audio_bytes:
             self._audio_format = ff.probe_audio_source(self.config.ffprobe, self._audio_path)
             self._has_audio = self._audio_format is not None
@@ -192,9 +208,16 @@ class EncodeSession:
                 raise InvalidInputError(f"paste-back: {exc}", reason="bad_pasteback") from exc
             out_h, out_w = self.params.canvas.shape[:2]
         argv = ff.video_encode_argv(
-            self.config.ffmpeg, width=out_w + out_w % 2, height=out_h + out_h % 2,
-            fps=self.params.fps, crf=self.params.crf, preset=self.params.preset,
-            output=self._video_path, faststart=not self._has_audio, comment=self.params.comment)
+            self.config.ffmpeg,
+            width=out_w + out_w % 2,
+            height=out_h + out_h % 2,
+            fps=self.params.fps,
+            crf=self.params.crf,
+            preset=self.params.preset,
+            output=self._video_path,
+            faststart=not self._has_audio,
+            comment=self.params.comment,
+        )
         with self._lock:
             self._check_alive()
             self._started_at = time.monotonic()
@@ -204,11 +227,16 @@ class EncodeSession:
                 # end of the job only copies it next to the video.
                 self._audio_process = ff.FFmpegProcess(
                     ff.audio_encode_argv(
-                        self.config.ffmpeg, audio_source=self._audio_path,
+                        self.config.ffmpeg,
+                        audio_source=self._audio_path,
                         duration=Fraction(self._announced_frames) / self.params.fps,
-                        bitrate=self.config.audio_bitrate, output=self._audio_aac_path,
-                        audio_format=self._audio_format),
-                    self.tmp / "audio.log", stdin=False)
+                        bitrate=self.config.audio_bitrate,
+                        output=self._audio_aac_path,
+                        audio_format=self._audio_format,
+                    ),
+                    self.tmp / "audio.log",
+                    stdin=False,
+                )
 
     # -- output ------------------------------------------------------------------------------
 
@@ -223,8 +251,7 @@ class EncodeSession:
     @property
     def _announced_frames(self) -> int:
         """The frame count the header gave: enforced (total_frames) or a hint (expected)."""
-        return self.params.total_frames or min(self.params.expected_frames,
-                                               self.config.max_frames)
+        return self.params.total_frames or min(self.params.expected_frames, self.config.max_frames)
 
     def finish(self) -> EncodeResult:
         """End of input: let FFmpeg finish, add the audio, and describe the MP4."""
@@ -232,8 +259,10 @@ class EncodeSession:
         if self._frames == 0:
             raise InvalidInputError("the stream ended before any frame", reason="no_frames")
         if self.params.total_frames and self._frames != self.params.total_frames:
-            raise InvalidInputError(f"the stream ended after {self._frames} of "
-                                    f"{self.params.total_frames} frames", reason="missing_frames")
+            raise InvalidInputError(
+                f"the stream ended after {self._frames} of {self.params.total_frames} frames",
+                reason="missing_frames",
+            )
         with self._cancel_aware():
             self._process.finish(FINISH_TIMEOUT_S)
         duration = Fraction(self._frames) / self.params.fps
@@ -242,32 +271,52 @@ class EncodeSession:
             final = self.tmp / "out.mp4"
             early = self._audio_process
             if early is not None and self._frames != self._announced_frames:
-                logger.info("audio made for %d frames, the stream had %d: making it again",
-                            self._announced_frames, self._frames)
+                logger.info(
+                    "audio made for %d frames, the stream had %d: making it again",
+                    self._announced_frames,
+                    self._frames,
+                )
                 early.kill()
                 early = None
             if early is not None:  # made for exactly `duration`
                 with self._cancel_aware():
                     early.finish(FINISH_TIMEOUT_S)
-                argv = ff.mux_copy_argv(self.config.ffmpeg, video=self._video_path,
-                                        audio=self._audio_aac_path, output=final,
-                                        comment=self.params.comment)
+                argv = ff.mux_copy_argv(
+                    self.config.ffmpeg,
+                    video=self._video_path,
+                    audio=self._audio_aac_path,
+                    output=final,
+                    comment=self.params.comment,
+                )
             else:
-                argv = ff.mux_audio_argv(self.config.ffmpeg, video=self._video_path,
-                                         audio_source=self._audio_path, duration=duration,
-                                         bitrate=self.config.audio_bitrate, output=final,
-                                         comment=self.params.comment,
-                                         audio_format=self._audio_format)
+                argv = ff.mux_audio_argv(
+                    self.config.ffmpeg,
+                    video=self._video_path,
+                    audio_source=self._audio_path,
+                    duration=duration,
+                    bitrate=self.config.audio_bitrate,
+                    output=final,
+                    comment=self.params.comment,
+                    audio_format=self._audio_format,
+                )
             with self._lock:
                 self._check_alive()
                 self._process = ff.FFmpegProcess(argv, self.tmp / "mux.log", stdin=False)
             with self._cancel_aware():
                 self._process.finish(FINISH_TIMEOUT_S)
         ENCODER_FFMPEG_SECONDS.observe(time.monotonic() - self._started_at)
-        self.result = EncodeResult(final, self._frames, duration, self._has_audio,
-                                   final.stat().st_size)
-        logger.info("encoded", extra={"frames": self._frames, "seconds": float(duration),
-                                      "has_audio": self._has_audio, "bytes": self.result.bytes})
+        self.result = EncodeResult(
+            final, self._frames, duration, self._has_audio, final.stat().st_size
+        )
+        logger.info(
+            "encoded",
+            extra={
+                "frames": self._frames,
+                "seconds": float(duration),
+                "has_audio": self._has_audio,
+                "bytes": self.result.bytes,
+            },
+        )
         return self.result
 
     def read_chunks(self, size: int = CHUNK_BYTES) -> Iterator[bytes]:

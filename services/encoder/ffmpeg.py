@@ -49,12 +49,25 @@ def seconds_arg(value: Fraction) -> str:
     return f"{micros // 1_000_000}.{micros % 1_000_000:06d}"
 
 
-def video_encode_argv(binary: str, *, width: int, height: int, fps: Fraction, crf: int,
-                      preset: str, output: Path, faststart: bool, comment: str = "") -> list[str]:
+def video_encode_argv(
+    binary: str,
+    *,
+    width: int,
+    height: int,
+    fps: Fraction,
+    crf: int,
+    preset: str,
+    output: Path,
+    faststart: bool,
+    comment: str = "",
+) -> list[str]:
     """rawvideo rgb24 on stdin -> H.264 yuv420p MP4 at exactly `fps` (width/height even)."""
     source = ffmpeg.input(
-        "pipe:0", **safety.pipe_input_options("rawvideo"), pix_fmt="rgb24",
-        s=f"{width}x{height}", framerate=f"{fps.numerator}/{fps.denominator}",
+        "pipe:0",
+        **safety.pipe_input_options("rawvideo"),
+        pix_fmt="rgb24",
+        s=f"{width}x{height}",
+        framerate=f"{fps.numerator}/{fps.denominator}",
     )
     options = {"vcodec": "libx264", "pix_fmt": "yuv420p", "crf": crf, "preset": preset}
     if faststart:
@@ -80,45 +93,75 @@ def _fitted_audio(audio_source: Path, duration: Fraction, audio_format: str):
     """
     length = seconds_arg(duration)
     sound = ffmpeg.input(str(audio_source), t=length, **safety.input_options(audio_format))
-    return (sound["a:0"]
-            .filter("aresample", **{"async": 1, "first_pts": 0})
-            .filter("apad", whole_dur=length)
-            .filter("atrim", end=length))
+    return (
+        sound["a:0"]
+        .filter("aresample", **{"async": 1, "first_pts": 0})
+        .filter("apad", whole_dur=length)
+        .filter("atrim", end=length)
+    )
 
 
-def mux_audio_argv(binary: str, *, video: Path, audio_source: Path, duration: Fraction,
-                   bitrate: str, output: Path, comment: str = "",
-                   audio_format: str = "matroska") -> list[str]:
+def mux_audio_argv(
+    binary: str,
+    *,
+    video: Path,
+    audio_source: Path,
+    duration: Fraction,
+    bitrate: str,
+    output: Path,
+    comment: str = "",
+    audio_format: str = "matroska",
+) -> list[str]:
     """Copy the video stream and add the source's first audio stream as AAC of equal length.
 
     `audio_format`: the audio source's demuxer, as `probe_audio_source` found it."""
     picture = _own_file(video)
     extra = {"metadata": f"comment={comment}"} if comment else {}
     stream = ffmpeg.output(
-        picture["v:0"], _fitted_audio(audio_source, duration, audio_format), str(output),
+        picture["v:0"],
+        _fitted_audio(audio_source, duration, audio_format),
+        str(output),
         vcodec="copy",
-        acodec="aac", audio_bitrate=bitrate, movflags="+faststart", **extra,
+        acodec="aac",
+        audio_bitrate=bitrate,
+        movflags="+faststart",
+        **extra,
     ).global_args(*_GLOBAL_ARGS, "-nostdin")
     return ffmpeg.compile(stream, cmd=binary, overwrite_output=True)
 
 
-def audio_encode_argv(binary: str, *, audio_source: Path, duration: Fraction, bitrate: str,
-                      output: Path, audio_format: str = "matroska") -> list[str]:
+def audio_encode_argv(
+    binary: str,
+    *,
+    audio_source: Path,
+    duration: Fraction,
+    bitrate: str,
+    output: Path,
+    audio_format: str = "matroska",
+) -> list[str]:
     """The source's first audio stream as AAC of exactly `duration`, alone in an M4A file."""
     stream = ffmpeg.output(
-        _fitted_audio(audio_source, duration, audio_format), str(output), acodec="aac",
+        _fitted_audio(audio_source, duration, audio_format),
+        str(output),
+        acodec="aac",
         audio_bitrate=bitrate,
     ).global_args(*_GLOBAL_ARGS, "-nostdin")
     return ffmpeg.compile(stream, cmd=binary, overwrite_output=True)
 
 
-def mux_copy_argv(binary: str, *, video: Path, audio: Path, output: Path,
-                  comment: str = "") -> list[str]:
+def mux_copy_argv(
+    binary: str, *, video: Path, audio: Path, output: Path, comment: str = ""
+) -> list[str]:
     """Put an encoded video stream and an encoded audio stream into one MP4, both copied."""
     extra = {"metadata": f"comment={comment}"} if comment else {}
     stream = ffmpeg.output(
-        _own_file(video)["v:0"], _own_file(audio)["a:0"], str(output),
-        vcodec="copy", acodec="copy", movflags="+faststart", **extra,
+        _own_file(video)["v:0"],
+        _own_file(audio)["a:0"],
+        str(output),
+        vcodec="copy",
+        acodec="copy",
+        movflags="+faststart",
+        **extra,
     ).global_args(*_GLOBAL_ARGS, "-nostdin")
     return ffmpeg.compile(stream, cmd=binary, overwrite_output=True)
 
@@ -145,12 +188,15 @@ class FFmpegProcess:
         with open(stderr_path, "wb") as err:
             try:
                 self.proc = safety.popen(
-                    argv, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL, stderr=err,
+                    argv,
+                    stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=err,
                 )
             except OSError as exc:
-                raise UnavailableError(f"cannot start {argv[0]}: {exc}",
-                                       reason="no_ffmpeg") from exc
+                raise UnavailableError(
+                    f"cannot start {argv[0]}: {exc}", reason="no_ffmpeg"
+                ) from exc
         logger.debug("ffmpeg started", extra={"pid": self.proc.pid, "argv": " ".join(argv)})
 
     @property
@@ -196,8 +242,12 @@ class FFmpegProcess:
         if self._killed:
             return FFmpegError("ffmpeg was stopped", reason="ffmpeg_killed")
         tail = _tail(self.stderr_path)
-        logger.warning("ffmpeg exited with code %s: %s", self.proc.returncode, tail,
-                       extra={"argv": " ".join(self.argv)})
+        logger.warning(
+            "ffmpeg exited with code %s: %s",
+            self.proc.returncode,
+            tail,
+            extra={"argv": " ".join(self.argv)},
+        )
         error = FFmpegError(f"ffmpeg exited with code {self.proc.returncode}")
         error.detail = tail
         return error
@@ -213,8 +263,17 @@ def probe_audio_source(ffprobe: str, path: Path) -> str | None:
 
     Only the allowed containers are opened (a playlist or list of files is refused before
     anything it names is read); unreadable files are the caller's fault."""
-    argv = [ffprobe, "-v", "error", "-show_streams", "-show_format", "-of", "json",
-            *safety.probe_input_args(), str(path)]
+    argv = [
+        ffprobe,
+        "-v",
+        "error",
+        "-show_streams",
+        "-show_format",
+        "-of",
+        "json",
+        *safety.probe_input_args(),
+        str(path),
+    ]
     try:
         done = safety.run(argv, PROBE_TIMEOUT_S)
     except OSError as exc:
@@ -225,19 +284,21 @@ def probe_audio_source(ffprobe: str, path: Path) -> str | None:
         tail = done.stderr.decode("utf-8", "replace").strip()[-STDERR_TAIL_CHARS:]
         logger.warning("ffprobe refused the audio source %s: %s", path, tail)
         if safety.refused_demuxer(done.stderr) is not None:
-            raise InvalidInputError("the audio source is not in an accepted container",
-                                    reason="unsupported_container")
-        raise InvalidInputError("the audio source is not a readable media file",
-                                reason="bad_audio")
+            raise InvalidInputError(
+                "the audio source is not in an accepted container", reason="unsupported_container"
+            )
+        raise InvalidInputError("the audio source is not a readable media file", reason="bad_audio")
     data = json.loads(done.stdout.decode("utf-8") or "{}")
     try:
         demuxer = safety.demuxer_of(str((data.get("format") or {}).get("format_name", "")))
     except safety.UnsafeMediaError:
-        raise InvalidInputError("the audio source is not in an accepted container",
-                                reason="unsupported_container") from None
+        raise InvalidInputError(
+            "the audio source is not in an accepted container", reason="unsupported_container"
+        ) from None
     if demuxer == "mov" and safety.mov_external_reference(path):
-        raise InvalidInputError("the audio source refers to other files",
-                                reason="unsupported_container")
+        raise InvalidInputError(
+            "the audio source refers to other files", reason="unsupported_container"
+        )
     streams = data.get("streams") or []
     return demuxer if any(s.get("codec_type") == "audio" for s in streams) else None
 
@@ -257,10 +318,14 @@ def check_tools(ffmpeg_bin: str, ffprobe: str) -> str:
             done.check_returncode()
     except (OSError, subprocess.SubprocessError) as exc:
         raise UnavailableError(f"FFmpeg tools are not usable: {exc}", reason="no_ffmpeg") from exc
-    names = {line.split()[1] for line in encoders.stdout.decode().splitlines()
-             if len(line.split()) > 1 and line.startswith(" ")}
+    names = {
+        line.split()[1]
+        for line in encoders.stdout.decode().splitlines()
+        if len(line.split()) > 1 and line.startswith(" ")
+    }
     missing = [name for name in ("libx264", "aac") if name not in names]
     if missing:
-        raise UnavailableError(f"{ffmpeg_bin} lacks the encoders {', '.join(missing)}",
-                               reason="no_ffmpeg")
+        raise UnavailableError(
+            f"{ffmpeg_bin} lacks the encoders {', '.join(missing)}", reason="no_ffmpeg"
+        )
     return version.stdout.decode().splitlines()[0]

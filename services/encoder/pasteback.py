@@ -101,8 +101,13 @@ class _Sampler:
         table = np.zeros((ch * cw + 1, 4), np.uint8)  # (ch*cw + 1) x 4
         table[:-1, :channels] = crop.reshape(-1, channels)
         words = table.view(np.uint32)[:, 0]  # ch*cw + 1
-        return [np.take(words, idx).view(np.uint8).reshape(*idx.shape, 4)[:, :, :channels]
-                .astype(np.float32) for idx in self.taps]  # 4 x (h x w x C)
+        return [
+            np.take(words, idx)
+            .view(np.uint8)
+            .reshape(*idx.shape, 4)[:, :, :channels]
+            .astype(np.float32)
+            for idx in self.taps
+        ]  # 4 x (h x w x C)
 
     def warp(self, crop: np.ndarray) -> np.ndarray:
         """Sample the crop (ch x cw x C uint8); outside pixels read as black. -> h x w x C uint8."""
@@ -128,8 +133,13 @@ class PasteBack:
     the crop can reach (the mask's bounding box) are touched, the rest stays the canvas.
     """
 
-    def __init__(self, canvas: np.ndarray, m_c2o: np.ndarray, crop_hw: tuple[int, int],
-                 mask_crop: np.ndarray | None = None) -> None:
+    def __init__(
+        self,
+        canvas: np.ndarray,
+        m_c2o: np.ndarray,
+        crop_hw: tuple[int, int],
+        mask_crop: np.ndarray | None = None,
+    ) -> None:
         if canvas.ndim != 3 or canvas.shape[2] != 3 or canvas.dtype != np.uint8:
             raise ValueError(f"canvas must be H x W x 3 uint8, got {canvas.shape} {canvas.dtype}")
         if mask_crop is None:
@@ -169,8 +179,9 @@ class PasteBack:
         return out
 
 
-def _reach(m_c2o: np.ndarray, crop_hw: tuple[int, int],
-           canvas_hw: tuple[int, int]) -> tuple[int, int, int, int] | None:
+def _reach(
+    m_c2o: np.ndarray, crop_hw: tuple[int, int], canvas_hw: tuple[int, int]
+) -> tuple[int, int, int, int] | None:
     """Canvas rectangle (y0, y1, x0, x1) outside which every bilinear tap misses the crop.
 
     A canvas pixel can see the crop only if its source position lies in (-1, cw) x (-1, ch);

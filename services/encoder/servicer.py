@@ -36,15 +36,18 @@ def canvas_from_photo(header: encoder_pb2.EncodeHeader, photo: bytes) -> np.ndar
         raise InvalidInputError(
             f"the photo gives a {width}x{height} canvas at source_max_dim "
             f"{header.source_max_dim}; the header says {header.canvas_width}x"
-            f"{header.canvas_height}", reason="bad_pasteback")
+            f"{header.canvas_height}",
+            reason="bad_pasteback",
+        )
     return canvas
 
 
 def _matrix(matrix: common_pb2.Matrix3x3) -> np.ndarray:
     values = list(matrix.values)
     if len(values) not in (6, 9) or not all(math.isfinite(v) for v in values):
-        raise InvalidInputError(f"crop_to_canvas needs 6 or 9 finite values, got {len(values)}",
-                                reason="bad_pasteback")
+        raise InvalidInputError(
+            f"crop_to_canvas needs 6 or 9 finite values, got {len(values)}", reason="bad_pasteback"
+        )
     rows = np.array(values, dtype=np.float64).reshape(-1, 3)  # 2 x 3 or 3 x 3
     return np.vstack([rows[:2], [0.0, 0.0, 1.0]])  # 3 x 3
 
@@ -52,33 +55,42 @@ def _matrix(matrix: common_pb2.Matrix3x3) -> np.ndarray:
 def check_header(header: encoder_pb2.EncodeHeader) -> None:
     """Refuse a header before any photo byte is read."""
     if header.fps.num <= 0 or header.fps.den <= 0:
-        raise InvalidInputError(f"fps must be a positive fraction, got "
-                                f"{header.fps.num}/{header.fps.den}", reason="bad_fps")
+        raise InvalidInputError(
+            f"fps must be a positive fraction, got {header.fps.num}/{header.fps.den}",
+            reason="bad_fps",
+        )
     width, height = header.frame_width, header.frame_height
     if (width or height) and (width <= 0 or height <= 0):
         raise InvalidInputError(f"frame size {width}x{height} is invalid", reason="bad_frame")
     if header.photo_bytes < 0 or header.photo_bytes > MAX_PHOTO_BYTES:
         raise ResourceExhaustedError(
             f"a source photo of {header.photo_bytes} bytes; the limit is {MAX_PHOTO_BYTES}",
-            reason="photo_too_large")
+            reason="photo_too_large",
+        )
     if header.photo_bytes and not header.HasField("crop_to_canvas"):
         raise InvalidInputError("a photo needs crop_to_canvas (M_c2o)", reason="bad_pasteback")
-    if header.photo_bytes and (header.canvas_width <= 0 or header.canvas_height <= 0
-                               or header.source_max_dim < 0):
-        raise InvalidInputError("a photo needs canvas_width, canvas_height > 0 and "
-                                "source_max_dim >= 0", reason="bad_pasteback")
+    if header.photo_bytes and (
+        header.canvas_width <= 0 or header.canvas_height <= 0 or header.source_max_dim < 0
+    ):
+        raise InvalidInputError(
+            "a photo needs canvas_width, canvas_height > 0 and source_max_dim >= 0",
+            reason="bad_pasteback",
+        )
     if header.HasField("crop_to_canvas") and not header.photo_bytes:
         raise InvalidInputError("crop_to_canvas needs a photo", reason="bad_pasteback")
 
 
-def header_to_params(header: encoder_pb2.EncodeHeader, config: EncoderConfig,
-                     photo: bytes = b"") -> EncodeParams:
+def header_to_params(
+    header: encoder_pb2.EncodeHeader, config: EncoderConfig, photo: bytes = b""
+) -> EncodeParams:
     """Proto header (+ the photo file it announced) -> validated domain parameters (service
     defaults for 0 / "")."""
     check_header(header)
     if len(photo) != header.photo_bytes:
-        raise InvalidInputError(f"photo has {len(photo)} bytes, the header announced "
-                                f"{header.photo_bytes}", reason="bad_photo")
+        raise InvalidInputError(
+            f"photo has {len(photo)} bytes, the header announced {header.photo_bytes}",
+            reason="bad_photo",
+        )
     width, height = header.frame_width, header.frame_height
     canvas = m_c2o = None
     if header.photo_bytes:
@@ -106,8 +118,9 @@ def _read_photo(requests: Iterator, size: int) -> tuple[bytes, list]:
         if request.WhichOneof("item") != "photo_chunk":
             return bytes(photo), [request]
         if len(photo) + len(request.photo_chunk) > size:
-            raise InvalidInputError(f"the photo exceeds the {size} bytes the header announced",
-                                    reason="bad_photo")
+            raise InvalidInputError(
+                f"the photo exceeds the {size} bytes the header announced", reason="bad_photo"
+            )
         photo += request.photo_chunk
     return bytes(photo), []
 
@@ -153,15 +166,23 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
                 elif kind == "audio_chunk":
                     session.add_audio(request.audio_chunk)
                 elif kind == "photo_chunk":
-                    raise InvalidInputError("photo chunks must follow the header directly",
-                                            reason="bad_order")
+                    raise InvalidInputError(
+                        "photo chunks must follow the header directly", reason="bad_order"
+                    )
                 else:
-                    raise InvalidInputError(f"unexpected message ({kind or 'empty'}) after the "
-                                            "header", reason="bad_order")
+                    raise InvalidInputError(
+                        f"unexpected message ({kind or 'empty'}) after the header",
+                        reason="bad_order",
+                    )
             result = session.finish()
             yield _progress(result.frames, params.total_frames or result.frames)
             for chunk in session.read_chunks():
                 yield encoder_pb2.EncodeResponse(mp4_chunk=chunk)
-            yield encoder_pb2.EncodeResponse(summary=encoder_pb2.EncodeSummary(
-                frames=result.frames, duration_seconds=float(result.duration),
-                has_audio=result.has_audio, bytes=result.bytes))
+            yield encoder_pb2.EncodeResponse(
+                summary=encoder_pb2.EncodeSummary(
+                    frames=result.frames,
+                    duration_seconds=float(result.duration),
+                    has_audio=result.has_audio,
+                    bytes=result.bytes,
+                )
+            )

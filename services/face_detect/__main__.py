@@ -16,10 +16,14 @@ def main() -> None:
     configure_logging("face_detect", config.log_level)
     servicer = FaceDetectServicer(config)
     service = GrpcService(
-        name="face_detect", service_names=[SERVICE_NAME],
+        name="face_detect",
+        service_names=[SERVICE_NAME],
         register=lambda server: face_detect_pb2_grpc.add_FaceDetectServiceServicer_to_server(
-            servicer, server),
-        port=config.port, metrics_port=config.metrics_port, grace_s=config.grace_s,
+            servicer, server
+        ),
+        port=config.port,
+        metrics_port=config.metrics_port,
+        grace_s=config.grace_s,
         host=config.bind_host,
         max_workers=config.max_workers,
     )

@@ -32,7 +32,9 @@ class FaceDetectConfig:
     """Everything the face detection service needs; built by `from_env`, passed explicitly."""
 
     backend: str = "mtcnn"
-    model_dir: Path | None = None  # mtcnn: optional folder with {p,r,o}net.pt; insightface: required
+    model_dir: Path | None = (
+        None  # mtcnn: optional folder with {p,r,o}net.pt; insightface: required
+    )
     landmark_model: Path | None = None  # optional upstream landmark.onnx (203 points)
     min_face_px: int = 32  # a chosen source face smaller than this is refused
     threshold: float | None = None  # detector score threshold; None = the backend's default
@@ -55,7 +57,8 @@ class FaceDetectConfig:
         model_dir = env_optional(environ, "FACE_DETECT_MODEL_DIR")
         if backend == "insightface" and model_dir is None:
             raise ConfigError(
-                "FACE_DETECT_MODEL_DIR", None,
+                "FACE_DETECT_MODEL_DIR",
+                None,
                 "the folder holding det_10g.onnx and 2d106det.onnx (required by insightface)",
             )
         landmark = env_optional(environ, "FACE_DETECT_LANDMARK_MODEL")
@@ -65,17 +68,15 @@ class FaceDetectConfig:
             model_dir=Path(model_dir).expanduser() if model_dir else None,
             landmark_model=Path(landmark).expanduser() if landmark else None,
             min_face_px=env_int(environ, "FACE_DETECT_MIN_FACE_PX", 32, minimum=1),
-            threshold=None if threshold is None else env_float(
-                environ, "FACE_DETECT_THRESHOLD", 0.5, minimum=0.0, maximum=1.0
-            ),
+            threshold=None
+            if threshold is None
+            else env_float(environ, "FACE_DETECT_THRESHOLD", 0.5, minimum=0.0, maximum=1.0),
             source_max_dim=env_int(environ, "FACE_DETECT_SOURCE_MAX_DIM", 1280, minimum=64),
             driving_box_mode=env_choice(
                 environ, "FACE_DETECT_DRIVING_BOX", DRIVING_BOX_MODES, "first_k"
             ),
             driving_box_frames=env_int(environ, "FACE_DETECT_DRIVING_BOX_FRAMES", 25, minimum=1),
-            max_buffered_frames=env_int(
-                environ, "FACE_DETECT_MAX_BUFFERED_FRAMES", 600, minimum=1
-            ),
+            max_buffered_frames=env_int(environ, "FACE_DETECT_MAX_BUFFERED_FRAMES", 600, minimum=1),
             port=env_port(environ, "FACE_DETECT_PORT", 50051),
             metrics_port=env_port(environ, "FACE_DETECT_METRICS_PORT", 9101),
             bind_host=env_bind_host(environ, "FACE_DETECT"),

@@ -28,13 +28,22 @@ from services.common.media import decode_image
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="dynamics detect", description="Detect faces in an image (largest first).",
-        epilog=exit_codes_text(), formatter_class=argparse.RawDescriptionHelpFormatter)
+        prog="dynamics detect",
+        description="Detect faces in an image (largest first).",
+        epilog=exit_codes_text(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("image", type=Path, help="image file (PNG, JPEG, WebP, ...)")
-    parser.add_argument("--backend", choices=("mtcnn", "insightface"),
-                        help="detector (default: FACE_DETECT_BACKEND or mtcnn)")
-    parser.add_argument("--model-dir", type=Path,
-                        help="insightface buffalo_l folder (default: FACE_DETECT_MODEL_DIR)")
+    parser.add_argument(
+        "--backend",
+        choices=("mtcnn", "insightface"),
+        help="detector (default: FACE_DETECT_BACKEND or mtcnn)",
+    )
+    parser.add_argument(
+        "--model-dir",
+        type=Path,
+        help="insightface buffalo_l folder (default: FACE_DETECT_MODEL_DIR)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
@@ -73,8 +82,17 @@ def main(argv: list[str] | None = None) -> int:
     faces = detect_all(detector, image, config.source_max_dim)
     h, w = image.shape[:2]
     if args.json:
-        print(json.dumps({"image": str(args.image), "width": w, "height": h,
-                          "backend": detector.name, "faces": [f.to_json() for f in faces]}))
+        print(
+            json.dumps(
+                {
+                    "image": str(args.image),
+                    "width": w,
+                    "height": h,
+                    "backend": detector.name,
+                    "faces": [f.to_json() for f in faces],
+                }
+            )
+        )
         return 0
     print(f"{args.image}: {w}x{h}, {len(faces)} face(s) [{detector.name}]")
     for i, face in enumerate(faces):

@@ -68,7 +68,9 @@ def build_backend(cfg: FaceDetectConfig) -> FaceDetectorBackend:
 
     from services.face_detect.mtcnn import STAGE_THRESHOLDS, MtcnnDetector
 
-    torch.set_num_threads(cfg.torch_threads)  # process-wide: MTCNN is this process's only torch user
+    torch.set_num_threads(
+        cfg.torch_threads
+    )  # process-wide: MTCNN is this process's only torch user
     threshold = STAGE_THRESHOLDS[2] if cfg.threshold is None else cfg.threshold
     return MtcnnDetector(cfg.model_dir, threshold=threshold)
 
@@ -98,11 +100,15 @@ class FaceDetector:
     def detect(self, image: np.ndarray, min_face_px: int = DETECT_MIN_PX) -> list[Detection]:
         """All faces of an H x W x 3 RGB uint8 image, largest first."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise InvalidInputError(f"expected an H x W x 3 uint8 image, got {image.shape} "
-                                    f"{image.dtype}", reason="bad_image")
+            raise InvalidInputError(
+                f"expected an H x W x 3 uint8 image, got {image.shape} {image.dtype}",
+                reason="bad_image",
+            )
         return self.backend.detect(image, min_face_px=min_face_px)
 
-    def crop_points(self, image: np.ndarray, face: Detection) -> tuple[np.ndarray, np.ndarray | None]:
+    def crop_points(
+        self, image: np.ndarray, face: Detection
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """(landmarks for the crop rectangle, 203 points or None) of one detected face.
 
         Dense backend landmarks (106) are used as upstream does; 5-point detections are
@@ -127,8 +133,9 @@ class FaceDetector:
     def analyse_canvas(self, canvas: np.ndarray, face_index: int = 0) -> SourceFace:
         """`analyse_source` on a canvas that is already prepared."""
         if face_index < 0:
-            raise InvalidInputError(f"face_index must be >= 0, got {face_index}",
-                                    reason="bad_face_index")
+            raise InvalidInputError(
+                f"face_index must be >= 0, got {face_index}", reason="bad_face_index"
+            )
         faces = self.detect(canvas)
         h, w = canvas.shape[:2]
         if not faces:
@@ -167,7 +174,10 @@ def find_landmark_model(cfg: FaceDetectConfig) -> Path | None:
         return cfg.landmark_model
     if cfg.model_dir is None:
         return None
-    for candidate in (cfg.model_dir / "landmark.onnx", cfg.model_dir / "liveportrait" / "landmark.onnx"):
+    for candidate in (
+        cfg.model_dir / "landmark.onnx",
+        cfg.model_dir / "liveportrait" / "landmark.onnx",
+    ):
         if candidate.is_file():
             logger.info("using %s for 203-point landmarks", candidate)
             return candidate

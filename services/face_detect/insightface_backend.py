@@ -29,8 +29,12 @@ def resolve_model_dir(model_dir: Path) -> Path:
     """Accept the buffalo_l folder itself, an insightface root holding models/buffalo_l, or
     upstream LivePortrait's pretrained_weights folder (insightface/models/buffalo_l)."""
     model_dir = Path(model_dir)
-    candidates = (model_dir, model_dir / "buffalo_l", model_dir / "models" / "buffalo_l",
-                  model_dir / "insightface" / "models" / "buffalo_l")
+    candidates = (
+        model_dir,
+        model_dir / "buffalo_l",
+        model_dir / "models" / "buffalo_l",
+        model_dir / "insightface" / "models" / "buffalo_l",
+    )
     for candidate in candidates:
         if (candidate / DETECTOR_FILE).is_file():
             return candidate
@@ -83,4 +87,3 @@ class InsightFaceDetector:
             dense = np.asarray(self.lmk.get(bgr, face), dtype=np.float64)[:, :2]
             found.append(Detection(box=box, score=float(row[4]), landmarks=kps, dense=dense))
         return sorted(found, key=lambda d: -d.area)
-

@@ -34,12 +34,16 @@ class Landmark203:
         self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(outputs) < 3:
-            raise ValueError(f"{path.name}: expected >= 3 outputs (the third holds the 203 points), "
-                             f"got {len(outputs)}")
+            raise ValueError(
+                f"{path.name}: expected >= 3 outputs (the third holds the 203 points), "
+                f"got {len(outputs)}"
+            )
         self.input_name = inputs[0].name
         logger.info("landmark.onnx loaded", extra={"path": str(path)})
 
-    def run(self, image: np.ndarray, init_points: np.ndarray, scale: float = CROP_SCALE) -> np.ndarray:
+    def run(
+        self, image: np.ndarray, init_points: np.ndarray, scale: float = CROP_SCALE
+    ) -> np.ndarray:
         """203 x 2 landmarks in image pixels, refined from ``init_points`` (N x 2).
 
         Args:
@@ -47,10 +51,14 @@ class Landmark203:
             init_points: landmarks that locate the face (any layout of face_geometry).
             scale: crop scale around them (1.5 for 106/203 points; larger for 5-point starts).
         """
-        crop = g.crop_face(image, init_points, dsize=INPUT_SIDE, scale=scale, vy_ratio=CROP_VY_RATIO)
+        crop = g.crop_face(
+            image, init_points, dsize=INPUT_SIDE, scale=scale, vy_ratio=CROP_VY_RATIO
+        )
         blob = crop.image.astype(np.float32).transpose(2, 0, 1)[None] / 255.0  # 1 x 3 x 224 x 224
         out = self.session.run(None, {self.input_name: np.clip(blob, 0.0, 1.0)})
         pts = np.asarray(out[2], dtype=np.float64).reshape(-1, 2)[:NUM_POINTS] * INPUT_SIDE
         if pts.shape[0] != NUM_POINTS:
-            raise ValueError(f"landmark model returned {pts.shape[0]} points, expected {NUM_POINTS}")
+            raise ValueError(
+                f"landmark model returned {pts.shape[0]} points, expected {NUM_POINTS}"
+            )
         return g.transform_points(pts, crop.m_c2o)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
 
-FACES = Counter("face_detect_faces_total", "Faces found (Detect / DetectSource: all faces of the "
-                "image; TrackDriving: one per frame where the tracked face was found).")
+FACES = Counter(
+    "face_detect_faces_total",
+    "Faces found (Detect / DetectSource: all faces of the "
+    "image; TrackDriving: one per frame where the tracked face was found).",
+)
 FRAMES = Counter("face_detect_frames_total", "Driving frames tracked and cropped.")
 SECONDS = Histogram(
     "face_detect_seconds",

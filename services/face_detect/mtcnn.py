@@ -112,11 +112,15 @@ def _load(net: nn.Module, path: Path) -> nn.Module:
     state = torch.load(path, map_location="cpu", weights_only=True)
     expected = net.state_dict()
     if set(state) != set(expected):
-        raise ValueError(f"{path.name}: keys differ from the MTCNN layout: {sorted(set(state) ^ set(expected))}")
+        raise ValueError(
+            f"{path.name}: keys differ from the MTCNN layout: {sorted(set(state) ^ set(expected))}"
+        )
     for key, tensor in state.items():
         if tensor.shape != expected[key].shape:
-            raise ValueError(f"{path.name}: {key} has shape {tuple(tensor.shape)}, "
-                             f"expected {tuple(expected[key].shape)}")
+            raise ValueError(
+                f"{path.name}: {key} has shape {tuple(tensor.shape)}, "
+                f"expected {tuple(expected[key].shape)}"
+            )
     net.load_state_dict(state, strict=True)
     return net.eval()
 
@@ -172,7 +176,9 @@ def _cut(image: np.ndarray, boxes: np.ndarray, side: int) -> list[np.ndarray]:
         patch = np.zeros((bh, bw, 3), dtype=np.uint8)
         sx1, sy1, sx2, sy2 = max(x1, 1), max(y1, 1), min(x2, w), min(y2, h)
         if sx2 >= sx1 and sy2 >= sy1:
-            patch[sy1 - y1:sy2 - y1 + 1, sx1 - x1:sx2 - x1 + 1] = image[sy1 - 1:sy2, sx1 - 1:sx2]
+            patch[sy1 - y1 : sy2 - y1 + 1, sx1 - x1 : sx2 - x1 + 1] = image[
+                sy1 - 1 : sy2, sx1 - 1 : sx2
+            ]
         out.append(cv2.resize(patch, (side, side), interpolation=cv2.INTER_AREA))
     return out
 
@@ -200,7 +206,9 @@ class MtcnnDetector:
             return []
         boxes, points = self._output(image, boxes)
         found = [
-            Detection(box=b[:4].astype(np.float64), score=float(b[4]), landmarks=p.astype(np.float64))
+            Detection(
+                box=b[:4].astype(np.float64), score=float(b[4]), landmarks=p.astype(np.float64)
+            )
             for b, p in zip(boxes, points)
             if max(b[2] - b[0], b[3] - b[1]) >= min_face_px
         ]

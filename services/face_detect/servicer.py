@@ -36,14 +36,16 @@ def ratios_pb(ratios: FaceRatios | None) -> common_pb2.FaceRatios:
     """Ratios, or all zeros when unknown (no 203-point model; docs/face_detect.md)."""
     if ratios is None:
         return common_pb2.FaceRatios()
-    return common_pb2.FaceRatios(eye_left=ratios.eye_left, eye_right=ratios.eye_right,
-                                 lip=ratios.lip)
+    return common_pb2.FaceRatios(
+        eye_left=ratios.eye_left, eye_right=ratios.eye_right, lip=ratios.lip
+    )
 
 
 def face_pb(face: Detection) -> common_pb2.FaceBox:
     x1, y1, x2, y2 = (float(v) for v in face.box)
-    return common_pb2.FaceBox(x1=x1, y1=y1, x2=x2, y2=y2, score=face.score,
-                              landmarks=landmarks_pb(face.landmarks))
+    return common_pb2.FaceBox(
+        x1=x1, y1=y1, x2=x2, y2=y2, score=face.score, landmarks=landmarks_pb(face.landmarks)
+    )
 
 
 def detect_all(detector: FaceDetector, image: np.ndarray, max_dim: int) -> list[Detection]:
@@ -54,8 +56,9 @@ def detect_all(detector: FaceDetector, image: np.ndarray, max_dim: int) -> list[
     if scale >= 1.0:
         faces = detector.detect(image)
     else:
-        small = cv2.resize(image, (max(1, int(w * scale)), max(1, int(h * scale))),
-                           interpolation=cv2.INTER_AREA)
+        small = cv2.resize(
+            image, (max(1, int(w * scale)), max(1, int(h * scale))), interpolation=cv2.INTER_AREA
+        )
         faces = [f.shifted(0.0, 0.0, 1.0 / scale) for f in detector.detect(small)]
     return [replace(f, box=np.clip(f.box, 0.0, [w, h, w, h])) for f in faces]
 
@@ -91,14 +94,16 @@ class FaceDetectServicer(face_detect_pb2_grpc.FaceDetectServiceServicer):
         metrics.FACES.inc(len(faces))
         h, w = image.shape[:2]
         return face_detect_pb2.DetectResponse(
-            width=w, height=h, faces=[face_pb(f) for f in faces], backend=detector.name)
+            width=w, height=h, faces=[face_pb(f) for f in faces], backend=detector.name
+        )
 
     @handle_errors
     def DetectSource(self, request, context):
         detector = self.detector
         if request.source_max_dim < 0 or request.face_index < 0:
-            raise InvalidInputError("source_max_dim and face_index must be >= 0",
-                                    reason="bad_request")
+            raise InvalidInputError(
+                "source_max_dim and face_index must be >= 0", reason="bad_request"
+            )
         start = time.perf_counter()
         max_dim = request.source_max_dim or self.config.source_max_dim
         canvas = canvas_from_message(request.image, max_dim)
@@ -108,7 +113,9 @@ class FaceDetectServicer(face_detect_pb2_grpc.FaceDetectServiceServicer):
         height, width = canvas.shape[:2]
         # The canvas itself stays here: the encoder rebuilds it from the same photo file.
         return face_detect_pb2.DetectSourceResponse(
-            canvas_width=width, canvas_height=height, source_max_dim=max_dim,
+            canvas_width=width,
+            canvas_height=height,
+            source_max_dim=max_dim,
             crop=array_to_raw(source.crop),
             crop_to_canvas=common_pb2.Matrix3x3(values=source.m_c2o.reshape(-1).tolist()),
             landmarks=landmarks_pb(source.landmarks),
@@ -125,17 +132,25 @@ class FaceDetectServicer(face_detect_pb2_grpc.FaceDetectServiceServicer):
     def _track(self, detector: FaceDetector, requests: Iterator) -> Iterable:
         first = next(requests, None)
         if first is None or first.WhichOneof("item") != "config":
-            raise InvalidInputError("TrackDriving must start with a TrackDrivingConfig message",
-                                    reason="bad_request")
+            raise InvalidInputError(
+                "TrackDriving must start with a TrackDrivingConfig message", reason="bad_request"
+            )
         cfg = first.config
         tracker = DrivingTracker(
-            detector, cfg.width, cfg.height, crop_driving_video=cfg.crop_driving_video,
-            box_mode=self.config.driving_box_mode, box_frames=self.config.driving_box_frames,
-            max_buffered=self.config.max_buffered_frames, total_frames=cfg.total_frames)
+            detector,
+            cfg.width,
+            cfg.height,
+            crop_driving_video=cfg.crop_driving_video,
+            box_mode=self.config.driving_box_mode,
+            box_frames=self.config.driving_box_frames,
+            max_buffered=self.config.max_buffered_frames,
+            total_frames=cfg.total_frames,
+        )
         for request in requests:
             if request.WhichOneof("item") != "frame":
-                raise InvalidInputError("only frames may follow the config message",
-                                        reason="bad_request")
+                raise InvalidInputError(
+                    "only frames may follow the config message", reason="bad_request"
+                )
             start = time.perf_counter()
             ready = tracker.push(request.frame.index, raw_to_array(request.frame.image))
             metrics.SECONDS.labels(kind="driving").observe(time.perf_counter() - start)
@@ -148,6 +163,9 @@ class FaceDetectServicer(face_detect_pb2_grpc.FaceDetectServiceServicer):
         if tracked.face_found:
             metrics.FACES.inc()
         return face_detect_pb2.TrackDrivingResponse(
-            index=tracked.index, crop=array_to_raw(tracked.crop),
-            ratios=ratios_pb(tracked.ratios), landmarks=landmarks_pb(tracked.landmarks),
-            face_found=tracked.face_found)
+            index=tracked.index,
+            crop=array_to_raw(tracked.crop),
+            ratios=ratios_pb(tracked.ratios),
+            landmarks=landmarks_pb(tracked.landmarks),
+            face_found=tracked.face_found,
+        )

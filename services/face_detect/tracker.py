@@ -113,7 +113,9 @@ class FaceTracker:
         faces = self.detector.detect(window, min_face_px=min_px)
         if not faces:
             return None
-        faces = [f.shifted(x0, y0, 1.0 / scale) if scale < 1.0 else f.shifted(x0, y0) for f in faces]
+        faces = [
+            f.shifted(x0, y0, 1.0 / scale) if scale < 1.0 else f.shifted(x0, y0) for f in faces
+        ]
         best = max(faces, key=lambda f: _iou(f.box, prev.box))
         return best if _iou(best.box, prev.box) > 0.2 else None
 
@@ -135,7 +137,8 @@ class DrivingTracker:
         if width <= 0 or height <= 0 or total_frames < 0:
             raise InvalidInputError(
                 f"driving video size {width}x{height} ({total_frames} frames) is invalid",
-                reason="bad_video")
+                reason="bad_video",
+            )
         if box_mode not in DRIVING_BOX_MODES:
             raise ValueError(f"box_mode must be one of {DRIVING_BOX_MODES}, got {box_mode!r}")
         self.detector = detector
@@ -147,7 +150,9 @@ class DrivingTracker:
         if box_mode == "all" and not self.resize_only and total_frames > max_buffered:
             raise ResourceExhaustedError(
                 f"box mode 'all' holds every frame back; {total_frames} frames exceed the limit "
-                f"of {max_buffered}", reason="too_many_frames")
+                f"of {max_buffered}",
+                reason="too_many_frames",
+            )
         self.global_box: np.ndarray | None = None
         self._boxes: list[np.ndarray] = []
         self._pending: list[_Observation] = []
@@ -160,15 +165,21 @@ class DrivingTracker:
     def push(self, index: int, frame: np.ndarray) -> list[TrackedFrame]:
         """Add the next frame; returns the frames whose crops are ready (in order)."""
         if self.total_frames and index >= self.total_frames:
-            raise InvalidInputError(f"driving frame {index} is beyond the announced "
-                                    f"{self.total_frames} frames", reason="bad_frame_order")
+            raise InvalidInputError(
+                f"driving frame {index} is beyond the announced {self.total_frames} frames",
+                reason="bad_frame_order",
+            )
         if index != self.frames_seen:
-            raise InvalidInputError(f"driving frame {index} arrived, expected frame {self.frames_seen}",
-                                    reason="bad_frame_order")
+            raise InvalidInputError(
+                f"driving frame {index} arrived, expected frame {self.frames_seen}",
+                reason="bad_frame_order",
+            )
         if frame.shape != (self.height, self.width, 3):
             raise InvalidInputError(
                 f"driving frame {index} is {frame.shape[1]}x{frame.shape[0]}x{frame.shape[2]}, "
-                f"expected {self.width}x{self.height}x3", reason="bad_frame_size")
+                f"expected {self.width}x{self.height}x3",
+                reason="bad_frame_size",
+            )
         self.frames_seen += 1
         obs = self._observe(index, frame)
         if self.resize_only:
@@ -181,12 +192,16 @@ class DrivingTracker:
     def finish(self) -> list[TrackedFrame]:
         """End of stream: emit what is still held back; raise when no frame had a face."""
         if self.total_frames and self.frames_seen != self.total_frames:
-            raise InvalidInputError(f"the driving stream announced {self.total_frames} frames "
-                                    f"but ended after {self.frames_seen}", reason="bad_frame_order")
+            raise InvalidInputError(
+                f"the driving stream announced {self.total_frames} frames "
+                f"but ended after {self.frames_seen}",
+                reason="bad_frame_order",
+            )
         if self.faces_seen == 0:
             raise FaceNotFoundError(
                 f"no face found in any of the {self.frames_seen} driving frames "
-                f"(frames 0..{max(0, self.frames_seen - 1)})")
+                f"(frames 0..{max(0, self.frames_seen - 1)})"
+            )
         if self.resize_only or not self._pending:
             return []
         if self.global_box is None:
@@ -211,10 +226,17 @@ class DrivingTracker:
             if not self._boxes:
                 return self._check_buffer()
             return self._drain()
-        if self.global_box is None and self.box_mode == "first_k" and len(self._boxes) >= self.box_frames:
+        if (
+            self.global_box is None
+            and self.box_mode == "first_k"
+            and len(self._boxes) >= self.box_frames
+        ):
             self.global_box = g.average_boxes(self._boxes)
-            logger.info("driving box fixed after %d frames", len(self._pending),
-                        extra={"box": [round(float(v), 1) for v in self.global_box]})
+            logger.info(
+                "driving box fixed after %d frames",
+                len(self._pending),
+                extra={"box": [round(float(v), 1) for v in self.global_box]},
+            )
         if self.global_box is None:
             return self._check_buffer()
         return self._drain()
@@ -227,10 +249,13 @@ class DrivingTracker:
             return self._drain()
         if not self._boxes:
             raise FaceNotFoundError(
-                f"no face found in driving frames 0..{self.frames_seen - 1}", reason="no_face")
+                f"no face found in driving frames 0..{self.frames_seen - 1}", reason="no_face"
+            )
         raise ResourceExhaustedError(
             f"box mode 'all' holds every frame back; {self.frames_seen} frames exceed the limit "
-            f"of {self.max_buffered}", reason="too_many_frames")
+            f"of {self.max_buffered}",
+            reason="too_many_frames",
+        )
 
     def _drain(self) -> list[TrackedFrame]:
         out = []
@@ -251,5 +276,11 @@ class DrivingTracker:
         else:
             crop512 = g.crop_by_box(obs.frame, box, dsize=g.DRIVING_DSIZE)
             crop = g.resize_linear(crop512.image, g.NETWORK_INPUT)
-        return TrackedFrame(index=obs.index, crop=crop, landmarks=obs.points, ratios=obs.ratios,
-                            face_found=obs.found, box=obs.box)
+        return TrackedFrame(
+            index=obs.index,
+            crop=crop,
+            landmarks=obs.points,
+            ratios=obs.ratios,
+            face_found=obs.found,
+            box=obs.box,
+        )

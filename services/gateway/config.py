@@ -53,7 +53,7 @@ def webhook_secret_key(secret: str) -> bytes:
     if not secret.startswith(WEBHOOK_SECRET_PREFIX):
         raise ValueError(f"a webhook secret starts with {WEBHOOK_SECRET_PREFIX!r}")
     try:
-        key = base64.b64decode(secret[len(WEBHOOK_SECRET_PREFIX):], validate=True)
+        key = base64.b64decode(secret[len(WEBHOOK_SECRET_PREFIX) :], validate=True)
     except (binascii.Error, ValueError):
         raise ValueError("the part after 'whsec_' must be standard base64") from None
     if not 24 <= len(key) <= 64:

@@ -47,31 +47,47 @@ class AnimationOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True, strict=True)
 
     relative_motion: bool = Field(
-        True, description="true: the video's motion since its first frame moves the photo; "
-        "false: the photo takes the video's absolute pose and expression")
+        True,
+        description="true: the video's motion since its first frame moves the photo; "
+        "false: the photo takes the video's absolute pose and expression",
+    )
     driving_option: DrivingOption = Field(
-        "expression-friendly", description="expression-friendly: the video's expression "
+        "expression-friendly",
+        description="expression-friendly: the video's expression "
         "changes are scaled to the photo's face (relative motion); pose-friendly: taken as "
-        "they are")
+        "they are",
+    )
     driving_multiplier: float = Field(
-        1.0, gt=0.0, le=10.0,
-        description="strength of the motion: 1 as in the video, less is weaker, more stronger")
+        1.0,
+        gt=0.0,
+        le=10.0,
+        description="strength of the motion: 1 as in the video, less is weaker, more stronger",
+    )
     stitching: bool = Field(
-        True, description="keep the animated face joined to the photo's head and shoulders "
-        "(the stitching network)")
+        True,
+        description="keep the animated face joined to the photo's head and shoulders "
+        "(the stitching network)",
+    )
     paste_back: bool = Field(
-        True, description="paste the animated face back onto the photo; false: the result is "
-        "the face crop")
+        True,
+        description="paste the animated face back onto the photo; false: the result is "
+        "the face crop",
+    )
     normalize_lip: bool = Field(
-        False, description="close the photo's lips before animating (relative motion, without "
-        "eye or lip retargeting)")
+        False,
+        description="close the photo's lips before animating (relative motion, without "
+        "eye or lip retargeting)",
+    )
     eye_retargeting: bool = Field(
-        False, description="make the eyes open and close as in the video (retargeting network)")
+        False, description="make the eyes open and close as in the video (retargeting network)"
+    )
     lip_retargeting: bool = Field(
-        False, description="make the lips open and close as in the video (retargeting network)")
+        False, description="make the lips open and close as in the video (retargeting network)"
+    )
     region: Region = Field(
-        "all", description="what the video drives: all, exp (expression), pose (head pose), "
-        "lip or eyes")
+        "all",
+        description="what the video drives: all, exp (expression), pose (head pose), lip or eyes",
+    )
 
 
 @dataclass(frozen=True)
@@ -93,10 +109,16 @@ class OptionField:
         """The numeric range in interval notation, e.g. `(0, 10]`; "" when unbounded."""
         if self.kind is not float:
             return ""
-        low = f"({self.above:g}" if self.above is not None else (
-            f"[{self.at_least:g}" if self.at_least is not None else "(-inf")
-        high = f"{self.below:g})" if self.below is not None else (
-            f"{self.at_most:g}]" if self.at_most is not None else "inf)")
+        low = (
+            f"({self.above:g}"
+            if self.above is not None
+            else (f"[{self.at_least:g}" if self.at_least is not None else "(-inf")
+        )
+        high = (
+            f"{self.below:g})"
+            if self.below is not None
+            else (f"{self.at_most:g}]" if self.at_most is not None else "inf)")
+        )
         return f"{low}, {high}"
 
 
@@ -106,14 +128,19 @@ def option_fields() -> tuple[OptionField, ...]:
     for name, info in AnimationOptions.model_fields.items():
         choices = tuple(get_args(info.annotation)) if get_origin(info.annotation) is Literal else ()
         limits = {type(m).__name__: m for m in info.metadata}
-        found.append(OptionField(
-            name=name, kind=str if choices else info.annotation, default=info.default,
-            description=info.description or "", choices=choices,
-            above=getattr(limits.get("Gt"), "gt", None),
-            at_least=getattr(limits.get("Ge"), "ge", None),
-            below=getattr(limits.get("Lt"), "lt", None),
-            at_most=getattr(limits.get("Le"), "le", None),
-        ))
+        found.append(
+            OptionField(
+                name=name,
+                kind=str if choices else info.annotation,
+                default=info.default,
+                description=info.description or "",
+                choices=choices,
+                above=getattr(limits.get("Gt"), "gt", None),
+                at_least=getattr(limits.get("Ge"), "ge", None),
+                below=getattr(limits.get("Lt"), "lt", None),
+                at_most=getattr(limits.get("Le"), "le", None),
+            )
+        )
     return tuple(found)
 
 

@@ -69,18 +69,30 @@ class GatewayMetrics:
         self.queue_depth.set_function(lambda: float(depth()))
 
     def track_job_events(
-        self, transactions: Callable[[], int], watchers: Callable[[], int],
+        self,
+        transactions: Callable[[], int],
+        watchers: Callable[[], int],
         reads: Callable[[], int],
     ) -> None:
         """Counted at every scrape: the database transactions this process opened, the SSE
         streams open now, and the reads the job-event hub made for all of them."""
-        self.registry.register(_Callback(
-            ("dynamics_db_transactions", "counter",
-             "Database transactions this gateway process opened", transactions),
-            ("dynamics_sse_watchers", "gauge", "Open /events streams", watchers),
-            ("dynamics_job_event_reads", "counter",
-             "Job reads made by the event hub for every open stream together", reads),
-        ))
+        self.registry.register(
+            _Callback(
+                (
+                    "dynamics_db_transactions",
+                    "counter",
+                    "Database transactions this gateway process opened",
+                    transactions,
+                ),
+                ("dynamics_sse_watchers", "gauge", "Open /events streams", watchers),
+                (
+                    "dynamics_job_event_reads",
+                    "counter",
+                    "Job reads made by the event hub for every open stream together",
+                    reads,
+                ),
+            )
+        )
 
     def observe_timings(self, timings: dict[str, float]) -> None:
         """Stage histograms from a finished job's timings (unknown keys are ignored)."""
@@ -107,4 +119,3 @@ class _Callback:
         for name, kind, doc, read in self.series:
             family = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
             yield family(name, doc, value=float(read()))
-

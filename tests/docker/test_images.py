@@ -13,8 +13,10 @@ from packaging.utils import canonicalize_name
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Keys avoid the word "gpu": the root conftest skips `gpu` keywords without CUDA.
-DOCKERFILES = {"cpu": REPO_ROOT / "docker" / "Dockerfile.cpu",
-               "cuda": REPO_ROOT / "docker" / "Dockerfile.gpu"}
+DOCKERFILES = {
+    "cpu": REPO_ROOT / "docker" / "Dockerfile.cpu",
+    "cuda": REPO_ROOT / "docker" / "Dockerfile.gpu",
+}
 LOCK_DIR = REPO_ROOT / "requirements"
 PROJECT = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
 DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")

@@ -26,7 +26,7 @@ def _read_name(packet: bytes, offset: int) -> tuple[str, int]:
             return ".".join(labels), offset + 1
         if length & 0xC0:  # a compression pointer never appears in a query's question
             raise ValueError("compressed name in a question")
-        labels.append(packet[offset + 1:offset + 1 + length].decode("ascii"))
+        labels.append(packet[offset + 1 : offset + 1 + length].decode("ascii"))
         offset += 1 + length
 
 
@@ -79,8 +79,8 @@ class FleetDns:
         if qdcount != 1:
             raise ValueError("one question per query")
         name, end = _read_name(packet, 12)
-        qtype, qclass = struct.unpack("!HH", packet[end:end + 4])
-        question = packet[12:end + 4]
+        qtype, qclass = struct.unpack("!HH", packet[end : end + 4])
+        question = packet[12 : end + 4]
         with self._lock:
             known = name.lower() in self._records
             addresses = list(self._records.get(name.lower(), []))

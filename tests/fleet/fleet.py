@@ -81,17 +81,22 @@ class Animator:
             except OSError:
                 return dict(self.last)
             self.last = {
-                "animate_ok": counter(text, "grpc_server_handled_total", grpc_method="Animate",
-                                      grpc_code="OK"),
-                "animate_handled": counter(text, "grpc_server_handled_total",
-                                           grpc_method="Animate"),
-                "animate_started": counter(text, "grpc_server_started_total",
-                                           grpc_method="Animate"),
+                "animate_ok": counter(
+                    text, "grpc_server_handled_total", grpc_method="Animate", grpc_code="OK"
+                ),
+                "animate_handled": counter(
+                    text, "grpc_server_handled_total", grpc_method="Animate"
+                ),
+                "animate_started": counter(
+                    text, "grpc_server_started_total", grpc_method="Animate"
+                ),
                 "busy_s": counter(text, "animator_busy_seconds_total"),
-                "calls_started": counter(text, "grpc_server_started_total",
-                                         grpc_service="dynamics.v1.AnimatorService"),
-                "calls_handled": counter(text, "grpc_server_handled_total",
-                                         grpc_service="dynamics.v1.AnimatorService"),
+                "calls_started": counter(
+                    text, "grpc_server_started_total", grpc_service="dynamics.v1.AnimatorService"
+                ),
+                "calls_handled": counter(
+                    text, "grpc_server_handled_total", grpc_service="dynamics.v1.AnimatorService"
+                ),
             }
         return dict(self.last)
 
@@ -148,9 +153,13 @@ class Fleet:
             "GRPC_DNS_MIN_RESOLUTION_S": "1",
             "GRPC_MAX_RECONNECT_BACKOFF_S": "2",
             "RESULT_URL_SECRET": "fleet-shared-secret",
-            "JOB_POLL_S": "0.1", "JOB_LEASE_S": "4", "JOB_HEARTBEAT_S": "0.5",
-            "JOB_MAX_ATTEMPTS": "6", "JOB_RETRY_BASE_S": "0.3",
-            "MAX_ACTIVE_JOBS": "1000", "RATE_LIMIT_JOBS": "100000",
+            "JOB_POLL_S": "0.1",
+            "JOB_LEASE_S": "4",
+            "JOB_HEARTBEAT_S": "0.5",
+            "JOB_MAX_ATTEMPTS": "6",
+            "JOB_RETRY_BASE_S": "0.3",
+            "MAX_ACTIVE_JOBS": "1000",
+            "RATE_LIMIT_JOBS": "100000",
         }
 
     @staticmethod
@@ -164,12 +173,16 @@ class Fleet:
         """Start one more animator on the next loopback address (not yet in DNS)."""
         host = f"127.0.1.{self._next}"
         self._next += 1
-        env = {**SERVICE_ENVS["animator"], "ANIMATOR_PORT": str(self.port),
-               "ANIMATOR_BIND_HOST": host, "ANIMATOR_GRACE_S": "60",
-               "ANIMATOR_MAX_CONNECTION_AGE_S": FLEET_CONNECTION_AGE_S,
-               "ANIMATOR_MAX_CONNECTION_AGE_GRACE_S": "120",
-               # on SIGTERM keep taking calls until the gateways have re-resolved the name
-               "ANIMATOR_DRAIN_DELAY_S": FLEET_DRAIN_DELAY_S}
+        env = {
+            **SERVICE_ENVS["animator"],
+            "ANIMATOR_PORT": str(self.port),
+            "ANIMATOR_BIND_HOST": host,
+            "ANIMATOR_GRACE_S": "60",
+            "ANIMATOR_MAX_CONNECTION_AGE_S": FLEET_CONNECTION_AGE_S,
+            "ANIMATOR_MAX_CONNECTION_AGE_GRACE_S": "120",
+            # on SIGTERM keep taking calls until the gateways have re-resolved the name
+            "ANIMATOR_DRAIN_DELAY_S": FLEET_DRAIN_DELAY_S,
+        }
         animator = Animator(host, start_service("animator", env))
         return animator
 
@@ -237,8 +250,7 @@ class Fleet:
 
 def job_views(fleet: Fleet, job_ids: list[str]) -> dict[str, dict]:
     """Every job's view, read through the gateways in turn (any replica answers for any job)."""
-    return {job: fleet.gateways[i % len(fleet.gateways)].view(job)
-            for i, job in enumerate(job_ids)}
+    return {job: fleet.gateways[i % len(fleet.gateways)].view(job) for i, job in enumerate(job_ids)}
 
 
 def wait_all_final(fleet: Fleet, job_ids: list[str], timeout: float) -> dict[str, dict]:
@@ -247,8 +259,11 @@ def wait_all_final(fleet: Fleet, job_ids: list[str], timeout: float) -> dict[str
         views = job_views(fleet, job_ids)
         if all(v["status"] in ("succeeded", "failed", "cancelled") for v in views.values()):
             return views
-        pending = {j: v["status"] for j, v in views.items()
-                   if v["status"] not in ("succeeded", "failed", "cancelled")}
+        pending = {
+            j: v["status"]
+            for j, v in views.items()
+            if v["status"] not in ("succeeded", "failed", "cancelled")
+        }
         assert time.monotonic() < deadline, f"jobs not final after {timeout} s: {pending}"
         time.sleep(0.2)
 

@@ -23,8 +23,10 @@ JOB_TIMEOUT_S = 400.0
 
 def _submit(fleet: Fleet, media, count: int, start: int = 0) -> list[str]:
     """`count` jobs, alternating between the gateways."""
-    return [fleet.gateways[(start + i) % len(fleet.gateways)].submit(*media, seconds="1")
-            for i in range(count)]
+    return [
+        fleet.gateways[(start + i) % len(fleet.gateways)].submit(*media, seconds="1")
+        for i in range(count)
+    ]
 
 
 def _queued(fleet: Fleet, jobs: list[str]) -> int:
@@ -36,8 +38,9 @@ def _attempts(views: dict[str, dict]) -> dict[int, int]:
 
 
 def _all_succeeded(views: dict[str, dict]) -> None:
-    bad = {job: (v["status"], v.get("error")) for job, v in views.items()
-           if v["status"] != "succeeded"}
+    bad = {
+        job: (v["status"], v.get("error")) for job, v in views.items() if v["status"] != "succeeded"
+    }
     assert not bad, bad
 
 
@@ -69,15 +72,23 @@ def test_jobs_spread_over_the_animators_run_once_and_keep_them_busy(fleet: Fleet
     views = wait_all_final(fleet, jobs, JOB_TIMEOUT_S)
     elapsed = time.monotonic() - started
     calls = {host: n - calls_before.get(host, 0.0) for host, n in fleet.animate_ok().items()}
-    print(f"\nfleet: {len(jobs)} jobs over 2 gateways x {fleet.gateway_workers} slots, "
-          f"2 animators: {elapsed:.1f} s, {60 * len(jobs) / elapsed:.1f} jobs/min; statuses "
-          f"{dict(Counter(v['status'] for v in views.values()))}; attempts {_attempts(views)}")
-    print(f"fleet: Animate calls per animator {calls} (even split {len(jobs) / 2:.0f}, "
-          f"floor {len(jobs) / 2 / 3:.1f})")
-    print("fleet: while a backlog existed ({:.1f} s): animator busy share (device seconds / "
-          "wall) {}, a call in flight in {} of samples".format(
-              window, {host: f"{share:.0%}" for host, share in busy.items()},
-              {host: f"{share:.0%}" for host, share in occupied.items()}))
+    print(
+        f"\nfleet: {len(jobs)} jobs over 2 gateways x {fleet.gateway_workers} slots, "
+        f"2 animators: {elapsed:.1f} s, {60 * len(jobs) / elapsed:.1f} jobs/min; statuses "
+        f"{dict(Counter(v['status'] for v in views.values()))}; attempts {_attempts(views)}"
+    )
+    print(
+        f"fleet: Animate calls per animator {calls} (even split {len(jobs) / 2:.0f}, "
+        f"floor {len(jobs) / 2 / 3:.1f})"
+    )
+    print(
+        "fleet: while a backlog existed ({:.1f} s): animator busy share (device seconds / "
+        "wall) {}, a call in flight in {} of samples".format(
+            window,
+            {host: f"{share:.0%}" for host, share in busy.items()},
+            {host: f"{share:.0%}" for host, share in occupied.items()},
+        )
+    )
     _all_succeeded(views)
     assert all(v["attempts"] == 1 for v in views.values()), _attempts(views)
     # Exactly once: one successful Animate per job across the fleet, one success per job.
@@ -128,9 +139,11 @@ def test_an_added_animator_receives_queued_jobs_within_30_s(fleet: Fleet, media)
         first_call = time.monotonic() - published
     views = wait_all_final(fleet, feeder.jobs, JOB_TIMEOUT_S)
     calls = added.read()["animate_ok"]
-    print(f"\nfleet: animator {added.host} joined the name with {queued_then} jobs queued: "
-          f"first Animate {first_call:.1f} s later; it served {calls:.0f} of "
-          f"{len(feeder.jobs)} jobs")
+    print(
+        f"\nfleet: animator {added.host} joined the name with {queued_then} jobs queued: "
+        f"first Animate {first_call:.1f} s later; it served {calls:.0f} of "
+        f"{len(feeder.jobs)} jobs"
+    )
     _all_succeeded(views)
     assert queued_then > 0
 
@@ -163,11 +176,13 @@ def test_animators_removed_by_sigterm_and_sigkill_lose_no_job(fleet: Fleet, medi
     views = wait_all_final(fleet, feeder.jobs, JOB_TIMEOUT_S)
     retried = sum(v["attempts"] >= 2 for v in views.values())
     cut = final["animate_started"] - final["animate_handled"]
-    print(f"\nfleet: SIGTERM {drained.host} with {drained_in_flight:.0f} Animate running: "
-          f"exit {drained_code}, {final['animate_ok']:.0f} of its {final['animate_handled']:.0f} "
-          f"calls OK, {cut:.0f} cut; SIGKILL {killed.host} with {killed_in_flight:.0f} running; "
-          f"{len(feeder.jobs)} jobs: {dict(Counter(v['status'] for v in views.values()))}, "
-          f"attempts {_attempts(views)}")
+    print(
+        f"\nfleet: SIGTERM {drained.host} with {drained_in_flight:.0f} Animate running: "
+        f"exit {drained_code}, {final['animate_ok']:.0f} of its {final['animate_handled']:.0f} "
+        f"calls OK, {cut:.0f} cut; SIGKILL {killed.host} with {killed_in_flight:.0f} running; "
+        f"{len(feeder.jobs)} jobs: {dict(Counter(v['status'] for v in views.values()))}, "
+        f"attempts {_attempts(views)}"
+    )
     _all_succeeded(views)
     assert drained_code == 0
     assert final["animate_started"] == final["animate_handled"] == final["animate_ok"], final
@@ -186,17 +201,20 @@ def test_rolling_replacement_under_a_steady_stream_fails_no_job(fleet: Fleet, me
     rolled = time.monotonic() - started
     views = wait_all_final(fleet, feeder.jobs, JOB_TIMEOUT_S)
     statuses = Counter(v["status"] for v in views.values())
-    print(f"\nfleet: rolled {len(old)} animators -> {sorted(fleet.animators)} in {rolled:.1f} s "
-          f"with 2 jobs always queued: {len(feeder.jobs)} jobs, {dict(statuses)}, "
-          f"attempts {_attempts(views)}")
+    print(
+        f"\nfleet: rolled {len(old)} animators -> {sorted(fleet.animators)} in {rolled:.1f} s "
+        f"with 2 jobs always queued: {len(feeder.jobs)} jobs, {dict(statuses)}, "
+        f"attempts {_attempts(views)}"
+    )
     assert statuses["failed"] == 0 and statuses["succeeded"] == len(feeder.jobs), statuses
     assert not set(old) & set(fleet.animators)
 
 
 def _wait_running(gateway, job: str) -> dict:
     """Until the job is generating frames (claimed, past its preparation)."""
-    return gateway.wait_until(job, lambda v: v["status"] == "running" and v["frames_done"] >= 1,
-                              JOB_TIMEOUT_S)
+    return gateway.wait_until(
+        job, lambda v: v["status"] == "running" and v["frames_done"] >= 1, JOB_TIMEOUT_S
+    )
 
 
 def test_a_gateway_drains_running_jobs_within_gateway_drain_s(fleet: Fleet, media):
@@ -207,15 +225,17 @@ def test_a_gateway_drains_running_jobs_within_gateway_drain_s(fleet: Fleet, medi
         assert gateway.stop(timeout=60) in (0, -15)
     fleet.gateways.clear()
     env = fleet.gateway_env()
-    patient = GatewayRun(fleet.data_dir, {**env, "GATEWAY_WORKERS": "1",
-                                          "GATEWAY_DRAIN_S": "120"}).start()
+    patient = GatewayRun(
+        fleet.data_dir, {**env, "GATEWAY_WORKERS": "1", "GATEWAY_DRAIN_S": "120"}
+    ).start()
     finished = patient.submit(*media, seconds="1")
     _wait_running(patient, finished)
     sent = time.monotonic()
     patient_code = patient.stop(timeout=150)
     patient_s = time.monotonic() - sent
-    hasty = GatewayRun(fleet.data_dir, {**env, "GATEWAY_WORKERS": "1",
-                                        "GATEWAY_DRAIN_S": "0"}).start()
+    hasty = GatewayRun(
+        fleet.data_dir, {**env, "GATEWAY_WORKERS": "1", "GATEWAY_DRAIN_S": "0"}
+    ).start()
     finished_view = hasty.view(finished)
     requeued = hasty.submit(*media, seconds="1")
     _wait_running(hasty, requeued)
@@ -223,15 +243,18 @@ def test_a_gateway_drains_running_jobs_within_gateway_drain_s(fleet: Fleet, medi
     hasty_code = hasty.stop(timeout=60)
     hasty_s = time.monotonic() - sent
     with psycopg.connect(fleet.database_url) as conn:
-        after_stop = conn.execute("SELECT status, error_code, attempts FROM jobs WHERE id = %s",
-                                  (requeued,)).fetchone()
+        after_stop = conn.execute(
+            "SELECT status, error_code, attempts FROM jobs WHERE id = %s", (requeued,)
+        ).fetchone()
     fleet.gateways.extend(GatewayRun(fleet.data_dir, env).start() for _ in range(2))
     requeued_view = fleet.gateways[0].wait_final(requeued, JOB_TIMEOUT_S)
-    print(f"\nfleet: SIGTERM with GATEWAY_DRAIN_S=120: exit {patient_code} after {patient_s:.1f} "
-          f"s, its running job {finished_view['status']} (attempts {finished_view['attempts']}); "
-          f"with GATEWAY_DRAIN_S=0: exit {hasty_code} after {hasty_s:.1f} s, its running job "
-          f"back in the queue {after_stop}, then {requeued_view['status']} on another replica "
-          f"(attempts {requeued_view['attempts']}: an interruption uses none)")
+    print(
+        f"\nfleet: SIGTERM with GATEWAY_DRAIN_S=120: exit {patient_code} after {patient_s:.1f} "
+        f"s, its running job {finished_view['status']} (attempts {finished_view['attempts']}); "
+        f"with GATEWAY_DRAIN_S=0: exit {hasty_code} after {hasty_s:.1f} s, its running job "
+        f"back in the queue {after_stop}, then {requeued_view['status']} on another replica "
+        f"(attempts {requeued_view['attempts']}: an interruption uses none)"
+    )
     assert patient_code in (0, -15) and hasty_code in (0, -15)
     assert finished_view["status"] == "succeeded" and finished_view["attempts"] == 1
     assert after_stop == ("queued", "interrupted", 0), after_stop
@@ -249,12 +272,15 @@ def test_without_animators_gateways_stay_ready_and_jobs_fail_with_a_reason(fleet
     reads = [g.client.get(f"/v1/jobs/{done}").status_code for g in fleet.gateways]
     downloads = [g.client.get(f"/v1/jobs/{done}/result").status_code for g in fleet.gateways]
     started = time.monotonic()
-    view = fleet.gateways[1].wait_final(fleet.gateways[1].submit(*media, seconds="1"),
-                                        JOB_TIMEOUT_S)
-    print(f"\nfleet: no animator: /readyz {[r.status_code for r in ready]} "
-          f"{ready[0].json()['checks']}; job reads {reads}, downloads {downloads}; a new job "
-          f"{view['status']} after {time.monotonic() - started:.1f} s and {view['attempts']} "
-          f"attempts: {view['error']}")
+    view = fleet.gateways[1].wait_final(
+        fleet.gateways[1].submit(*media, seconds="1"), JOB_TIMEOUT_S
+    )
+    print(
+        f"\nfleet: no animator: /readyz {[r.status_code for r in ready]} "
+        f"{ready[0].json()['checks']}; job reads {reads}, downloads {downloads}; a new job "
+        f"{view['status']} after {time.monotonic() - started:.1f} s and {view['attempts']} "
+        f"attempts: {view['error']}"
+    )
     assert [r.status_code for r in ready] == [200, 200]
     assert reads == [200, 200] and downloads == [200, 200]
     assert view["status"] == "failed" and view["attempts"] == 6, view

@@ -26,13 +26,19 @@ RATIOS = common_pb2.FaceRatios(eye_left=0.3, eye_right=0.28, lip=0.05)
 
 @pytest.fixture(scope="module")
 def served(lp_primary):
-    pipe = AnimatorPipeline.from_weights(lp_primary.checkpoints, input_size=lp_primary.image_size,
-                                         batch_size=4)
-    servicer = AnimatorServicer(pipe, max_frames=50, queue_frames=4, max_jobs=2,
-                                max_wait_ms=20.0)
-    service = GrpcService(name="animator-batching", service_names=[SERVICE_NAME],
-                          register=lambda server: add_to_server(servicer, server), port=0,
-                          metrics_port=None, grace_s=5.0, max_workers=4)
+    pipe = AnimatorPipeline.from_weights(
+        lp_primary.checkpoints, input_size=lp_primary.image_size, batch_size=4
+    )
+    servicer = AnimatorServicer(pipe, max_frames=50, queue_frames=4, max_jobs=2, max_wait_ms=20.0)
+    service = GrpcService(
+        name="animator-batching",
+        service_names=[SERVICE_NAME],
+        register=lambda server: add_to_server(servicer, server),
+        port=0,
+        metrics_port=None,
+        grace_s=5.0,
+        max_workers=4,
+    )
     port = service.start()
     service.set_serving()
     channel = make_channel(f"127.0.0.1:{port}")
@@ -45,10 +51,15 @@ def served(lp_primary):
 def _requests(seed: int, frames) -> list[animator_pb2.AnimateRequest]:
     side = primary_set().crop_dsize
     source = np.random.default_rng(seed).integers(0, 256, (side, side, 3), dtype=np.uint8)
-    setup = animator_pb2.AnimateSetup(source_crop=array_to_raw(source), source_ratios=RATIOS,
-                                      total_frames=len(frames), job_id=f"job{seed}")
+    setup = animator_pb2.AnimateSetup(
+        source_crop=array_to_raw(source),
+        source_ratios=RATIOS,
+        total_frames=len(frames),
+        job_id=f"job{seed}",
+    )
     return [animator_pb2.AnimateRequest(setup=setup)] + [
-        animator_pb2.AnimateRequest(motion=templates.frame_to_proto(f)) for f in frames]
+        animator_pb2.AnimateRequest(motion=templates.frame_to_proto(f)) for f in frames
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +72,14 @@ def test_concurrent_calls_equal_solo_calls(served, frames):
     stub = served[0]
     solo = {s: list(stub.Animate(iter(_requests(s, frames)), timeout=60)) for s in (1, 2)}
     both: dict[int, list] = {}
-    threads = [threading.Thread(target=lambda s=s: both.__setitem__(
-        s, list(stub.Animate(iter(_requests(s, frames)), timeout=60)))) for s in (1, 2)]
+    threads = [
+        threading.Thread(
+            target=lambda s=s: both.__setitem__(
+                s, list(stub.Animate(iter(_requests(s, frames)), timeout=60))
+            )
+        )
+        for s in (1, 2)
+    ]
     for t in threads:
         t.start()
     for t in threads:

@@ -34,16 +34,22 @@ def _batches_observed() -> float:
 
 @pytest.fixture(scope="module")
 def pipeline(lp_primary) -> AnimatorPipeline:
-    return AnimatorPipeline.from_weights(lp_primary.checkpoints, input_size=lp_primary.image_size,
-                                         batch_size=2)
+    return AnimatorPipeline.from_weights(
+        lp_primary.checkpoints, input_size=lp_primary.image_size, batch_size=2
+    )
 
 
 @pytest.fixture(scope="module")
 def served(pipeline):
     servicer = AnimatorServicer(max_frames=50, queue_frames=4)
-    service = GrpcService(name="animator-test", service_names=[SERVICE_NAME],
-                          register=lambda server: add_to_server(servicer, server), port=0,
-                          metrics_port=None, grace_s=5.0)
+    service = GrpcService(
+        name="animator-test",
+        service_names=[SERVICE_NAME],
+        register=lambda server: add_to_server(servicer, server),
+        port=0,
+        metrics_port=None,
+        grace_s=5.0,
+    )
     port = service.start()
     channel = make_channel(f"127.0.0.1:{port}")
     before = check_health(channel, SERVICE_NAME)
@@ -65,8 +71,12 @@ def test_animate_streams_frames_in_order(served, pipeline, lp_primary):
     tpl = templates.load_pickle_template(lp_primary.path / "template_3f.pkl")
     frames = tpl.frames + tpl.frames[:2]  # 5 frames: batches of 2, 2, 1
     source = _noise(1)
-    setup = animator_pb2.AnimateSetup(source_crop=array_to_raw(source), source_ratios=RATIOS,
-                                      total_frames=len(frames), job_id="it")
+    setup = animator_pb2.AnimateSetup(
+        source_crop=array_to_raw(source),
+        source_ratios=RATIOS,
+        total_frames=len(frames),
+        job_id="it",
+    )
     requests = [animator_pb2.AnimateRequest(setup=setup)]
     requests += [animator_pb2.AnimateRequest(motion=templates.frame_to_proto(f)) for f in frames]
     frames_before, batches_before = metrics.FRAMES._value.get(), _batches_observed()
@@ -87,10 +97,19 @@ def test_animate_streams_frames_in_order(served, pipeline, lp_primary):
 def test_animate_from_crops_matches_extract_motion(served):
     stub = served[0]
     crops = [_noise(10 + i) for i in range(3)]
-    reqs = [animator_pb2.ExtractMotionRequest(config=animator_pb2.ExtractMotionConfig(
-        fps=common_pb2.Rational(num=30000, den=1001), total_frames=3))]
-    reqs += [animator_pb2.ExtractMotionRequest(crop=animator_pb2.DrivingCrop(
-        index=i, image=array_to_raw(c), ratios=RATIOS)) for i, c in enumerate(crops)]
+    reqs = [
+        animator_pb2.ExtractMotionRequest(
+            config=animator_pb2.ExtractMotionConfig(
+                fps=common_pb2.Rational(num=30000, den=1001), total_frames=3
+            )
+        )
+    ]
+    reqs += [
+        animator_pb2.ExtractMotionRequest(
+            crop=animator_pb2.DrivingCrop(index=i, image=array_to_raw(c), ratios=RATIOS)
+        )
+        for i, c in enumerate(crops)
+    ]
     template = stub.ExtractMotion(iter(reqs), timeout=60).template
     assert len(template.frames) == 3 and template.num_kp == 21
     assert (template.fps.num, template.fps.den) == (30000, 1001) and template.model_version
@@ -100,8 +119,12 @@ def test_animate_from_crops_matches_extract_motion(served):
     by_motion = [animator_pb2.AnimateRequest(setup=setup)]
     by_motion += [animator_pb2.AnimateRequest(motion=f) for f in template.frames]
     by_crop = [animator_pb2.AnimateRequest(setup=setup)]
-    by_crop += [animator_pb2.AnimateRequest(crop=animator_pb2.DrivingCrop(
-        index=i, image=array_to_raw(c), ratios=RATIOS)) for i, c in enumerate(crops)]
+    by_crop += [
+        animator_pb2.AnimateRequest(
+            crop=animator_pb2.DrivingCrop(index=i, image=array_to_raw(c), ratios=RATIOS)
+        )
+        for i, c in enumerate(crops)
+    ]
     replies_motion = [r for r in stub.Animate(iter(by_motion), timeout=60) if r.HasField("frame")]
     replies_crop = [r for r in stub.Animate(iter(by_crop), timeout=60) if r.HasField("frame")]
     a = [raw_to_array(r.frame.image) for r in replies_motion]
@@ -121,15 +144,26 @@ def test_animate_from_crops_matches_extract_motion(served):
         assert got.ratios.eye_right == pytest.approx(ref.ratios.eye_right)
 
 
-@pytest.mark.parametrize("first", [
-    animator_pb2.AnimateRequest(crop=animator_pb2.DrivingCrop(index=0,
-                                                              image=array_to_raw(_noise(0)))),
-    animator_pb2.AnimateRequest(setup=animator_pb2.AnimateSetup(
-        source_crop=common_pb2.RawImage(width=4, height=4, channels=3, data=b"xx"))),
-    animator_pb2.AnimateRequest(setup=animator_pb2.AnimateSetup(
-        source_crop=array_to_raw(_noise(0)),
-        options=common_pb2.AnimationOptions(driving_multiplier=float("nan")))),
-], ids=["crop_first", "truncated_crop", "nan_multiplier"])
+@pytest.mark.parametrize(
+    "first",
+    [
+        animator_pb2.AnimateRequest(
+            crop=animator_pb2.DrivingCrop(index=0, image=array_to_raw(_noise(0)))
+        ),
+        animator_pb2.AnimateRequest(
+            setup=animator_pb2.AnimateSetup(
+                source_crop=common_pb2.RawImage(width=4, height=4, channels=3, data=b"xx")
+            )
+        ),
+        animator_pb2.AnimateRequest(
+            setup=animator_pb2.AnimateSetup(
+                source_crop=array_to_raw(_noise(0)),
+                options=common_pb2.AnimationOptions(driving_multiplier=float("nan")),
+            )
+        ),
+    ],
+    ids=["crop_first", "truncated_crop", "nan_multiplier"],
+)
 def test_bad_first_message_is_invalid_argument(served, first):
     with pytest.raises(grpc.RpcError) as err:
         list(served[0].Animate(iter([first]), timeout=30))
@@ -138,15 +172,19 @@ def test_bad_first_message_is_invalid_argument(served, first):
 
 def test_bad_motion_and_bad_extract_are_invalid_argument(served):
     setup = animator_pb2.AnimateSetup(source_crop=array_to_raw(_noise(3)), source_ratios=RATIOS)
-    bad = common_pb2.FrameMotion(index=0, scale=1.0, rotation=[1.0] * 9, expression=[0.0] * 5,
-                                 translation=[0.0] * 3)
+    bad = common_pb2.FrameMotion(
+        index=0, scale=1.0, rotation=[1.0] * 9, expression=[0.0] * 5, translation=[0.0] * 3
+    )
     reqs = [animator_pb2.AnimateRequest(setup=setup), animator_pb2.AnimateRequest(motion=bad)]
     with pytest.raises(grpc.RpcError) as err:
         list(served[0].Animate(iter(reqs), timeout=30))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "expression" in err.value.details()
-    crop_only = [animator_pb2.ExtractMotionRequest(crop=animator_pb2.DrivingCrop(
-        index=0, image=array_to_raw(_noise(0))))]
+    crop_only = [
+        animator_pb2.ExtractMotionRequest(
+            crop=animator_pb2.DrivingCrop(index=0, image=array_to_raw(_noise(0)))
+        )
+    ]
     with pytest.raises(grpc.RpcError) as err:
         served[0].ExtractMotion(iter(crop_only), timeout=30)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -192,30 +230,40 @@ def test_get_info_reports_the_loaded_model(served, pipeline, lp_primary):
     assert len(info.model_fingerprint) == 32
     assert info.config_name == str(lp_primary.checkpoints / "models.yaml")
     assert (info.backend, info.device, info.dtype) == ("torch", "cpu", "float32")
-    assert (info.input_size, info.num_kp, info.batch_size) == (lp_primary.image_size,
-                                                               lp_primary.num_kp, 2)
+    assert (info.input_size, info.num_kp, info.batch_size) == (
+        lp_primary.image_size,
+        lp_primary.num_kp,
+        2,
+    )
     assert info.provenance == pipeline.provenance
 
 
 def test_get_info_is_unavailable_while_loading():
     servicer = AnimatorServicer()
-    service = GrpcService(name="animator-loading", service_names=[SERVICE_NAME],
-                          register=lambda server: add_to_server(servicer, server), port=0,
-                          metrics_port=None, grace_s=1.0)
+    service = GrpcService(
+        name="animator-loading",
+        service_names=[SERVICE_NAME],
+        register=lambda server: add_to_server(servicer, server),
+        port=0,
+        metrics_port=None,
+        grace_s=1.0,
+    )
     port = service.start()
     channel = make_channel(f"127.0.0.1:{port}")
     try:
         with pytest.raises(grpc.RpcError) as err:
-            animator_pb2_grpc.AnimatorServiceStub(channel).GetInfo(animator_pb2.GetInfoRequest(),
-                                                                   timeout=10)
+            animator_pb2_grpc.AnimatorServiceStub(channel).GetInfo(
+                animator_pb2.GetInfoRequest(), timeout=10
+            )
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE and _reason(err.value) == "loading"
     finally:
         channel.close()
         service.stop(0)
 
 
-def test_motion_from_another_model_is_refused_and_frames_name_their_model(served, pipeline,
-                                                                          lp_primary):
+def test_motion_from_another_model_is_refused_and_frames_name_their_model(
+    served, pipeline, lp_primary
+):
     """Motion sent with another model's fingerprint never reaches the networks; frames say
     which model made them (and so which fingerprint the motion they carry belongs to)."""
     stub = served[0]
@@ -223,9 +271,14 @@ def test_motion_from_another_model_is_refused_and_frames_name_their_model(served
     motion = [animator_pb2.AnimateRequest(motion=templates.frame_to_proto(f)) for f in tpl.frames]
 
     def setup(fingerprint: str) -> animator_pb2.AnimateRequest:
-        return animator_pb2.AnimateRequest(setup=animator_pb2.AnimateSetup(
-            source_crop=array_to_raw(_noise(5)), source_ratios=RATIOS, total_frames=3,
-            motion_fingerprint=fingerprint))
+        return animator_pb2.AnimateRequest(
+            setup=animator_pb2.AnimateSetup(
+                source_crop=array_to_raw(_noise(5)),
+                source_ratios=RATIOS,
+                total_frames=3,
+                motion_fingerprint=fingerprint,
+            )
+        )
 
     frames_before = metrics.FRAMES._value.get()
     with pytest.raises(grpc.RpcError) as err:
@@ -237,8 +290,9 @@ def test_motion_from_another_model_is_refused_and_frames_name_their_model(served
     assert len(replies) == 3
     assert {r.model_fingerprint for r in replies} == {pipeline.fingerprint}
     crop = animator_pb2.DrivingCrop(index=0, image=array_to_raw(_noise(6)), ratios=RATIOS)
-    from_crop = list(stub.Animate(iter([setup(""), animator_pb2.AnimateRequest(crop=crop)]),
-                                  timeout=60))
+    from_crop = list(
+        stub.Animate(iter([setup(""), animator_pb2.AnimateRequest(crop=crop)]), timeout=60)
+    )
     assert [r.model_fingerprint for r in from_crop] == [pipeline.fingerprint]
     assert from_crop[0].HasField("motion")
 
@@ -251,11 +305,20 @@ def test_onnxruntime_backend_serves_the_same_frames(pipeline, lp_primary):
     from tests.unit.animator.ort_export_cache import primary_export
 
     export = primary_export()
-    svc = start_service("animator", {
-        "ANIMATOR_PORT": "0", "ANIMATOR_METRICS_PORT": "0", "ANIMATOR_GRACE_S": "5",
-        "ANIMATOR_WEIGHTS_DIR": str(lp_primary.checkpoints), "ANIMATOR_DEVICE": "cpu",
-        "ANIMATOR_INPUT_SIZE": str(lp_primary.image_size), "ANIMATOR_BATCH_SIZE": "2",
-        "ANIMATOR_BACKEND": "onnxruntime", "ANIMATOR_ONNX_DIR": str(export.folder)})
+    svc = start_service(
+        "animator",
+        {
+            "ANIMATOR_PORT": "0",
+            "ANIMATOR_METRICS_PORT": "0",
+            "ANIMATOR_GRACE_S": "5",
+            "ANIMATOR_WEIGHTS_DIR": str(lp_primary.checkpoints),
+            "ANIMATOR_DEVICE": "cpu",
+            "ANIMATOR_INPUT_SIZE": str(lp_primary.image_size),
+            "ANIMATOR_BATCH_SIZE": "2",
+            "ANIMATOR_BACKEND": "onnxruntime",
+            "ANIMATOR_ONNX_DIR": str(export.folder),
+        },
+    )
     channel = make_channel(svc.target)
     try:
         deadline = time.monotonic() + 120
@@ -269,11 +332,16 @@ def test_onnxruntime_backend_serves_the_same_frames(pipeline, lp_primary):
         tpl = templates.load_pickle_template(lp_primary.path / "template_3f.pkl")
         frames = tpl.frames + tpl.frames[:2]  # batches of 2, 2, 1
         source = _noise(7)
-        setup = animator_pb2.AnimateSetup(source_crop=array_to_raw(source), source_ratios=RATIOS,
-                                          total_frames=len(frames), job_id="ort")
+        setup = animator_pb2.AnimateSetup(
+            source_crop=array_to_raw(source),
+            source_ratios=RATIOS,
+            total_frames=len(frames),
+            job_id="ort",
+        )
         requests = [animator_pb2.AnimateRequest(setup=setup)]
-        requests += [animator_pb2.AnimateRequest(motion=templates.frame_to_proto(f))
-                     for f in frames]
+        requests += [
+            animator_pb2.AnimateRequest(motion=templates.frame_to_proto(f)) for f in frames
+        ]
         replies = list(stub.Animate(iter(requests), timeout=120))
         assert [r.frame.index for r in replies] == list(range(len(frames)))
         state = pipeline.prepare_source(source, Ratios(0.3, 0.28, 0.05), MotionOptions())
@@ -283,8 +351,10 @@ def test_onnxruntime_backend_serves_the_same_frames(pipeline, lp_primary):
             assert got.shape == want.shape
             assert np.abs(got.astype(np.int16) - want.astype(np.int16)).max() <= 1
         text = svc.metrics()
-        assert ('animator_backend_info{backend="onnxruntime",device="cpu",'
-                'provider="CPUExecutionProvider"} 1.0') in text
+        assert (
+            'animator_backend_info{backend="onnxruntime",device="cpu",'
+            'provider="CPUExecutionProvider"} 1.0'
+        ) in text
         assert "animator_frames_total 5.0" in text
         logs = "\n".join(svc.lines)
         assert "TensorrtExecutionProvider is not available" in logs

@@ -38,10 +38,26 @@ def stack(tmp_path_factory):
     env = {**os.environ, "ANIMATOR_BATCH_SIZE": "2", "OMP_NUM_THREADS": "1"}
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "up", "--port", str(port), "--weights",
-             str(DEFAULT_SET.checkpoints), "--data-dir", str(tmp / "data"), "--device", "cpu",
-             "--workers", "1"],
-            stdout=out, stderr=subprocess.STDOUT, env=env)
+            [
+                sys.executable,
+                "-m",
+                "services.cli",
+                "up",
+                "--port",
+                str(port),
+                "--weights",
+                str(DEFAULT_SET.checkpoints),
+                "--data-dir",
+                str(tmp / "data"),
+                "--device",
+                "cpu",
+                "--workers",
+                "1",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
     base = f"http://127.0.0.1:{port}"
     write_source_photo(tmp / "source.png", side=224)
     write_hero_clip(tmp / "hero.mp4", seconds=1.0, fps=5, size=192)
@@ -69,16 +85,32 @@ def stack(tmp_path_factory):
 
 
 def dynamics(*args: str, timeout: float = 480, **popen) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "services.cli", *args], check=False,
-                          capture_output=True,
-                          text=True, timeout=timeout, **popen)
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli", *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **popen,
+    )
 
 
 def test_submit_wait_downloads_a_real_mp4(stack, tmp_path: Path) -> None:
     base, media = stack
     out = tmp_path / "result.mp4"
-    done = dynamics("submit", str(media / "source.png"), str(media / "hero.mp4"), "--gateway",
-                    base, "--seconds", "1", "--option", "driving_multiplier=1.0", "-o", str(out))
+    done = dynamics(
+        "submit",
+        str(media / "source.png"),
+        str(media / "hero.mp4"),
+        "--gateway",
+        base,
+        "--seconds",
+        "1",
+        "--option",
+        "driving_multiplier=1.0",
+        "-o",
+        str(out),
+    )
     assert done.returncode == 0, done.stderr
     job_id = done.stdout.strip()
     assert len(job_id) >= 16 and "\n" not in job_id, done.stdout
@@ -88,9 +120,14 @@ def test_submit_wait_downloads_a_real_mp4(stack, tmp_path: Path) -> None:
     assert any(line.startswith(f"{job_id} succeeded") and "100%" in line for line in lines)
     assert "\r" not in done.stderr and f"wrote {out}" in lines[-1]
 
-    probe = json.loads(subprocess.run(
-        ["ffprobe", "-v", "error", "-count_frames", "-of", "json", "-show_streams", str(out)],
-        capture_output=True, text=True, check=True).stdout)["streams"]
+    probe = json.loads(
+        subprocess.run(
+            ["ffprobe", "-v", "error", "-count_frames", "-of", "json", "-show_streams", str(out)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )["streams"]
     video = next(s for s in probe if s["codec_type"] == "video")
     assert video["codec_name"] == "h264" and int(video["nb_read_frames"]) == 5
     assert any(s["codec_type"] == "audio" and s["codec_name"] == "aac" for s in probe)
@@ -107,9 +144,23 @@ def test_submit_wait_downloads_a_real_mp4(stack, tmp_path: Path) -> None:
 def test_cancel_stops_a_job_that_submit_is_following(stack) -> None:
     base, media = stack
     follower = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "submit", str(media / "source.png"),
-         str(media / "long.mp4"), "--gateway", base, "--seconds", "4", "--wait"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "services.cli",
+            "submit",
+            str(media / "source.png"),
+            str(media / "long.mp4"),
+            "--gateway",
+            base,
+            "--seconds",
+            "4",
+            "--wait",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         job_id = follower.stdout.readline().strip()
         assert job_id, follower.stderr.read() if follower.poll() is not None else "no job id"
@@ -135,18 +186,27 @@ def test_refusals_print_the_code_and_exit_as_documented(stack, tmp_path: Path) -
     base, media = stack
     not_an_image = tmp_path / "photo.png"
     not_an_image.write_text("plain text")
-    refused = dynamics("submit", str(not_an_image), str(media / "hero.mp4"), "--gateway", base,
-                       "--wait")
+    refused = dynamics(
+        "submit", str(not_an_image), str(media / "hero.mp4"), "--gateway", base, "--wait"
+    )
     assert refused.returncode == 2 and refused.stdout == ""
     assert refused.stderr.startswith("dynamics submit: bad_image: "), refused.stderr
 
-    bad_option = dynamics("submit", str(media / "source.png"), str(media / "hero.mp4"),
-                          "--gateway", base, "--option", "driving_multiplier=99")
+    bad_option = dynamics(
+        "submit",
+        str(media / "source.png"),
+        str(media / "hero.mp4"),
+        "--gateway",
+        base,
+        "--option",
+        "driving_multiplier=99",
+    )
     assert bad_option.returncode == 2
     assert bad_option.stderr.startswith("dynamics submit: invalid_request: "), bad_option.stderr
 
-    missing = dynamics("submit", str(tmp_path / "nope.png"), str(media / "hero.mp4"),
-                       "--gateway", base)
+    missing = dynamics(
+        "submit", str(tmp_path / "nope.png"), str(media / "hero.mp4"), "--gateway", base
+    )
     assert missing.returncode == 2 and "no such file or folder" in missing.stderr
 
     unknown = dynamics("status", "0" * 32, "--gateway", base)

@@ -41,7 +41,10 @@ M_C2O = [1.5, 0.1, 30.0, -0.1, 1.5, 20.0, 0.0, 0.0, 1.0]
 def _serve(config: EncoderConfig) -> GrpcService:
     servicer = EncoderServicer(config)
     service = GrpcService(
-        name="encoder-test", service_names=[SERVICE_NAME], port=0, metrics_port=None,
+        name="encoder-test",
+        service_names=[SERVICE_NAME],
+        port=0,
+        metrics_port=None,
         register=lambda s: encoder_pb2_grpc.add_EncoderServiceServicer_to_server(servicer, s),
     )
     service.start()
@@ -73,12 +76,13 @@ def _header(**fields) -> encoder_pb2.EncodeRequest:
 
 def _frame(i: int, image: np.ndarray) -> encoder_pb2.EncodeRequest:
     return encoder_pb2.EncodeRequest(
-        frame=encoder_pb2.AnimatedFrameData(index=i, image=array_to_raw(image)))
+        frame=encoder_pb2.AnimatedFrameData(index=i, image=array_to_raw(image))
+    )
 
 
 def _audio(data: bytes, size: int = 65536):
     for start in range(0, len(data), size):
-        yield encoder_pb2.EncodeRequest(audio_chunk=data[start:start + size])
+        yield encoder_pb2.EncodeRequest(audio_chunk=data[start : start + size])
 
 
 def _collect(responses) -> tuple[bytes, list, encoder_pb2.EncodeSummary]:
@@ -106,7 +110,7 @@ def _settled(check, timeout_s: float = 10.0) -> bool:
 
 def _photo(data: bytes, size: int = 4096):
     for start in range(0, len(data), size):
-        yield encoder_pb2.EncodeRequest(photo_chunk=data[start:start + size])
+        yield encoder_pb2.EncodeRequest(photo_chunk=data[start : start + size])
 
 
 def test_encode_with_pasteback_and_audio(client, work, tmp_path):
@@ -116,11 +120,20 @@ def test_encode_with_pasteback_and_audio(client, work, tmp_path):
     png = io.BytesIO()
     Image.fromarray(canvas).save(png, format="PNG")
     crops = [255 - c for c in sample_frames(30, 32, 32, seed=5)]
-    requests = [_header(
-        fps=common_pb2.Rational(num=30000, den=1001),
-        photo_bytes=len(png.getvalue()), source_max_dim=1280, canvas_width=120,
-        canvas_height=90, crop_to_canvas=common_pb2.Matrix3x3(values=M_C2O),
-        audio_bytes=len(hero), total_frames=30, frame_width=32, frame_height=32)]
+    requests = [
+        _header(
+            fps=common_pb2.Rational(num=30000, den=1001),
+            photo_bytes=len(png.getvalue()),
+            source_max_dim=1280,
+            canvas_width=120,
+            canvas_height=90,
+            crop_to_canvas=common_pb2.Matrix3x3(values=M_C2O),
+            audio_bytes=len(hero),
+            total_frames=30,
+            frame_width=32,
+            frame_height=32,
+        )
+    ]
     requests += list(_photo(png.getvalue())) + list(_audio(hero))
     requests += [_frame(i, c) for i, c in enumerate(crops)]
     mp4, progress, summary = _collect(stub.Encode(iter(requests), timeout=60))
@@ -160,27 +173,81 @@ def test_plain_frames_odd_size_without_audio(client, work, tmp_path):
     assert not any(work.iterdir())
 
 
-@pytest.mark.parametrize("requests,reason", [
-    ([_frame(0, np.zeros((8, 8, 3), np.uint8))], "bad_order"),
-    ([_header(fps=common_pb2.Rational(num=0, den=1))], "bad_fps"),
-    ([_header(fps=common_pb2.Rational(num=25, den=1)), _frame(1, np.zeros((8, 8, 3), np.uint8))],
-     "bad_order"),
-    ([_header(fps=common_pb2.Rational(num=25, den=1), total_frames=3),
-      _frame(0, np.zeros((8, 8, 3), np.uint8))], "missing_frames"),
-    ([_header(fps=common_pb2.Rational(num=25, den=1), photo_bytes=10, canvas_width=20,
-              canvas_height=20)], "bad_pasteback"),
-    ([_header(fps=common_pb2.Rational(num=25, den=1),
-              crop_to_canvas=common_pb2.Matrix3x3(values=M_C2O))], "bad_pasteback"),
-    ([_header(fps=common_pb2.Rational(num=25, den=1), photo_bytes=4, canvas_width=20,
-              canvas_height=20, crop_to_canvas=common_pb2.Matrix3x3(values=M_C2O)),
-      encoder_pb2.EncodeRequest(photo_chunk=b"12345")], "bad_photo"),
-    ([_header(fps=common_pb2.Rational(num=25, den=1), photo_bytes=4, canvas_width=20,
-              canvas_height=20, crop_to_canvas=common_pb2.Matrix3x3(values=M_C2O)),
-      encoder_pb2.EncodeRequest(photo_chunk=b"1234")], "bad_image"),
-    ([_header(fps=common_pb2.Rational(num=25, den=1)),
-      encoder_pb2.EncodeRequest(audio_chunk=b""),
-      encoder_pb2.EncodeRequest(photo_chunk=b"1234")], "bad_order"),
-])
+@pytest.mark.parametrize(
+    "requests,reason",
+    [
+        ([_frame(0, np.zeros((8, 8, 3), np.uint8))], "bad_order"),
+        ([_header(fps=common_pb2.Rational(num=0, den=1))], "bad_fps"),
+        (
+            [
+                _header(fps=common_pb2.Rational(num=25, den=1)),
+                _frame(1, np.zeros((8, 8, 3), np.uint8)),
+            ],
+            "bad_order",
+        ),
+        (
+            [
+                _header(fps=common_pb2.Rational(num=25, den=1), total_frames=3),
+                _frame(0, np.zeros((8, 8, 3), np.uint8)),
+            ],
+            "missing_frames",
+        ),
+        (
+            [
+                _header(
+                    fps=common_pb2.Rational(num=25, den=1),
+                    photo_bytes=10,
+                    canvas_width=20,
+                    canvas_height=20,
+                )
+            ],
+            "bad_pasteback",
+        ),
+        (
+            [
+                _header(
+                    fps=common_pb2.Rational(num=25, den=1),
+                    crop_to_canvas=common_pb2.Matrix3x3(values=M_C2O),
+                )
+            ],
+            "bad_pasteback",
+        ),
+        (
+            [
+                _header(
+                    fps=common_pb2.Rational(num=25, den=1),
+                    photo_bytes=4,
+                    canvas_width=20,
+                    canvas_height=20,
+                    crop_to_canvas=common_pb2.Matrix3x3(values=M_C2O),
+                ),
+                encoder_pb2.EncodeRequest(photo_chunk=b"12345"),
+            ],
+            "bad_photo",
+        ),
+        (
+            [
+                _header(
+                    fps=common_pb2.Rational(num=25, den=1),
+                    photo_bytes=4,
+                    canvas_width=20,
+                    canvas_height=20,
+                    crop_to_canvas=common_pb2.Matrix3x3(values=M_C2O),
+                ),
+                encoder_pb2.EncodeRequest(photo_chunk=b"1234"),
+            ],
+            "bad_image",
+        ),
+        (
+            [
+                _header(fps=common_pb2.Rational(num=25, den=1)),
+                encoder_pb2.EncodeRequest(audio_chunk=b""),
+                encoder_pb2.EncodeRequest(photo_chunk=b"1234"),
+            ],
+            "bad_order",
+        ),
+    ],
+)
 def test_bad_streams_are_invalid_argument(client, work, requests, reason):
     stub, _ = client
     with pytest.raises(grpc.RpcError) as info:
@@ -261,8 +328,12 @@ def test_entrypoint_serves_after_checking_ffmpeg(work):
 
 
 def test_entrypoint_without_ffmpeg_never_serves(work):
-    env = {"ENCODER_PORT": "0", "ENCODER_METRICS_PORT": "0", "ENCODER_TMP_DIR": str(work),
-           "ENCODER_FFMPEG": str(work / "missing-ffmpeg")}
+    env = {
+        "ENCODER_PORT": "0",
+        "ENCODER_METRICS_PORT": "0",
+        "ENCODER_TMP_DIR": str(work),
+        "ENCODER_FFMPEG": str(work / "missing-ffmpeg"),
+    }
     proc = start_service("encoder", env)
     try:
         assert proc.proc.wait(30) == 1

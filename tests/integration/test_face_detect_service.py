@@ -31,9 +31,15 @@ def server():
     config = FaceDetectConfig(port=0, metrics_port=0, driving_box_frames=4)
     servicer = FaceDetectServicer(config)
     service = GrpcService(
-        name="face_detect", service_names=[SERVICE_NAME],
-        register=lambda s: face_detect_pb2_grpc.add_FaceDetectServiceServicer_to_server(servicer, s),
-        port=0, metrics_port=0, grace_s=5.0)
+        name="face_detect",
+        service_names=[SERVICE_NAME],
+        register=lambda s: face_detect_pb2_grpc.add_FaceDetectServiceServicer_to_server(
+            servicer, s
+        ),
+        port=0,
+        metrics_port=0,
+        grace_s=5.0,
+    )
     port = service.start()
     channel = make_channel(f"127.0.0.1:{port}")
     assert check_health(channel, SERVICE_NAME) == "NOT_SERVING", "not ready before the detector"
@@ -55,8 +61,10 @@ def _encoded(path) -> common_pb2.Image:
 
 def test_detect_group_photo(server):
     _service, stub = server
-    reply = stub.Detect(face_detect_pb2.DetectRequest(
-        image=_encoded(assets.insightface_image_path("t1.jpg"))), timeout=60)
+    reply = stub.Detect(
+        face_detect_pb2.DetectRequest(image=_encoded(assets.insightface_image_path("t1.jpg"))),
+        timeout=60,
+    )
     assert (reply.width, reply.height, reply.backend) == (1280, 886, "mtcnn")
     assert len(reply.faces) == 6
     for face in reply.faces:
@@ -65,8 +73,12 @@ def test_detect_group_photo(server):
 
 def test_detect_source_tom_hanks(server):
     _service, stub = server
-    reply = stub.DetectSource(face_detect_pb2.DetectSourceRequest(
-        image=_encoded(assets.insightface_image_path("Tom_Hanks_54745.png"))), timeout=60)
+    reply = stub.DetectSource(
+        face_detect_pb2.DetectSourceRequest(
+            image=_encoded(assets.insightface_image_path("Tom_Hanks_54745.png"))
+        ),
+        timeout=60,
+    )
     assert reply.faces_found == 1
     crop = raw_to_array(reply.crop)
     assert crop.shape == (256, 256, 3)
@@ -85,9 +97,12 @@ def test_detect_source_crop_comes_from_the_shared_canvas(server):
     a FaceDetector cuts from `source_canvas(photo, max_dim)`, the function the encoder uses."""
     _service, stub = server
     data = assets.insightface_image_path("t1.jpg").read_bytes()
-    reply = stub.DetectSource(face_detect_pb2.DetectSourceRequest(
-        image=common_pb2.Image(encoded=common_pb2.EncodedImage(data=data)), source_max_dim=641),
-        timeout=60)
+    reply = stub.DetectSource(
+        face_detect_pb2.DetectSourceRequest(
+            image=common_pb2.Image(encoded=common_pb2.EncodedImage(data=data)), source_max_dim=641
+        ),
+        timeout=60,
+    )
     canvas = source_canvas(data, 641)
     assert canvas.shape == (442, 640, 3)  # 641 x 443 resized, then cropped to even sides
     assert (reply.canvas_width, reply.canvas_height, reply.source_max_dim) == (640, 442, 641)
@@ -118,32 +133,46 @@ def test_no_face_in_source_is_invalid_argument(server):
 
 
 def _requests(clip: SyntheticClip):
-    yield face_detect_pb2.TrackDrivingRequest(config=face_detect_pb2.TrackDrivingConfig(
-        width=clip.width, height=clip.height, total_frames=clip.n_frames))
+    yield face_detect_pb2.TrackDrivingRequest(
+        config=face_detect_pb2.TrackDrivingConfig(
+            width=clip.width, height=clip.height, total_frames=clip.n_frames
+        )
+    )
     for i in range(clip.n_frames):
-        yield face_detect_pb2.TrackDrivingRequest(frame=face_detect_pb2.DrivingFrame(
-            index=i, image=array_to_raw(clip.frame(i))))
+        yield face_detect_pb2.TrackDrivingRequest(
+            frame=face_detect_pb2.DrivingFrame(index=i, image=array_to_raw(clip.frame(i)))
+        )
 
 
 def test_track_driving_streams_crops_in_order(server):
     service, stub = server
-    clip = SyntheticClip(astronaut_face(120), width=400, height=240, n_frames=12,
-                         amplitude=(60.0, 25.0), gap=(7,))
+    clip = SyntheticClip(
+        astronaut_face(120), width=400, height=240, n_frames=12, amplitude=(60.0, 25.0), gap=(7,)
+    )
     replies = list(stub.TrackDriving(_requests(clip), timeout=120))
     assert [r.index for r in replies] == list(range(clip.n_frames))
     assert [r.face_found for r in replies] == [i != 7 for i in range(clip.n_frames)]
     for reply in replies:
         assert raw_to_array(reply.crop).shape == (256, 256, 3)
         assert reply.landmarks.count == 5
-    metrics = urllib.request.urlopen(
-        f"http://127.0.0.1:{service.metrics_port}/metrics", timeout=5).read().decode()
-    assert "face_detect_frames_total" in metrics and 'face_detect_seconds_count{kind="driving"}' in metrics
+    metrics = (
+        urllib.request.urlopen(f"http://127.0.0.1:{service.metrics_port}/metrics", timeout=5)
+        .read()
+        .decode()
+    )
+    assert (
+        "face_detect_frames_total" in metrics
+        and 'face_detect_seconds_count{kind="driving"}' in metrics
+    )
 
 
 def test_track_driving_without_config_first(server):
     _service, stub = server
-    frame = face_detect_pb2.TrackDrivingRequest(frame=face_detect_pb2.DrivingFrame(
-        index=0, image=array_to_raw(np.zeros((32, 32, 3), np.uint8))))
+    frame = face_detect_pb2.TrackDrivingRequest(
+        frame=face_detect_pb2.DrivingFrame(
+            index=0, image=array_to_raw(np.zeros((32, 32, 3), np.uint8))
+        )
+    )
     with pytest.raises(grpc.RpcError) as info:
         list(stub.TrackDriving(iter([frame]), timeout=30))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -153,9 +182,15 @@ def test_track_driving_without_config_first(server):
 def test_calls_before_the_detector_is_loaded_are_unavailable():
     servicer = FaceDetectServicer(FaceDetectConfig())
     service = GrpcService(
-        name="face_detect_loading", service_names=[SERVICE_NAME],
-        register=lambda s: face_detect_pb2_grpc.add_FaceDetectServiceServicer_to_server(servicer, s),
-        port=0, metrics_port=None, grace_s=1.0)
+        name="face_detect_loading",
+        service_names=[SERVICE_NAME],
+        register=lambda s: face_detect_pb2_grpc.add_FaceDetectServiceServicer_to_server(
+            servicer, s
+        ),
+        port=0,
+        metrics_port=None,
+        grace_s=1.0,
+    )
     port = service.start()
     try:
         with make_channel(f"127.0.0.1:{port}") as channel:

@@ -24,8 +24,9 @@ def test_up_parses_animators_and_sizes_the_job_slots_from_them():
 
 
 def test_two_animators_behind_one_target_share_the_calls(tmp_path):
-    stack = LocalStack(StackConfig(weights_dir=DEFAULT_SET.checkpoints, animators=2,
-                                   log_dir=tmp_path, grace_s=5.0))
+    stack = LocalStack(
+        StackConfig(weights_dir=DEFAULT_SET.checkpoints, animators=2, log_dir=tmp_path, grace_s=5.0)
+    )
     with stack:
         target = stack.targets.animator
         animators = [s for s in stack.services.values() if s.service_kind == "animator"]
@@ -42,7 +43,13 @@ def test_two_animators_behind_one_target_share_the_calls(tmp_path):
         for service in animators:
             url = f"http://127.0.0.1:{service.find_metrics_port()}/metrics"
             with urllib.request.urlopen(url, timeout=5) as reply:
-                calls.append(counter(reply.read().decode(), "grpc_server_handled_total",
-                                     grpc_method="GetInfo", grpc_code="OK"))
+                calls.append(
+                    counter(
+                        reply.read().decode(),
+                        "grpc_server_handled_total",
+                        grpc_method="GetInfo",
+                        grpc_code="OK",
+                    )
+                )
         print(f"GetInfo calls per animator: {calls}")
         assert sum(calls) == 8 and min(calls) >= 2, calls

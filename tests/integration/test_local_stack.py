@@ -24,8 +24,14 @@ FIXTURE_WEIGHTS = DEFAULT_SET.checkpoints  # the services run on the default fix
 
 
 def test_a_failing_service_reports_its_log_and_the_rest_is_stopped(tmp_path: Path) -> None:
-    stack = LocalStack(StackConfig(weights_dir=tmp_path / "no-weights", env=dict(os.environ),
-                                   animator_device="cpu", start_timeout_s=120))
+    stack = LocalStack(
+        StackConfig(
+            weights_dir=tmp_path / "no-weights",
+            env=dict(os.environ),
+            animator_device="cpu",
+            start_timeout_s=120,
+        )
+    )
     with pytest.raises(StackError) as err:
         stack.start()
     text = str(err.value)
@@ -56,8 +62,12 @@ def _alive(pid: int) -> bool:
 def test_services_stop_when_the_process_that_started_them_is_killed(tmp_path: Path) -> None:
     """`dynamics render` SIGKILLed: its services get SIGTERM from the kernel (parent-death
     signal, set by each service after exec) and drain, instead of living on as orphans."""
-    parent = subprocess.Popen([sys.executable, "-c", _PARENT, str(FIXTURE_WEIGHTS)],
-                              stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[2])
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _PARENT, str(FIXTURE_WEIGHTS)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parents[2],
+    )
     try:
         pids = json.loads(parent.stdout.readline())
         assert set(pids) == {"face_detect", "animator", "encoder"}
@@ -83,9 +93,17 @@ def _wait_until(condition, timeout_s: float, what: str) -> None:
 
 @pytest.mark.skipif(not Path("/proc/net/tcp").is_file(), reason="reads /proc (Linux)")
 def test_supervised_stack_restarts_a_killed_service_on_its_port_within_budget(
-        tmp_path: Path) -> None:
-    stack = LocalStack(StackConfig(weights_dir=FIXTURE_WEIGHTS, animator_device="cpu",
-                                   log_dir=tmp_path, max_restarts=2, restart_backoff_s=0.2))
+    tmp_path: Path,
+) -> None:
+    stack = LocalStack(
+        StackConfig(
+            weights_dir=FIXTURE_WEIGHTS,
+            animator_device="cpu",
+            log_dir=tmp_path,
+            max_restarts=2,
+            restart_backoff_s=0.2,
+        )
+    )
     failures: list[StackError] = []
     stack.start()
     try:
@@ -114,7 +132,8 @@ def test_supervised_stack_restarts_a_killed_service_on_its_port_within_budget(
         _wait_until(lambda: failures, 30, "the supervisor to give up")
         assert failures == [stack.failure]
         assert str(stack.failure).startswith(
-            "encoder was killed by SIGKILL; it died 3 times within 300 s (at most 2 restarts")
+            "encoder was killed by SIGKILL; it died 3 times within 300 s (at most 2 restarts"
+        )
         time.sleep(1.0)
         assert encoder.proc is last and encoder.restarts == 2  # not restarted again
         assert all(s.proc.poll() is None for n, s in stack.services.items() if n != "encoder")

@@ -66,8 +66,10 @@ def _wait_until(check, timeout_s: float, what: str) -> None:
 
 def _stored(cache_dir: Path) -> dict[str, str]:
     """Cache entry file name -> the model fingerprint its template was made with."""
-    return {path.name: decode_entry(path.read_bytes()).model_version
-            for path in cache_dir.rglob("*.motion")}
+    return {
+        path.name: decode_entry(path.read_bytes()).model_version
+        for path in cache_dir.rglob("*.motion")
+    }
 
 
 def test_one_changed_weight_file_is_a_cache_miss_on_the_next_job(tmp_path: Path) -> None:
@@ -76,9 +78,15 @@ def test_one_changed_weight_file_is_a_cache_miss_on_the_next_job(tmp_path: Path)
     source = write_source_photo(tmp_path / "source.png", side=224)
     hero = write_hero_clip(tmp_path / "hero.mp4", seconds=SECONDS, fps=FPS, size=192)
     cache_dir = tmp_path / "cache"
-    stack = LocalStack(StackConfig(weights_dir=weights, env={**os.environ, **STACK_ENV},
-                                   animator_device="cpu", log_dir=tmp_path / "logs",
-                                   restart_backoff_s=0.2))
+    stack = LocalStack(
+        StackConfig(
+            weights_dir=weights,
+            env={**os.environ, **STACK_ENV},
+            animator_device="cpu",
+            log_dir=tmp_path / "logs",
+            restart_backoff_s=0.2,
+        )
+    )
     stack.start()
     try:
         stack.supervise(poll_s=0.1)
@@ -87,10 +95,15 @@ def test_one_changed_weight_file_is_a_cache_miss_on_the_next_job(tmp_path: Path)
             orchestrator = Orchestrator(clients, FolderMotionCache(cache_dir), MediaFetcher())
 
             def run(name: str):
-                spec = JobSpec(job_id=name, source=MediaInput(path=source),
-                               driving=MediaInput(path=hero), seconds=SECONDS)
-                return orchestrator.run(spec, tmp_path / name, on_progress=lambda _: None,
-                                        cancel=threading.Event())
+                spec = JobSpec(
+                    job_id=name,
+                    source=MediaInput(path=source),
+                    driving=MediaInput(path=hero),
+                    seconds=SECONDS,
+                )
+                return orchestrator.run(
+                    spec, tmp_path / name, on_progress=lambda _: None, cancel=threading.Event()
+                )
 
             old = _fingerprint(animator.target)
             assert clients.animator_fingerprint() == old

@@ -31,16 +31,24 @@ FIXTURE_WEIGHTS = DEFAULT_SET.checkpoints  # the services run on the default fix
 
 @pytest.mark.parametrize(
     ("victim", "stage", "frames", "name"),
-    [("face_detect", "detect", 0, "face detection"), ("animator", "animate", 2, "animator"),
-     ("encoder", "animate", 2, "encoder")],
+    [
+        ("face_detect", "detect", 0, "face detection"),
+        ("animator", "animate", 2, "animator"),
+        ("encoder", "animate", 2, "encoder"),
+    ],
 )
 def test_service_killed_mid_job_fails_retryable(
     victim: str, stage: str, frames: int, name: str, tmp_path: Path
 ) -> None:
     source = write_source_photo(tmp_path / "source.png", side=224)
     hero = write_hero_clip(tmp_path / "hero.mp4", seconds=4.0, fps=5, size=192)
-    stack = LocalStack(StackConfig(weights_dir=FIXTURE_WEIGHTS, animator_device="cpu",
-                                   env={**os.environ, "ANIMATOR_BATCH_SIZE": "2"}))
+    stack = LocalStack(
+        StackConfig(
+            weights_dir=FIXTURE_WEIGHTS,
+            animator_device="cpu",
+            env={**os.environ, "ANIMATOR_BATCH_SIZE": "2"},
+        )
+    )
     stack.start()
     try:
         proc = stack.services[victim].proc
@@ -51,12 +59,20 @@ def test_service_killed_mid_job_fails_retryable(
                 if update.stage == stage and update.frames_done >= frames and proc.poll() is None:
                     proc.send_signal(signal.SIGKILL)
 
-            spec = JobSpec(job_id="fault", source=MediaInput(path=source),
-                           driving=MediaInput(path=hero), seconds=4.0)
+            spec = JobSpec(
+                job_id="fault",
+                source=MediaInput(path=source),
+                driving=MediaInput(path=hero),
+                seconds=4.0,
+            )
             started = time.monotonic()
             with pytest.raises(JobFailed) as err:
-                orchestrator.run(spec, tmp_path / "work", on_progress=kill_when_generating,
-                                 cancel=threading.Event())
+                orchestrator.run(
+                    spec,
+                    tmp_path / "work",
+                    on_progress=kill_when_generating,
+                    cancel=threading.Event(),
+                )
             assert time.monotonic() - started < 60
         assert err.value.retryable, err.value
         assert err.value.code == "service_unavailable" and name in err.value.message

@@ -52,8 +52,21 @@ STACK_ENV = {"ANIMATOR_BATCH_SIZE": "2", "OMP_NUM_THREADS": "1"}
 def media(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("e2e-media")
     blank = folder / "blank.png"
-    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "color=gray:s=96x96",
-                    "-frames:v", "1", str(blank)], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "color=gray:s=96x96",
+            "-frames:v",
+            "1",
+            str(blank),
+        ],
+        check=True,
+    )
     return {
         "source": write_source_photo(folder / "source.png", side=224),
         "hero": write_hero_clip(folder / "hero.mp4", seconds=SECONDS, fps=FPS, size=192),
@@ -64,8 +77,14 @@ def media(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     logs = tmp_path_factory.mktemp("stack-logs")
-    stack = LocalStack(StackConfig(weights_dir=FIXTURE_WEIGHTS, env={**os.environ, **STACK_ENV},
-                                   animator_device="cpu", log_dir=logs))
+    stack = LocalStack(
+        StackConfig(
+            weights_dir=FIXTURE_WEIGHTS,
+            env={**os.environ, **STACK_ENV},
+            animator_device="cpu",
+            log_dir=logs,
+        )
+    )
     stack.start()
     yield stack
     codes = stack.stop()
@@ -82,8 +101,11 @@ def _frames_generated(stack: LocalStack) -> float:
     port = stack.services["animator"].metrics_port
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
         text = reply.read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("animator_frames_total"))
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("animator_frames_total")
+    )
 
 
 @pytest.fixture(scope="module")
@@ -98,10 +120,21 @@ def clients(targets: ServiceTargets):
         yield clients
 
 
-def _run(orchestrator: Orchestrator, media: dict[str, Path], work: Path, *,
-         cancel: threading.Event | None = None, on_progress=None, source="source"):
-    spec = JobSpec(job_id=work.name, source=MediaInput(path=media[source]),
-                   driving=MediaInput(path=media["hero"]), seconds=SECONDS)
+def _run(
+    orchestrator: Orchestrator,
+    media: dict[str, Path],
+    work: Path,
+    *,
+    cancel: threading.Event | None = None,
+    on_progress=None,
+    source="source",
+):
+    spec = JobSpec(
+        job_id=work.name,
+        source=MediaInput(path=media[source]),
+        driving=MediaInput(path=media["hero"]),
+        seconds=SECONDS,
+    )
     updates: list[ProgressUpdate] = []
 
     def record(update: ProgressUpdate) -> None:
@@ -114,21 +147,28 @@ def _run(orchestrator: Orchestrator, media: dict[str, Path], work: Path, *,
 
 
 def _probe(path: Path) -> dict:
-    out = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-of", "json",
-                          "-show_streams", str(path)], check=True, capture_output=True).stdout
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-count_frames", "-of", "json", "-show_streams", str(path)],
+        check=True,
+        capture_output=True,
+    ).stdout
     return {s["codec_type"]: s for s in json.loads(out)["streams"]}
 
 
 def _frames(path: Path) -> np.ndarray:
     streams = _probe(path)
     w, h = int(streams["video"]["width"]), int(streams["video"]["height"])
-    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-f", "rawvideo",
-                          "-pix_fmt", "rgb24", "-"], check=True, capture_output=True).stdout
+    raw = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+        check=True,
+        capture_output=True,
+    ).stdout
     return np.frombuffer(raw, np.uint8).reshape(-1, h, w, 3)
 
 
-def test_render_streams_progress_audio_and_reuses_motion(clients, media, fixture_model: str,
-                                                         tmp_path: Path) -> None:
+def test_render_streams_progress_audio_and_reuses_motion(
+    clients, media, fixture_model: str, tmp_path: Path
+) -> None:
     cache = FolderMotionCache(tmp_path / "cache")
     orchestrator = Orchestrator(clients, cache, MediaFetcher(), OrchestratorConfig())
     first, updates = _run(orchestrator, media, tmp_path / "job1")
@@ -148,24 +188,36 @@ def test_render_streams_progress_audio_and_reuses_motion(clients, media, fixture
     second, _ = _run(orchestrator, media, tmp_path / "job2")
     assert second.cache_hit and second.timings["motion"] == 0.0
     # Both name what animated them: the stack's animator runs torch fp32 on the CPU.
-    assert first.animator == second.animator == {
-        "model": fixture_model, "backend": "torch", "device": "cpu", "dtype": "float32"}
+    assert (
+        first.animator
+        == second.animator
+        == {"model": fixture_model, "backend": "torch", "device": "cpu", "dtype": "float32"}
+    )
     assert second.frames == first.frames
     # On the hit the template's motion drives Animate; on the miss the crops did: same frames.
     diff = np.abs(_frames(first.mp4_path).astype(int) - _frames(second.mp4_path).astype(int))
     assert diff.mean() < 1.0
 
 
-def test_an_onnxruntime_animator_is_named_in_the_result(media, fixture_model: str,
-                                                         tmp_path: Path) -> None:
+def test_an_onnxruntime_animator_is_named_in_the_result(
+    media, fixture_model: str, tmp_path: Path
+) -> None:
     """A stack whose animator runs ANIMATOR_BACKEND=onnxruntime (CPU provider, an export of the
     fixture weights): the job's result names that backend and provider, and the model."""
     export_onnx(FIXTURE_WEIGHTS, tmp_path / "onnx")
-    stack = LocalStack(StackConfig(
-        weights_dir=FIXTURE_WEIGHTS, env={**os.environ, **STACK_ENV}, animator_device="cpu",
-        log_dir=tmp_path / "logs", extra_env={"ANIMATOR_BACKEND": "onnxruntime",
-                                               "ANIMATOR_ONNX_DIR": str(tmp_path / "onnx"),
-                                               "ANIMATOR_ORT_PROVIDERS": "cpu"}))
+    stack = LocalStack(
+        StackConfig(
+            weights_dir=FIXTURE_WEIGHTS,
+            env={**os.environ, **STACK_ENV},
+            animator_device="cpu",
+            log_dir=tmp_path / "logs",
+            extra_env={
+                "ANIMATOR_BACKEND": "onnxruntime",
+                "ANIMATOR_ONNX_DIR": str(tmp_path / "onnx"),
+                "ANIMATOR_ORT_PROVIDERS": "cpu",
+            },
+        )
+    )
     stack.start()
     try:
         with ServiceClients(stack.targets) as clients:
@@ -175,22 +227,29 @@ def test_an_onnxruntime_animator_is_named_in_the_result(media, fixture_model: st
         codes = stack.stop()
     assert codes == {"face_detect": 0, "animator": 0, "encoder": 0}
     assert result.frames == int(FPS * SECONDS)
-    assert result.animator == {"model": fixture_model,
-                               "backend": "onnxruntime/CPUExecutionProvider", "device": "cpu",
-                               "dtype": "float32"}
+    assert result.animator == {
+        "model": fixture_model,
+        "backend": "onnxruntime/CPUExecutionProvider",
+        "device": "cpu",
+        "dtype": "float32",
+    }
 
 
 def test_sequential_mode_gives_the_same_frames(clients, media, tmp_path: Path) -> None:
     orchestrator = Orchestrator(clients, NullMotionCache(), MediaFetcher())
     pipelined, _ = _run(orchestrator, media, tmp_path / "p")
-    one_by_one = Orchestrator(clients, NullMotionCache(), MediaFetcher(),
-                              OrchestratorConfig(sequential=True))
+    one_by_one = Orchestrator(
+        clients, NullMotionCache(), MediaFetcher(), OrchestratorConfig(sequential=True)
+    )
     sequential, updates = _run(one_by_one, media, tmp_path / "s")
     assert sequential.frames == pipelined.frames and not sequential.cache_hit
-    assert [u.stage for u in updates if u.stage in ("detect", "motion", "animate", "encode")][:1] \
-        == ["detect"]
+    assert [u.stage for u in updates if u.stage in ("detect", "motion", "animate", "encode")][
+        :1
+    ] == ["detect"]
     assert "motion" in [u.stage for u in updates]
-    diff = np.abs(_frames(pipelined.mp4_path).astype(int) - _frames(sequential.mp4_path).astype(int))
+    diff = np.abs(
+        _frames(pipelined.mp4_path).astype(int) - _frames(sequential.mp4_path).astype(int)
+    )
     assert diff.mean() < 1.0
 
 
@@ -204,8 +263,12 @@ def test_cancel_stops_the_job_and_the_services(stack, clients, media, tmp_path: 
             cancel.set()
 
     before = _frames_generated(stack)
-    spec = JobSpec(job_id="cancel", source=MediaInput(path=media["source"]),
-                   driving=MediaInput(path=long_hero), seconds=4.0)
+    spec = JobSpec(
+        job_id="cancel",
+        source=MediaInput(path=media["source"]),
+        driving=MediaInput(path=long_hero),
+        seconds=4.0,
+    )
     started = time.monotonic()
     with pytest.raises(JobFailed) as err:
         orchestrator.run(spec, tmp_path / "c", on_progress=cancel_when_generating, cancel=cancel)
@@ -213,8 +276,11 @@ def test_cancel_stops_the_job_and_the_services(stack, clients, media, tmp_path: 
     assert time.monotonic() - started < 60
     time.sleep(2.0)  # anything the animator still did after the cancel would show by now
     assert _frames_generated(stack) - before < int(4.0 * FPS)
-    assert clients.health() == {"face_detect": "SERVING", "animator": "SERVING",
-                                "encoder": "SERVING"}
+    assert clients.health() == {
+        "face_detect": "SERVING",
+        "animator": "SERVING",
+        "encoder": "SERVING",
+    }
 
 
 def test_bad_inputs_fail_with_the_service_reason(clients, media, tmp_path: Path) -> None:
@@ -223,21 +289,29 @@ def test_bad_inputs_fail_with_the_service_reason(clients, media, tmp_path: Path)
         _run(orchestrator, media, tmp_path / "noface", source="blank")
     assert err.value.code == "no_face" and not err.value.retryable
     audio_only = tmp_path / "tone.m4a"
-    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "sine=duration=1", str(audio_only)],
-                   check=True)
-    spec = JobSpec(job_id="x", source=MediaInput(path=media["source"]),
-                   driving=MediaInput(path=audio_only))
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "sine=duration=1", str(audio_only)],
+        check=True,
+    )
+    spec = JobSpec(
+        job_id="x", source=MediaInput(path=media["source"]), driving=MediaInput(path=audio_only)
+    )
     with pytest.raises(JobFailed) as err:
-        orchestrator.run(spec, tmp_path / "audio", on_progress=lambda u: None,
-                         cancel=threading.Event())
+        orchestrator.run(
+            spec, tmp_path / "audio", on_progress=lambda u: None, cancel=threading.Event()
+        )
     assert err.value.code == "no_video_stream"
 
 
 def test_unreachable_services_fail_as_retryable(media, tmp_path: Path) -> None:
     closed = ServiceTargets("127.0.0.1:9", "127.0.0.1:9", "127.0.0.1:9")
     with ServiceClients(closed, max_attempts=2) as clients:
-        orchestrator = Orchestrator(clients, NullMotionCache(), MediaFetcher(),
-                                    OrchestratorConfig(unary_timeout_s=5, stream_timeout_s=5))
+        orchestrator = Orchestrator(
+            clients,
+            NullMotionCache(),
+            MediaFetcher(),
+            OrchestratorConfig(unary_timeout_s=5, stream_timeout_s=5),
+        )
         with pytest.raises(JobFailed) as err:
             _run(orchestrator, media, tmp_path / "down")
     assert err.value.retryable and err.value.code in ("service_unavailable", "timeout")
@@ -247,11 +321,33 @@ def test_dynamics_render_json(media, tmp_path: Path) -> None:
     """The CLI on freshly written random weights: it works, and says the video is noise."""
     out = tmp_path / "out.mp4"
     weights = write_random_weights(tmp_path / "weights", "reduced", seed=3)
-    cmd = [sys.executable, "-m", "services.cli", "render", str(media["source"]), str(media["hero"]),
-           "-o", str(out), "--weights", str(weights), "--seconds", str(SECONDS),
-           "--json", "--device", "cpu", "--cache-dir", str(tmp_path / "cache")]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False,
-                          env={**os.environ, **STACK_ENV})
+    cmd = [
+        sys.executable,
+        "-m",
+        "services.cli",
+        "render",
+        str(media["source"]),
+        str(media["hero"]),
+        "-o",
+        str(out),
+        "--weights",
+        str(weights),
+        "--seconds",
+        str(SECONDS),
+        "--json",
+        "--device",
+        "cpu",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    ]
+    done = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, **STACK_ENV},
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["cache_hit"] is False and report["frames"] == int(FPS * SECONDS)
@@ -260,9 +356,14 @@ def test_dynamics_render_json(media, tmp_path: Path) -> None:
     assert "ETA" in done.stderr and out.stat().st_size > 0
     assert "audio" in _probe(out)
     assert report["random_weights"] is True and "output is noise" in done.stderr
-    tags = json.loads(subprocess.run(
-        ["ffprobe", "-v", "error", "-show_format", "-of", "json", str(out)],
-        capture_output=True, text=True, check=True).stdout)["format"]["tags"]
+    tags = json.loads(
+        subprocess.run(
+            ["ffprobe", "-v", "error", "-show_format", "-of", "json", str(out)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )["format"]["tags"]
     assert tags["comment"] == RANDOM_WEIGHTS_COMMENT
 
 
@@ -272,18 +373,27 @@ def test_url_inputs_go_through_the_fetcher(clients, media, tmp_path: Path) -> No
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{server.server_port}"
-    spec = JobSpec(job_id="urls", source=MediaInput(url=f"{base}/source.png"),
-                   driving=MediaInput(url=f"{base}/hero.mp4"), seconds=SECONDS)
+    spec = JobSpec(
+        job_id="urls",
+        source=MediaInput(url=f"{base}/source.png"),
+        driving=MediaInput(url=f"{base}/hero.mp4"),
+        seconds=SECONDS,
+    )
     try:
         strict = Orchestrator(clients, NullMotionCache(), MediaFetcher())
         with pytest.raises(JobFailed) as err:
-            strict.run(spec, tmp_path / "strict", on_progress=lambda u: None,
-                       cancel=threading.Event())
+            strict.run(
+                spec, tmp_path / "strict", on_progress=lambda u: None, cancel=threading.Event()
+            )
         assert err.value.code == "url_refused" and not err.value.retryable
-        trusting = Orchestrator(clients, NullMotionCache(), MediaFetcher(
-            FetchPolicy(allow_http=True, trusted_networks=("127.0.0.1/32",))))
-        result = trusting.run(spec, tmp_path / "ok", on_progress=lambda u: None,
-                              cancel=threading.Event())
+        trusting = Orchestrator(
+            clients,
+            NullMotionCache(),
+            MediaFetcher(FetchPolicy(allow_http=True, trusted_networks=("127.0.0.1/32",))),
+        )
+        result = trusting.run(
+            spec, tmp_path / "ok", on_progress=lambda u: None, cancel=threading.Event()
+        )
         assert result.frames == int(FPS * SECONDS) and result.mp4_path.stat().st_size > 0
     finally:
         server.shutdown()
@@ -292,12 +402,16 @@ def test_url_inputs_go_through_the_fetcher(clients, media, tmp_path: Path) -> No
 
 def test_paste_back_option_reaches_the_encoder(clients, media, tmp_path: Path) -> None:
     orchestrator = Orchestrator(clients, NullMotionCache(), MediaFetcher())
-    spec = JobSpec(job_id="crop-only", source=MediaInput(path=media["source"]),
-                   driving=MediaInput(path=media["hero"]), seconds=SECONDS,
-                   options=AnimationOptions(paste_back=False, relative_motion=False,
-                                            region="lip"))
-    result = orchestrator.run(spec, tmp_path / "crop", on_progress=lambda u: None,
-                              cancel=threading.Event())
+    spec = JobSpec(
+        job_id="crop-only",
+        source=MediaInput(path=media["source"]),
+        driving=MediaInput(path=media["hero"]),
+        seconds=SECONDS,
+        options=AnimationOptions(paste_back=False, relative_motion=False, region="lip"),
+    )
+    result = orchestrator.run(
+        spec, tmp_path / "crop", on_progress=lambda u: None, cancel=threading.Event()
+    )
     video = _probe(result.mp4_path)["video"]
     # Without paste-back the MP4 holds the animator's face crops, not the 224 px photo canvas.
     assert (int(video["width"]), int(video["height"])) != (224, 224)
@@ -310,17 +424,49 @@ def test_phone_style_rotated_non_square_hero(clients, media, tmp_path: Path) -> 
     FFmpeg's autorotation in tests/unit/gateway/test_media.py; the tracker here would also
     follow an upside-down face.)"""
     sideways = tmp_path / "sideways.mp4"
-    subprocess.run(["ffmpeg", "-v", "error", "-i", str(media["hero"]), "-vf",
-                    "pad=192:256:0:32,transpose=clock", "-c:v", "libx264", "-c:a", "copy",
-                    str(sideways)], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-i",
+            str(media["hero"]),
+            "-vf",
+            "pad=192:256:0:32,transpose=clock",
+            "-c:v",
+            "libx264",
+            "-c:a",
+            "copy",
+            str(sideways),
+        ],
+        check=True,
+    )
     phone = tmp_path / "phone.mp4"
-    subprocess.run(["ffmpeg", "-v", "error", "-i", str(sideways), "-c", "copy",
-                    "-metadata:s:v", "rotate=90", str(phone)], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-i",
+            str(sideways),
+            "-c",
+            "copy",
+            "-metadata:s:v",
+            "rotate=90",
+            str(phone),
+        ],
+        check=True,
+    )
     info = probe_video(phone)
     assert (info.width, info.height) == (192, 256) and info.rotation in (90, 270)
     orchestrator = Orchestrator(clients, NullMotionCache(), MediaFetcher())
-    spec = JobSpec(job_id="phone", source=MediaInput(path=media["source"]),
-                   driving=MediaInput(path=phone), seconds=SECONDS)
-    result = orchestrator.run(spec, tmp_path / "job", on_progress=lambda u: None,
-                              cancel=threading.Event())
+    spec = JobSpec(
+        job_id="phone",
+        source=MediaInput(path=media["source"]),
+        driving=MediaInput(path=phone),
+        seconds=SECONDS,
+    )
+    result = orchestrator.run(
+        spec, tmp_path / "job", on_progress=lambda u: None, cancel=threading.Event()
+    )
     assert result.frames == int(FPS * SECONDS)

@@ -35,11 +35,19 @@ FULL_NAMES = {
     "encoder": "dynamics.v1.EncoderService",
 }
 ENVS = {
-    "face_detect": {"FACE_DETECT_PORT": "0", "FACE_DETECT_METRICS_PORT": "0",
-                    "FACE_DETECT_GRACE_S": "30"},
-    "animator": {"ANIMATOR_PORT": "0", "ANIMATOR_METRICS_PORT": "0", "ANIMATOR_GRACE_S": "30",
-                 "ANIMATOR_WEIGHTS_DIR": str(FIXTURE_WEIGHTS), "ANIMATOR_DEVICE": "cpu",
-                 "ANIMATOR_BATCH_SIZE": "2"},
+    "face_detect": {
+        "FACE_DETECT_PORT": "0",
+        "FACE_DETECT_METRICS_PORT": "0",
+        "FACE_DETECT_GRACE_S": "30",
+    },
+    "animator": {
+        "ANIMATOR_PORT": "0",
+        "ANIMATOR_METRICS_PORT": "0",
+        "ANIMATOR_GRACE_S": "30",
+        "ANIMATOR_WEIGHTS_DIR": str(FIXTURE_WEIGHTS),
+        "ANIMATOR_DEVICE": "cpu",
+        "ANIMATOR_BATCH_SIZE": "2",
+    },
     "encoder": {"ENCODER_PORT": "0", "ENCODER_METRICS_PORT": "0", "ENCODER_GRACE_S": "30"},
 }
 
@@ -47,8 +55,11 @@ ENVS = {
 def _handled(text: str, method: str, code: str) -> float:
     total = 0.0
     for line in text.splitlines():
-        if (line.startswith("grpc_server_handled_total{") and f'grpc_method="{method}"' in line
-                and f'grpc_code="{code}"' in line):
+        if (
+            line.startswith("grpc_server_handled_total{")
+            and f'grpc_method="{method}"' in line
+            and f'grpc_code="{code}"' in line
+        ):
             total += float(line.rsplit(" ", 1)[1])
     return total
 
@@ -68,23 +79,31 @@ def _slow(messages, pause_after: int, gate: threading.Event):
 
 # -- per-service: a call rejected with a real code, and a stream that spans SIGTERM ------------
 
+
 def _bad_call(name: str, channel: grpc.Channel) -> str:
     if name == "face_detect":
         stub = face_detect_pb2_grpc.FaceDetectServiceStub(channel)
         req = face_detect_pb2.DetectRequest(
-            image=common_pb2.Image(encoded=common_pb2.EncodedImage(data=b"not an image")))
+            image=common_pb2.Image(encoded=common_pb2.EncodedImage(data=b"not an image"))
+        )
         call = lambda: stub.Detect(req, timeout=30)
         method = "Detect"
     elif name == "animator":
         stub = animator_pb2_grpc.AnimatorServiceStub(channel)
-        bad = [animator_pb2.ExtractMotionRequest(
-            crop=animator_pb2.DrivingCrop(index=0, image=array_to_raw(_noise(8, 8))))]
+        bad = [
+            animator_pb2.ExtractMotionRequest(
+                crop=animator_pb2.DrivingCrop(index=0, image=array_to_raw(_noise(8, 8)))
+            )
+        ]
         call = lambda: stub.ExtractMotion(iter(bad), timeout=30)
         method = "ExtractMotion"
     else:
         stub = encoder_pb2_grpc.EncoderServiceStub(channel)
-        bad = [encoder_pb2.EncodeRequest(frame=encoder_pb2.AnimatedFrameData(
-            index=0, image=array_to_raw(_noise(8, 8))))]
+        bad = [
+            encoder_pb2.EncodeRequest(
+                frame=encoder_pb2.AnimatedFrameData(index=0, image=array_to_raw(_noise(8, 8)))
+            )
+        ]
         call = lambda: list(stub.Encode(iter(bad), timeout=30))
         method = "Encode"
     with pytest.raises(grpc.RpcError) as info:
@@ -99,10 +118,17 @@ def _stream(name: str, channel: grpc.Channel, gate: threading.Event) -> tuple[in
     n = 6
     if name == "face_detect":
         stub = face_detect_pb2_grpc.FaceDetectServiceStub(channel)
-        frames = [face_detect_pb2.TrackDrivingRequest(config=face_detect_pb2.TrackDrivingConfig(
-            width=96, height=96, total_frames=n))]
-        frames += [face_detect_pb2.TrackDrivingRequest(frame=face_detect_pb2.DrivingFrame(
-            index=i, image=array_to_raw(_noise(96, 96, i)))) for i in range(n)]
+        frames = [
+            face_detect_pb2.TrackDrivingRequest(
+                config=face_detect_pb2.TrackDrivingConfig(width=96, height=96, total_frames=n)
+            )
+        ]
+        frames += [
+            face_detect_pb2.TrackDrivingRequest(
+                frame=face_detect_pb2.DrivingFrame(index=i, image=array_to_raw(_noise(96, 96, i)))
+            )
+            for i in range(n)
+        ]
         try:
             got = list(stub.TrackDriving(_slow(frames, 3, gate), timeout=120))
         except grpc.RpcError as exc:
@@ -113,21 +139,45 @@ def _stream(name: str, channel: grpc.Channel, gate: threading.Event) -> tuple[in
         return n, len(got)
     if name == "animator":
         stub = animator_pb2_grpc.AnimatorServiceStub(channel)
-        msgs = [animator_pb2.AnimateRequest(setup=animator_pb2.AnimateSetup(
-            source_crop=array_to_raw(_noise(256, 256)), total_frames=n,
-            source_ratios=common_pb2.FaceRatios(eye_left=0.3, eye_right=0.3, lip=0.1)))]
-        msgs += [animator_pb2.AnimateRequest(crop=animator_pb2.DrivingCrop(
-            index=i, image=array_to_raw(_noise(256, 256, i)),
-            ratios=common_pb2.FaceRatios(eye_left=0.3, eye_right=0.3, lip=0.1)))
-            for i in range(n)]
+        msgs = [
+            animator_pb2.AnimateRequest(
+                setup=animator_pb2.AnimateSetup(
+                    source_crop=array_to_raw(_noise(256, 256)),
+                    total_frames=n,
+                    source_ratios=common_pb2.FaceRatios(eye_left=0.3, eye_right=0.3, lip=0.1),
+                )
+            )
+        ]
+        msgs += [
+            animator_pb2.AnimateRequest(
+                crop=animator_pb2.DrivingCrop(
+                    index=i,
+                    image=array_to_raw(_noise(256, 256, i)),
+                    ratios=common_pb2.FaceRatios(eye_left=0.3, eye_right=0.3, lip=0.1),
+                )
+            )
+            for i in range(n)
+        ]
         got = [r for r in stub.Animate(_slow(msgs, 3, gate), timeout=300) if r.HasField("frame")]
         assert [r.frame.index for r in got] == list(range(len(got)))
         return n, len(got)
     stub = encoder_pb2_grpc.EncoderServiceStub(channel)
-    msgs = [encoder_pb2.EncodeRequest(header=encoder_pb2.EncodeHeader(
-        fps=common_pb2.Rational(num=25, den=1), frame_width=64, frame_height=64, total_frames=n))]
-    msgs += [encoder_pb2.EncodeRequest(frame=encoder_pb2.AnimatedFrameData(
-        index=i, image=array_to_raw(_noise(64, 64, i)))) for i in range(n)]
+    msgs = [
+        encoder_pb2.EncodeRequest(
+            header=encoder_pb2.EncodeHeader(
+                fps=common_pb2.Rational(num=25, den=1),
+                frame_width=64,
+                frame_height=64,
+                total_frames=n,
+            )
+        )
+    ]
+    msgs += [
+        encoder_pb2.EncodeRequest(
+            frame=encoder_pb2.AnimatedFrameData(index=i, image=array_to_raw(_noise(64, 64, i)))
+        )
+        for i in range(n)
+    ]
     replies = list(stub.Encode(_slow(msgs, 3, gate), timeout=120))
     summary = [r.summary for r in replies if r.HasField("summary")]
     assert summary and summary[-1].frames == n
@@ -140,7 +190,9 @@ def test_grpc_service_lifecycle(name: str) -> None:
     svc: ServiceProcess = start_service(name, ENVS[name])
     channel = make_channel(svc.target)
     try:
-        assert wait_for_serving(channel, FULL_NAMES[name], timeout_s=180), "\n".join(svc.lines[-20:])
+        assert wait_for_serving(channel, FULL_NAMES[name], timeout_s=180), "\n".join(
+            svc.lines[-20:]
+        )
         assert check_health(channel, "") == "SERVING"
         method = _bad_call(name, channel)
         assert _handled(svc.metrics(), method, "INVALID_ARGUMENT") == 1
@@ -179,8 +231,14 @@ def _get(url: str) -> tuple[int, str]:
 def test_gateway_health_readiness_and_metrics(tmp_path: Path) -> None:
     port = _free_port()
     closed = f"127.0.0.1:{_free_port()}"
-    env = {"GATEWAY_PORT": str(port), "GATEWAY_DATA_DIR": str(tmp_path), "GATEWAY_AUTH_MODE": "none",
-           "FACE_DETECT_ADDR": closed, "ANIMATOR_ADDR": closed, "ENCODER_ADDR": closed}
+    env = {
+        "GATEWAY_PORT": str(port),
+        "GATEWAY_DATA_DIR": str(tmp_path),
+        "GATEWAY_AUTH_MODE": "none",
+        "FACE_DETECT_ADDR": closed,
+        "ANIMATOR_ADDR": closed,
+        "ENCODER_ADDR": closed,
+    }
     gw = start_service("gateway", env, known_port=port)
     try:
         deadline = time.monotonic() + 60

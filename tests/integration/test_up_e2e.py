@@ -35,15 +35,32 @@ SERVICES = ("face_detect", "animator", "encoder")
 needs_proc = pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads /proc (Linux)")
 
 
-def _start_up(tmp_path: Path, port: int, weights: Path = FIXTURE_WEIGHTS,
-              *extra: str) -> tuple[subprocess.Popen, Path]:
+def _start_up(
+    tmp_path: Path, port: int, weights: Path = FIXTURE_WEIGHTS, *extra: str
+) -> tuple[subprocess.Popen, Path]:
     log = tmp_path / "up.log"
     env = {**os.environ, "ANIMATOR_BATCH_SIZE": "2", "OMP_NUM_THREADS": "1"}
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "up", "--port", str(port), "--weights",
-             str(weights), "--data-dir", str(tmp_path / "data"), "--device", "cpu", *extra],
-            stdout=out, stderr=subprocess.STDOUT, env=env)
+            [
+                sys.executable,
+                "-m",
+                "services.cli",
+                "up",
+                "--port",
+                str(port),
+                "--weights",
+                str(weights),
+                "--data-dir",
+                str(tmp_path / "data"),
+                "--device",
+                "cpu",
+                *extra,
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
     return proc, log
 
 
@@ -112,9 +129,15 @@ def _wait_healthy(base: str, proc: subprocess.Popen, log: Path, timeout_s: float
 
 def _submit_and_wait(base: str, source: Path, hero: Path, timeout_s: float = 180) -> dict:
     with open(source, "rb") as photo, open(hero, "rb") as video:
-        reply = httpx.post(f"{base}/v1/jobs", timeout=30, data={"seconds": "1"},
-                           files={"source": ("source.png", photo, "image/png"),
-                                  "driving": ("hero.mp4", video, "video/mp4")})
+        reply = httpx.post(
+            f"{base}/v1/jobs",
+            timeout=30,
+            data={"seconds": "1"},
+            files={
+                "source": ("source.png", photo, "image/png"),
+                "driving": ("hero.mp4", video, "video/mp4"),
+            },
+        )
     assert reply.status_code == 202, reply.text
     job_id = reply.json()["id"]
     deadline = time.monotonic() + timeout_s
@@ -135,9 +158,24 @@ def test_dynamics_up_serves_a_job_end_to_end(tmp_path: Path) -> None:
     env = {**os.environ, "ANIMATOR_BATCH_SIZE": "2", "OMP_NUM_THREADS": "1"}
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "up", "--port", str(port), "--weights",
-             str(FIXTURE_WEIGHTS), "--data-dir", str(tmp_path / "data"), "--device", "cpu"],
-            stdout=out, stderr=subprocess.STDOUT, env=env)
+            [
+                sys.executable,
+                "-m",
+                "services.cli",
+                "up",
+                "--port",
+                str(port),
+                "--weights",
+                str(FIXTURE_WEIGHTS),
+                "--data-dir",
+                str(tmp_path / "data"),
+                "--device",
+                "cpu",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
     try:
         _wait_healthy(base, proc, log)
         job = _submit_and_wait(base, source, hero)
@@ -145,14 +183,30 @@ def test_dynamics_up_serves_a_job_end_to_end(tmp_path: Path) -> None:
         assert job["frames_total"] == job["frames_done"] == 5 and job["cache_hit"] is False
         assert {"fetch_trim", "detect", "animate", "encode", "upload"} <= set(job["timings"])
         # What animated it, as stored with the job: the fixture model on torch fp32, CPU.
-        assert job["animator"] == {"model": load_models(FIXTURE_WEIGHTS).fingerprint,
-                                   "backend": "torch", "device": "cpu", "dtype": "float32"}
+        assert job["animator"] == {
+            "model": load_models(FIXTURE_WEIGHTS).fingerprint,
+            "backend": "torch",
+            "device": "cpu",
+            "dtype": "float32",
+        }
         mp4 = httpx.get(job["result_url"], timeout=30, follow_redirects=True)
         assert mp4.status_code == 200
         (tmp_path / "result.mp4").write_bytes(mp4.content)
-        streams = json.loads(subprocess.run(
-            ["ffprobe", "-v", "error", "-of", "json", "-show_streams", str(tmp_path / "result.mp4")],
-            check=True, capture_output=True).stdout)["streams"]
+        streams = json.loads(
+            subprocess.run(
+                [
+                    "ffprobe",
+                    "-v",
+                    "error",
+                    "-of",
+                    "json",
+                    "-show_streams",
+                    str(tmp_path / "result.mp4"),
+                ],
+                check=True,
+                capture_output=True,
+            ).stdout
+        )["streams"]
         assert sorted(s["codec_type"] for s in streams) == ["audio", "video"]
         again = _submit_and_wait(base, source, hero)
         assert again["status"] == "succeeded" and again["cache_hit"] is True
@@ -164,7 +218,8 @@ def test_dynamics_up_serves_a_job_end_to_end(tmp_path: Path) -> None:
 
 @needs_proc
 def test_up_binds_loopback_restarts_a_killed_service_and_serves_the_next_job(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     source = write_source_photo(tmp_path / "source.png", side=224)
     hero = write_hero_clip(tmp_path / "hero.mp4", seconds=1.0, fps=5, size=192)
     port = free_port()
@@ -185,8 +240,12 @@ def test_up_binds_loopback_restarts_a_killed_service_and_serves_the_next_job(
 
         os.kill(pids["animator"], signal.SIGKILL)
         _wait_for(lambda: _gone(pids["animator"]), 30, "the killed animator to be reaped", log)
-        _wait_for(lambda: _service_pids(proc.pid).get("animator", pids["animator"])
-                  != pids["animator"], 60, "a new animator process", log)
+        _wait_for(
+            lambda: _service_pids(proc.pid).get("animator", pids["animator"]) != pids["animator"],
+            60,
+            "a new animator process",
+            log,
+        )
         _wait_healthy(base, proc, log)
         new_pid = _service_pids(proc.pid)["animator"]
         again = listening_sockets(new_pid)

@@ -24,17 +24,26 @@ from services.cli.local_stack import free_port
 from tests.fixture_set import DEFAULT_SET
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = [
     pytest.mark.ffmpeg,
     pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg"),
-    pytest.mark.skipif(not CHROMIUM.exists(),
-                       reason="needs Debian's chromium at /usr/bin/chromium "
-                              "(`apt-get install chromium`; setup.sh installs it)"),
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason="needs Debian's chromium at /usr/bin/chromium "
+        "(`apt-get install chromium`; setup.sh installs it)",
+    ),
 ]
 
 
@@ -47,10 +56,26 @@ def stack(tmp_path_factory):
     env = {**os.environ, "ANIMATOR_BATCH_SIZE": "2", "OMP_NUM_THREADS": "1"}
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "up", "--port", str(port), "--weights",
-             str(DEFAULT_SET.checkpoints), "--data-dir", str(tmp / "data"), "--device", "cpu",
-             "--workers", "1"],
-            stdout=out, stderr=subprocess.STDOUT, env=env)
+            [
+                sys.executable,
+                "-m",
+                "services.cli",
+                "up",
+                "--port",
+                str(port),
+                "--weights",
+                str(DEFAULT_SET.checkpoints),
+                "--data-dir",
+                str(tmp / "data"),
+                "--device",
+                "cpu",
+                "--workers",
+                "1",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180
@@ -106,7 +131,8 @@ def test_the_page_runs_a_job_and_plays_the_result(stack: str, page, tmp_path: Pa
     page.wait_for_function("() => !document.getElementById('submit').disabled")
     page.wait_for_function(
         "() => { const v = document.getElementById('driving-preview');"
-        " return v.readyState >= 2 && v.videoWidth > 0; }")
+        " return v.readyState >= 2 && v.videoWidth > 0; }"
+    )
     page.fill("#seconds", "1")
     _shot(page, tmp_path, "idle")
 
@@ -120,14 +146,21 @@ def test_the_page_runs_a_job_and_plays_the_result(stack: str, page, tmp_path: Pa
     page.click("#submit")
     page.wait_for_function(
         "() => { const p = Number(document.getElementById('percent').dataset.value);"
-        " return p > 0 && p < 100; }", timeout=240_000)
+        " return p > 0 && p < 100; }",
+        timeout=240_000,
+    )
     _shot(page, tmp_path, "progress")
     page.wait_for_function(
         "() => ['succeeded', 'failed', 'cancelled'].includes("
-        "document.getElementById('status').textContent)", timeout=300_000)
+        "document.getElementById('status').textContent)",
+        timeout=300_000,
+    )
     status = page.text_content("#status")
-    assert status == "succeeded", (status, page.text_content("#error"), page.text_content(
-        "#message"))
+    assert status == "succeeded", (
+        status,
+        page.text_content("#error"),
+        page.text_content("#message"),
+    )
     assert page.text_content("#percent") == "100 %"
     seen = page.evaluate("window.seenPercents")
     assert any(0 < p < 100 for p in seen) and seen[-1] == 100, seen
@@ -135,7 +168,9 @@ def test_the_page_runs_a_job_and_plays_the_result(stack: str, page, tmp_path: Pa
     # The <video> loads the real result: metadata (about 1 s long) and a decoded frame.
     page.wait_for_function(
         "() => { const v = document.getElementById('result-video');"
-        " return v.readyState >= 2 && v.videoWidth > 0; }", timeout=60_000)
+        " return v.readyState >= 2 && v.videoWidth > 0; }",
+        timeout=60_000,
+    )
     video = page.evaluate("""() => { const v = document.getElementById('result-video');
         return {duration: v.duration, width: v.videoWidth, height: v.videoHeight,
                 error: v.error && v.error.code, src: v.currentSrc}; }""")
@@ -166,8 +201,7 @@ def test_the_page_shows_the_gateways_error_code(stack: str, page, tmp_path: Path
     page.wait_for_function("() => !document.getElementById('submit').disabled")
     page.set_input_files("#source", str(bad))
     page.click("#submit")
-    page.wait_for_function(
-        "() => document.getElementById('message').classList.contains('error')")
+    page.wait_for_function("() => document.getElementById('message').classList.contains('error')")
     message = page.text_content("#message")
     assert message.startswith("bad_image: "), message
     assert page.is_hidden("#job")

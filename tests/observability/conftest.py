@@ -26,21 +26,30 @@ def running_stack(tmp_path_factory) -> Iterator[RunningStack]:
         pytest.skip("ffmpeg is missing (the setup script installs the Debian package)")
     root = tmp_path_factory.mktemp("stack")
     media = demo_media(root / "media")
-    stack = LocalStack(StackConfig(
-        weights_dir=FIXTURE_WEIGHTS, animator_batch_size=4, grace_s=5.0,
-        log_dir=root / "logs"))
+    stack = LocalStack(
+        StackConfig(
+            weights_dir=FIXTURE_WEIGHTS, animator_batch_size=4, grace_s=5.0, log_dir=root / "logs"
+        )
+    )
     targets = stack.start()
     gateway = None
     try:
         port = free_port()
-        env = {"GATEWAY_PORT": str(port), "GATEWAY_DATA_DIR": str(root / "gateway"),
-               "GATEWAY_AUTH_MODE": "none", "FACE_DETECT_ADDR": targets.face_detect,
-               "ANIMATOR_ADDR": targets.animator, "ENCODER_ADDR": targets.encoder}
+        env = {
+            "GATEWAY_PORT": str(port),
+            "GATEWAY_DATA_DIR": str(root / "gateway"),
+            "GATEWAY_AUTH_MODE": "none",
+            "FACE_DETECT_ADDR": targets.face_detect,
+            "ANIMATOR_ADDR": targets.animator,
+            "ENCODER_ADDR": targets.encoder,
+        }
         gateway = start_service("gateway", env, known_port=port)
         url = f"http://127.0.0.1:{port}"
         wait_ready(url, gateway)
-        metrics = {name: f"http://127.0.0.1:{svc.metrics_port}/metrics"
-                   for name, svc in stack.services.items()}
+        metrics = {
+            name: f"http://127.0.0.1:{svc.metrics_port}/metrics"
+            for name, svc in stack.services.items()
+        }
         metrics["gateway"] = f"{url}/metrics"
         yield RunningStack(metrics_urls=metrics, gateway_url=url, media_dir=media)
     finally:

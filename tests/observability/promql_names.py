@@ -14,11 +14,30 @@ DASHBOARD_DIR = REPO_ROOT / "helm" / "dynamics" / "dashboards"
 RULES_FILE = REPO_ROOT / "deploy" / "prometheus" / "rules.yml"
 
 # Grafana variables -> values that make a dashboard query plain PromQL.
-GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "1h",
-                     "$namespace": ".*", "$gpu_price_per_hour": "0.60"}
+GRAFANA_VARIABLES = {
+    "$__rate_interval": "5m",
+    "$__interval": "1m",
+    "$__range": "1h",
+    "$namespace": ".*",
+    "$gpu_price_per_hour": "0.60",
+}
 
-_KEYWORDS = {"and", "or", "unless", "by", "without", "on", "ignoring", "group_left",
-             "group_right", "offset", "bool", "inf", "nan", "atan2"}
+_KEYWORDS = {
+    "and",
+    "or",
+    "unless",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "offset",
+    "bool",
+    "inf",
+    "nan",
+    "atan2",
+}
 _STRING = re.compile(r'"(?:\\.|[^"\\])*"|\'(?:\\.|[^\'\\])*\'')
 _GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)")
 _IDENT = re.compile(r"(?<![\w.:])[A-Za-z_:][A-Za-z0-9_:]*")
@@ -45,7 +64,7 @@ def metric_names(expr: str) -> set[str]:
     names = set()
     for match in _IDENT.finditer(text):
         token = match.group(0)
-        if token.lower() in _KEYWORDS or text[match.end():].lstrip().startswith("("):
+        if token.lower() in _KEYWORDS or text[match.end() :].lstrip().startswith("("):
             continue
         names.add(token)
     return names

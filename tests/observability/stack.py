@@ -38,10 +38,10 @@ class RunningStack:
         """Upload the demo photo + hero clip, wait for the job to finish, return its view."""
         import httpx
 
-        files = {"source": ("source.png", (self.media_dir / "source.png").read_bytes(),
-                            "image/png"),
-                 "driving": ("hero.mp4", (self.media_dir / "hero.mp4").read_bytes(),
-                             "video/mp4")}
+        files = {
+            "source": ("source.png", (self.media_dir / "source.png").read_bytes(), "image/png"),
+            "driving": ("hero.mp4", (self.media_dir / "hero.mp4").read_bytes(), "video/mp4"),
+        }
         with httpx.Client(base_url=self.gateway_url, timeout=60) as client:
             created = client.post("/v1/jobs", files=files, data={"seconds": str(seconds)})
             assert created.status_code == 202, created.text
@@ -57,9 +57,24 @@ class RunningStack:
 
 
 def demo_media(out_dir: Path) -> Path:
-    subprocess.run([sys.executable, "-m", "services.cli.demo_media", str(out_dir),
-                    "--seconds", "1.2", "--fps", "10", "--size", "192"],
-                   cwd=REPO_ROOT, check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "services.cli.demo_media",
+            str(out_dir),
+            "--seconds",
+            "1.2",
+            "--fps",
+            "10",
+            "--size",
+            "192",
+        ],
+        cwd=REPO_ROOT,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     return out_dir
 
 

@@ -16,14 +16,17 @@ pytestmark = pytest.mark.slow
 
 def exported_names(text: str) -> set[str]:
     """Sample names in a Prometheus text exposition (`x_bucket`, `x_sum`, `y_total`, ...)."""
-    return {sample.name for family in text_string_to_metric_families(text)
-            for sample in family.samples}
+    return {
+        sample.name for family in text_string_to_metric_families(text) for sample in family.samples
+    }
 
 
 def test_name_extraction_is_selective() -> None:
-    expr = ('histogram_quantile(0.95, sum by (le, stage) (rate(dynamics_stage_seconds_bucket'
-            '{namespace=~"$namespace", stage!="upload"}[$__rate_interval]))) > bool on() '
-            'count(up offset 5m) * 1e3')
+    expr = (
+        "histogram_quantile(0.95, sum by (le, stage) (rate(dynamics_stage_seconds_bucket"
+        '{namespace=~"$namespace", stage!="upload"}[$__rate_interval]))) > bool on() '
+        "count(up offset 5m) * 1e3"
+    )
     assert metric_names(expr) == {"dynamics_stage_seconds_bucket", "up"}
 
 
@@ -40,8 +43,12 @@ def test_dashboard_and_rule_metrics_are_exported(running_stack) -> None:
     missing = {name: sorted(where) for name, where in used.items() if name not in everything}
     assert not missing, f"used but exported by no running service: {missing}"
     # Each family comes from the service that owns it, not from a stray registry.
-    owners = {"animator_": "animator", "encoder_": "encoder", "face_detect_": "face_detect",
-              "dynamics_": "gateway"}
+    owners = {
+        "animator_": "animator",
+        "encoder_": "encoder",
+        "face_detect_": "face_detect",
+        "dynamics_": "gateway",
+    }
     for name in used:
         for prefix, service in owners.items():
             if name.startswith(prefix):

@@ -21,23 +21,34 @@ from tests.observability.stack import free_port
 PROMETHEUS = shutil.which("prometheus")
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(PROMETHEUS is None, reason="prometheus not found: the setup script must "
-                       "install the Debian `prometheus` package"),
+    pytest.mark.skipif(
+        PROMETHEUS is None,
+        reason="prometheus not found: the setup script must "
+        "install the Debian `prometheus` package",
+    ),
 ]
-STAGE_P95 = ('histogram_quantile(0.95, sum by (le, stage) '
-             '(increase(dynamics_stage_seconds_bucket{namespace="e2e"}[5m])))')
+STAGE_P95 = (
+    "histogram_quantile(0.95, sum by (le, stage) "
+    '(increase(dynamics_stage_seconds_bucket{namespace="e2e"}[5m])))'
+)
 
 
 def _config(metrics_urls: dict[str, str], rules: Path) -> dict:
     scrape = []
     for service, url in sorted(metrics_urls.items()):
         parts = urlsplit(url)
-        scrape.append({"job_name": service, "metrics_path": parts.path,
-                       "static_configs": [{"targets": [parts.netloc],
-                                           "labels": {"namespace": "e2e"}}]})
-    return {"global": {"scrape_interval": "1s", "scrape_timeout": "1s",
-                       "evaluation_interval": "1s"},
-            "rule_files": [str(rules)], "scrape_configs": scrape}
+        scrape.append(
+            {
+                "job_name": service,
+                "metrics_path": parts.path,
+                "static_configs": [{"targets": [parts.netloc], "labels": {"namespace": "e2e"}}],
+            }
+        )
+    return {
+        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(rules)],
+        "scrape_configs": scrape,
+    }
 
 
 @pytest.fixture
@@ -48,9 +59,17 @@ def prometheus(running_stack, tmp_path: Path) -> Iterator[httpx.Client]:
     port = free_port()
     with open(tmp_path / "prometheus.log", "wb") as log:
         proc = subprocess.Popen(
-            [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'data'}",
-             f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            [
+                PROMETHEUS,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={tmp_path / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--log.level=warn",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
     try:
         _wait_ready(client, proc, tmp_path / "prometheus.log")
@@ -131,8 +150,11 @@ def test_prometheus_evaluates_our_alert_rules(running_stack, prometheus) -> None
         if len(evaluated) == len(rules) or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    expected = {a for g in yaml.safe_load(RULES_FILE.read_text())["groups"]
-                for a in (r["alert"] for r in g["rules"])}
+    expected = {
+        a
+        for g in yaml.safe_load(RULES_FILE.read_text())["groups"]
+        for a in (r["alert"] for r in g["rules"])
+    }
     assert {r["name"] for r in rules} == expected
     assert all(r["health"] == "ok" for r in rules), [(r["name"], r.get("lastError")) for r in rules]
     firing = {r["name"] for r in rules if r["state"] == "firing"}

@@ -32,8 +32,9 @@ OPERATIONS_DOC = REPO_ROOT / "docs" / "operations.md"
 
 
 def _promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([PROMTOOL, *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=120, check=False)
+    return subprocess.run(
+        [PROMTOOL, *args], cwd=cwd, capture_output=True, text=True, timeout=120, check=False
+    )
 
 
 def test_rules_file_is_valid() -> None:
@@ -75,8 +76,10 @@ def test_unit_tests_catch_weakened_thresholds(tmp_path: Path) -> None:
 
 def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
     """Each panel query, with Grafana's variables filled in, must parse as a recording rule."""
-    rules = [{"record": f"dashboard:query_{i}:check", "expr": substitute_grafana(expr)}
-             for i, (_, expr) in enumerate(dashboard_exprs())]
+    rules = [
+        {"record": f"dashboard:query_{i}:check", "expr": substitute_grafana(expr)}
+        for i, (_, expr) in enumerate(dashboard_exprs())
+    ]
     assert len(rules) >= 20
     path = tmp_path / "dashboard_rules.yml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
@@ -89,9 +92,14 @@ def test_dashboard_covers_the_owners_questions() -> None:
     dashboard = json.loads(path.read_text())
     exprs = " ".join(expr for _, expr in dashboard_exprs())
     names = set().union(*(metric_names(expr) for _, expr in dashboard_exprs()))
-    for needed in ("dynamics_stage_seconds_bucket", "dynamics_jobs_total", "dynamics_queue_depth",
-                   "animator_batch_size_bucket", "animator_busy_seconds_total",
-                   "dynamics_job_gpu_seconds_sum"):
+    for needed in (
+        "dynamics_stage_seconds_bucket",
+        "dynamics_jobs_total",
+        "dynamics_queue_depth",
+        "animator_batch_size_bucket",
+        "animator_busy_seconds_total",
+        "dynamics_job_gpu_seconds_sum",
+    ):
         assert needed in names, needed
     assert "histogram_quantile(0.5, sum by (le, stage)" in exprs
     assert "histogram_quantile(0.95, sum by (le, stage)" in exprs
@@ -104,8 +112,11 @@ def test_dashboard_covers_the_owners_questions() -> None:
 
 def test_runbook_links_point_at_operations_doc() -> None:
     rules = yaml.safe_load(RULES_FILE.read_text())["groups"]
-    headings = {re.sub(r"[^a-z0-9 -]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
-                for line in OPERATIONS_DOC.read_text().splitlines() if line.startswith("#")}
+    headings = {
+        re.sub(r"[^a-z0-9 -]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
+        for line in OPERATIONS_DOC.read_text().splitlines()
+        if line.startswith("#")
+    }
     for group in rules:
         for rule in group["rules"]:
             anchor = rule["annotations"]["runbook_url"].split("#", 1)[1]
@@ -120,8 +131,11 @@ def _queue_depth_consumers() -> list[tuple[str, str]]:
     """Every query that reads dynamics_queue_depth: alerts, dashboard panels, KEDA's trigger."""
     from helm.render import default_values, merged, render_documents
 
-    found = [(where, expr) for where, expr in [*rule_exprs(), *dashboard_exprs()]
-             if "dynamics_queue_depth" in expr]
+    found = [
+        (where, expr)
+        for where, expr in [*rule_exprs(), *dashboard_exprs()]
+        if "dynamics_queue_depth" in expr
+    ]
     keda = {"animator": {"autoscaling": {"enabled": True, "mode": "keda"}}}
     docs = render_documents(merged(default_values(), keda))
     for _, _, doc in docs:
@@ -134,8 +148,12 @@ def test_queue_depth_is_counted_once_by_every_consumer() -> None:
     """Each gateway replica exports the whole shared queue: only `max` counts it once."""
     consumers = _queue_depth_consumers()
     wheres = {where.split(":")[0] for where, _ in consumers}
-    assert {"DynamicsQueueBacklog", "DynamicsAnimatorIdleWhileJobsWait", "ScaledObject",
-            "dynamics-overview.json"} <= wheres, wheres
+    assert {
+        "DynamicsQueueBacklog",
+        "DynamicsAnimatorIdleWhileJobsWait",
+        "ScaledObject",
+        "dynamics-overview.json",
+    } <= wheres, wheres
     for where, expr in consumers:
         uses = expr.count("dynamics_queue_depth")
         aggregations = _QUEUE_DEPTH_AGG.findall(expr)
@@ -145,8 +163,9 @@ def test_queue_depth_is_counted_once_by_every_consumer() -> None:
 def test_unit_tests_catch_a_summed_queue_depth(tmp_path: Path) -> None:
     """With `sum` over the two replicas' gauges the queue doubles: the unit tests must fail."""
     text = RULES_FILE.read_text()
-    summed = text.replace("max by (namespace) (dynamics_queue_depth)",
-                          "sum by (namespace) (dynamics_queue_depth)")
+    summed = text.replace(
+        "max by (namespace) (dynamics_queue_depth)", "sum by (namespace) (dynamics_queue_depth)"
+    )
     assert summed.count("sum by (namespace) (dynamics_queue_depth)") == 2
     (tmp_path / RULES_FILE.name).write_text(summed)
     shutil.copy(RULES_TEST, tmp_path / RULES_TEST.name)

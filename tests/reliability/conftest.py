@@ -33,9 +33,13 @@ FULL_NAMES = {
 }
 SERVICE_ENVS = {
     "face_detect": {"FACE_DETECT_PORT": "0", "FACE_DETECT_METRICS_PORT": "0"},
-    "animator": {"ANIMATOR_PORT": "0", "ANIMATOR_METRICS_PORT": "0",
-                 "ANIMATOR_WEIGHTS_DIR": str(FIXTURE_WEIGHTS), "ANIMATOR_DEVICE": "cpu",
-                 "ANIMATOR_BATCH_SIZE": "2"},
+    "animator": {
+        "ANIMATOR_PORT": "0",
+        "ANIMATOR_METRICS_PORT": "0",
+        "ANIMATOR_WEIGHTS_DIR": str(FIXTURE_WEIGHTS),
+        "ANIMATOR_DEVICE": "cpu",
+        "ANIMATOR_BATCH_SIZE": "2",
+    },
     "encoder": {"ENCODER_PORT": "0", "ENCODER_METRICS_PORT": "0"},
 }
 needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg")
@@ -59,12 +63,14 @@ def _log_problems(name: str, service: ServiceProcess) -> list[str]:
     """An exited process or a logged traceback, each with the log lines that show it."""
     problems = []
     if service.proc.poll() is not None:
-        problems.append(f"{name} exited with code {service.proc.returncode}:\n"
-                        + "\n".join(service.lines[-20:]))
+        problems.append(
+            f"{name} exited with code {service.proc.returncode}:\n" + "\n".join(service.lines[-20:])
+        )
     crashes = [line for line in service.lines if "Traceback" in line]
     if crashes:
-        problems.append(f"{name} logged {len(crashes)} traceback(s), the first:\n"
-                        f"{crashes[0][:3000]}")
+        problems.append(
+            f"{name} logged {len(crashes)} traceback(s), the first:\n{crashes[0][:3000]}"
+        )
     return problems
 
 
@@ -99,8 +105,9 @@ def gateway_survival_problems(gateway: ServiceProcess, base: str) -> list[str]:
 def fail_unless_survived(what: str, problems: list[str]) -> None:
     """Fail the fixture's teardown (pytest reports an error; the run fails) on any problem."""
     if problems:
-        pytest.fail(f"{what} did not survive the session's tests:\n" + "\n\n".join(problems),
-                    pytrace=False)
+        pytest.fail(
+            f"{what} did not survive the session's tests:\n" + "\n\n".join(problems), pytrace=False
+        )
 
 
 @pytest.fixture(scope="session")
@@ -132,9 +139,15 @@ def start_gateway(data_dir: Path, env: dict[str, str]) -> tuple[ServiceProcess, 
     """A `python -m services.gateway` subprocess; returns it and its base URL once /healthz is up."""
     port = free_port()
     closed = f"127.0.0.1:{free_port()}"
-    full = {"GATEWAY_PORT": str(port), "GATEWAY_DATA_DIR": str(data_dir),
-            "GATEWAY_AUTH_MODE": "none", "FACE_DETECT_ADDR": closed, "ANIMATOR_ADDR": closed,
-            "ENCODER_ADDR": closed, **env}
+    full = {
+        "GATEWAY_PORT": str(port),
+        "GATEWAY_DATA_DIR": str(data_dir),
+        "GATEWAY_AUTH_MODE": "none",
+        "FACE_DETECT_ADDR": closed,
+        "ANIMATOR_ADDR": closed,
+        "ENCODER_ADDR": closed,
+        **env,
+    }
     gateway = start_service("gateway", full, known_port=port)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -155,10 +168,17 @@ def intake_gateway(tmp_path_factory) -> Iterator[tuple[ServiceProcess, str]]:
     """A real gateway that validates and queues jobs but runs none (GATEWAY_WORKERS=0); checked
     (`gateway_survival_problems`) and stopped at the end."""
     data = tmp_path_factory.mktemp("intake-gateway")
-    gateway, base = start_gateway(data, {
-        "GATEWAY_WORKERS": "0", "RATE_LIMIT_JOBS": "100000", "MAX_ACTIVE_JOBS": "100000",
-        "MAX_IMAGE_BYTES": str(2 * 1024 * 1024), "MAX_VIDEO_BYTES": str(8 * 1024 * 1024),
-        "MAX_SECONDS": "10"})
+    gateway, base = start_gateway(
+        data,
+        {
+            "GATEWAY_WORKERS": "0",
+            "RATE_LIMIT_JOBS": "100000",
+            "MAX_ACTIVE_JOBS": "100000",
+            "MAX_IMAGE_BYTES": str(2 * 1024 * 1024),
+            "MAX_VIDEO_BYTES": str(8 * 1024 * 1024),
+            "MAX_SECONDS": "10",
+        },
+    )
     problems: list[str] = []
     try:
         yield gateway, base

@@ -23,8 +23,9 @@ PREFIX = {"face_detect": "FACE_DETECT", "animator": "ANIMATOR", "encoder": "ENCO
 class FaultStack:
     """Services by name; each name has one or more replicas on fixed ports."""
 
-    replicas: dict[str, int] = field(default_factory=lambda: {"face_detect": 1, "animator": 1,
-                                                              "encoder": 1})
+    replicas: dict[str, int] = field(
+        default_factory=lambda: {"face_detect": 1, "animator": 1, "encoder": 1}
+    )
     extra_env: dict[str, dict[str, str]] = field(default_factory=dict)
     ports: dict[str, list[int]] = field(default_factory=dict)
     procs: dict[str, list[ServiceProcess | None]] = field(default_factory=dict)
@@ -39,8 +40,12 @@ class FaultStack:
         return self
 
     def env(self, name: str, index: int) -> dict[str, str]:
-        return {**SERVICE_ENVS[name], f"{PREFIX[name]}_PORT": str(self.ports[name][index]),
-                f"{PREFIX[name]}_GRACE_S": "5", **self.extra_env.get(name, {})}
+        return {
+            **SERVICE_ENVS[name],
+            f"{PREFIX[name]}_PORT": str(self.ports[name][index]),
+            f"{PREFIX[name]}_GRACE_S": "5",
+            **self.extra_env.get(name, {}),
+        }
 
     def restart(self, name: str, index: int = 0, *, count_it: bool = True) -> ServiceProcess:
         """(Re)start replica `index` of `name` on its port and wait until it is SERVING."""
@@ -69,8 +74,10 @@ class FaultStack:
         return {f"{PREFIX[name]}_ADDR": self.target(name) for name in self.replicas}
 
     def alive(self) -> dict[str, list[str]]:
-        return {name: [healthy(p, name) if p and p.proc.poll() is None else "DEAD" for p in procs]
-                for name, procs in self.procs.items()}
+        return {
+            name: [healthy(p, name) if p and p.proc.poll() is None else "DEAD" for p in procs]
+            for name, procs in self.procs.items()
+        }
 
     def stop(self) -> dict[str, list[int | None]]:
         codes: dict[str, list[int | None]] = {}
@@ -102,8 +109,10 @@ class GatewayRun:
         return self
 
     def submit(self, photo: bytes, hero: bytes, **fields: str) -> str:
-        files = {"source": ("me.png", photo, "image/png"),
-                 "driving": ("hero.mp4", hero, "video/mp4")}
+        files = {
+            "source": ("me.png", photo, "image/png"),
+            "driving": ("hero.mp4", hero, "video/mp4"),
+        }
         response = self.client.post("/v1/jobs", files=files, data=fields)
         assert response.status_code == 202, response.text
         return response.json()["id"]
@@ -148,10 +157,18 @@ class GatewayRun:
 
 def gateway_env(stack: FaultStack, **overrides: str) -> dict[str, str]:
     """Fast-retrying gateway settings for fault runs."""
-    return {**stack.gateway_env(), "GATEWAY_WORKERS": "1", "JOB_POLL_S": "0.1",
-            "JOB_LEASE_S": "3", "JOB_HEARTBEAT_S": "0.5", "JOB_MAX_ATTEMPTS": "6",
-            "JOB_RETRY_BASE_S": "0.5", "MAX_ACTIVE_JOBS": "1000", "RATE_LIMIT_JOBS": "100000",
-            **overrides}
+    return {
+        **stack.gateway_env(),
+        "GATEWAY_WORKERS": "1",
+        "JOB_POLL_S": "0.1",
+        "JOB_LEASE_S": "3",
+        "JOB_HEARTBEAT_S": "0.5",
+        "JOB_MAX_ATTEMPTS": "6",
+        "JOB_RETRY_BASE_S": "0.5",
+        "MAX_ACTIVE_JOBS": "1000",
+        "RATE_LIMIT_JOBS": "100000",
+        **overrides,
+    }
 
 
 __all__ = ["FULL_NAMES", "FaultStack", "GatewayRun", "gateway_env"]

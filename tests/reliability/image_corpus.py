@@ -61,7 +61,9 @@ def _bomb_png(width: int, height: int) -> bytes:
     compressor = zlib.compressobj(9)
     row = b"\x00" + b"\x00" * width
     body = b"".join(compressor.compress(row) for _ in range(min(height, 64))) + compressor.flush()
-    return _png_header(width, height, color=0) + _png_chunk(b"IDAT", body) + _png_chunk(b"IEND", b"")
+    return (
+        _png_header(width, height, color=0) + _png_chunk(b"IDAT", body) + _png_chunk(b"IEND", b"")
+    )
 
 
 def _bomb_gif(width: int, height: int) -> bytes:
@@ -85,17 +87,30 @@ def _bomb_bmp(width: int, height: int) -> bytes:
 
 
 def _bomb_tiff(width: int, height: int) -> bytes:
-    entries = [(256, 4, 1, width), (257, 4, 1, height), (258, 3, 1, 8), (259, 3, 1, 1),
-               (262, 3, 1, 1), (273, 4, 1, 8), (277, 3, 1, 1), (279, 4, 1, width * height)]
+    entries = [
+        (256, 4, 1, width),
+        (257, 4, 1, height),
+        (258, 3, 1, 8),
+        (259, 3, 1, 1),
+        (262, 3, 1, 1),
+        (273, 4, 1, 8),
+        (277, 3, 1, 1),
+        (279, 4, 1, width * height),
+    ]
     ifd = struct.pack("<H", len(entries))
     ifd += b"".join(struct.pack("<HHII", *e) for e in entries) + struct.pack("<I", 0)
     return b"II*\x00" + struct.pack("<I", 8) + ifd
 
 
-_UNDO_ORIENTATION = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
-                     4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
-                     6: Image.Transpose.ROTATE_90, 7: Image.Transpose.TRANSVERSE,
-                     8: Image.Transpose.ROTATE_270}
+_UNDO_ORIENTATION = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_90,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_270,
+}
 
 
 def _exif_rotated(orientation: int) -> bytes:
@@ -127,8 +142,13 @@ def _grid(count: int, side: int, canvas: int) -> bytes:
 
 
 def _truncations(name: str, data: bytes) -> list[ImageCase]:
-    cuts = {"8b": 8, "header": 40, "quarter": len(data) // 4, "half": len(data) // 2,
-            "most": len(data) * 9 // 10}
+    cuts = {
+        "8b": 8,
+        "header": 40,
+        "quarter": len(data) // 4,
+        "half": len(data) // 2,
+        "most": len(data) * 9 // 10,
+    }
     return [ImageCase(f"truncated-{name}-{label}", data[:n], BAD) for label, n in cuts.items()]
 
 
@@ -147,7 +167,8 @@ def _mode_cases() -> list[ImageCase]:
         "palette-png": lambda: _save(face.convert("P"), "PNG"),
         "palette-gif": lambda: _save(face.convert("P"), "GIF"),
         "16bit-gray-png": lambda: _save(
-            Image.fromarray(np.asarray(face.convert("L"), np.uint16) * 257), "PNG"),
+            Image.fromarray(np.asarray(face.convert("L"), np.uint16) * 257), "PNG"
+        ),
         "32bit-int-tiff": lambda: _save(face.convert("I"), "TIFF"),
         "float-tiff": lambda: _save(face.convert("F"), "TIFF"),
         "bmp": lambda: _save(face, "BMP"),
@@ -157,18 +178,32 @@ def _mode_cases() -> list[ImageCase]:
     }
     cases = [ImageCase(f"mode-{name}", make(), "face") for name, make in conversions.items()]
     cases += [ImageCase(f"exif-orientation-{o}", _exif_rotated(o), "face") for o in range(1, 9)]
-    cases += [ImageCase(f"animated-{fmt.lower()}", _animated(fmt), "face")
-              for fmt in ("GIF", "WEBP", "PNG")]
+    cases += [
+        ImageCase(f"animated-{fmt.lower()}", _animated(fmt), "face")
+        for fmt in ("GIF", "WEBP", "PNG")
+    ]
     return cases
 
 
 def _bomb_cases() -> list[ImageCase]:
-    dims = {"wide": (65_000, 16), "tall": (16, 65_000), "square": (60_000, 60_000),
-            "max": (0xFFFF, 0xFFFF)}
-    makers = {"png": _bomb_png, "gif": _bomb_gif, "jpeg": _bomb_jpeg, "bmp": _bomb_bmp,
-              "tiff": _bomb_tiff}
-    cases = [ImageCase(f"bomb-{fmt}-{label}", make(*wh), TOO_LARGE)
-             for fmt, make in makers.items() for label, wh in dims.items()]
+    dims = {
+        "wide": (65_000, 16),
+        "tall": (16, 65_000),
+        "square": (60_000, 60_000),
+        "max": (0xFFFF, 0xFFFF),
+    }
+    makers = {
+        "png": _bomb_png,
+        "gif": _bomb_gif,
+        "jpeg": _bomb_jpeg,
+        "bmp": _bomb_bmp,
+        "tiff": _bomb_tiff,
+    }
+    cases = [
+        ImageCase(f"bomb-{fmt}-{label}", make(*wh), TOO_LARGE)
+        for fmt, make in makers.items()
+        for label, wh in dims.items()
+    ]
     cases.append(ImageCase("bomb-png-real-20k", _bomb_png(20_000, 20_000), TOO_LARGE))
     return cases
 
@@ -192,7 +227,8 @@ def _junk_cases() -> list[ImageCase]:
         "png-magic-only": b"\x89PNG\r\n\x1a\n",
         "png-bad-crc": _png_header(64, 64)[:-4] + b"\x00\x00\x00\x00",
         "png-no-idat": _png_header(64, 64) + _png_chunk(b"IEND", b""),
-        "png-garbage-idat": _png_header(64, 64) + _png_chunk(b"IDAT", b"garbage!" * 20)
+        "png-garbage-idat": _png_header(64, 64)
+        + _png_chunk(b"IDAT", b"garbage!" * 20)
         + _png_chunk(b"IEND", b""),
         "png-zero-size": _png_header(0, 0) + _png_chunk(b"IEND", b""),
         "jpeg-soi-only": b"\xff\xd8\xff",
@@ -209,12 +245,17 @@ def _polyglot_cases() -> list[ImageCase]:
     """Valid images carrying a second format: they decode as the image they start with."""
     face = face_image(220)
     png, jpeg, gif = _save(face, "PNG"), _save(face, "JPEG"), _save(face.convert("P"), "GIF")
-    tails = {"zip": b"PK\x03\x04" + b"\x00" * 40 + b"PK\x05\x06" + b"\x00" * 18,
-             "html": b"<html><script>alert(document.cookie)</script></html>",
-             "php": b"<?php system($_GET['c']); ?>", "pdf": b"%PDF-1.4\n%%EOF"}
-    cases = [ImageCase(f"polyglot-{name}-{tail}", base + extra, "face")
-             for name, base in (("png", png), ("jpeg", jpeg), ("gif", gif))
-             for tail, extra in tails.items()]
+    tails = {
+        "zip": b"PK\x03\x04" + b"\x00" * 40 + b"PK\x05\x06" + b"\x00" * 18,
+        "html": b"<html><script>alert(document.cookie)</script></html>",
+        "php": b"<?php system($_GET['c']); ?>",
+        "pdf": b"%PDF-1.4\n%%EOF",
+    }
+    cases = [
+        ImageCase(f"polyglot-{name}-{tail}", base + extra, "face")
+        for name, base in (("png", png), ("jpeg", jpeg), ("gif", gif))
+        for tail, extra in tails.items()
+    ]
     cases.append(ImageCase("polyglot-gifar-js", b"GIF89a/*" + gif[8:] + b"*/=alert(1);", "no_face"))
     return cases
 
@@ -224,10 +265,12 @@ def _face_cases() -> list[ImageCase]:
     noise = Image.fromarray(rng.integers(0, 256, (256, 256, 3), np.uint8))
     return [
         ImageCase("noface-noise", _save(noise, "PNG"), "no_face"),
-        ImageCase("noface-flat", _save(Image.new("RGB", (300, 300), (40, 90, 200)), "PNG"),
-                  "no_face"),
-        ImageCase("noface-gradient", _save(Image.linear_gradient("L").convert("RGB"), "PNG"),
-                  "no_face"),
+        ImageCase(
+            "noface-flat", _save(Image.new("RGB", (300, 300), (40, 90, 200)), "PNG"), "no_face"
+        ),
+        ImageCase(
+            "noface-gradient", _save(Image.linear_gradient("L").convert("RGB"), "PNG"), "no_face"
+        ),
         ImageCase("tiny-face-12px", _grid(1, 12, 640), "no_face"),
         ImageCase("tiny-face-20px", _grid(1, 20, 800), "no_face"),
         ImageCase("many-faces-4", _grid(4, 160, 320), "face"),

@@ -25,15 +25,37 @@ UNSUPPORTED = "unsupported_container"
 
 
 def ffmpeg(*args: str) -> None:
-    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y", *args],
-                   check=True, timeout=120)
+    subprocess.run(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y", *args],
+        check=True,
+        timeout=120,
+    )
 
 
-def colour_clip(path: Path, colour: str, *, seconds: float = 1.0, rate: int = 10,
-                size: str = "64x48", extra: tuple[str, ...] = ()) -> Path:
+def colour_clip(
+    path: Path,
+    colour: str,
+    *,
+    seconds: float = 1.0,
+    rate: int = 10,
+    size: str = "64x48",
+    extra: tuple[str, ...] = (),
+) -> Path:
     """A plain-colour H.264 clip (the colour tells whose frames a result carries)."""
-    ffmpeg("-f", "lavfi", "-i", f"color=c={colour}:size={size}:rate={rate}:d={seconds}",
-           "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", *extra, str(path))
+    ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        f"color=c={colour}:size={size}:rate={rate}:d={seconds}",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-pix_fmt",
+        "yuv420p",
+        *extra,
+        str(path),
+    )
     return path
 
 
@@ -61,8 +83,10 @@ class Sentinel:
 
         self._http = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self._http.server_address[1]}"
-        self._threads = [threading.Thread(target=self._http.serve_forever, daemon=True),
-                         threading.Thread(target=self._watch, daemon=True)]
+        self._threads = [
+            threading.Thread(target=self._http.serve_forever, daemon=True),
+            threading.Thread(target=self._watch, daemon=True),
+        ]
         for thread in self._threads:
             thread.start()
 
@@ -115,10 +139,10 @@ _CONTAINERS = {b"moov", b"trak", b"mdia", b"minf", b"dinf"}
 def _boxes(data: bytes, start: int, end: int):
     pos = start
     while pos + 8 <= end:
-        size, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        size, kind = struct.unpack(">I4s", data[pos : pos + 8])
         header = 8
         if size == 1:
-            size, header = struct.unpack(">Q", data[pos + 8:pos + 16])[0], 16
+            size, header = struct.unpack(">Q", data[pos + 8 : pos + 16])[0], 16
         elif size == 0:
             size = end - pos
         if size < header or pos + size > end:
@@ -158,7 +182,9 @@ def _rewrite_drefs(data: bytes, start: int, end: int, name: str) -> bytes:
         elif kind == b"dref":
             out += _box(b"dref", struct.pack(">II", 0, 1) + _alias_record(name))
         else:
-            out += data[pos:pos + size] if header == 8 else _box(kind, data[pos + 16:pos + size])
+            out += (
+                data[pos : pos + size] if header == 8 else _box(kind, data[pos + 16 : pos + size])
+            )
     return bytes(out)
 
 
@@ -169,7 +195,7 @@ def mp4_with_external_reference(dest: Path, donor: Path, name: str) -> Path:
     kept = bytearray()
     for kind, pos, _header, size in _boxes(data, 0, len(data)):
         if kind == b"ftyp":
-            kept += data[pos:pos + size]
+            kept += data[pos : pos + size]
         elif kind == b"moov":
             kept += _rewrite_drefs(data, pos, pos + size, name)
     dest.write_bytes(bytes(kept))
@@ -178,9 +204,15 @@ def mp4_with_external_reference(dest: Path, donor: Path, name: str) -> Path:
 
 # -- the corpus --------------------------------------------------------------------------------
 
+
 def has_demuxer(name: str) -> bool:
-    done = subprocess.run(["ffmpeg", "-hide_banner", "-demuxers"], capture_output=True,
-                          text=True, check=True, timeout=30)
+    done = subprocess.run(
+        ["ffmpeg", "-hide_banner", "-demuxers"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
     return any(line.split()[1:2] == [name] for line in done.stdout.splitlines()[4:])
 
 
@@ -198,22 +230,33 @@ def hostile_cases(sentinel: Sentinel) -> list[HostileCase]:
         "hls-concat-protocol": (_hls(f"concat:{secret}|{secret}"), UNSUPPORTED),
         "hls-subfile-protocol": (_hls(f"subfile,,start,0,end,0,,:{secret}"), UNSUPPORTED),
         "hls-data-uri": (_hls("data:video/mp4;base64,AAAAGGZ0eXBtcDQy"), UNSUPPORTED),
-        "hls-master-to-variant": (("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1000\n"
-                                  f"{folder / 'variant.m3u8'}\n"), UNSUPPORTED),
+        "hls-master-to-variant": (
+            (f"#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1000\n{folder / 'variant.m3u8'}\n"),
+            UNSUPPORTED,
+        ),
         "ffconcat": (f"ffconcat version 1.0\nfile '{secret.name}'\n", UNSUPPORTED),
         "ffconcat-file-url": (f"ffconcat version 1.0\nfile 'file:{secret}'\n", UNSUPPORTED),
         "ffconcat-http": (f"ffconcat version 1.0\nfile '{url}/c.mkv'\n", UNSUPPORTED),
-        "sdp-rtp": (("v=0\no=- 0 0 IN IP4 127.0.0.1\ns=x\nc=IN IP4 127.0.0.1\nt=0 0\n"
-                    "m=video 5004 RTP/AVP 96\na=rtpmap:96 H264/90000\n"), UNSUPPORTED),
+        "sdp-rtp": (
+            (
+                "v=0\no=- 0 0 IN IP4 127.0.0.1\ns=x\nc=IN IP4 127.0.0.1\nt=0 0\n"
+                "m=video 5004 RTP/AVP 96\na=rtpmap:96 H264/90000\n"
+            ),
+            UNSUPPORTED,
+        ),
     }
     if has_demuxer("dash"):
         texts["dash-mpd"] = (
-            ('<?xml version="1.0"?>\n<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" '
-            'type="static" mediaPresentationDuration="PT1S" minBufferTime="PT1S" '
-            'profiles="urn:mpeg:dash:profile:isoff-on-demand:2011"><Period><AdaptationSet>'
-            '<Representation id="1" bandwidth="1000" mimeType="video/mp4" codecs="avc1">'
-            f"<BaseURL>file://{secret}</BaseURL></Representation></AdaptationSet></Period>"
-            "</MPD>\n"), UNSUPPORTED)
+            (
+                '<?xml version="1.0"?>\n<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" '
+                'type="static" mediaPresentationDuration="PT1S" minBufferTime="PT1S" '
+                'profiles="urn:mpeg:dash:profile:isoff-on-demand:2011"><Period><AdaptationSet>'
+                '<Representation id="1" bandwidth="1000" mimeType="video/mp4" codecs="avc1">'
+                f"<BaseURL>file://{secret}</BaseURL></Representation></AdaptationSet></Period>"
+                "</MPD>\n"
+            ),
+            UNSUPPORTED,
+        )
     (folder / "variant.m3u8").write_text(_hls(f"file://{secret}"))
     cases = []
     for name, (text, reason) in texts.items():
@@ -224,15 +267,28 @@ def hostile_cases(sentinel: Sentinel) -> list[HostileCase]:
     # inert data (never opened, and the trim drops it); the video itself is fine.
     playlist = folder / "attached.m3u8"
     playlist.write_text(_hls(f"file://{secret}"))
-    attached = colour_clip(folder / "mkv-playlist-attachment.mkv", "blue", extra=(
-        "-attach", str(playlist), "-metadata:s:t", "mimetype=application/vnd.apple.mpegurl"))
+    attached = colour_clip(
+        folder / "mkv-playlist-attachment.mkv",
+        "blue",
+        extra=("-attach", str(playlist), "-metadata:s:t", "mimetype=application/vnd.apple.mpegurl"),
+    )
     cases.append(HostileCase("mkv-playlist-attachment", attached, "accept"))
     donor = colour_clip(folder / "donor.mp4", "red", extra=("-movflags", "+faststart"))
-    dref = mp4_with_external_reference(folder / "mp4-external-reference.mp4", donor,
-                                       secret.name)
+    dref = mp4_with_external_reference(folder / "mp4-external-reference.mp4", donor, secret.name)
     cases.append(HostileCase("mp4-external-reference", dref, UNSUPPORTED))
     png = folder / "png-image.mp4"
-    ffmpeg("-f", "lavfi", "-i", "color=c=red:size=32x32", "-frames:v", "1", "-f", "image2",
-           "-c:v", "png", str(png))
+    ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        "color=c=red:size=32x32",
+        "-frames:v",
+        "1",
+        "-f",
+        "image2",
+        "-c:v",
+        "png",
+        str(png),
+    )
     cases.append(HostileCase("png-image-as-video", png, UNSUPPORTED))
     return cases

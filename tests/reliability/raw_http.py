@@ -47,6 +47,7 @@ class KeepAliveConnection:
         content_length: bool = True,
     ) -> RawResponse:
         """Send one request (header names and values may be bytes, sent as they are)."""
+
         def raw(value: str | bytes) -> bytes:
             return value if isinstance(value, bytes) else value.encode("utf-8")
 
@@ -100,7 +101,7 @@ class KeepAliveConnection:
             while len(self._buffer) < size + 2:
                 self._fill()
             body += self._buffer[:size]
-            self._buffer = self._buffer[size + 2:]
+            self._buffer = self._buffer[size + 2 :]
             if size == 0:
                 return body
 

@@ -29,11 +29,19 @@ def tokens() -> TokenFactory:
 @pytest.fixture(scope="module")
 def api(tokens, tmp_path_factory):
     certs = LocalEndpoint(static={"/certs": json.dumps(tokens.certs).encode()})
-    gateway, base = start_gateway(tmp_path_factory.mktemp("auth-gateway"), {
-        "GATEWAY_AUTH_MODE": "firebase", "FIREBASE_PROJECT_ID": PROJECT,
-        "FIREBASE_CREDENTIALS": "anonymous", "FIREBASE_CERT_URL": f"{certs.url}/certs",
-        "GATEWAY_WORKERS": "0", "RATE_LIMIT_JOBS": "3", "RATE_LIMIT_WINDOW_S": "600",
-        "MAX_ACTIVE_JOBS": "2"})
+    gateway, base = start_gateway(
+        tmp_path_factory.mktemp("auth-gateway"),
+        {
+            "GATEWAY_AUTH_MODE": "firebase",
+            "FIREBASE_PROJECT_ID": PROJECT,
+            "FIREBASE_CREDENTIALS": "anonymous",
+            "FIREBASE_CERT_URL": f"{certs.url}/certs",
+            "GATEWAY_WORKERS": "0",
+            "RATE_LIMIT_JOBS": "3",
+            "RATE_LIMIT_WINDOW_S": "600",
+            "MAX_ACTIVE_JOBS": "2",
+        },
+    )
     try:
         with httpx.Client(base_url=base, timeout=30) as client:
             yield client
@@ -58,8 +66,14 @@ def _hs256(claims: dict, secret: bytes, kid: str) -> str:
 
 def _claims(uid: str = "alice", **over) -> dict:
     now = int(time.time())
-    claims = {"iss": f"https://securetoken.google.com/{PROJECT}", "aud": PROJECT, "sub": uid,
-              "iat": now - 10, "auth_time": now - 10, "exp": now + 3600}
+    claims = {
+        "iss": f"https://securetoken.google.com/{PROJECT}",
+        "aud": PROJECT,
+        "sub": uid,
+        "iat": now - 10,
+        "auth_time": now - 10,
+        "exp": now + 3600,
+    }
     claims.update(over)
     return {k: v for k, v in claims.items() if v is not None}
 
@@ -72,8 +86,7 @@ def _swap_payload(token: str, claims: dict) -> str:
 
 def _bad_tokens(tokens: TokenFactory) -> dict[str, str]:
     key, kid = tokens.key, tokens.kid
-    sign = lambda claims, **h: jwt.encode(claims, key, algorithm="RS256",
-                                          headers={"kid": kid, **h})
+    sign = lambda claims, **h: jwt.encode(claims, key, algorithm="RS256", headers={"kid": kid, **h})
     cert_pem = tokens.certs[kid].encode()
     return {
         "alg-none": _b64({"alg": "none", "kid": kid}) + "." + _b64(_claims()) + ".",
@@ -93,26 +106,51 @@ def _bad_tokens(tokens: TokenFactory) -> dict[str, str]:
     }
 
 
-ROUTES = [("GET", "/v1/jobs"), ("POST", "/v1/jobs"), ("GET", "/v1/jobs/abc"),
-          ("DELETE", "/v1/jobs/abc"), ("GET", "/v1/jobs/abc/events"),
-          ("GET", "/v1/jobs/abc/result")]
+ROUTES = [
+    ("GET", "/v1/jobs"),
+    ("POST", "/v1/jobs"),
+    ("GET", "/v1/jobs/abc"),
+    ("DELETE", "/v1/jobs/abc"),
+    ("GET", "/v1/jobs/abc/events"),
+    ("GET", "/v1/jobs/abc/result"),
+]
 
 
-@pytest.mark.parametrize("name", ["alg-none", "alg-hs256-with-cert", "expired", "wrong-audience",
-                                  "wrong-issuer", "issued-in-future", "no-subject",
-                                  "empty-subject", "unknown-kid", "other-key",
-                                  "tampered-payload", "truncated-signature", "garbage", "huge"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "alg-none",
+        "alg-hs256-with-cert",
+        "expired",
+        "wrong-audience",
+        "wrong-issuer",
+        "issued-in-future",
+        "no-subject",
+        "empty-subject",
+        "unknown-kid",
+        "other-key",
+        "tampered-payload",
+        "truncated-signature",
+        "garbage",
+        "huge",
+    ],
+)
 def test_bad_token_is_401_on_every_route(api, tokens, name: str) -> None:
     token = _bad_tokens(tokens)[name]
     for method, path in ROUTES:
-        response = api.request(method, path, headers={"Authorization": f"Bearer {token}"},
-                               json=BODY if method == "POST" else None)
+        response = api.request(
+            method,
+            path,
+            headers={"Authorization": f"Bearer {token}"},
+            json=BODY if method == "POST" else None,
+        )
         assert_rest_error(response, 401)
         assert response.headers["WWW-Authenticate"] == "Bearer", (method, path)
 
 
-@pytest.mark.parametrize("header", [None, "", "Bearer", "bearer x", "Token abc", "Basic YTpi",
-                                    "Bearer a b c"])
+@pytest.mark.parametrize(
+    "header", [None, "", "Bearer", "bearer x", "Token abc", "Basic YTpi", "Bearer a b c"]
+)
 def test_missing_or_malformed_header_is_401(api, header) -> None:
     for method, path in ROUTES:
         headers = {} if header is None else {"Authorization": header}
@@ -129,8 +167,9 @@ def test_other_users_job_is_404_everywhere_and_untouched(api, tokens) -> None:
     job = owner.json()["id"]
     thief = _auth(tokens, "trudy")
     for method, suffix in [("GET", ""), ("DELETE", ""), ("GET", "/events"), ("GET", "/result")]:
-        assert_rest_error(api.request(method, f"/v1/jobs/{job}{suffix}", headers=thief), 404,
-                          "not_found")
+        assert_rest_error(
+            api.request(method, f"/v1/jobs/{job}{suffix}", headers=thief), 404, "not_found"
+        )
     assert job not in [j["id"] for j in api.get("/v1/jobs", headers=thief).json()["jobs"]]
     assert api.get(f"/v1/jobs/{job}", headers=_auth(tokens, "olivia")).json()["status"] == "queued"
 
@@ -166,21 +205,29 @@ def test_certificate_outage_is_503_with_retry_after_not_401(tokens, tmp_path, ou
     else:
         endpoint = LocalEndpoint(replies=[(500, {"error": "backend error"})])
         cert_url = f"{endpoint.url}/certs"
-    gateway, base = start_gateway(tmp_path / "gateway", {
-        "GATEWAY_AUTH_MODE": "firebase", "FIREBASE_PROJECT_ID": PROJECT,
-        "FIREBASE_CREDENTIALS": "anonymous", "FIREBASE_CERT_URL": cert_url,
-        "GATEWAY_WORKERS": "0"})
+    gateway, base = start_gateway(
+        tmp_path / "gateway",
+        {
+            "GATEWAY_AUTH_MODE": "firebase",
+            "FIREBASE_PROJECT_ID": PROJECT,
+            "FIREBASE_CREDENTIALS": "anonymous",
+            "FIREBASE_CERT_URL": cert_url,
+            "GATEWAY_WORKERS": "0",
+        },
+    )
     try:
         with httpx.Client(base_url=base, timeout=30) as client:
             valid = _auth(tokens, "alice-outage")
             for method, path in ROUTES:
-                response = client.request(method, path, headers=valid,
-                                          json=BODY if method == "POST" else None)
+                response = client.request(
+                    method, path, headers=valid, json=BODY if method == "POST" else None
+                )
                 assert_rest_error(response, 503, "auth_unavailable")
                 assert int(response.headers["Retry-After"]) > 0, (method, path)
                 assert "WWW-Authenticate" not in response.headers, (method, path)
-            assert_rest_error(client.get("/v1/jobs", headers={"Authorization": "Bearer x"}), 401,
-                              "invalid_token")
+            assert_rest_error(
+                client.get("/v1/jobs", headers={"Authorization": "Bearer x"}), 401, "invalid_token"
+            )
             if endpoint is not None:
                 assert any(r.path == "/certs" for r in endpoint.requests)
                 endpoint.static["/certs"] = json.dumps(tokens.certs).encode()

@@ -30,8 +30,10 @@ pytestmark = needs_ffmpeg
 
 
 def _files(hero_bytes: bytes) -> dict:
-    return {"source": ("me.png", png_bytes(), "image/png"),
-            "driving": ("hero.mp4", hero_bytes, "video/mp4")}
+    return {
+        "source": ("me.png", png_bytes(), "image/png"),
+        "driving": ("hero.mp4", hero_bytes, "video/mp4"),
+    }
 
 
 def _uploads(data: Path, job_id: str) -> list[str]:
@@ -67,13 +69,26 @@ def test_cancel_while_queued_deletes_the_uploads(queue_only, hero_bytes) -> None
 
 
 def _start_standin(data: Path, port: int, workers: int, **extra: str) -> subprocess.Popen:
-    env = dict(os.environ, GATEWAY_PORT=str(port), GATEWAY_AUTH_MODE="none",
-               GATEWAY_DATA_DIR=str(data), GATEWAY_WORKERS=str(workers), JOB_LEASE_S="2",
-               JOB_HEARTBEAT_S="0.3", JOB_POLL_S="0.1", STANDIN_BLOCK="1", MAX_SECONDS="10",
-               **extra)
-    proc = subprocess.Popen([sys.executable, "-m", "tests.unit.gateway.standin_gateway"],
-                            cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    env = dict(
+        os.environ,
+        GATEWAY_PORT=str(port),
+        GATEWAY_AUTH_MODE="none",
+        GATEWAY_DATA_DIR=str(data),
+        GATEWAY_WORKERS=str(workers),
+        JOB_LEASE_S="2",
+        JOB_HEARTBEAT_S="0.3",
+        JOB_POLL_S="0.1",
+        STANDIN_BLOCK="1",
+        MAX_SECONDS="10",
+        **extra,
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.unit.gateway.standin_gateway"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
     def up() -> bool:
         assert proc.poll() is None, "gateway exited"

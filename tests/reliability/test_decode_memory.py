@@ -110,9 +110,15 @@ def big_png(tmp_path_factory) -> bytes:
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory) -> Iterator[tuple[ServiceProcess, str]]:
     data = tmp_path_factory.mktemp("decode-gateway")
-    process, base = start_gateway(data, {
-        "GATEWAY_WORKERS": "0", "RATE_LIMIT_JOBS": "100000", "MAX_ACTIVE_JOBS": "100000",
-        "MAX_SECONDS": "10"})
+    process, base = start_gateway(
+        data,
+        {
+            "GATEWAY_WORKERS": "0",
+            "RATE_LIMIT_JOBS": "100000",
+            "MAX_ACTIVE_JOBS": "100000",
+            "MAX_SECONDS": "10",
+        },
+    )
     try:
         yield process, base
     finally:
@@ -123,9 +129,11 @@ def gateway(tmp_path_factory) -> Iterator[tuple[ServiceProcess, str]]:
 
 
 def _report(name: str, before: int, peak: int, after: int) -> str:
-    return (f"{name}: RSS before {before / MIB:.0f} MiB, peak {peak / MIB:.0f} MiB "
-            f"(+{(peak - before) / MIB:.0f}), after {after / MIB:.0f} MiB "
-            f"(+{(after - before) / MIB:.0f})")
+    return (
+        f"{name}: RSS before {before / MIB:.0f} MiB, peak {peak / MIB:.0f} MiB "
+        f"(+{(peak - before) / MIB:.0f}), after {after / MIB:.0f} MiB "
+        f"(+{(after - before) / MIB:.0f})"
+    )
 
 
 @needs_ffmpeg
@@ -136,8 +144,10 @@ def test_gateway_memory_under_eight_large_uploads(gateway, big_png, hero_bytes) 
     face_image(320).save(buf, format="PNG")
 
     def upload(photo: bytes) -> int:
-        files = {"source": ("photo.png", photo, "image/png"),
-                 "driving": ("hero.mp4", hero_bytes, "video/mp4")}
+        files = {
+            "source": ("photo.png", photo, "image/png"),
+            "driving": ("hero.mp4", hero_bytes, "video/mp4"),
+        }
         with httpx.Client(base_url=base, timeout=300) as client:
             return client.post("/v1/jobs", files=files).status_code
 
@@ -180,7 +190,8 @@ def test_face_detect_memory_under_eight_large_sources(face_detect, big_png) -> N
 
     def detect(photo: bytes) -> str:
         request = face_detect_pb2.DetectSourceRequest(
-            image=common_pb2.Image(encoded=common_pb2.EncodedImage(data=photo)))
+            image=common_pb2.Image(encoded=common_pb2.EncodedImage(data=photo))
+        )
         try:
             reply = stub.DetectSource(request, timeout=300)
         except grpc.RpcError as exc:

@@ -23,8 +23,11 @@ METHOD = {"face_detect": "TrackDriving", "animator": "Animate", "encoder": "Enco
 
 
 def _handled_methods(metrics: str) -> set[str]:
-    return {line.split('grpc_method="')[1].split('"')[0] for line in metrics.splitlines()
-            if line.startswith("grpc_server_handled_total{") and not line.endswith(" 0.0")}
+    return {
+        line.split('grpc_method="')[1].split('"')[0]
+        for line in metrics.splitlines()
+        if line.startswith("grpc_server_handled_total{") and not line.endswith(" 0.0")
+    }
 
 
 @pytest.fixture(scope="module")
@@ -49,11 +52,21 @@ def warm(gateway, media) -> None:  # noqa: F811
     assert gateway.wait_final(gateway.submit(*media, seconds="2"))["status"] == "succeeded"
 
 
-@pytest.mark.parametrize("name", [
-    "animator", "encoder", "face_detect",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "animator",
+        "encoder",
+        "face_detect",
+    ],
+)
 def test_sigterm_drains_a_service(
-    name: str, stack, gateway, warm, media, big_media  # noqa: F811
+    name: str,
+    stack,
+    gateway,
+    warm,
+    media,  # noqa: F811
+    big_media,  # noqa: F811
 ) -> None:
     """One replica of each: nothing else could take over, so only a real drain succeeds first
     time. face_detect gets an uncached hero, so that TrackDriving runs."""

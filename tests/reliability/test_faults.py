@@ -37,8 +37,9 @@ def big_media(media, tmp_path_factory):
     folder = tmp_path_factory.mktemp("fault-media-big")
 
     def make(run: int) -> tuple[bytes, bytes]:
-        clip = write_hero_clip(folder / f"big{run}.mp4", seconds=2.0, fps=5, size=720,
-                               tone_hz=440.0 + 20 * run)
+        clip = write_hero_clip(
+            folder / f"big{run}.mp4", seconds=2.0, fps=5, size=720, tone_hz=440.0 + 20 * run
+        )
         return media[0], clip.read_bytes()
 
     return make
@@ -125,8 +126,9 @@ def test_service_killed_mid_job_is_retried(
 
 
 def test_service_that_stays_down_fails_the_job_with_a_reason(stack, media, tmp_path) -> None:
-    run = GatewayRun(tmp_path / "gw", gateway_env(stack, JOB_MAX_ATTEMPTS="3",
-                                                  JOB_RETRY_BASE_S="0.2")).start()
+    run = GatewayRun(
+        tmp_path / "gw", gateway_env(stack, JOB_MAX_ATTEMPTS="3", JOB_RETRY_BASE_S="0.2")
+    ).start()
     try:
         stack.kill("encoder")
         started = time.monotonic()

@@ -77,19 +77,34 @@ def _fetcher(resolver, **policy) -> MediaFetcher:
 
 
 REDIRECT_TARGETS = [
-    "gopher://media.example:70/_GET", "ftp://media.example/v.mp4", "file:///etc/shadow",
-    "dict://127.0.0.1:11211/stat", "http://0177.0.0.1/", "http://0x7f.0.0.1/",
-    "http://167772161/", "http://127.1/", "http://0.0.0.0/", "http://[::1]/", "http://[fe80::1]/",
-    "http://[::ffff:169.254.169.254]/", "http://[::ffff:a9fe:a9fe]/", "http://169.254.169.254/",
-    "http://[fd00:ec2::254]/", "http://metadata.google.internal/", "http://100.100.100.200/",
-    "http://192.168.0.1:8080/", "http://media.example@10.0.0.1/", "http://10.0.0.1%2f@x/",
+    "gopher://media.example:70/_GET",
+    "ftp://media.example/v.mp4",
+    "file:///etc/shadow",
+    "dict://127.0.0.1:11211/stat",
+    "http://0177.0.0.1/",
+    "http://0x7f.0.0.1/",
+    "http://167772161/",
+    "http://127.1/",
+    "http://0.0.0.0/",
+    "http://[::1]/",
+    "http://[fe80::1]/",
+    "http://[::ffff:169.254.169.254]/",
+    "http://[::ffff:a9fe:a9fe]/",
+    "http://169.254.169.254/",
+    "http://[fd00:ec2::254]/",
+    "http://metadata.google.internal/",
+    "http://100.100.100.200/",
+    "http://192.168.0.1:8080/",
+    "http://media.example@10.0.0.1/",
+    "http://10.0.0.1%2f@x/",
 ]
 
 
 @pytest.mark.parametrize("target", REDIRECT_TARGETS)
 def test_redirect_to_refused_target(server, target: str, tmp_path: Path) -> None:
-    resolver = _Resolver({"media.example": [["127.0.0.1"]],
-                          "metadata.google.internal": [["169.254.169.254"]]})
+    resolver = _Resolver(
+        {"media.example": [["127.0.0.1"]], "metadata.google.internal": [["169.254.169.254"]]}
+    )
     url = f"http://media.example:{server.server_port}/redirect?to={target}"
     with pytest.raises(FetchError) as err:
         _fetcher(resolver).fetch(url, tmp_path / "x")
@@ -111,7 +126,8 @@ def test_plain_http_redirect_refused_when_http_is_off(server, tmp_path: Path) ->
     resolver = _Resolver({"media.example": [["127.0.0.1"]]})
     with pytest.raises(FetchError, match="scheme 'http'"):
         _fetcher(resolver, allow_http=False).fetch(
-            f"http://media.example:{server.server_port}/video", tmp_path / "x")
+            f"http://media.example:{server.server_port}/video", tmp_path / "x"
+        )
 
 
 def test_gzip_bomb_is_stopped_by_the_size_limit(server, tmp_path: Path) -> None:
@@ -135,7 +151,8 @@ def test_server_that_never_answers_hits_the_deadline(tmp_path: Path) -> None:
         start = time.monotonic()
         with pytest.raises(FetchError) as err:
             _fetcher(resolver, timeout_s=1.0).fetch(
-                f"http://media.example:{silent.getsockname()[1]}/v", tmp_path / "x")
+                f"http://media.example:{silent.getsockname()[1]}/v", tmp_path / "x"
+            )
         assert err.value.reason == "fetch_timeout"
         assert time.monotonic() - start < 4.0
     finally:
@@ -170,8 +187,9 @@ class _RawServer:
                 line = head.split(b"\r\n", 1)[0]
                 self.requests.append(line)
                 path = line.split(b" ")[1].decode("ascii", "replace") if b" " in line else ""
-                conn.sendall(self.replies.get(path, b"HTTP/1.1 404 Not Found\r\n"
-                                              b"Content-Length: 0\r\n\r\n"))
+                conn.sendall(
+                    self.replies.get(path, b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+                )
 
     def close(self) -> None:
         self.sock.close()
@@ -192,17 +210,24 @@ BAD_LENGTHS = {
     "/list": _reply(b"Content-Length: 5, 5"),
     "/hex": _reply(b"Content-Length: 0x5"),
     "/thirty-digits": _reply(b"Content-Length: " + b"9" * 30),
-    "/with-chunked": _reply(b"Content-Length: 5", b"Transfer-Encoding: chunked",
-                            body=b"5\r\nvideo\r\n0\r\n\r\n"),
-    "/chunk-size-superscript": _reply(b"Transfer-Encoding: chunked",
-                                      body=b"\xb2\r\nvideo\r\n0\r\n\r\n"),
+    "/with-chunked": _reply(
+        b"Content-Length: 5", b"Transfer-Encoding: chunked", body=b"5\r\nvideo\r\n0\r\n\r\n"
+    ),
+    "/chunk-size-superscript": _reply(
+        b"Transfer-Encoding: chunked", body=b"\xb2\r\nvideo\r\n0\r\n\r\n"
+    ),
 }
 
 
 @pytest.fixture()
 def raw_server():
-    srv = _RawServer({**BAD_LENGTHS, "/good": _reply(b"Content-Length: 5"),
-                      "/vid%C3%A9o%20x?q=%C3%BC": _reply(b"Content-Length: 5")})
+    srv = _RawServer(
+        {
+            **BAD_LENGTHS,
+            "/good": _reply(b"Content-Length: 5"),
+            "/vid%C3%A9o%20x?q=%C3%BC": _reply(b"Content-Length: 5"),
+        }
+    )
     yield srv
     srv.close()
 
@@ -220,15 +245,17 @@ def test_unusable_content_length_fails_the_fetch_cleanly(raw_server, path, tmp_p
 
 def test_a_plain_content_length_still_downloads(raw_server, tmp_path) -> None:
     resolver = _Resolver({"media.example": [["127.0.0.1"]]})
-    result = _fetcher(resolver).fetch(f"http://media.example:{raw_server.port}/good",
-                                      tmp_path / "v")
+    result = _fetcher(resolver).fetch(
+        f"http://media.example:{raw_server.port}/good", tmp_path / "v"
+    )
     assert result.path.read_bytes() == b"video" and result.size == 5
 
 
 def test_non_ascii_url_path_is_sent_percent_encoded(raw_server, tmp_path) -> None:
     resolver = _Resolver({"media.example": [["127.0.0.1"]]})
     result = _fetcher(resolver).fetch(
-        f"http://media.example:{raw_server.port}/vidéo x?q=ü".replace(" ", "%20"), tmp_path / "v")
+        f"http://media.example:{raw_server.port}/vidéo x?q=ü".replace(" ", "%20"), tmp_path / "v"
+    )
     assert result.path.read_bytes() == b"video"
     assert raw_server.requests[-1] == b"GET /vid%C3%A9o%20x?q=%C3%BC HTTP/1.1"
 
@@ -237,9 +264,17 @@ def test_non_ascii_url_path_is_sent_percent_encoded(raw_server, tmp_path) -> Non
 def fetching_gateway(tmp_path):
     """A real gateway with one worker that may fetch from loopback (no gRPC services: a job
     that fails while fetching never reaches them)."""
-    gateway, base = start_gateway(tmp_path / "gw", {
-        "GATEWAY_WORKERS": "1", "ALLOW_HTTP_URLS": "1", "FETCH_TRUSTED_NETWORKS": "127.0.0.1/32",
-        "JOB_MAX_ATTEMPTS": "1", "JOB_POLL_S": "0.1", "FETCH_TIMEOUT_S": "10"})
+    gateway, base = start_gateway(
+        tmp_path / "gw",
+        {
+            "GATEWAY_WORKERS": "1",
+            "ALLOW_HTTP_URLS": "1",
+            "FETCH_TRUSTED_NETWORKS": "127.0.0.1/32",
+            "JOB_MAX_ATTEMPTS": "1",
+            "JOB_POLL_S": "0.1",
+            "FETCH_TIMEOUT_S": "10",
+        },
+    )
     try:
         yield gateway, base
     finally:
@@ -260,10 +295,14 @@ def test_a_job_whose_server_sends_content_length_superscript_fails_as_fetch_fail
         job_id = created.json()["id"]
         deadline = time.monotonic() + 60
         while (job := client.get(f"/v1/jobs/{job_id}").json())["status"] not in (
-                "failed", "succeeded", "cancelled"):
+            "failed",
+            "succeeded",
+            "cancelled",
+        ):
             assert time.monotonic() < deadline, job
             time.sleep(0.2)
     assert job["status"] == "failed" and job["error"]["code"] == "fetch_failed", job
     assert "Content-Length" in job["error"]["message"]
-    assert not [line for line in gateway.lines
-                if '"severity": "ERROR"' in line or "Traceback" in line]
+    assert not [
+        line for line in gateway.lines if '"severity": "ERROR"' in line or "Traceback" in line
+    ]

@@ -49,10 +49,12 @@ def crashing(tmp_path_factory):
     wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
     encoder_tmp = folder / "encoder-tmp"
     encoder_tmp.mkdir()
-    stack = FaultStack(extra_env={"encoder": {"ENCODER_FFMPEG": str(wrapper),
-                                              "ENCODER_TMP_DIR": str(encoder_tmp)}}).start()
-    gateway = GatewayRun(folder / "gw", gateway_env(stack, JOB_MAX_ATTEMPTS="2",
-                                                    JOB_RETRY_BASE_S="0.2")).start()
+    stack = FaultStack(
+        extra_env={"encoder": {"ENCODER_FFMPEG": str(wrapper), "ENCODER_TMP_DIR": str(encoder_tmp)}}
+    ).start()
+    gateway = GatewayRun(
+        folder / "gw", gateway_env(stack, JOB_MAX_ATTEMPTS="2", JOB_RETRY_BASE_S="0.2")
+    ).start()
     yield stack, gateway, encoder_tmp
     gateway.stop()
     stack.stop()
@@ -68,8 +70,9 @@ def test_ffmpeg_crash_fails_cleanly(run: int, crashing, media) -> None:  # noqa:
     print("ffmpeg crash outcome:", view["error"], "attempts", view["attempts"])
     assert view["error"]["code"] not in ("internal", "failed") and view["error"]["message"], view
     deadline = time.monotonic() + 10
-    while (list(encoder_tmp.iterdir()) or _ffmpeg_processes(str(encoder_tmp))) and \
-            time.monotonic() < deadline:
+    while (
+        list(encoder_tmp.iterdir()) or _ffmpeg_processes(str(encoder_tmp))
+    ) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not list(encoder_tmp.iterdir()), list(encoder_tmp.iterdir())
     assert not _ffmpeg_processes(str(encoder_tmp))

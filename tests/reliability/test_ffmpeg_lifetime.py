@@ -37,8 +37,8 @@ def _stat(pid: int) -> tuple[str, int, str] | None:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    rest = text[text.rindex(")") + 2:].split()
-    return text[text.index("(") + 1:text.rindex(")")], int(rest[1]), rest[0]
+    rest = text[text.rindex(")") + 2 :].split()
+    return text[text.index("(") + 1 : text.rindex(")")], int(rest[1]), rest[0]
 
 
 def _alive(pid: int) -> bool:
@@ -85,9 +85,15 @@ def _cleanup(pids: list[int]) -> None:
 
 @pytest.fixture
 def encoder(tmp_path):
-    service = start_service("encoder", {
-        "ENCODER_PORT": "0", "ENCODER_METRICS_PORT": "0", "ENCODER_GRACE_S": "1",
-        "ENCODER_TMP_DIR": str(tmp_path)})
+    service = start_service(
+        "encoder",
+        {
+            "ENCODER_PORT": "0",
+            "ENCODER_METRICS_PORT": "0",
+            "ENCODER_GRACE_S": "1",
+            "ENCODER_TMP_DIR": str(tmp_path),
+        },
+    )
     try:
         _wait_for(lambda: healthy(service, "encoder") == "SERVING", 60, "encoder SERVING")
         yield service
@@ -99,12 +105,16 @@ def _hold_encode(target: str, release: threading.Event) -> threading.Thread:
     """An Encode call that sends its header and three frames, then holds the stream open."""
 
     def requests():
-        yield encoder_pb2.EncodeRequest(header=encoder_pb2.EncodeHeader(
-            fps=common_pb2.Rational(num=25, den=1)))
+        yield encoder_pb2.EncodeRequest(
+            header=encoder_pb2.EncodeHeader(fps=common_pb2.Rational(num=25, den=1))
+        )
         rng = np.random.default_rng(3)
         for index in range(3):
-            yield encoder_pb2.EncodeRequest(frame=encoder_pb2.AnimatedFrameData(
-                index=index, image=array_to_raw(rng.integers(0, 256, (64, 64, 3), np.uint8))))
+            yield encoder_pb2.EncodeRequest(
+                frame=encoder_pb2.AnimatedFrameData(
+                    index=index, image=array_to_raw(rng.integers(0, 256, (64, 64, 3), np.uint8))
+                )
+            )
         release.wait(60)
 
     def call():
@@ -128,8 +138,9 @@ def test_stopped_encoder_leaves_no_ffmpeg(stop: str, encoder, tmp_path) -> None:
     caller = _hold_encode(encoder.target, release)
     pids: list[int] = []
     try:
-        pids = _wait_for(lambda: _ffmpeg_children(encoder.proc.pid, str(tmp_path)), 30,
-                         "the encoder's FFmpeg")
+        pids = _wait_for(
+            lambda: _ffmpeg_children(encoder.proc.pid, str(tmp_path)), 30, "the encoder's FFmpeg"
+        )
         _wedge(pids)
         if stop == "SIGKILL":
             encoder.proc.kill()
@@ -156,8 +167,12 @@ time.sleep(120)
 
 def test_killed_gateway_process_leaves_no_ffmpeg(tmp_path) -> None:
     clip = colour_clip(tmp_path / "c.mp4", "gray", seconds=4, rate=25, size="320x240")
-    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(clip), str(tmp_path / "t.mkv")],
-                              cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(clip), str(tmp_path / "t.mkv")],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     pid = 0
     try:
         pid = int(holder.stdout.readline())
@@ -200,16 +215,23 @@ def test_sigkilled_gateway_leaves_no_ffmpeg(grpc_services, tmp_path) -> None:
     hero = write_hero_clip(tmp_path / "hero.mp4", seconds=8, fps=25, size=320)
     photo = write_source_photo(tmp_path / "me.png", side=256)
     targets = {f"{name.upper()}_ADDR": service.target for name, service in grpc_services.items()}
-    gateway, base = start_gateway(tmp_path / "gw", {
-        **targets, "GATEWAY_WORKERS": "1", "JOB_POLL_S": "0.1", "MAX_SECONDS": "10"})
+    gateway, base = start_gateway(
+        tmp_path / "gw",
+        {**targets, "GATEWAY_WORKERS": "1", "JOB_POLL_S": "0.1", "MAX_SECONDS": "10"},
+    )
     pids: list[int] = []
     try:
-        files = {"source": ("me.png", photo.read_bytes(), "image/png"),
-                 "driving": ("d.mp4", hero.read_bytes(), "video/mp4")}
+        files = {
+            "source": ("me.png", photo.read_bytes(), "image/png"),
+            "driving": ("d.mp4", hero.read_bytes(), "video/mp4"),
+        }
         response = httpx.post(f"{base}/v1/jobs", files=files, data={"seconds": "8"}, timeout=60)
         assert response.status_code == 202, response.text
-        pids = _wait_for(lambda: _ffmpeg_children(gateway.proc.pid, "rawvideo"), 60,
-                         "the gateway's decoding FFmpeg")
+        pids = _wait_for(
+            lambda: _ffmpeg_children(gateway.proc.pid, "rawvideo"),
+            60,
+            "the gateway's decoding FFmpeg",
+        )
         _wedge(pids)
         gateway.proc.kill()
         gateway.proc.wait(10)

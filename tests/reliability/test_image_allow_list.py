@@ -43,9 +43,22 @@ def _save(img: Image.Image, fmt: str) -> bytes:
 def _cases() -> dict[str, bytes]:
     face = face_image(112).convert("RGB")
     bits = face.convert("1")
-    cases = {fmt.lower(): _save(face, fmt)
-             for fmt in ("EPS", "ICO", "PCX", "TGA", "SGI", "PPM", "DDS", "IM", "QOI",
-                         "JPEG2000", "ICNS")}
+    cases = {
+        fmt.lower(): _save(face, fmt)
+        for fmt in (
+            "EPS",
+            "ICO",
+            "PCX",
+            "TGA",
+            "SGI",
+            "PPM",
+            "DDS",
+            "IM",
+            "QOI",
+            "JPEG2000",
+            "ICNS",
+        )
+    }
     cases["xbm"] = _save(bits, "XBM")
     cases["msp"] = _save(bits, "MSP")
     cases["spider"] = _save(face.convert("F"), "SPIDER")
@@ -90,9 +103,16 @@ def face_detect(ghostscript_mark) -> Iterator[face_detect_pb2_grpc.FaceDetectSer
 @pytest.fixture(scope="module")
 def gateway(ghostscript_mark, tmp_path_factory) -> Iterator[httpx.Client]:
     env, _mark = ghostscript_mark
-    process, base = start_gateway(tmp_path_factory.mktemp("allow-list-gateway"), {
-        **env, "GATEWAY_WORKERS": "0", "MAX_ACTIVE_JOBS": "100000", "RATE_LIMIT_JOBS": "100000",
-        "MAX_SECONDS": "10"})
+    process, base = start_gateway(
+        tmp_path_factory.mktemp("allow-list-gateway"),
+        {
+            **env,
+            "GATEWAY_WORKERS": "0",
+            "MAX_ACTIVE_JOBS": "100000",
+            "RATE_LIMIT_JOBS": "100000",
+            "MAX_SECONDS": "10",
+        },
+    )
     try:
         with httpx.Client(base_url=base, timeout=60) as client:
             yield client
@@ -106,7 +126,8 @@ def gateway(ghostscript_mark, tmp_path_factory) -> Iterator[httpx.Client]:
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_face_detect_refuses_formats_off_the_list(name: str, face_detect, ghostscript_mark):
     request = face_detect_pb2.DetectSourceRequest(
-        image=common_pb2.Image(encoded=common_pb2.EncodedImage(data=CASES[name])))
+        image=common_pb2.Image(encoded=common_pb2.EncodedImage(data=CASES[name]))
+    )
     with pytest.raises(grpc.RpcError) as info:
         face_detect.DetectSource(request, timeout=60)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
@@ -118,7 +139,9 @@ def test_face_detect_refuses_formats_off_the_list(name: str, face_detect, ghosts
 @needs_ffmpeg
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_gateway_refuses_formats_off_the_list(name: str, gateway, hero_bytes, ghostscript_mark):
-    files = {"source": (f"photo.{name}", CASES[name], "application/octet-stream"),
-             "driving": ("hero.mp4", hero_bytes, "video/mp4")}
+    files = {
+        "source": (f"photo.{name}", CASES[name], "application/octet-stream"),
+        "driving": ("hero.mp4", hero_bytes, "video/mp4"),
+    }
     assert_rest_error(gateway.post("/v1/jobs", files=files), 422, "bad_image")
     assert not ghostscript_mark[1].exists(), "Ghostscript was run"

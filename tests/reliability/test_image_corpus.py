@@ -33,7 +33,8 @@ def detect_stub(grpc_services):
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_face_detect_answers_precisely(case: ImageCase, detect_stub) -> None:
     request = face_detect_pb2.DetectSourceRequest(
-        image=common_pb2.Image(encoded=common_pb2.EncodedImage(data=case.data)))
+        image=common_pb2.Image(encoded=common_pb2.EncodedImage(data=case.data))
+    )
     if case.expect == "face":
         reply = detect_stub.DetectSource(request, timeout=60)
         assert reply.crop.width == 256 and reply.crop.height == 256
@@ -48,8 +49,10 @@ def test_face_detect_answers_precisely(case: ImageCase, detect_stub) -> None:
 @needs_ffmpeg
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_gateway_upload_answers_precisely(case: ImageCase, rest, hero_bytes) -> None:
-    files = {"source": ("photo.jpg", case.data, "image/jpeg"),
-             "driving": ("hero.mp4", hero_bytes, "video/mp4")}
+    files = {
+        "source": ("photo.jpg", case.data, "image/jpeg"),
+        "driving": ("hero.mp4", hero_bytes, "video/mp4"),
+    }
     response = rest.post("/v1/jobs", files=files)
     if case.expect in ("face", "no_face"):
         # Intake only decodes the photo; finding the face is the job's first stage.

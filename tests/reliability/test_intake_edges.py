@@ -30,10 +30,17 @@ RESULT = bytes(range(256)) * 4  # 1024 bytes
 @pytest.fixture(scope="module")
 def edge_gateway(tmp_path_factory) -> Iterator[tuple[ServiceProcess, str, Path]]:
     data = tmp_path_factory.mktemp("edge-gateway")
-    gateway, base = start_gateway(data, {
-        "GATEWAY_WORKERS": "0", "RATE_LIMIT_JOBS": "100000", "MAX_ACTIVE_JOBS": "100000",
-        "MAX_IMAGE_BYTES": str(2 * 1024 * 1024), "MAX_VIDEO_BYTES": str(8 * 1024 * 1024),
-        "RESULT_URL_SECRET": "edge-secret"})
+    gateway, base = start_gateway(
+        data,
+        {
+            "GATEWAY_WORKERS": "0",
+            "RATE_LIMIT_JOBS": "100000",
+            "MAX_ACTIVE_JOBS": "100000",
+            "MAX_IMAGE_BYTES": str(2 * 1024 * 1024),
+            "MAX_VIDEO_BYTES": str(8 * 1024 * 1024),
+            "RESULT_URL_SECRET": "edge-secret",
+        },
+    )
     try:
         yield gateway, base, data
     finally:
@@ -66,10 +73,12 @@ def _log_entries(lines: list[str]) -> list[dict]:
     return entries
 
 
-MULTIPART_HEAD = (b'--b\r\nContent-Disposition: form-data; name="source_url"\r\n\r\n'
-                  b"https://93.184.216.34/a.png\r\n"
-                  b'--b\r\nContent-Disposition: form-data; name="driving"; filename="v.mp4"\r\n'
-                  b"Content-Type: video/mp4\r\n\r\n")
+MULTIPART_HEAD = (
+    b'--b\r\nContent-Disposition: form-data; name="source_url"\r\n\r\n'
+    b"https://93.184.216.34/a.png\r\n"
+    b'--b\r\nContent-Disposition: form-data; name="driving"; filename="v.mp4"\r\n'
+    b"Content-Type: video/mp4\r\n\r\n"
+)
 
 
 @pytest.mark.parametrize("close", ["fin", "rst"])
@@ -86,8 +95,12 @@ def test_client_gone_mid_upload_is_one_info_line_and_nothing_stays_spooled(
         content_type, body = b"multipart/form-data; boundary=b", MULTIPART_HEAD + b"\0" * 300_000
     else:
         content_type, body = b"application/json", json.dumps(URLS).encode()[:-1] + b', "x": "'
-    sock.sendall(b"POST /v1/jobs HTTP/1.1\r\nHost: g\r\nContent-Type: " + content_type
-                 + b"\r\nContent-Length: 4000000\r\n\r\n" + body)
+    sock.sendall(
+        b"POST /v1/jobs HTTP/1.1\r\nHost: g\r\nContent-Type: "
+        + content_type
+        + b"\r\nContent-Length: 4000000\r\n\r\n"
+        + body
+    )
     if kind == "multipart":  # the upload really is being written to disk when the client goes
         assert _wait_for(lambda: any(p.stat().st_size > 0 for p in set(_spooled(data)) - before))
     else:
@@ -97,8 +110,9 @@ def test_client_gone_mid_upload_is_one_info_line_and_nothing_stays_spooled(
     sock.close()
 
     def gone_logged() -> bool:
-        return any("disconnected" in e.get("message", "")
-                   for e in _log_entries(gateway.lines[first_line:]))
+        return any(
+            "disconnected" in e.get("message", "") for e in _log_entries(gateway.lines[first_line:])
+        )
 
     assert _wait_for(gone_logged), gateway.lines[first_line:]
     entries = _log_entries(gateway.lines[first_line:])
@@ -118,16 +132,19 @@ def stored_result(edge_gateway) -> tuple[str, str]:
     (job id, its signed result URL's path and query)."""
     _, base, data = edge_gateway
     with KeepAliveConnection(base) as conn:
-        created = conn.request("POST", "/v1/jobs", [("Content-Type", "application/json")],
-                               json.dumps(URLS).encode())
+        created = conn.request(
+            "POST", "/v1/jobs", [("Content-Type", "application/json")], json.dumps(URLS).encode()
+        )
         assert created.status == 202, created.body
         job_id = json.loads(created.body)["id"]
         stored = data / "results" / "results" / f"{job_id}.mp4"  # local storage root + key
         stored.parent.mkdir(parents=True, exist_ok=True)
         stored.write_bytes(RESULT)
         with sqlite3.connect(data / "jobs.sqlite3") as db:
-            db.execute("UPDATE jobs SET status = 'succeeded', stage = 'done', result_key = ?"
-                       " WHERE id = ?", (f"results/{job_id}.mp4", job_id))
+            db.execute(
+                "UPDATE jobs SET status = 'succeeded', stage = 'done', result_key = ? WHERE id = ?",
+                (f"results/{job_id}.mp4", job_id),
+            )
         view = json.loads(conn.request("GET", f"/v1/jobs/{job_id}").body)
     assert view["status"] == "succeeded" and view["result_url"], view
     url = urlsplit(view["result_url"])
@@ -160,8 +177,9 @@ RANGES = [
 def test_range_on_a_stored_result(edge_gateway, stored_result, value, status, code) -> None:
     job_id, _ = stored_result
     with KeepAliveConnection(edge_gateway[1]) as conn:
-        response = conn.request("GET", f"/v1/jobs/{job_id}/result",
-                                [("Range", value.encode("utf-8"))])
+        response = conn.request(
+            "GET", f"/v1/jobs/{job_id}/result", [("Range", value.encode("utf-8"))]
+        )
         assert response.status == status, (response.headers, response.body[:200])
         if code is not None:
             raw_problem_of(response, status, code)

@@ -48,30 +48,47 @@ def phone_photo(width: int, height: int, face_px: int = 700) -> bytes:
     scale = face_px / face.shape[0]
     big = cv2.resize(face, (round(face.shape[1] * scale), face_px), interpolation=cv2.INTER_CUBIC)
     y0, x0 = (height - big.shape[0]) // 2, (width - big.shape[1]) // 2
-    pixels[y0:y0 + big.shape[0], x0:x0 + big.shape[1]] = big
+    pixels[y0 : y0 + big.shape[0], x0 : x0 + big.shape[1]] = big
     out = io.BytesIO()
     Image.fromarray(pixels).save(out, format="JPEG", quality=90)
     return out.getvalue()
 
 
 def _targets(services) -> ServiceTargets:
-    return ServiceTargets(services["face_detect"].target, services["animator"].target,
-                          services["encoder"].target)
+    return ServiceTargets(
+        services["face_detect"].target, services["animator"].target, services["encoder"].target
+    )
 
 
 def _run(services, photo: Path, hero: Path, work: Path, max_dim: int):
     with ServiceClients(_targets(services)) as clients:
         orchestrator = Orchestrator(clients, NullMotionCache(), MediaFetcher())
-        spec = JobSpec(job_id="large-photo", source=MediaInput(path=photo),
-                       driving=MediaInput(path=hero), seconds=1.0, source_max_dim=max_dim)
-        return orchestrator.run(spec, work, on_progress=lambda update: None,
-                                cancel=threading.Event())
+        spec = JobSpec(
+            job_id="large-photo",
+            source=MediaInput(path=photo),
+            driving=MediaInput(path=hero),
+            seconds=1.0,
+            source_max_dim=max_dim,
+        )
+        return orchestrator.run(
+            spec, work, on_progress=lambda update: None, cancel=threading.Event()
+        )
 
 
 def _no_requeue(exc: JobFailed) -> bool:
     """The worker would fail this job now: neither a capacity wait nor another try."""
-    return plan_retry(exc.code, exc.retryable, attempts=1, max_attempts=3, age_s=10.0,
-                      base_delay_s=5.0, max_queue_s=1800.0) is None
+    return (
+        plan_retry(
+            exc.code,
+            exc.retryable,
+            attempts=1,
+            max_attempts=3,
+            age_s=10.0,
+            base_delay_s=5.0,
+            max_queue_s=1800.0,
+        )
+        is None
+    )
 
 
 def test_phone_photo_at_full_size_is_animated_on_its_full_canvas(grpc_services, tmp_path):
@@ -85,8 +102,10 @@ def test_phone_photo_at_full_size_is_animated_on_its_full_canvas(grpc_services, 
     try:
         result = _run(grpc_services, photo, hero, tmp_path / "work", 4096)
     except JobFailed as exc:  # the old contract: "Sent message larger than max" read as "busy"
-        pytest.fail(f"job failed: {exc.code} (retryable={exc.retryable}, requeued="
-                    f"{not _no_requeue(exc)}): {exc.message}")
+        pytest.fail(
+            f"job failed: {exc.code} (retryable={exc.retryable}, requeued="
+            f"{not _no_requeue(exc)}): {exc.message}"
+        )
 
     assert result.frames == 4
     info = ffprobe(result.mp4_path)
@@ -100,7 +119,10 @@ def test_phone_photo_at_full_size_is_animated_on_its_full_canvas(grpc_services, 
         reply = face_detect_pb2_grpc.FaceDetectServiceStub(channel).DetectSource(
             face_detect_pb2.DetectSourceRequest(
                 image=common_pb2.Image(encoded=common_pb2.EncodedImage(data=data)),
-                source_max_dim=4096), timeout=120)
+                source_max_dim=4096,
+            ),
+            timeout=120,
+        )
     assert (reply.canvas_width, reply.canvas_height) == PHONE
     assert reply.ByteSize() < 1_000_000
     paste = PasteBack(canvas, np.array(reply.crop_to_canvas.values).reshape(3, 3), (512, 512))

@@ -31,16 +31,21 @@ def _rss_mb(pid: int) -> float:
 def _handled(metrics: str, method: str, code: str) -> float:
     pattern = rf'grpc_server_handled_total\{{[^}}]*grpc_code="{code}"[^}}]*grpc_method="{method}"'
     alt = rf'grpc_server_handled_total\{{[^}}]*grpc_method="{method}"[^}}]*grpc_code="{code}"'
-    return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
-               if re.match(pattern, line) or re.match(alt, line))
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if re.match(pattern, line) or re.match(alt, line)
+    )
 
 
 def test_fifty_concurrent_jobs_all_complete_once(tmp_path: Path) -> None:
     photo = write_source_photo(tmp_path / "me.png", side=160).read_bytes()
     hero = write_hero_clip(tmp_path / "hero.mp4", seconds=0.4, fps=5, size=128).read_bytes()
     stack = FaultStack(extra_env={"animator": {"ANIMATOR_MAX_JOBS": "2"}}).start()
-    gateway = GatewayRun(tmp_path / "gw", gateway_env(
-        stack, GATEWAY_WORKERS="6", JOB_MAX_QUEUE_S="600", JOB_RETRY_BASE_S="0.2")).start()
+    gateway = GatewayRun(
+        tmp_path / "gw",
+        gateway_env(stack, GATEWAY_WORKERS="6", JOB_MAX_QUEUE_S="600", JOB_RETRY_BASE_S="0.2"),
+    ).start()
     peaks = {name: 0.0 for name in stack.procs}
     baseline = {name: _rss_mb(stack.procs[name][0].proc.pid) for name in stack.procs}
     sampling = threading.Event()
@@ -77,6 +82,8 @@ def test_fifty_concurrent_jobs_all_complete_once(tmp_path: Path) -> None:
     assert len(results) == JOBS
     for name, limit in RSS_LIMIT_MB.items():
         assert peaks[name] < limit, (name, peaks[name])
-    print(f"load: {JOBS} jobs in {elapsed:.1f} s; RESOURCE_EXHAUSTED answers {exhausted:.0f}; "
-          f"attempts max {max(v['attempts'] for v in views)}; RSS MB baseline {baseline} "
-          f"peak {peaks}")
+    print(
+        f"load: {JOBS} jobs in {elapsed:.1f} s; RESOURCE_EXHAUSTED answers {exhausted:.0f}; "
+        f"attempts max {max(v['attempts'] for v in views)}; RSS MB baseline {baseline} "
+        f"peak {peaks}"
+    )

@@ -29,11 +29,25 @@ from tests.reliability.indirection_corpus import (
 )
 
 pytestmark = [pytest.mark.ffmpeg, needs_ffmpeg]
-CASE_IDS = ["hls-file-url", "hls-absolute-path", "hls-http", "hls-crypto-protocol",
-            "hls-aes-key-from-file", "hls-concat-protocol", "hls-subfile-protocol",
-            "hls-data-uri", "hls-master-to-variant", "ffconcat", "ffconcat-file-url",
-            "ffconcat-http", "sdp-rtp", "dash-mpd", "mp4-external-reference",
-            "png-image-as-video", "mkv-playlist-attachment"]
+CASE_IDS = [
+    "hls-file-url",
+    "hls-absolute-path",
+    "hls-http",
+    "hls-crypto-protocol",
+    "hls-aes-key-from-file",
+    "hls-concat-protocol",
+    "hls-subfile-protocol",
+    "hls-data-uri",
+    "hls-master-to-variant",
+    "ffconcat",
+    "ffconcat-file-url",
+    "ffconcat-http",
+    "sdp-rtp",
+    "dash-mpd",
+    "mp4-external-reference",
+    "png-image-as-video",
+    "mkv-playlist-attachment",
+]
 FFMPEG_WORDS = ("Invalid data", "whitelist", "@ 0x", "EBML", "moov", "file:", "ffprobe")
 
 
@@ -54,10 +68,13 @@ def photo(tmp_path_factory) -> bytes:
     return write_source_photo(tmp_path_factory.mktemp("photo") / "me.png", side=256).read_bytes()
 
 
-def _post(client: httpx.Client, photo: bytes, video: Path, seconds: str = "2",
-          name: str = "d.mp4") -> httpx.Response:
-    files = {"source": ("me.png", photo, "image/png"),
-             "driving": (name, video.read_bytes(), "video/mp4")}
+def _post(
+    client: httpx.Client, photo: bytes, video: Path, seconds: str = "2", name: str = "d.mp4"
+) -> httpx.Response:
+    files = {
+        "source": ("me.png", photo, "image/png"),
+        "driving": (name, video.read_bytes(), "video/mp4"),
+    }
     return client.post("/v1/jobs", files=files, data={"seconds": seconds})
 
 
@@ -71,8 +88,9 @@ def _assert_no_leak(error: dict, *folders: Path) -> None:
 
 
 @pytest.mark.parametrize("case_id", CASE_IDS)
-def test_indirection_upload_is_refused_unread(case_id: str, cases, sentinel, photo, rest,
-                                              intake_gateway) -> None:
+def test_indirection_upload_is_refused_unread(
+    case_id: str, cases, sentinel, photo, rest, intake_gateway
+) -> None:
     if case_id not in cases:
         pytest.skip(f"this FFmpeg has no demuxer for {case_id}")
     case = cases[case_id]
@@ -84,8 +102,9 @@ def test_indirection_upload_is_refused_unread(case_id: str, cases, sentinel, pho
         error = assert_rest_error(response, 422, case.reason)
         _assert_no_leak(error, sentinel.folder)
     assert sentinel.settle()[before:] == []
-    assert not any(case.path.name in line and "Traceback" in line
-                   for line in intake_gateway[0].lines)
+    assert not any(
+        case.path.name in line and "Traceback" in line for line in intake_gateway[0].lines
+    )
 
 
 def test_bad_video_error_names_no_server_path(rest, photo, tmp_path, intake_gateway) -> None:
@@ -94,8 +113,9 @@ def test_bad_video_error_names_no_server_path(rest, photo, tmp_path, intake_gate
     error = assert_rest_error(_post(rest, photo, garbage), 422, "bad_video")
     _assert_no_leak(error, tmp_path)
     # The detail (FFmpeg's words, the server path) is in the gateway's log instead.
-    assert any("moov atom not found" in line or "Invalid data" in line
-               for line in intake_gateway[0].lines)
+    assert any(
+        "moov atom not found" in line or "Invalid data" in line for line in intake_gateway[0].lines
+    )
 
 
 @pytest.fixture(scope="module")
@@ -107,23 +127,41 @@ def retimed(tmp_path_factory) -> dict[str, Path]:
     made = {}
     for name, source, expr in (("all-zero", plain, "0"), ("fast-face", face, "N*4")):
         made[name] = folder / f"{name}.mkv"
-        ffmpeg("-i", str(source), "-map", "0:v", "-c", "copy", "-bsf:v", f"setts=ts={expr}",
-               str(made[name]))
+        ffmpeg(
+            "-i",
+            str(source),
+            "-map",
+            "0:v",
+            "-c",
+            "copy",
+            "-bsf:v",
+            f"setts=ts={expr}",
+            str(made[name]),
+        )
     return made
 
 
 def test_all_zero_timestamps_are_refused_at_intake(rest, photo, retimed) -> None:
-    error = assert_rest_error(_post(rest, photo, retimed["all-zero"], seconds="1",
-                                    name="d.mkv"), 422, "bad_timestamps")
+    error = assert_rest_error(
+        _post(rest, photo, retimed["all-zero"], seconds="1", name="d.mkv"), 422, "bad_timestamps"
+    )
     _assert_no_leak(error)
 
 
 @pytest.fixture(scope="module")
 def running_gateway(grpc_services, tmp_path_factory):
     targets = {f"{name.upper()}_ADDR": service.target for name, service in grpc_services.items()}
-    gateway, base = start_gateway(tmp_path_factory.mktemp("indirection-gateway"), {
-        **targets, "GATEWAY_WORKERS": "1", "JOB_POLL_S": "0.1", "JOB_MAX_ATTEMPTS": "1",
-        "MAX_SECONDS": "10", "MAX_ACTIVE_JOBS": "100"})
+    gateway, base = start_gateway(
+        tmp_path_factory.mktemp("indirection-gateway"),
+        {
+            **targets,
+            "GATEWAY_WORKERS": "1",
+            "JOB_POLL_S": "0.1",
+            "JOB_MAX_ATTEMPTS": "1",
+            "MAX_SECONDS": "10",
+            "MAX_ACTIVE_JOBS": "100",
+        },
+    )
     with httpx.Client(base_url=base, timeout=60) as client:
         yield client
     try:
@@ -136,9 +174,23 @@ def test_fast_timestamps_plan_and_render_only_seconds_times_fps(
     running_gateway, photo, retimed, tmp_path
 ) -> None:
     probe = subprocess.run(
-        ["ffprobe", "-v", "error", "-count_packets", "-select_streams", "v:0", "-show_entries",
-         "stream=nb_read_packets,avg_frame_rate", "-of", "json", str(retimed["fast-face"])],
-        capture_output=True, check=True, timeout=60)
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-count_packets",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=nb_read_packets,avg_frame_rate",
+            "-of",
+            "json",
+            str(retimed["fast-face"]),
+        ],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
     stream = json.loads(probe.stdout)["streams"][0]
     assert stream["avg_frame_rate"] == "25/1" and int(stream["nb_read_packets"]) == 100
     response = _post(running_gateway, photo, retimed["fast-face"], seconds="1", name="d.mkv")
@@ -159,7 +211,22 @@ def test_fast_timestamps_plan_and_render_only_seconds_times_fps(
     out = tmp_path / "result.mp4"
     out.write_bytes(result.content)
     counted = subprocess.run(
-        ["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries",
-         "stream=nb_read_frames", "-of", "csv=p=0", str(out)],
-        capture_output=True, text=True, check=True, timeout=60)
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-count_frames",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=nb_read_frames",
+            "-of",
+            "csv=p=0",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
     assert int(counted.stdout.strip()) == 25

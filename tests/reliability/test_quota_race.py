@@ -83,8 +83,10 @@ def _burst(bases: list[str], files: dict) -> list[httpx.Response | Exception]:
 
 @pytest.mark.parametrize("gateways", ["sqlite", "postgresql"], indirect=True)
 def test_concurrent_posts_never_pass_the_active_job_limit(gateways, photo, hero_bytes) -> None:
-    files = {"source": ("photo.png", photo, "image/png"),
-             "driving": ("hero.mp4", hero_bytes, "video/mp4")}
+    files = {
+        "source": ("photo.png", photo, "image/png"),
+        "driving": ("hero.mp4", hero_bytes, "video/mp4"),
+    }
     results = _burst([base for _p, base, _d in gateways], files)
     errors = [r for r in results if isinstance(r, Exception)]
     assert not errors, errors

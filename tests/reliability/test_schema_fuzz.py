@@ -19,9 +19,13 @@ from schemathesis.specs.openapi.checks import ignored_auth, positive_data_accept
 from tests.unit.gateway.problem_shape import problem_of
 
 OPERATIONS = [
-    ("POST", "/v1/jobs"), ("GET", "/v1/jobs"), ("GET", "/v1/jobs/{job_id}"),
-    ("DELETE", "/v1/jobs/{job_id}"), ("GET", "/v1/jobs/{job_id}/result"),
-    ("GET", "/v1/jobs/{job_id}/events"), ("GET", "/healthz"),
+    ("POST", "/v1/jobs"),
+    ("GET", "/v1/jobs"),
+    ("GET", "/v1/jobs/{job_id}"),
+    ("DELETE", "/v1/jobs/{job_id}"),
+    ("GET", "/v1/jobs/{job_id}/result"),
+    ("GET", "/v1/jobs/{job_id}/events"),
+    ("GET", "/healthz"),
 ]
 
 
@@ -31,8 +35,11 @@ def gateway_schema(intake_gateway):
 
 
 def test_every_documented_operation_is_fuzzed(gateway_schema) -> None:
-    documented = {(method.upper(), path) for path, ops in
-                  gateway_schema.raw_schema["paths"].items() for method in ops}
+    documented = {
+        (method.upper(), path)
+        for path, ops in gateway_schema.raw_schema["paths"].items()
+        for method in ops
+    }
     assert documented - {("GET", "/readyz")} == set(OPERATIONS)
 
 
@@ -42,11 +49,17 @@ def test_operation_conforms_to_the_schema(gateway_schema, method: str, path: str
 
     @given(case=operation.as_strategy())
     @seed(20261125)
-    @settings(max_examples=60, deadline=None, derandomize=True, database=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=60,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
     def fuzz(case) -> None:
         response = case.call_and_validate(
-            timeout=20, excluded_checks=[positive_data_acceptance, ignored_auth])
+            timeout=20, excluded_checks=[positive_data_acceptance, ignored_auth]
+        )
         assert response.status_code < 500, response.text
 
     fuzz()
@@ -66,8 +79,13 @@ def test_operation_refuses_schema_violations_in_the_error_shape(
 
     @given(case=operation.as_strategy(generation_mode=GenerationMode.NEGATIVE))
     @seed(20261130)
-    @settings(max_examples=40, deadline=None, derandomize=True, database=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=40,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
     def fuzz(case) -> None:
         response = case.call(timeout=20)
         assert response.status_code < 500, response.text
@@ -78,6 +96,9 @@ def test_operation_refuses_schema_violations_in_the_error_shape(
 
 
 def test_fuzzing_logged_no_unhandled_error(intake_gateway) -> None:
-    bad = [line for line in intake_gateway[0].lines
-           if '"severity": "ERROR"' in line or "Traceback" in line]
+    bad = [
+        line
+        for line in intake_gateway[0].lines
+        if '"severity": "ERROR"' in line or "Traceback" in line
+    ]
     assert not bad, bad[:3]

@@ -37,10 +37,20 @@ URLS = {"source_url": "http://127.0.0.1:9/a.png", "driving_url": "http://127.0.0
 def fanout(postgres_server, tmp_path_factory):  # noqa: F811 - the fixture above
     url = postgres_server.create_database()
     gateway_url = url + ("&" if "?" in url else "?") + f"application_name={APP_NAME}"
-    gateway, base = start_gateway(tmp_path_factory.mktemp("sse-fanout"), {
-        "GATEWAY_WORKERS": "0", "DATABASE_URL": gateway_url, "SWEEP_EVERY_S": "0",
-        "SSE_HEARTBEAT_S": "1", "ALLOW_HTTP_URLS": "1", "FETCH_TRUSTED_NETWORKS": "127.0.0.0/8",
-        "RATE_LIMIT_JOBS": "100000", "MAX_ACTIVE_JOBS": "100000", "LOG_LEVEL": "warning"})
+    gateway, base = start_gateway(
+        tmp_path_factory.mktemp("sse-fanout"),
+        {
+            "GATEWAY_WORKERS": "0",
+            "DATABASE_URL": gateway_url,
+            "SWEEP_EVERY_S": "0",
+            "SSE_HEARTBEAT_S": "1",
+            "ALLOW_HTTP_URLS": "1",
+            "FETCH_TRUSTED_NETWORKS": "127.0.0.0/8",
+            "RATE_LIMIT_JOBS": "100000",
+            "MAX_ACTIVE_JOBS": "100000",
+            "LOG_LEVEL": "warning",
+        },
+    )
     store = JobStore(Database(url))
     try:
         yield base, store, url
@@ -58,8 +68,14 @@ def _metric(text: str, name: str) -> float:
     return float(match.group(1))
 
 
-async def _follow(client: httpx.AsyncClient, job_id: str, seen: list[dict], ready: asyncio.Event,
-                  counter: list[int], total: int) -> list[str]:
+async def _follow(
+    client: httpx.AsyncClient,
+    job_id: str,
+    seen: list[dict],
+    ready: asyncio.Event,
+    counter: list[int],
+    total: int,
+) -> list[str]:
     """Read one stream to its end; returns its comment lines."""
     comments: list[str] = []
     event: dict[str, str] = {}
@@ -117,33 +133,55 @@ async def _watch(base: str, store: JobStore, url: str, watchers: int) -> dict:
         started = time.monotonic()
         for done in range(1, WINDOW_UPDATES + 1):
             assert await asyncio.to_thread(
-                lambda d=done: store.progress(job_id, token, stage="animate", frames_done=d,
-                                              frames_total=WINDOW_UPDATES, eta_seconds=1.0,
-                                              timings={})
+                lambda d=done: store.progress(
+                    job_id,
+                    token,
+                    stage="animate",
+                    frames_done=d,
+                    frames_total=WINDOW_UPDATES,
+                    eta_seconds=1.0,
+                    timings={},
+                )
             )
             await asyncio.sleep(UPDATE_EVERY_S)
-        await asyncio.sleep(max(0.0, WINDOW_UPDATES * UPDATE_EVERY_S + 0.5
-                                - (time.monotonic() - started)))
+        await asyncio.sleep(
+            max(0.0, WINDOW_UPDATES * UPDATE_EVERY_S + 0.5 - (time.monotonic() - started))
+        )
         metrics = (await client.get("/metrics")).text
         transactions = _metric(metrics, "dynamics_db_transactions_total") - before
         reads = _metric(metrics, "dynamics_job_event_reads_total") - reads_before
 
         assert await asyncio.to_thread(
-            lambda: store.finish(job_id, token, result_key=f"results/{job_id}.mp4", timings={},
-                                 cache_hit=False, random_weights=True, frames=WINDOW_UPDATES)
+            lambda: store.finish(
+                job_id,
+                token,
+                result_key=f"results/{job_id}.mp4",
+                timings={},
+                cache_hit=False,
+                random_weights=True,
+                frames=WINDOW_UPDATES,
+            )
         )
         comments = await asyncio.wait_for(asyncio.gather(*tasks), 120)
-    return {"transactions": transactions, "reads": reads, "connections": connections,
-            "streams": streams, "comments": comments, "window_s": time.monotonic() - started}
+    return {
+        "transactions": transactions,
+        "reads": reads,
+        "connections": connections,
+        "streams": streams,
+        "comments": comments,
+        "window_s": time.monotonic() - started,
+    }
 
 
 def test_two_hundred_watchers_cost_the_database_what_one_costs(fanout):
     base, store, url = fanout
     one = asyncio.run(_watch(base, store, url, 1))
     many = asyncio.run(_watch(base, store, url, 200))
-    print(f"1 watcher: {one['transactions']:.0f} transactions, {one['reads']:.0f} event reads;"
-          f" 200 watchers: {many['transactions']:.0f} transactions, {many['reads']:.0f} reads,"
-          f" {many['connections']} connections")
+    print(
+        f"1 watcher: {one['transactions']:.0f} transactions, {one['reads']:.0f} event reads;"
+        f" 200 watchers: {many['transactions']:.0f} transactions, {many['reads']:.0f} reads,"
+        f" {many['connections']} connections"
+    )
 
     for result in (one, many):
         for events in result["streams"]:
@@ -179,8 +217,15 @@ def test_heartbeats_and_resume_over_real_http(fanout):
             first_id = int(next(x for x in lines if x.startswith("id: "))[4:])
             assert first_id == job.version
             await asyncio.to_thread(
-                lambda: store.finish(job.id, job.lease_token, result_key="r", timings={},
-                                     cache_hit=False, random_weights=True, frames=1)
+                lambda: store.finish(
+                    job.id,
+                    job.lease_token,
+                    result_key="r",
+                    timings={},
+                    cache_hit=False,
+                    random_weights=True,
+                    frames=1,
+                )
             )
             # Reconnecting with the last id seen gets what it missed: the final state.
             headers = {"Last-Event-ID": str(first_id)}
@@ -189,8 +234,9 @@ def test_heartbeats_and_resume_over_real_http(fanout):
             assert len(events) == 1 and '"status":"succeeded"' in events[0]
             final_id = int(events[0].split("\n")[0][4:])
             assert final_id > first_id
-            done = await client.get(f"/v1/jobs/{job_id}/events",
-                                    headers={"Last-Event-ID": str(final_id)})
+            done = await client.get(
+                f"/v1/jobs/{job_id}/events", headers={"Last-Event-ID": str(final_id)}
+            )
             assert done.status_code == 204  # nothing newer: EventSource stops reconnecting
 
     asyncio.run(run())

@@ -29,7 +29,8 @@ class Emulator:
 
     def start(self) -> None:
         self.server = emulator_server.create_server(
-            "127.0.0.1", self.port, in_memory=True, default_bucket=BUCKET)
+            "127.0.0.1", self.port, in_memory=True, default_bucket=BUCKET
+        )
         self.server.start()
 
     def stop(self) -> None:
@@ -43,10 +44,17 @@ def storage_stack(tmp_path_factory):
     emulator = Emulator()
     emulator.start()
     stack = FaultStack().start()
-    gateway = GatewayRun(tmp_path_factory.mktemp("storage-gw"), gateway_env(
-        stack, STORAGE_BACKEND="firebase", STORAGE_BUCKET=BUCKET,
-        FIREBASE_PROJECT_ID="dynamics-test", FIREBASE_CREDENTIALS="anonymous",
-        STORAGE_EMULATOR_HOST=f"http://127.0.0.1:{emulator.port}")).start()
+    gateway = GatewayRun(
+        tmp_path_factory.mktemp("storage-gw"),
+        gateway_env(
+            stack,
+            STORAGE_BACKEND="firebase",
+            STORAGE_BUCKET=BUCKET,
+            FIREBASE_PROJECT_ID="dynamics-test",
+            FIREBASE_CREDENTIALS="anonymous",
+            STORAGE_EMULATOR_HOST=f"http://127.0.0.1:{emulator.port}",
+        ),
+    ).start()
     yield emulator, gateway
     gateway.stop()
     stack.stop()

@@ -19,8 +19,12 @@ MARKER = "RELIABILITY_PWNED"
 
 
 def _frame(n_kp: int = 21, **over) -> dict:
-    frame = {"R": np.eye(3, dtype=np.float32)[None], "scale": np.ones((1, 1), np.float32),
-             "exp": np.zeros((1, n_kp, 3), np.float32), "t": np.zeros((1, 3), np.float32)}
+    frame = {
+        "R": np.eye(3, dtype=np.float32)[None],
+        "scale": np.ones((1, 1), np.float32),
+        "exp": np.zeros((1, n_kp, 3), np.float32),
+        "t": np.zeros((1, 3), np.float32),
+    }
     frame.update(over)
     return frame
 
@@ -29,8 +33,14 @@ def _template(frames: list, eyes=None, lips=None, **extra) -> dict:
     n = len(frames)
     eyes = [np.array([[0.3, 0.3]], np.float32)] * n if eyes is None else eyes
     lips = [np.array([[0.1]], np.float32)] * n if lips is None else lips
-    return {"n_frames": n, "output_fps": 25, "motion": frames, "c_eyes_lst": eyes,
-            "c_lip_lst": lips, **extra}
+    return {
+        "n_frames": n,
+        "output_fps": 25,
+        "motion": frames,
+        "c_eyes_lst": eyes,
+        "c_lip_lst": lips,
+        **extra,
+    }
 
 
 def _op_global(module: str, name: str, arg: str) -> bytes:
@@ -40,9 +50,11 @@ def _op_global(module: str, name: str, arg: str) -> bytes:
 
 def _stack_global(module: str, name: str, arg: str) -> bytes:
     """Protocol-4 STACK_GLOBAL + REDUCE."""
+
     def s(text: str) -> bytes:
         raw = text.encode()
         return b"\x8c" + bytes([len(raw)]) + raw
+
     return b"\x80\x04" + s(module) + s(name) + b"\x93" + s(arg) + b"\x85R."
 
 
@@ -58,8 +70,9 @@ def _gadgets(marker: str) -> dict[str, bytes]:
         "global-pty-spawn": _op_global("pty", "spawn", touch),
         "global-importlib": _op_global("importlib", "import_module", "os"),
         "global-numpy-load": _op_global("numpy", "load", marker),
-        "global-numpy-testing-runstring": _op_global("numpy.testing._private.utils",
-                                                     "runstring", code),
+        "global-numpy-testing-runstring": _op_global(
+            "numpy.testing._private.utils", "runstring", code
+        ),
         "stack-global-os-system": _stack_global("os", "system", touch),
         "stack-global-getattr": _stack_global("builtins", "getattr", "x"),
         "stack-global-dunder-import": _stack_global("builtins", "__import__", "os"),
@@ -69,8 +82,9 @@ def _gadgets(marker: str) -> dict[str, bytes]:
         "persistent-id": b"\x80\x02Pfoo\n.",
         "ext-code": b"\x80\x02\x82\x01.",
         "next-buffer-oob": b"\x80\x05\x97.",
-        "reduce-in-motion": b"\x80\x02}(X\x06\x00\x00\x00motion]" + _op_global(
-            "os", "system", touch)[:-1] + b"au.",
+        "reduce-in-motion": b"\x80\x02}(X\x06\x00\x00\x00motion]"
+        + _op_global("os", "system", touch)[:-1]
+        + b"au.",
     }
 
 
@@ -92,13 +106,15 @@ def _bombs_and_shapes() -> dict[str, bytes]:
         "motion-is-dict": pickle.dumps({**_template([_frame()]), "motion": {"0": _frame()}}),
         "unequal-lists": pickle.dumps(_template([_frame(), _frame()], eyes=[np.zeros((1, 2))])),
         "frame-is-string": pickle.dumps(_template(["frame"])),
-        "missing-rotation": pickle.dumps(_template([{k: v for k, v in _frame().items()
-                                                     if k != "R"}])),
+        "missing-rotation": pickle.dumps(
+            _template([{k: v for k, v in _frame().items() if k != "R"}])
+        ),
         "rotation-wrong-shape": pickle.dumps(_template([_frame(R=np.zeros((2, 2), np.float32))])),
         "exp-wrong-shape": pickle.dumps(_template([_frame(exp=np.zeros((1, 5), np.float32))])),
         "exp-string": pickle.dumps(_template([_frame(exp="zeros")])),
-        "nan-expression": pickle.dumps(_template([_frame(exp=np.full((1, 21, 3), np.nan,
-                                                                      np.float32))])),
+        "nan-expression": pickle.dumps(
+            _template([_frame(exp=np.full((1, 21, 3), np.nan, np.float32))])
+        ),
         "inf-scale": pickle.dumps(_template([_frame(scale=np.full((1, 1), np.inf, np.float32))])),
         "eyes-wrong-shape": pickle.dumps(_template([_frame()], eyes=[np.zeros((3, 3))])),
         "fps-string": pickle.dumps({**_template([_frame()]), "output_fps": "fast"}),
@@ -115,8 +131,9 @@ CASES = {**{f"gadget-{k}": v for k, v in _gadgets(MARKER).items()}, **_bombs_and
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_hostile_template_is_refused_and_nothing_runs(name: str, tmp_path: Path,
-                                                       monkeypatch) -> None:
+def test_hostile_template_is_refused_and_nothing_runs(
+    name: str, tmp_path: Path, monkeypatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     data = CASES[name].replace(MARKER.encode(), str(tmp_path / MARKER).encode())
     path = tmp_path / "t.pkl"

@@ -31,8 +31,10 @@ def photo(tmp_path_factory) -> bytes:
 
 
 def _post(client: httpx.Client, photo: bytes, case: VideoCase) -> httpx.Response:
-    files = {"source": ("me.png", photo, "image/png"),
-             "driving": (case.path.name, case.path.read_bytes(), "video/mp4")}
+    files = {
+        "source": ("me.png", photo, "image/png"),
+        "driving": (case.path.name, case.path.read_bytes(), "video/mp4"),
+    }
     return client.post("/v1/jobs", files=files, data={"seconds": "2"})
 
 
@@ -49,9 +51,18 @@ def test_intake_answers_precisely(case_id: str, corpus, photo, rest) -> None:
 @pytest.fixture(scope="module")
 def running_gateway(grpc_services, tmp_path_factory):
     targets = {f"{name.upper()}_ADDR": service.target for name, service in grpc_services.items()}
-    gateway, base = start_gateway(tmp_path_factory.mktemp("run-gateway"), {
-        **targets, "GATEWAY_WORKERS": "2", "JOB_POLL_S": "0.1", "JOB_MAX_ATTEMPTS": "2",
-        "JOB_RETRY_BASE_S": "0.1", "MAX_SECONDS": "10", "MAX_ACTIVE_JOBS": "100"})
+    gateway, base = start_gateway(
+        tmp_path_factory.mktemp("run-gateway"),
+        {
+            **targets,
+            "GATEWAY_WORKERS": "2",
+            "JOB_POLL_S": "0.1",
+            "JOB_MAX_ATTEMPTS": "2",
+            "JOB_RETRY_BASE_S": "0.1",
+            "MAX_SECONDS": "10",
+            "MAX_ACTIVE_JOBS": "100",
+        },
+    )
     with httpx.Client(base_url=base, timeout=60) as client:
         yield client
     try:
@@ -76,8 +87,10 @@ def test_accepted_clips_end_with_a_precise_outcome(corpus, photo, running_gatewa
             if view["status"] in FINAL:
                 views[case_id] = view
         time.sleep(0.3)
-    outcomes = {case_id: (view["status"] if view["status"] == "succeeded"
-                          else view["error"]["code"]) for case_id, view in views.items()}
+    outcomes = {
+        case_id: (view["status"] if view["status"] == "succeeded" else view["error"]["code"])
+        for case_id, view in views.items()
+    }
     print("video corpus outcomes:", outcomes)
     for case in accepted:
         view = views[case.id]

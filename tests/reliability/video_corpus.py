@@ -24,8 +24,11 @@ class VideoCase:
 
 
 def _ffmpeg(*args: str) -> None:
-    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y", *args],
-                   check=True, timeout=120)
+    subprocess.run(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y", *args],
+        check=True,
+        timeout=120,
+    )
 
 
 def _src(size: str, rate: float, seconds: float, kind: str = "testsrc") -> list[str]:
@@ -68,32 +71,82 @@ def _encoded_cases(folder: Path, face: Path) -> list[VideoCase]:
         "audio-only-wav": (TONE, "wav", "unsupported_container", None),
         "audio-only-mp3": (TONE + ["-c:a", "libmp3lame"], "mp3", "unsupported_container", None),
         "gif": (_src("32x32", 5, 1), "gif", "unsupported_container", None),
-        "png-as-video": (_src("32x32", 1, 1) + ["-frames:v", "1"], "png", "unsupported_container",
-                         None),
+        "png-as-video": (
+            _src("32x32", 1, 1) + ["-frames:v", "1"],
+            "png",
+            "unsupported_container",
+            None,
+        ),
         "mjpeg-avi": (_src("32x32", 5, 1) + ["-c:v", "mjpeg"], "avi", "accept", "no_face"),
         "frame-rate-240": (_src("32x32", 240, 0.2) + H264, "mp4", "bad_frame_rate", None),
         "far-too-long-11min": (_src("16x16", 1, 660) + H264, "mp4", "video_too_long", None),
-        "8k-one-frame": (_src("8192x4320", 1, 1, "color") + H264 + ["-frames:v", "1"], "mp4",
-                         "video_too_large", None),
-        "tall-5000": (_src("64x5000", 1, 1, "color") + H264 + ["-frames:v", "1"], "mp4",
-                      "video_too_large", None),
-        "zero-frames-with-audio": (_src("32x32", 25, 1) + TONE + [
-            "-map", "0:v", "-map", "1:a", "-frames:v", "0", "-t", "1", "-c:a", "aac"] + H264,
-            "mp4", "no_video_stream", None),
+        "8k-one-frame": (
+            _src("8192x4320", 1, 1, "color") + H264 + ["-frames:v", "1"],
+            "mp4",
+            "video_too_large",
+            None,
+        ),
+        "tall-5000": (
+            _src("64x5000", 1, 1, "color") + H264 + ["-frames:v", "1"],
+            "mp4",
+            "video_too_large",
+            None,
+        ),
+        "zero-frames-with-audio": (
+            _src("32x32", 25, 1)
+            + TONE
+            + ["-map", "0:v", "-map", "1:a", "-frames:v", "0", "-t", "1", "-c:a", "aac"]
+            + H264,
+            "mp4",
+            "no_video_stream",
+            None,
+        ),
         "no-face-testsrc": (_src("64x48", 5, 1) + H264, "mp4", "accept", "no_face"),
-        "4k-one-frame-no-face": (_src("3840x2160", 1, 1, "color") + H264 + ["-frames:v", "1"],
-                                 "mp4", "accept", "no_face"),
-        "one-frame-face": (["-i", str(face), "-frames:v", "1", *H264], "mp4", "accept",
-                           "succeeded"),
-        "odd-size-face": (["-i", str(face), "-vf", "scale=191:143", "-c:v", "mpeg4"], "mp4",
-                          "accept", "succeeded"),
-        "vfr-face": (["-i", str(face), "-vf", "setpts='N/5/TB+if(gt(N,2),0.4/TB,0)'",
-                      "-fps_mode", "vfr", *H264], "mp4", "accept", "succeeded"),
+        "4k-one-frame-no-face": (
+            _src("3840x2160", 1, 1, "color") + H264 + ["-frames:v", "1"],
+            "mp4",
+            "accept",
+            "no_face",
+        ),
+        "one-frame-face": (
+            ["-i", str(face), "-frames:v", "1", *H264],
+            "mp4",
+            "accept",
+            "succeeded",
+        ),
+        "odd-size-face": (
+            ["-i", str(face), "-vf", "scale=191:143", "-c:v", "mpeg4"],
+            "mp4",
+            "accept",
+            "succeeded",
+        ),
+        "vfr-face": (
+            [
+                "-i",
+                str(face),
+                "-vf",
+                "setpts='N/5/TB+if(gt(N,2),0.4/TB,0)'",
+                "-fps_mode",
+                "vfr",
+                *H264,
+            ],
+            "mp4",
+            "accept",
+            "succeeded",
+        ),
         "turned-face": (["-i", str(face), "-vf", "transpose=2", *H264], "mp4", "accept", "no_face"),
-        "rotated-90-face": (["-i", str(folder / "turned-face.mp4"), "-c", "copy",
-                             "-metadata:s:v:0", "rotate=90"], "mp4", "accept", "succeeded"),
-        "4k-face": (["-i", str(face), "-vf", "scale=3840:2160", "-frames:v", "2", *H264], "mp4",
-                    "accept", "succeeded"),
+        "rotated-90-face": (
+            ["-i", str(folder / "turned-face.mp4"), "-c", "copy", "-metadata:s:v:0", "rotate=90"],
+            "mp4",
+            "accept",
+            "succeeded",
+        ),
+        "4k-face": (
+            ["-i", str(face), "-vf", "scale=3840:2160", "-frames:v", "2", *H264],
+            "mp4",
+            "accept",
+            "succeeded",
+        ),
     }
     cases = []
     for name, (args, suffix, intake, job) in specs.items():
@@ -116,12 +169,40 @@ def video_corpus(folder: Path) -> list[VideoCase]:
 
 def video_case_ids() -> list[str]:
     """The ids without building the files (for parametrizing at collection time)."""
-    bytes_ids = ["empty", "garbage", "text", "html", "zip", "mp4-header-only", "mp4-cut-1k",
-                 "mp4-cut-half-moov-at-end", "mp4-cut-90pct-moov-at-end", "mp4-no-ftyp",
-                 "mp4-zeroed-middle", "mp4-trailing-junk", "faststart-cut-header"]
-    encoded_ids = ["audio-only-aac", "audio-only-wav", "audio-only-mp3", "gif", "png-as-video",
-                   "mjpeg-avi", "frame-rate-240", "far-too-long-11min", "8k-one-frame",
-                   "tall-5000", "zero-frames-with-audio", "no-face-testsrc",
-                   "4k-one-frame-no-face", "one-frame-face", "odd-size-face", "vfr-face",
-                   "turned-face", "rotated-90-face", "4k-face"]
+    bytes_ids = [
+        "empty",
+        "garbage",
+        "text",
+        "html",
+        "zip",
+        "mp4-header-only",
+        "mp4-cut-1k",
+        "mp4-cut-half-moov-at-end",
+        "mp4-cut-90pct-moov-at-end",
+        "mp4-no-ftyp",
+        "mp4-zeroed-middle",
+        "mp4-trailing-junk",
+        "faststart-cut-header",
+    ]
+    encoded_ids = [
+        "audio-only-aac",
+        "audio-only-wav",
+        "audio-only-mp3",
+        "gif",
+        "png-as-video",
+        "mjpeg-avi",
+        "frame-rate-240",
+        "far-too-long-11min",
+        "8k-one-frame",
+        "tall-5000",
+        "zero-frames-with-audio",
+        "no-face-testsrc",
+        "4k-one-frame-no-face",
+        "one-frame-face",
+        "odd-size-face",
+        "vfr-face",
+        "turned-face",
+        "rotated-90-face",
+        "4k-face",
+    ]
     return [f"bytes-{i}" for i in bytes_ids] + [f"encoded-{i}" for i in encoded_ids]

@@ -14,17 +14,22 @@ from services.common.cli import EXIT_CODES
 
 
 def test_help_lists_every_subcommand_and_the_exit_codes() -> None:
-    out = subprocess.run([sys.executable, "-m", "services.cli", "--help"], capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "services.cli", "--help"], capture_output=True, text=True, check=True
+    ).stdout
     for name in ("render", "up", "detect", "weights", "bench"):
         assert name in out
-    codes = out[out.index("exit codes:"):].splitlines()[1:]
+    codes = out[out.index("exit codes:") :].splitlines()[1:]
     assert [int(line.split()[0]) for line in codes] == [code for code, _ in EXIT_CODES]
 
 
 def test_version_is_the_installed_distributions() -> None:
-    done = subprocess.run([sys.executable, "-m", "services.cli", "--version"],
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "services.cli", "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 0
     assert done.stdout == f"dynamics {importlib.metadata.version('dynamics')}\n"
 
@@ -49,7 +54,8 @@ def test_a_missing_optional_package_is_named_in_one_line(tmp_path, monkeypatch, 
     assert cli.main(["paint"]) == 3
     assert capsys.readouterr().err == (
         "dynamics paint: needs the Python module 'no_such_package_xyz', which is not installed; "
-        "install the project with its extras (`bash setup.sh install`)\n")
+        "install the project with its extras (`bash setup.sh install`)\n"
+    )
 
 
 def test_a_missing_module_of_this_project_is_a_bug_not_a_message(monkeypatch) -> None:

@@ -45,8 +45,11 @@ PARSERS = _parsers()
 
 @pytest.mark.parametrize(("prog", "parser"), PARSERS, ids=[prog for prog, _ in PARSERS])
 def test_every_action_has_help(prog: str, parser: argparse.ArgumentParser) -> None:
-    missing = [f"{where}: {_label(action)}" for where, action in _walk(parser, prog)
-               if action.help is not argparse.SUPPRESS and not (action.help or "").strip()]
+    missing = [
+        f"{where}: {_label(action)}"
+        for where, action in _walk(parser, prog)
+        if action.help is not argparse.SUPPRESS and not (action.help or "").strip()
+    ]
     assert not missing, f"options without help: {missing}"
 
 

@@ -53,7 +53,9 @@ class ModelConfigError(ValueError):
 
 _CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 NAMED_CONFIGS = {
-    "real": "models.yaml", "reduced": "models_reduced.yaml", "mid": "models_mid.yaml",
+    "real": "models.yaml",
+    "reduced": "models_reduced.yaml",
+    "mid": "models_mid.yaml",
 }
 
 
@@ -66,8 +68,10 @@ def named_config_path(name: str) -> Path:
     """Packaged config by name: 'real' (human model), 'mid' (CPU benchmarks) or 'reduced'
     (the fixtures' width)."""
     if name not in NAMED_CONFIGS:
-        raise ModelConfigError(f"unknown model config {name!r}; choose one of "
-                               f"{sorted(NAMED_CONFIGS)} or give a models.yaml path")
+        raise ModelConfigError(
+            f"unknown model config {name!r}; choose one of "
+            f"{sorted(NAMED_CONFIGS)} or give a models.yaml path"
+        )
     return _CONFIG_DIR / NAMED_CONFIGS[name]
 
 
@@ -111,7 +115,8 @@ def _check_config(data: Any) -> None:
         if not isinstance(sub, dict) or set(sub) != {"input_size", "hidden_sizes", "output_size"}:
             raise ModelConfigError(
                 f"model_params.{STITCHING_BLOCK}.{name} needs exactly input_size, hidden_sizes, "
-                "output_size")
+                "output_size"
+            )
 
 
 def _construct(name: str, cls: type[nn.Module], kwargs: dict[str, Any]) -> nn.Module:
@@ -133,8 +138,9 @@ def build_networks(config: dict[str, Any]) -> dict[str, nn.Module]:
     for name, (block, cls) in _BASE_NETWORKS.items():
         nets[name] = _construct(name, cls, dict(params[block]))
     for name in STITCHING_NETWORKS:
-        nets[name] = _construct(name, StitchingRetargetingNetwork,
-                                dict(params[STITCHING_BLOCK][name]))
+        nets[name] = _construct(
+            name, StitchingRetargetingNetwork, dict(params[STITCHING_BLOCK][name])
+        )
     for net in nets.values():
         net.eval()
     return nets

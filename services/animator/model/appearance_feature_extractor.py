@@ -14,14 +14,22 @@ from services.animator.model.blocks import DownBlock2d, ResBlock3d, SameBlock2d
 class AppearanceFeatureExtractor(nn.Module):
     """2-D encoder, lifted to a C×D volume by a channel reshape, refined by 3-D residual blocks."""
 
-    def __init__(self, image_channel: int, block_expansion: int, num_down_blocks: int,
-                 max_features: int, reshape_channel: int, reshape_depth: int,
-                 num_resblocks: int) -> None:
+    def __init__(
+        self,
+        image_channel: int,
+        block_expansion: int,
+        num_down_blocks: int,
+        max_features: int,
+        reshape_channel: int,
+        reshape_depth: int,
+        num_resblocks: int,
+    ) -> None:
         super().__init__()
         if reshape_channel * reshape_depth != max_features:
             raise ValueError(
                 f"F: reshape_channel·reshape_depth ({reshape_channel}·{reshape_depth}) must equal "
-                f"max_features ({max_features})")
+                f"max_features ({max_features})"
+            )
         self.image_channel = image_channel
         self.reshape_channel = reshape_channel
         self.reshape_depth = reshape_depth
@@ -29,7 +37,7 @@ class AppearanceFeatureExtractor(nn.Module):
         blocks = []
         out_features = block_expansion
         for i in range(num_down_blocks):
-            in_features = min(max_features, block_expansion * 2 ** i)
+            in_features = min(max_features, block_expansion * 2**i)
             out_features = min(max_features, block_expansion * 2 ** (i + 1))
             blocks.append(DownBlock2d(in_features, out_features))
         self.down_blocks = nn.ModuleList(blocks)

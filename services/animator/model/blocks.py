@@ -18,8 +18,9 @@ SPADE_HIDDEN = 128  # hidden width of every SPADE modulation MLP (fixed upstream
 class SameBlock2d(nn.Module):
     """Conv k×k (same size) → BatchNorm2d → ReLU or LeakyReLU(0.01)."""
 
-    def __init__(self, in_features: int, out_features: int, kernel_size: int = 3,
-                 lrelu: bool = False) -> None:
+    def __init__(
+        self, in_features: int, out_features: int, kernel_size: int = 3, lrelu: bool = False
+    ) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_features, out_features, kernel_size, padding=kernel_size // 2)
         self.norm = nn.BatchNorm2d(out_features)
@@ -122,7 +123,8 @@ class SPADE(nn.Module):
         super().__init__()
         self.param_free_norm = nn.InstanceNorm2d(norm_channels, affine=False)
         self.mlp_shared = nn.Sequential(
-            nn.Conv2d(label_channels, SPADE_HIDDEN, 3, padding=1), nn.ReLU())
+            nn.Conv2d(label_channels, SPADE_HIDDEN, 3, padding=1), nn.ReLU()
+        )
         self.mlp_gamma = nn.Conv2d(SPADE_HIDDEN, norm_channels, 3, padding=1)
         self.mlp_beta = nn.Conv2d(SPADE_HIDDEN, norm_channels, 3, padding=1)
 

@@ -36,25 +36,33 @@ def make_coordinate_grid(d: int, h: int, w: int, ref: torch.Tensor) -> torch.Ten
 def keypoint_gaussians(kp: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     """exp(−‖grid − kp‖² / (2·0.01)) for every keypoint: B×K×3, D×H×W×3 → B×K×D×H×W."""
     diff = grid[None, None] - kp[:, :, None, None, None, :]  # B×K×D×H×W×3
-    return torch.exp(-0.5 * (diff ** 2).sum(-1) / KP_VARIANCE)  # B×K×D×H×W
+    return torch.exp(-0.5 * (diff**2).sum(-1) / KP_VARIANCE)  # B×K×D×H×W
 
 
 class Hourglass3d(nn.Module):
     """3-D U-Net: `encoder.down_blocks.*`, `decoder.up_blocks.*`, `decoder.conv`, `decoder.norm`."""
 
-    def __init__(self, block_expansion: int, in_features: int, num_blocks: int,
-                 max_features: int) -> None:
+    def __init__(
+        self, block_expansion: int, in_features: int, num_blocks: int, max_features: int
+    ) -> None:
         super().__init__()
         self.encoder = nn.Module()
         self.encoder.down_blocks = nn.ModuleList(
-            DownBlock3d(in_features if i == 0 else min(max_features, block_expansion * 2 ** i),
-                        min(max_features, block_expansion * 2 ** (i + 1)))
-            for i in range(num_blocks))
+            DownBlock3d(
+                in_features if i == 0 else min(max_features, block_expansion * 2**i),
+                min(max_features, block_expansion * 2 ** (i + 1)),
+            )
+            for i in range(num_blocks)
+        )
         ups = []
         for i in reversed(range(num_blocks)):
             factor = 1 if i == num_blocks - 1 else 2  # later blocks also take the skip
-            ups.append(UpBlock3d(factor * min(max_features, block_expansion * 2 ** (i + 1)),
-                                 min(max_features, block_expansion * 2 ** i)))
+            ups.append(
+                UpBlock3d(
+                    factor * min(max_features, block_expansion * 2 ** (i + 1)),
+                    min(max_features, block_expansion * 2**i),
+                )
+            )
         self.decoder = nn.Module()
         self.decoder.up_blocks = nn.ModuleList(ups)
         self.out_filters = block_expansion + in_features
@@ -76,23 +84,34 @@ class Hourglass3d(nn.Module):
 class DenseMotionNetwork(nn.Module):
     """Predicts deformation B×D×H×W×3, occlusion map B×1×H×W and part mask B×(K+1)×D×H×W."""
 
-    def __init__(self, block_expansion: int, num_blocks: int, max_features: int, num_kp: int,
-                 feature_channel: int, reshape_depth: int, compress: int,
-                 estimate_occlusion_map: bool = True) -> None:
+    def __init__(
+        self,
+        block_expansion: int,
+        num_blocks: int,
+        max_features: int,
+        num_kp: int,
+        feature_channel: int,
+        reshape_depth: int,
+        compress: int,
+        estimate_occlusion_map: bool = True,
+    ) -> None:
         super().__init__()
         self.num_kp = num_kp
-        self.hourglass = Hourglass3d(block_expansion, (num_kp + 1) * (compress + 1), num_blocks,
-                                     max_features)
+        self.hourglass = Hourglass3d(
+            block_expansion, (num_kp + 1) * (compress + 1), num_blocks, max_features
+        )
         self.mask = nn.Conv3d(self.hourglass.out_filters, num_kp + 1, kernel_size=7, padding=3)
         self.compress = nn.Conv3d(feature_channel, compress, kernel_size=1)
         self.norm = nn.BatchNorm3d(compress)
         self.occlusion = None
         if estimate_occlusion_map:
-            self.occlusion = nn.Conv2d(self.hourglass.out_filters * reshape_depth, 1,
-                                       kernel_size=7, padding=3)
+            self.occlusion = nn.Conv2d(
+                self.hourglass.out_filters * reshape_depth, 1, kernel_size=7, padding=3
+            )
 
-    def sparse_motions(self, grid: torch.Tensor, kp_driving: torch.Tensor,
-                       kp_source: torch.Tensor) -> torch.Tensor:
+    def sparse_motions(
+        self, grid: torch.Tensor, kp_driving: torch.Tensor, kp_source: torch.Tensor
+    ) -> torch.Tensor:
         """Part 0 = identity, part k = grid − kp_d[k] + kp_s[k] → B×(K+1)×D×H×W×3."""
         b = kp_driving.shape[0]
         shifted = grid[None, None] - kp_driving[:, :, None, None, None, :]  # B×K×D×H×W×3
@@ -100,8 +119,9 @@ class DenseMotionNetwork(nn.Module):
         identity = grid[None, None].expand(b, 1, *grid.shape)  # B×1×D×H×W×3
         return torch.cat([identity, shifted], dim=1)  # B×(K+1)×D×H×W×3
 
-    def forward(self, feature: torch.Tensor, kp_driving: torch.Tensor,
-                kp_source: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(
+        self, feature: torch.Tensor, kp_driving: torch.Tensor, kp_source: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         """f_s B×C×D×H×W, keypoints B×K×3 → {'mask', 'deformation', 'occlusion_map'}."""
         b, _, d, h, w = feature.shape
         parts = self.num_kp + 1
@@ -109,12 +129,15 @@ class DenseMotionNetwork(nn.Module):
         grid = make_coordinate_grid(d, h, w, feature)  # D×H×W×3
         motions = self.sparse_motions(grid, kp_driving, kp_source)  # B×P×D×H×W×3
         repeated = feature.unsqueeze(1).expand(b, parts, -1, d, h, w)  # B×P×c×D×H×W
-        deformed = F.grid_sample(repeated.reshape(b * parts, -1, d, h, w),
-                                 motions.reshape(b * parts, d, h, w, 3),
-                                 align_corners=False)  # (B·P)×c×D×H×W
+        deformed = F.grid_sample(
+            repeated.reshape(b * parts, -1, d, h, w),
+            motions.reshape(b * parts, d, h, w, 3),
+            align_corners=False,
+        )  # (B·P)×c×D×H×W
         deformed = deformed.view(b, parts, -1, d, h, w)  # B×P×c×D×H×W
-        heat = (keypoint_gaussians(kp_driving, grid)
-                - keypoint_gaussians(kp_source, grid))  # B×K×D×H×W
+        heat = keypoint_gaussians(kp_driving, grid) - keypoint_gaussians(
+            kp_source, grid
+        )  # B×K×D×H×W
         heat = torch.cat([heat.new_zeros(b, 1, d, h, w), heat], dim=1)  # B×P×D×H×W
         hg_in = torch.cat([heat.unsqueeze(2), deformed], dim=2)  # B×P×(1+c)×D×H×W
         prediction = self.hourglass(hg_in.view(b, -1, d, h, w))  # B×F×D×H×W

@@ -41,20 +41,27 @@ class ConvNeXtV2Block(nn.Module):
 class ConvNeXtV2Detector(nn.Module):
     """ConvNeXt-V2 feature pyramid (stride 4, 8, 16, 32) and the keypoint / pose heads."""
 
-    def __init__(self, depths: list[int], dims: list[int], num_kp: int, num_bins: int,
-                 in_chans: int = 3) -> None:
+    def __init__(
+        self, depths: list[int], dims: list[int], num_kp: int, num_bins: int, in_chans: int = 3
+    ) -> None:
         super().__init__()
         if len(depths) != 4 or len(dims) != 4:
             raise ValueError(f"M: need 4 stages, got depths={depths} dims={dims}")
-        stem = nn.Sequential(nn.Conv2d(in_chans, dims[0], kernel_size=4, stride=4),
-                             LayerNormChannelsFirst(dims[0]))
+        stem = nn.Sequential(
+            nn.Conv2d(in_chans, dims[0], kernel_size=4, stride=4), LayerNormChannelsFirst(dims[0])
+        )
         layers = [stem]
         for i in range(3):
-            layers.append(nn.Sequential(LayerNormChannelsFirst(dims[i]),
-                                        nn.Conv2d(dims[i], dims[i + 1], kernel_size=2, stride=2)))
+            layers.append(
+                nn.Sequential(
+                    LayerNormChannelsFirst(dims[i]),
+                    nn.Conv2d(dims[i], dims[i + 1], kernel_size=2, stride=2),
+                )
+            )
         self.downsample_layers = nn.ModuleList(layers)
         self.stages = nn.ModuleList(
-            nn.Sequential(*[ConvNeXtV2Block(dims[i]) for _ in range(depths[i])]) for i in range(4))
+            nn.Sequential(*[ConvNeXtV2Block(dims[i]) for _ in range(depths[i])]) for i in range(4)
+        )
         self.norm = nn.LayerNorm(dims[-1], eps=1e-6)
         width = dims[-1]
         self.fc_kp = nn.Linear(width, 3 * num_kp)
@@ -75,15 +82,23 @@ class ConvNeXtV2Detector(nn.Module):
 class MotionExtractor(nn.Module):
     """M: wraps the detector so state-dict keys carry the upstream `detector.` prefix."""
 
-    def __init__(self, num_kp: int, backbone: str = "convnextv2_tiny", num_bins: int = 66,
-                 depths: list[int] | None = None, dims: list[int] | None = None) -> None:
+    def __init__(
+        self,
+        num_kp: int,
+        backbone: str = "convnextv2_tiny",
+        num_bins: int = 66,
+        depths: list[int] | None = None,
+        dims: list[int] | None = None,
+    ) -> None:
         super().__init__()
         if backbone == "convnextv2_tiny":
             depths = depths or CONVNEXTV2_TINY["depths"]
             dims = dims or CONVNEXTV2_TINY["dims"]
         elif backbone != "convnextv2" or depths is None or dims is None:
-            raise ValueError(f"M: unsupported backbone {backbone!r} (use 'convnextv2_tiny', or "
-                             "'convnextv2' with explicit depths and dims)")
+            raise ValueError(
+                f"M: unsupported backbone {backbone!r} (use 'convnextv2_tiny', or "
+                "'convnextv2' with explicit depths and dims)"
+            )
         self.num_kp = num_kp
         self.num_bins = num_bins
         self.detector = ConvNeXtV2Detector(list(depths), list(dims), num_kp, num_bins)

@@ -18,25 +18,33 @@ NUM_MIDDLE_BLOCKS = 6
 class SPADEGenerator(nn.Module):
     """fc → 6 SPADE blocks → (×2, up_0) → (×2, up_1) → LeakyReLU(0.2) → conv_img (+ shuffle)."""
 
-    def __init__(self, upscale: int = 1, block_expansion: int = 64, max_features: int = 512,
-                 num_down_blocks: int = 2, out_channels: int = 64) -> None:
+    def __init__(
+        self,
+        upscale: int = 1,
+        block_expansion: int = 64,
+        max_features: int = 512,
+        num_down_blocks: int = 2,
+        out_channels: int = 64,
+    ) -> None:
         super().__init__()
         if num_down_blocks < 1:
             raise ValueError("G: num_down_blocks must be ≥ 1")
-        in_channels = min(max_features, block_expansion * 2 ** num_down_blocks)
+        in_channels = min(max_features, block_expansion * 2**num_down_blocks)
         self.in_channels = in_channels
         self.upscale = upscale
         self.fc = nn.Conv2d(in_channels, 2 * in_channels, 3, padding=1)
         for i in range(NUM_MIDDLE_BLOCKS):
-            self.add_module(f"G_middle_{i}",
-                            SPADEResBlock(2 * in_channels, 2 * in_channels, in_channels))
+            self.add_module(
+                f"G_middle_{i}", SPADEResBlock(2 * in_channels, 2 * in_channels, in_channels)
+            )
         self.up_0 = SPADEResBlock(2 * in_channels, in_channels, in_channels)
         self.up_1 = SPADEResBlock(in_channels, out_channels, in_channels)
         if upscale is None or upscale <= 1:
             self.conv_img = nn.Conv2d(out_channels, 3, 3, padding=1)
         else:
-            self.conv_img = nn.Sequential(nn.Conv2d(out_channels, 3 * 4, 3, padding=1),
-                                          nn.PixelShuffle(2))
+            self.conv_img = nn.Sequential(
+                nn.Conv2d(out_channels, 3 * 4, 3, padding=1), nn.PixelShuffle(2)
+            )
 
     def spade_blocks(self) -> dict[str, SPADEResBlock]:
         """All SPADE residual blocks by attribute name (their convs are spectral in the file)."""

@@ -17,20 +17,31 @@ from services.animator.model.dense_motion import DenseMotionNetwork
 class WarpingNetwork(nn.Module):
     """Dense motion → trilinear warp of f_s → 2-D projection (`third`, `fourth`) × occlusion."""
 
-    def __init__(self, num_kp: int, block_expansion: int, max_features: int,
-                 num_down_blocks: int, reshape_channel: int, dense_motion_params: dict,
-                 estimate_occlusion_map: bool = True) -> None:
+    def __init__(
+        self,
+        num_kp: int,
+        block_expansion: int,
+        max_features: int,
+        num_down_blocks: int,
+        reshape_channel: int,
+        dense_motion_params: dict,
+        estimate_occlusion_map: bool = True,
+    ) -> None:
         super().__init__()
         self.dense_motion_network = DenseMotionNetwork(
-            num_kp=num_kp, feature_channel=reshape_channel,
-            estimate_occlusion_map=estimate_occlusion_map, **dense_motion_params)
-        out_channels = block_expansion * 2 ** num_down_blocks
+            num_kp=num_kp,
+            feature_channel=reshape_channel,
+            estimate_occlusion_map=estimate_occlusion_map,
+            **dense_motion_params,
+        )
+        out_channels = block_expansion * 2**num_down_blocks
         self.out_channels = out_channels
         self.third = SameBlock2d(max_features, out_channels, kernel_size=3, lrelu=True)
         self.fourth = nn.Conv2d(out_channels, out_channels, kernel_size=1)
 
-    def forward(self, feature_3d: torch.Tensor, kp_driving: torch.Tensor,
-                kp_source: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(
+        self, feature_3d: torch.Tensor, kp_driving: torch.Tensor, kp_source: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         """Warp f_s B×C×D×H×W (or 1×C×D×H×W, broadcast) by keypoints B×K×3.
 
         Returns {'out': B×256×H×W, 'deformation': B×D×H×W×3, 'occlusion_map': B×1×H×W}

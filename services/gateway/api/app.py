@@ -78,15 +78,15 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(AuthUnavailable)
     async def auth_unavailable(request: Request, exc: AuthUnavailable) -> JSONResponse:
-        return _error(
-            request, 503, exc.code, exc.message, {"Retry-After": str(exc.retry_after_s)}
-        )
+        return _error(request, 503, exc.code, exc.message, {"Retry-After": str(exc.retry_after_s)})
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()))
-        return _error(request, 422, "invalid_request", f"{where}: {first.get('msg', 'invalid value')}")
+        return _error(
+            request, 422, "invalid_request", f"{where}: {first.get('msg', 'invalid value')}"
+        )
 
     @app.exception_handler(ClientDisconnect)
     async def client_gone(request: Request, _exc: ClientDisconnect) -> Response:
@@ -101,7 +101,9 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _STATUS_CODES.get(exc.status_code, "error")
-        return _error(request, exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
+        return _error(
+            request, exc.status_code, code, str(exc.detail), getattr(exc, "headers", None)
+        )
 
     async def database_down(request: Request, exc: Exception) -> JSONResponse:
         logger.error("database error on %s %s: %s", request.method, request.url.path, exc)
@@ -129,7 +131,7 @@ READINESS_TIMEOUT_S = 3.0
 
 
 def _storage_check(state: GatewayState) -> str:
-    """"ok" when the result storage answers a lookup within READINESS_TIMEOUT_S."""
+    """ "ok" when the result storage answers a lookup within READINESS_TIMEOUT_S."""
     outcome: list[str] = []
 
     def look() -> None:

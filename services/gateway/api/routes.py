@@ -54,22 +54,30 @@ _RETRY_AFTER = {
     "Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}
 }
 _ERROR_DESCRIPTIONS = {
-    400: ("malformed request: `malformed_json`, `bad_multipart`, `malformed_content_type`, "
-          "`bad_content_length`, `bad_cursor`, `bad_idempotency_key`, `bad_range`"),
-    401: ("no usable ID token: `missing_token`, `malformed_authorization`, `invalid_token`, "
-          "`token_expired`"),
+    400: (
+        "malformed request: `malformed_json`, `bad_multipart`, `malformed_content_type`, "
+        "`bad_content_length`, `bad_cursor`, `bad_idempotency_key`, `bad_range`"
+    ),
+    401: (
+        "no usable ID token: `missing_token`, `malformed_authorization`, `invalid_token`, "
+        "`token_expired`"
+    ),
     403: "`invalid_link`: a tampered or expired signed result link",
     404: "`not_found` (also another user's job), `result_missing`",
     409: "`not_ready`: the job has no result yet",
     413: "`too_large`",
     415: "`unsupported_media_type`, `unsupported_content_encoding`",
     416: "`range_not_satisfiable`: no requested byte range lies in the file",
-    422: ("the request is well-formed but refused: `invalid_request`, `url_refused`, "
-          "`invalid_webhook_url`, `idempotency_key_reused`, a media reason (`bad_video`, ...)"),
+    422: (
+        "the request is well-formed but refused: `invalid_request`, `url_refused`, "
+        "`invalid_webhook_url`, `idempotency_key_reused`, a media reason (`bad_video`, ...)"
+    ),
     429: "`rate_limited`, `too_many_active_jobs`",
     500: "`internal`: the detail is generic; the stack trace goes only to the log",
-    503: ("`database_unavailable`, `storage_unavailable`, `auth_unavailable` (the identity "
-          "provider's certificates cannot be fetched); retry after `Retry-After` seconds"),
+    503: (
+        "`database_unavailable`, `storage_unavailable`, `auth_unavailable` (the identity "
+        "provider's certificates cannot be fetched); retry after `Retry-After` seconds"
+    ),
 }
 
 
@@ -98,9 +106,7 @@ def _raw_authorization(request: Request) -> str | None:
     return request.headers.get("authorization")
 
 
-def _authorization(
-    request: Request, _declared: Annotated[object, Security(_bearer)]
-) -> str | None:
+def _authorization(request: Request, _declared: Annotated[object, Security(_bearer)]) -> str | None:
     """The raw Authorization header (the bearer scheme only documents it)."""
     return _raw_authorization(request)
 
@@ -205,8 +211,10 @@ def _accepted(state: GatewayState, job: Job, replayed: bool) -> JSONResponse:
 def _same_request(job: Job, request_hash: str | None, key: str) -> None:
     """Refuse a reused Idempotency-Key whose request differs from the one that made `job`
     (jobs stored before request hashes existed have none and are replayed)."""
-    if job.request_hash is not None and request_hash is not None and (
-        job.request_hash != request_hash
+    if (
+        job.request_hash is not None
+        and request_hash is not None
+        and (job.request_hash != request_hash)
     ):
         raise ApiError(
             422,

@@ -64,16 +64,21 @@ class JobCreate(BaseModel):
     source_max_dim: int = Field(1280, ge=64, description="longest side the photo is scaled to")
     options: AnimationOptions = Field(default_factory=AnimationOptions)
     fcm_token: str | None = Field(
-        None, min_length=1, max_length=4096, pattern=r"^[\x21-\x7e]+$",
+        None,
+        min_length=1,
+        max_length=4096,
+        pattern=r"^[\x21-\x7e]+$",
         description="FCM registration token (visible ASCII)",
     )
     webhook_url: str | None = Field(
-        None, max_length=2048,
+        None,
+        max_length=2048,
         description="https URL that gets a signed POST (Standard Webhooks) when the job ends; "
         "refused with `webhooks_disabled` when the gateway has no WEBHOOK_SECRET",
     )
     webhook_progress: bool = Field(
-        False, description="also POST `job.progress` events to webhook_url while the job runs "
+        False,
+        description="also POST `job.progress` events to webhook_url while the job runs "
         "(best effort, at most one every WEBHOOK_PROGRESS_S seconds or stage change)",
     )
 
@@ -191,9 +196,7 @@ def job_links(job: Job, links: ResultLinks) -> JobLinks:
         events=f"{here}/events",
         cancel=None if job.terminal else here,
         result=(
-            links.url(job.id)
-            if job.status == "succeeded" and job.media_erased_at is None
-            else None
+            links.url(job.id) if job.status == "succeeded" and job.media_erased_at is None else None
         ),
     )
 
@@ -217,9 +220,7 @@ def job_view(job: Job, links: ResultLinks, queue: QueueEstimate | None = None) -
         timings=job.timings,
         error=error,
         result_url=(
-            links.url(job.id)
-            if job.status == "succeeded" and job.media_erased_at is None
-            else None
+            links.url(job.id) if job.status == "succeeded" and job.media_erased_at is None else None
         ),
         cache_hit=job.cache_hit,
         random_weights=job.random_weights,

@@ -18,7 +18,8 @@ def install_web_ui(app: FastAPI) -> None:
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:
-        return FileResponse(WEB_DIR / "index.html", media_type="text/html",
-                            headers={"Cache-Control": "no-cache"})
+        return FileResponse(
+            WEB_DIR / "index.html", media_type="text/html", headers={"Cache-Control": "no-cache"}
+        )
 
     app.mount("/web", StaticFiles(directory=WEB_DIR), name="web")

@@ -88,8 +88,13 @@ def result_key(job_id: str) -> str:
     return f"results/{job_id}.mp4"
 
 
-def with_retries(action: Callable[[], T], what: str, attempts: int = 4, base_s: float = 0.5,
-                 retry_if: Callable[[BaseException], bool] = is_transient) -> T:
+def with_retries(
+    action: Callable[[], T],
+    what: str,
+    attempts: int = 4,
+    base_s: float = 0.5,
+    retry_if: Callable[[BaseException], bool] = is_transient,
+) -> T:
     """Run `action`; after an error that `retry_if` accepts, try again with exponential backoff
     (`attempts` tries in all). Raise StorageError at once for any other error, or after the
     last attempt."""
@@ -98,11 +103,13 @@ def with_retries(action: Callable[[], T], what: str, attempts: int = 4, base_s: 
             return action()
         except Exception as exc:
             if not retry_if(exc):
-                raise StorageError(f"{what} failed: {exc} (refused; not retried)",
-                                   transient=False) from exc
+                raise StorageError(
+                    f"{what} failed: {exc} (refused; not retried)", transient=False
+                ) from exc
             if attempt == attempts:
-                raise StorageError(f"{what} failed after {attempts} attempts: {exc}",
-                                   transient=True) from exc
+                raise StorageError(
+                    f"{what} failed after {attempts} attempts: {exc}", transient=True
+                ) from exc
             delay = base_s * 2 ** (attempt - 1)
             logger.warning(
                 "%s failed (attempt %d/%d), retrying in %.1fs: %s",
@@ -234,8 +241,9 @@ class FirebaseStorage:
                 try:
                     chunk = reader.read(CHUNK)
                 except Exception as exc:
-                    raise StorageError(f"download of {key} broke off: {exc}",
-                                       transient=is_transient(exc)) from exc
+                    raise StorageError(
+                        f"download of {key} broke off: {exc}", transient=is_transient(exc)
+                    ) from exc
 
     def download(self, key: str, dest: Path) -> None:
         blob = self.bucket.blob(key)

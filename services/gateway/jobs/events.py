@@ -175,8 +175,9 @@ class JobEvents:
                 self._read(self._watched(), force=True)  # what changed while not listening
                 self._pump(conn)
             except Exception:
-                logger.warning("job event listener lost its connection; reconnecting",
-                               exc_info=True)
+                logger.warning(
+                    "job event listener lost its connection; reconnecting", exc_info=True
+                )
                 self._stop.wait(backoff)
                 backoff = min(_MAX_BACKOFF_S, backoff * 2)
             finally:

@@ -85,8 +85,10 @@ def stored_options(raw: object) -> AnimationOptions:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part)[:64] for part in first.get("loc", ())) or "options"
-        raise JobFailed("bad_option", f"the stored option {where} is not usable: "
-                        f"{first.get('msg', 'invalid value')}") from None
+        raise JobFailed(
+            "bad_option",
+            f"the stored option {where} is not usable: {first.get('msg', 'invalid value')}",
+        ) from None
 
 
 def job_spec(job: Job, local: Mapping[str, Path] | None = None) -> JobSpec:

@@ -34,7 +34,9 @@ _BATCH = 100
 _CLAIM_S = 300.0
 
 
-def release_inputs(store: JobStore, storage: ResultStorage, config: GatewayConfig, job: Job) -> None:
+def release_inputs(
+    store: JobStore, storage: ResultStorage, config: GatewayConfig, job: Job
+) -> None:
     """A job just became final: delete its inputs now unless `INPUT_TTL_S` keeps them (then the
     sweeper deletes them later). Errors are logged; the sweeper retries what is left."""
     if config.input_ttl_s > 0:

@@ -55,10 +55,14 @@ def plan_retry(
     return None
 
 
-def final_failure(code: str, message: str, retryable: bool, *, max_queue_s: float) -> tuple[str, str]:
+def final_failure(
+    code: str, message: str, retryable: bool, *, max_queue_s: float
+) -> tuple[str, str]:
     """The (code, message) a job fails with once `plan_retry` gives up: a capacity wait that
     reached `max_queue_s` says so; any other failure keeps its own."""
     if retryable and code in CAPACITY_CODES:
-        return CAPACITY_TIMEOUT, (f"No capacity became free within {max_queue_s:.0f} s of "
-                                  f"queueing; try again later (last answer: {message})")
+        return CAPACITY_TIMEOUT, (
+            f"No capacity became free within {max_queue_s:.0f} s of "
+            f"queueing; try again later (last answer: {message})"
+        )
     return code, message

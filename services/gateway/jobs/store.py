@@ -555,16 +555,19 @@ class JobStore:
         now = self.clock()
         with self.db.transaction() as tx:
             if delete_row:
-                return tx.execute(
-                    "DELETE FROM jobs WHERE id = ? AND sweep_token = ?", (job_id, token)
-                ) == 1
-            return tx.execute(
-                "UPDATE jobs SET sweep_token = NULL, sweep_expires = NULL,"
-                " inputs_erased_at = CASE WHEN ? = 1 THEN COALESCE(inputs_erased_at, ?)"
-                " ELSE inputs_erased_at END,"
-                " media_erased_at = CASE WHEN ? = 1 THEN COALESCE(media_erased_at, ?)"
-                " ELSE media_erased_at END"
-                " WHERE id = ? AND sweep_token = ?",
-                (int(inputs), now, int(media), now, job_id, token),
-            ) == 1
-
+                return (
+                    tx.execute("DELETE FROM jobs WHERE id = ? AND sweep_token = ?", (job_id, token))
+                    == 1
+                )
+            return (
+                tx.execute(
+                    "UPDATE jobs SET sweep_token = NULL, sweep_expires = NULL,"
+                    " inputs_erased_at = CASE WHEN ? = 1 THEN COALESCE(inputs_erased_at, ?)"
+                    " ELSE inputs_erased_at END,"
+                    " media_erased_at = CASE WHEN ? = 1 THEN COALESCE(media_erased_at, ?)"
+                    " ELSE media_erased_at END"
+                    " WHERE id = ? AND sweep_token = ?",
+                    (int(inputs), now, int(media), now, job_id, token),
+                )
+                == 1
+            )

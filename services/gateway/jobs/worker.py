@@ -204,8 +204,9 @@ class WorkerPool:
             if exc.transient:
                 self._failed(run, "storage_unavailable", "The result could not be stored.", True)
             else:
-                self._failed(run, "storage_refused", "The result storage refused the result.",
-                             False)
+                self._failed(
+                    run, "storage_refused", "The result storage refused the result.", False
+                )
         except Exception:
             logger.exception("job %s crashed", job.id)
             self._failed(run, "internal", "An internal error stopped this job.", False)

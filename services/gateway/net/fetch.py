@@ -174,8 +174,9 @@ class MediaFetcher:
     def check_url(self, url: str) -> tuple[str, str, int, str]:
         """Validate `url` and resolve it; returns (scheme, host, port, checked IP)."""
         if any(ord(ch) < 0x21 or ord(ch) == 0x7F for ch in url.strip()):
-            raise FetchError("URLs may not contain spaces or control characters",
-                             reason="url_refused")
+            raise FetchError(
+                "URLs may not contain spaces or control characters", reason="url_refused"
+            )
         try:
             parts = urlsplit(url.strip())
             port = parts.port
@@ -199,7 +200,9 @@ class MediaFetcher:
             try:
                 host = host.encode("idna").decode("ascii")  # internationalised names
             except UnicodeError as exc:
-                raise FetchError(f"host {host!r} is not a valid name", reason="url_refused") from exc
+                raise FetchError(
+                    f"host {host!r} is not a valid name", reason="url_refused"
+                ) from exc
         if literal is None and not _valid_hostname(host):
             raise FetchError(f"host {host!r} is not a valid name", reason="url_refused")
         answers = [str(literal)] if literal is not None else list(self.resolver(host, port))

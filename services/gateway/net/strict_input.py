@@ -131,8 +131,9 @@ def parse_byte_ranges(value: str, size: int) -> list[tuple[int, int]]:
         if first < size:
             satisfiable.append((first, size - 1 if last is None else min(last, size - 1)))
     if not satisfiable:
-        raise StrictInputError(f"no requested range lies within the {size} bytes",
-                               "range_not_satisfiable")
+        raise StrictInputError(
+            f"no requested range lies within the {size} bytes", "range_not_satisfiable"
+        )
     return satisfiable
 
 

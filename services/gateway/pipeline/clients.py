@@ -48,9 +48,7 @@ class FaceDetectClient:
     def __init__(self, channel: grpc.Channel) -> None:
         self._stub = face_detect_pb2_grpc.FaceDetectServiceStub(channel)
 
-    def detect_source(
-        self, image: bytes, *, source_max_dim: int, timeout_s: float
-    ) -> grpc.Future:
+    def detect_source(self, image: bytes, *, source_max_dim: int, timeout_s: float) -> grpc.Future:
         """Future of a `DetectSourceResponse` for an encoded photo."""
         request = face_detect_pb2.DetectSourceRequest(
             image=common_pb2.Image(encoded=common_pb2.EncodedImage(data=image)),
@@ -83,8 +81,9 @@ class AnimatorClient:
 
     def get_info(self, *, timeout_s: float) -> animator_pb2.AnimatorInfo:
         """The model the animator runs (fingerprint, config, device, dtype, backend)."""
-        return self._stub.GetInfo(animator_pb2.GetInfoRequest(), timeout=timeout_s,
-                                  wait_for_ready=False)
+        return self._stub.GetInfo(
+            animator_pb2.GetInfoRequest(), timeout=timeout_s, wait_for_ready=False
+        )
 
 
 class EncoderClient:
@@ -158,8 +157,11 @@ class ServiceClients:
 
     def health(self, timeout_s: float = 2.0) -> dict[str, str]:
         """Health status of each service: SERVING, NOT_SERVING, UNKNOWN or UNREACHABLE."""
-        names = {"face_detect": FACE_DETECT_SERVICE, "animator": ANIMATOR_SERVICE,
-                 "encoder": ENCODER_SERVICE}
+        names = {
+            "face_detect": FACE_DETECT_SERVICE,
+            "animator": ANIMATOR_SERVICE,
+            "encoder": ENCODER_SERVICE,
+        }
         return {
             key: check_health(channel, names[key], timeout_s=timeout_s)
             for key, channel in self._channels.items()
@@ -207,23 +209,38 @@ def job_failed_from_rpc(exc: grpc.RpcError, service: str) -> JobFailed:
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         return JobFailed(reason or "invalid_input", details, retryable=False)
     if code == grpc.StatusCode.UNAVAILABLE:
-        return JobFailed("service_unavailable", f"the {service} service is unavailable: {details}",
-                         retryable=True)
+        return JobFailed(
+            "service_unavailable",
+            f"the {service} service is unavailable: {details}",
+            retryable=True,
+        )
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         if reason in CAPACITY_REASONS:
-            return JobFailed(reason, f"the {service} service is at capacity: {details}",
-                             retryable=True)
+            return JobFailed(
+                reason, f"the {service} service is at capacity: {details}", retryable=True
+            )
         if reason is None and _MESSAGE_SIZE_DETAIL in details.lower():
-            return JobFailed("message_too_large", f"a message to or from the {service} service "
-                             f"is over the gRPC size limit: {details}", retryable=False)
-        return JobFailed(reason or "resource_exhausted",
-                         f"the {service} service refused the job: {details}", retryable=False)
+            return JobFailed(
+                "message_too_large",
+                f"a message to or from the {service} service "
+                f"is over the gRPC size limit: {details}",
+                retryable=False,
+            )
+        return JobFailed(
+            reason or "resource_exhausted",
+            f"the {service} service refused the job: {details}",
+            retryable=False,
+        )
     if code == grpc.StatusCode.FAILED_PRECONDITION and reason == MODEL_MISMATCH:
-        return JobFailed(MODEL_MISMATCH, f"the {service} service runs another model than the "
-                         f"cached motion's: {details}", retryable=True)
+        return JobFailed(
+            MODEL_MISMATCH,
+            f"the {service} service runs another model than the cached motion's: {details}",
+            retryable=True,
+        )
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return JobFailed("timeout", f"the {service} service did not finish in time", retryable=True)
     if code == grpc.StatusCode.CANCELLED:
         return JobFailed("cancelled", f"the {service} call was cancelled", retryable=False)
-    return JobFailed(reason or "internal", f"the {service} service failed: {details}",
-                     retryable=False)
+    return JobFailed(
+        reason or "internal", f"the {service} service failed: {details}", retryable=False
+    )

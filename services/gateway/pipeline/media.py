@@ -43,7 +43,19 @@ MIB = 1024 * 1024
 # What a client sees for each refusal; FFmpeg's own messages (with server paths) are only logged.
 ACCEPTED_CONTAINERS = "MP4/MOV, Matroska/WebM or AVI"
 _VIDEO_CODECS = frozenset(
-    {"h264", "hevc", "vp8", "vp9", "av1", "mpeg4", "mjpeg", "prores", "mpeg2video", "h263", "theora"}
+    {
+        "h264",
+        "hevc",
+        "vp8",
+        "vp9",
+        "av1",
+        "mpeg4",
+        "mjpeg",
+        "prores",
+        "mpeg2video",
+        "h263",
+        "theora",
+    }
 )
 
 
@@ -90,7 +102,9 @@ def _run(args: list[str], timeout_s: float, what: str) -> subprocess.CompletedPr
     try:
         done = safety.run(args, timeout_s)
     except subprocess.TimeoutExpired as exc:
-        raise MediaError(f"{what} took longer than {timeout_s:.0f} s", reason="media_timeout") from exc
+        raise MediaError(
+            f"{what} took longer than {timeout_s:.0f} s", reason="media_timeout"
+        ) from exc
     except FileNotFoundError as exc:
         raise MediaError("FFmpeg is not installed on the server", reason="ffmpeg_missing") from exc
     return done
@@ -115,8 +129,9 @@ def _failed(what: str, path: Path, stderr: bytes, message: str, reason: str) -> 
 
 def _unsupported(found: str | None) -> MediaError:
     logger.warning("refused a %s file as the hero video", found or "unknown")
-    return MediaError(f"the hero video is not an {ACCEPTED_CONTAINERS} file",
-                      reason="unsupported_container")
+    return MediaError(
+        f"the hero video is not an {ACCEPTED_CONTAINERS} file", reason="unsupported_container"
+    )
 
 
 def _input(path: Path, demuxer: str, **options) -> ffmpeg.nodes.FilterableStream:
@@ -150,32 +165,43 @@ def _fps(stream: dict) -> Fraction | None:
     return None
 
 
-def _ffprobe(path: Path, limits: MediaLimits, *extra: str, demuxer: str | None = None,
-             show: tuple[str, ...] = ("-show_format", "-show_streams")) -> dict:
+def _ffprobe(
+    path: Path,
+    limits: MediaLimits,
+    *extra: str,
+    demuxer: str | None = None,
+    show: tuple[str, ...] = ("-show_format", "-show_streams"),
+) -> dict:
     """ffprobe's JSON for `path`: any allowed demuxer (None) or exactly `demuxer`."""
     inputs = safety.probe_input_args() if demuxer is None else safety.input_args(demuxer)
     args = ["ffprobe", "-v", "error", "-of", "json", *show, *extra, *inputs, _file_url(path)]
     done = _run(args, limits.probe_timeout_s, "probing the video")
     if done.returncode != 0:
-        raise _failed("ffprobe", path, done.stderr, "the file is not a readable video",
-                      "bad_video")
+        raise _failed("ffprobe", path, done.stderr, "the file is not a readable video", "bad_video")
     try:
         return json.loads(done.stdout or b"{}")
     except ValueError:
         raise MediaError("the file is not a readable video", reason="bad_video") from None
 
 
-def _packet_times(path: Path, limits: MediaLimits, demuxer: str, stream_index: int,
-                  max_packets: int | None) -> tuple[list[tuple[str, str]], float | None]:
+def _packet_times(
+    path: Path, limits: MediaLimits, demuxer: str, stream_index: int, max_packets: int | None
+) -> tuple[list[tuple[str, str]], float | None]:
     """(pts, dts) of the video stream's packets in file order ('N/A' where absent), and the
     container's duration in seconds (None when unknown)."""
     extra = ["-select_streams", str(stream_index)]
     if max_packets is not None:
         extra += ["-read_intervals", f"%+#{max_packets}"]
-    data = _ffprobe(path, limits, *extra, demuxer=demuxer,
-                    show=("-show_entries", "packet=pts,dts:format=duration"))
-    packets = [(str(p.get("pts", "N/A")), str(p.get("dts", "N/A")))
-               for p in data.get("packets") or []]
+    data = _ffprobe(
+        path,
+        limits,
+        *extra,
+        demuxer=demuxer,
+        show=("-show_entries", "packet=pts,dts:format=duration"),
+    )
+    packets = [
+        (str(p.get("pts", "N/A")), str(p.get("dts", "N/A"))) for p in data.get("packets") or []
+    ]
     try:
         duration = float((data.get("format") or {}).get("duration"))
     except (TypeError, ValueError):
@@ -196,8 +222,11 @@ def _check_timestamps(packets: list[tuple[str, str]]) -> None:
         return
     pts = [int(p) for p, _ in packets if _is_int(p)]
     dts = [int(d) for _, d in packets if _is_int(d)]
-    if (any(not _is_int(p) and not _is_int(d) for p, d in packets)
-            or len(set(pts)) != len(pts) or any(b <= a for a, b in pairwise(dts))):
+    if (
+        any(not _is_int(p) and not _is_int(d) for p, d in packets)
+        or len(set(pts)) != len(pts)
+        or any(b <= a for a, b in pairwise(dts))
+    ):
         raise MediaError("the video's frame timestamps do not increase", reason="bad_timestamps")
 
 
@@ -217,11 +246,14 @@ def probe_video(path: Path, limits: MediaLimits = MediaLimits()) -> VideoInfo:
         raise _unsupported(exc.found) from None
     if container == "mov" and safety.mov_external_reference(path):
         logger.warning("%s refers to samples in other files", path)
-        raise MediaError(f"the hero video is not a self-contained {ACCEPTED_CONTAINERS} file",
-                         reason="unsupported_container")
+        raise MediaError(
+            f"the hero video is not a self-contained {ACCEPTED_CONTAINERS} file",
+            reason="unsupported_container",
+        )
     streams = data.get("streams") or []
     video = [
-        s for s in streams
+        s
+        for s in streams
         if s.get("codec_type") == "video" and not (s.get("disposition") or {}).get("attached_pic")
     ]
     if not video:
@@ -252,12 +284,19 @@ def probe_video(path: Path, limits: MediaLimits = MediaLimits()) -> VideoInfo:
         width, height = height, width
     stream_index = int(stream.get("index", 0))
     _check_timestamps(
-        _packet_times(path, limits, container, stream_index, limits.timestamp_packets)[0])
+        _packet_times(path, limits, container, stream_index, limits.timestamp_packets)[0]
+    )
     return VideoInfo(
-        width=width, height=height, fps=fps, duration_s=duration,
+        width=width,
+        height=height,
+        fps=fps,
+        duration_s=duration,
         frames=round(duration * fps),
         has_audio=any(s.get("codec_type") == "audio" for s in streams),
-        codec=codec, rotation=rotation, stream_index=stream_index, size_bytes=size,
+        codec=codec,
+        rotation=rotation,
+        stream_index=stream_index,
+        size_bytes=size,
         container=container,
     )
 
@@ -277,16 +316,26 @@ def trim_video(
     frame count, whichever comes first. Raises `MediaError` for unusable or frameless videos.
     """
     if not 0 < seconds <= limits.max_duration_s:
-        raise MediaError(f"seconds must be in (0, {limits.max_duration_s:.0f}]", reason="bad_option")
+        raise MediaError(
+            f"seconds must be in (0, {limits.max_duration_s:.0f}]", reason="bad_option"
+        )
     info = probe_video(src, limits)
     limit = max_frames(seconds, info.fps)
     inp = _input(src, info.container)
     streams = [inp[str(info.stream_index)]] + ([inp["a:0"]] if info.has_audio else [])
     args = (
         ffmpeg.output(
-            *streams, str(dst), c="copy", t=f"{seconds:.3f}", format="matroska",
+            *streams,
+            str(dst),
+            c="copy",
+            t=f"{seconds:.3f}",
+            format="matroska",
             **{"frames:v": limit},
-            map_metadata=-1, map_chapters=-1, fflags="+bitexact", sn=None, dn=None,
+            map_metadata=-1,
+            map_chapters=-1,
+            fflags="+bitexact",
+            sn=None,
+            dn=None,
         )
         .global_args("-nostdin", "-v", "error")
         .overwrite_output()
@@ -300,17 +349,23 @@ def trim_video(
     if frames == 0:
         raise MediaError("the video has no frames", reason="no_frames")
     if frames > limit:  # FFmpeg honours -frames:v; this is the contract, checked
-        raise MediaError("the video has more frames than its length allows",
-                         reason="bad_timestamps")
+        raise MediaError(
+            "the video has more frames than its length allows", reason="bad_timestamps"
+        )
     _check_timestamps(packets)
     return replace(
-        info, frames=frames, duration_s=duration or float(frames / info.fps), stream_index=0,
-        size_bytes=dst.stat().st_size, container="matroska",
+        info,
+        frames=frames,
+        duration_s=duration or float(frames / info.fps),
+        stream_index=0,
+        size_bytes=dst.stat().st_size,
+        container="matroska",
     )
 
 
-def extract_audio(src: Path, dst: Path, timeout_s: float = 60.0,
-                  container: str = "matroska") -> Path:
+def extract_audio(
+    src: Path, dst: Path, timeout_s: float = 60.0, container: str = "matroska"
+) -> Path:
     """Copy the first audio stream of `src` (a trimmed video: Matroska) into `dst` (Matroska):
     what the encoder muxes."""
     args = (
@@ -322,8 +377,13 @@ def extract_audio(src: Path, dst: Path, timeout_s: float = 60.0,
     )
     done = _run(["ffmpeg", *args], timeout_s, "extracting the audio")
     if done.returncode != 0 or not dst.is_file():
-        raise _failed("audio extraction", src, done.stderr, "the hero video's audio cannot be read",
-                      "bad_audio")
+        raise _failed(
+            "audio extraction",
+            src,
+            done.stderr,
+            "the hero video's audio cannot be read",
+            "bad_audio",
+        )
     return dst
 
 
@@ -362,13 +422,20 @@ class FrameDecoder:
             stream = stream.filter(*_ROTATE[info.rotation])
         stream = stream.filter("scale", self.width, self.height)
         args = (
-            stream.output("pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough",
-                          **({"frames:v": info.frames} if info.frames > 0 else {}))
+            stream.output(
+                "pipe:",
+                format="rawvideo",
+                pix_fmt="rgb24",
+                fps_mode="passthrough",
+                **({"frames:v": info.frames} if info.frames > 0 else {}),
+            )
             .global_args("-nostdin", "-v", "error")
             .get_args()
         )
         self._proc = safety.popen(
-            ["ffmpeg", *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            ["ffmpeg", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
         self._stderr = b""
@@ -397,12 +464,22 @@ class FrameDecoder:
         if self._closing:
             return  # stopped on purpose (the job failed elsewhere or was cancelled)
         if self.frames_read == 0:
-            raise _failed("decoding", self._path, self._stderr,
-                          "no frame of the video could be decoded", "no_frames")
+            raise _failed(
+                "decoding",
+                self._path,
+                self._stderr,
+                "no frame of the video could be decoded",
+                "no_frames",
+            )
         if code != 0:
             # FFmpeg died mid-video (crash, OOM kill): the frames so far are not the video.
-            logger.warning("decoding %s stopped after %d frames (exit %d): %s", self._path,
-                           self.frames_read, code, _stderr_tail(self._stderr, 5))
+            logger.warning(
+                "decoding %s stopped after %d frames (exit %d): %s",
+                self._path,
+                self.frames_read,
+                code,
+                _stderr_tail(self._stderr, 5),
+            )
             raise MediaError("decoding the video stopped part way", reason="decode_failed")
 
     def close(self) -> None:

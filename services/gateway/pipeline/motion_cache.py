@@ -64,7 +64,7 @@ def decode_entry(blob: bytes) -> common_pb2.MotionTemplate | None:
     head = len(_MAGIC) + 32
     if len(blob) < head or not blob.startswith(_MAGIC):
         return None
-    digest, payload = blob[len(_MAGIC):head], blob[head:]
+    digest, payload = blob[len(_MAGIC) : head], blob[head:]
     if hashlib.sha256(payload).digest() != digest:
         return None
     template = common_pb2.MotionTemplate()
@@ -175,8 +175,9 @@ class FolderMotionCache:
         path = self._path(key)
         blob = encode_entry(template)
         if len(blob) > self.max_entry_bytes:
-            logger.warning("motion template of %d bytes not cached (limit %d)",
-                           len(blob), self.max_entry_bytes)
+            logger.warning(
+                "motion template of %d bytes not cached (limit %d)", len(blob), self.max_entry_bytes
+            )
             return
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".motion")
@@ -214,8 +215,12 @@ class BucketMotionCache:
     """Templates as objects `<prefix><key>.motion` in the result storage (local folder or
     Firebase Storage), so every gateway replica shares them."""
 
-    def __init__(self, store: BlobStore, prefix: str = "motion-templates/",
-                 max_entry_bytes: int = 256 * 1024 * 1024) -> None:
+    def __init__(
+        self,
+        store: BlobStore,
+        prefix: str = "motion-templates/",
+        max_entry_bytes: int = 256 * 1024 * 1024,
+    ) -> None:
         self.store, self.prefix, self.max_entry_bytes = store, prefix, max_entry_bytes
 
     def _object(self, key: str) -> str:

@@ -129,8 +129,11 @@ class Orchestrator:
         progress.timing("total", time.monotonic() - started)
         progress.enter("done")
         return JobResult(
-            mp4_path=out, timings=dict(progress.timings), cache_hit=inputs.template is not None,
-            frames=ctx.encode_summary.frames, random_weights=ctx.random_weights,
+            mp4_path=out,
+            timings=dict(progress.timings),
+            cache_hit=inputs.template is not None,
+            frames=ctx.encode_summary.frames,
+            random_weights=ctx.random_weights,
             animator=animator,
         )
 
@@ -144,8 +147,10 @@ class Orchestrator:
         try:
             info = self.clients.animator_info(self.config.unary_timeout_s)
         except grpc.RpcError as exc:
-            logger.warning("animator GetInfo failed (%s): the job's result names no backend",
-                           exc.code() if hasattr(exc, "code") else exc)
+            logger.warning(
+                "animator GetInfo failed (%s): the job's result names no backend",
+                exc.code() if hasattr(exc, "code") else exc,
+            )
             return summary
         if model and info.model_fingerprint != model:
             return summary
@@ -193,28 +198,46 @@ class Orchestrator:
             logger.warning("motion cache lookup failed", exc_info=True)
             return None
         if template is not None and template.model_version != fingerprint:
-            logger.warning("motion cache entry %s was made by model %r, not %r: ignored", key,
-                           template.model_version, fingerprint)
+            logger.warning(
+                "motion cache entry %s was made by model %r, not %r: ignored",
+                key,
+                template.model_version,
+                fingerprint,
+            )
             return None
         return template
 
-    def _context(self, spec: JobSpec, work_dir: Path, guard: RunGuard, progress: ProgressTracker,
-                 inputs: stages.PreparedInputs) -> stages.StageContext:
+    def _context(
+        self,
+        spec: JobSpec,
+        work_dir: Path,
+        guard: RunGuard,
+        progress: ProgressTracker,
+        inputs: stages.PreparedInputs,
+    ) -> stages.StageContext:
         progress.set_total(len(inputs.template.frames) if inputs.template else inputs.info.frames)
-        return stages.StageContext(spec=spec, config=self.config, clients=self.clients,
-                                   guard=guard, progress=progress, inputs=inputs,
-                                   work_dir=work_dir)
+        return stages.StageContext(
+            spec=spec,
+            config=self.config,
+            clients=self.clients,
+            guard=guard,
+            progress=progress,
+            inputs=inputs,
+            work_dir=work_dir,
+        )
 
     # -- 2-3. the service stages -------------------------------------------------------------
 
-    def _store_template(self, ctx: stages.StageContext, template: common_pb2.MotionTemplate) -> None:
+    def _store_template(
+        self, ctx: stages.StageContext, template: common_pb2.MotionTemplate
+    ) -> None:
         """Cache `template` under the fingerprint of the model that made it."""
         if not template.model_version:
-            logger.warning("the animator named no model for the motion: the template is not "
-                           "cached")
+            logger.warning("the animator named no model for the motion: the template is not cached")
             return
-        key = motion_cache_key(ctx.inputs.video_sha256, ctx.inputs.cache_settings,
-                               template.model_version)
+        key = motion_cache_key(
+            ctx.inputs.video_sha256, ctx.inputs.cache_settings, template.model_version
+        )
         try:
             self.cache.put(key, template)
         except Exception:
@@ -244,15 +267,17 @@ class Orchestrator:
             else:
                 drive = (animator_pb2.AnimateRequest(motion=m) for m in template.frames)
                 try:
-                    stages.animate(ctx, source, drive, frames.put,
-                                   motion_fingerprint=template.model_version)
+                    stages.animate(
+                        ctx, source, drive, frames.put, motion_fingerprint=template.model_version
+                    )
                 except JobFailed as exc:
                     if exc.code != MODEL_MISMATCH:
                         raise
                     # Refused before any frame: the animator runs another model than the one
                     # that made the template. Run from the driving video, as on a miss.
-                    logger.info("job %s: %s; running from the driving video", ctx.spec.job_id,
-                                exc.message)
+                    logger.info(
+                        "job %s: %s; running from the driving video", ctx.spec.job_id, exc.message
+                    )
                     self.clients.forget_animator_info()
                     ctx.inputs.template = None
                     ctx.progress.set_total(ctx.inputs.info.frames)
@@ -277,17 +302,24 @@ class Orchestrator:
         guard.spawn("track", track)
         return (animator_pb2.AnimateRequest(crop=crop) for crop in to_animate)
 
-    def _store_motions(self, ctx: stages.StageContext, motions: list[common_pb2.FrameMotion],
-                       frames: int) -> None:
+    def _store_motions(
+        self, ctx: stages.StageContext, motions: list[common_pb2.FrameMotion], frames: int
+    ) -> None:
         """Animate's per-crop motion, one per frame in order, as the cached template."""
         start = time.monotonic()
         if len(motions) != frames or any(m.index != i for i, m in enumerate(motions)):
-            logger.warning("the animator returned motion for %d of %d frames: the template is "
-                           "not cached", len(motions), frames)
+            logger.warning(
+                "the animator returned motion for %d of %d frames: the template is not cached",
+                len(motions),
+                frames,
+            )
             return
         template = common_pb2.MotionTemplate(
-            num_kp=len(motions[0].expression) // 3, fps=stages.rational(ctx.inputs.info),
-            frames=motions, model_version=ctx.model_fingerprint)
+            num_kp=len(motions[0].expression) // 3,
+            fps=stages.rational(ctx.inputs.info),
+            frames=motions,
+            model_version=ctx.model_fingerprint,
+        )
         self._store_template(ctx, template)
         ctx.span("motion", start)
 
@@ -305,8 +337,9 @@ class Orchestrator:
             self._store_template(ctx, template)
         generated = Spool(ctx.work_dir / "frames.spool", animator_pb2.AnimatedFrame)
         drive = (animator_pb2.AnimateRequest(motion=m) for m in template.frames)
-        stages.animate(ctx, resolved, drive, generated.write,
-                       motion_fingerprint=template.model_version)
+        stages.animate(
+            ctx, resolved, drive, generated.write, motion_fingerprint=template.model_version
+        )
         self.clients.saw_animator_model(ctx.model_fingerprint)
         generated.finish()
         ctx.progress.enter("encode")
@@ -325,10 +358,10 @@ class Orchestrator:
         if isinstance(error, DynamicsError):
             retryable = error.status == grpc.StatusCode.UNAVAILABLE or (
                 error.status == grpc.StatusCode.RESOURCE_EXHAUSTED
-                and error.reason in CAPACITY_REASONS)
+                and error.reason in CAPACITY_REASONS
+            )
             return JobFailed(error.reason, error.message, retryable=retryable)
         if isinstance(error, Aborted):
             return JobFailed("cancelled", "The job was stopped.", retryable=False)
         logger.error("job failed with an unexpected error", exc_info=error)
         return JobFailed("internal", "An internal error stopped this job.", retryable=False)
-

@@ -80,8 +80,11 @@ class ProgressTracker:
         eta = self.eta_seconds()
         with self._lock:
             return ProgressUpdate(
-                stage=self.stage, frames_done=self.frames_done, frames_total=self.frames_total,
-                eta_seconds=eta, timings=dict(self.timings),
+                stage=self.stage,
+                frames_done=self.frames_done,
+                frames_total=self.frames_total,
+                eta_seconds=eta,
+                timings=dict(self.timings),
             )
 
     def emit(self, force: bool = False) -> None:

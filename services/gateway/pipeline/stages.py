@@ -35,8 +35,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 # Written into the MP4 when the animator ran on seeded random weights: the video is noise.
-RANDOM_WEIGHTS_COMMENT = ("Dynamics: rendered with seeded RANDOM LivePortrait weights; "
-                          "this video is noise, not an animation")
+RANDOM_WEIGHTS_COMMENT = (
+    "Dynamics: rendered with seeded RANDOM LivePortrait weights; "
+    "this video is noise, not an animation"
+)
 
 
 @dataclass
@@ -110,8 +112,9 @@ def detect_source(ctx: StageContext) -> face_detect_pb2.DetectSourceResponse:
     """Find the source face: canvas size, 256 crop, crop->canvas transform, ratios."""
     start = time.monotonic()
     future = ctx.clients.face_detect.detect_source(
-        ctx.inputs.image, source_max_dim=ctx.spec.source_max_dim,
-        timeout_s=ctx.config.unary_timeout_s
+        ctx.inputs.image,
+        source_max_dim=ctx.spec.source_max_dim,
+        timeout_s=ctx.config.unary_timeout_s,
     )
     ctx.guard.on_abort(future.cancel)
     with rpc_errors("face detection"):
@@ -120,7 +123,9 @@ def detect_source(ctx: StageContext) -> face_detect_pb2.DetectSourceResponse:
     return response
 
 
-def track_driving(ctx: StageContext, sinks: list[Callable[[animator_pb2.DrivingCrop], None]]) -> int:
+def track_driving(
+    ctx: StageContext, sinks: list[Callable[[animator_pb2.DrivingCrop], None]]
+) -> int:
     """Decode the trimmed video and track its face; each crop goes to every sink. Returns the
     number of frames."""
     start = time.monotonic()
@@ -128,23 +133,30 @@ def track_driving(ctx: StageContext, sinks: list[Callable[[animator_pb2.DrivingC
     ctx.guard.on_abort(decoder.close)
 
     def requests() -> Iterator[face_detect_pb2.TrackDrivingRequest]:
-        yield face_detect_pb2.TrackDrivingRequest(config=face_detect_pb2.TrackDrivingConfig(
-            width=decoder.width, height=decoder.height,
-            crop_driving_video=ctx.config.crop_driving_video))
+        yield face_detect_pb2.TrackDrivingRequest(
+            config=face_detect_pb2.TrackDrivingConfig(
+                width=decoder.width,
+                height=decoder.height,
+                crop_driving_video=ctx.config.crop_driving_video,
+            )
+        )
         for index, frame in enumerate(decoder):
             ctx.guard.check()
             yield face_detect_pb2.TrackDrivingRequest(
-                frame=face_detect_pb2.DrivingFrame(index=index, image=array_to_raw(frame)))
+                frame=face_detect_pb2.DrivingFrame(index=index, image=array_to_raw(frame))
+            )
 
     count = 0
     try:
         call = ctx.clients.face_detect.track_driving(
-            ctx.feed(requests()), timeout_s=ctx.stream_deadline())
+            ctx.feed(requests()), timeout_s=ctx.stream_deadline()
+        )
         ctx.guard.on_abort(call.cancel)
         with rpc_errors("face detection"):
             for reply in call:
                 crop = animator_pb2.DrivingCrop(
-                    index=reply.index, image=reply.crop, ratios=reply.ratios)
+                    index=reply.index, image=reply.crop, ratios=reply.ratios
+                )
                 for sink in sinks:
                     sink(crop)
                 count += 1
@@ -158,17 +170,22 @@ def track_driving(ctx: StageContext, sinks: list[Callable[[animator_pb2.DrivingC
     return count
 
 
-def extract_motion(ctx: StageContext, crops: Iterable[animator_pb2.DrivingCrop]) -> common_pb2.MotionTemplate:
+def extract_motion(
+    ctx: StageContext, crops: Iterable[animator_pb2.DrivingCrop]
+) -> common_pb2.MotionTemplate:
     """Driving crops -> the video's motion template."""
     start = time.monotonic()
 
     def requests() -> Iterator[animator_pb2.ExtractMotionRequest]:
         yield animator_pb2.ExtractMotionRequest(
-            config=animator_pb2.ExtractMotionConfig(fps=rational(ctx.inputs.info)))
+            config=animator_pb2.ExtractMotionConfig(fps=rational(ctx.inputs.info))
+        )
         for crop in crops:
             yield animator_pb2.ExtractMotionRequest(crop=crop)
 
-    future = ctx.clients.animator.extract_motion(ctx.feed(requests()), timeout_s=ctx.stream_deadline())
+    future = ctx.clients.animator.extract_motion(
+        ctx.feed(requests()), timeout_s=ctx.stream_deadline()
+    )
     ctx.guard.on_abort(future.cancel)
     with rpc_errors("animator"):
         template = ctx.guard.wait(future).template
@@ -196,9 +213,12 @@ def animate(
     src: face_detect_pb2.DetectSourceResponse = ctx.guard.wait(source)
     start = time.monotonic()
     setup = animator_pb2.AnimateSetup(
-        source_crop=src.crop, source_ratios=src.ratios,
-        options=animation_proto(ctx.spec.options), job_id=ctx.spec.job_id,
-        motion_fingerprint=motion_fingerprint)
+        source_crop=src.crop,
+        source_ratios=src.ratios,
+        options=animation_proto(ctx.spec.options),
+        job_id=ctx.spec.job_id,
+        motion_fingerprint=motion_fingerprint,
+    )
 
     def requests() -> Iterator[animator_pb2.AnimateRequest]:
         yield animator_pb2.AnimateRequest(setup=setup)
@@ -219,8 +239,9 @@ def animate(
             if not reply.HasField("frame"):
                 continue
             if reply.frame.index != expected:
-                raise JobFailed("internal", f"the animator sent frame {reply.frame.index}, "
-                                f"expected {expected}")
+                raise JobFailed(
+                    "internal", f"the animator sent frame {reply.frame.index}, expected {expected}"
+                )
             expected += 1
             if motions is not None and reply.HasField("motion"):
                 motions.append(reply.motion)
@@ -228,22 +249,29 @@ def animate(
             ctx.progress.frame_done(expected)
     ctx.guard.check()
     if expected != ctx.progress.frames_total:
-        raise JobFailed("internal", f"the animator made {expected} frames for "
-                        f"{ctx.progress.frames_total} driving frames")
+        raise JobFailed(
+            "internal",
+            f"the animator made {expected} frames for {ctx.progress.frames_total} driving frames",
+        )
     ctx.span("animate", start)
     return expected
 
 
 def _encode_header(
-    ctx: StageContext, src: face_detect_pb2.DetectSourceResponse,
-    first: animator_pb2.AnimatedFrame, audio: Path | None,
+    ctx: StageContext,
+    src: face_detect_pb2.DetectSourceResponse,
+    first: animator_pb2.AnimatedFrame,
+    audio: Path | None,
 ) -> encoder_pb2.EncodeHeader:
     header = encoder_pb2.EncodeHeader(
-        fps=rational(ctx.inputs.info), crf=ctx.config.encoder_crf,
+        fps=rational(ctx.inputs.info),
+        crf=ctx.config.encoder_crf,
         preset=ctx.config.encoder_preset,
         audio_bytes=audio.stat().st_size if audio else 0,
-        frame_width=first.image.width, frame_height=first.image.height,
-        expected_frames=ctx.progress.frames_total)  # lets the encoder make the audio early
+        frame_width=first.image.width,
+        frame_height=first.image.height,
+        expected_frames=ctx.progress.frames_total,
+    )  # lets the encoder make the audio early
     if ctx.random_weights:
         header.comment = RANDOM_WEIGHTS_COMMENT
     if ctx.spec.options.paste_back:
@@ -259,7 +287,7 @@ def _encode_header(
 def _chunks(data: bytes, size: int) -> Iterator[bytes]:
     view = memoryview(data)
     for start in range(0, len(view), size):
-        yield bytes(view[start:start + size])
+        yield bytes(view[start : start + size])
 
 
 def hero_audio(ctx: StageContext) -> Path | None:
@@ -270,7 +298,10 @@ def hero_audio(ctx: StageContext) -> Path | None:
 
 
 def encode(
-    ctx: StageContext, source: Future, frames: Iterable[animator_pb2.AnimatedFrame], out: Path,
+    ctx: StageContext,
+    source: Future,
+    frames: Iterable[animator_pb2.AnimatedFrame],
+    out: Path,
     audio: Future | None = None,
 ) -> encoder_pb2.EncodeSummary:
     """Frames (as they come) + the hero video's audio -> MP4 at `out`. `audio` is a Future of
@@ -297,7 +328,8 @@ def encode(
         for frame in _chain(first, frame_iter):
             sent[0] += 1
             yield encoder_pb2.EncodeRequest(
-                frame=encoder_pb2.AnimatedFrameData(index=frame.index, image=frame.image))
+                frame=encoder_pb2.AnimatedFrameData(index=frame.index, image=frame.image)
+            )
 
     call = ctx.clients.encoder.encode(ctx.feed(requests()), timeout_s=ctx.stream_deadline())
     ctx.guard.on_abort(call.cancel)

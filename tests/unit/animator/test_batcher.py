@@ -16,23 +16,35 @@ from services.animator.pipeline import AnimatorPipeline, Ratios
 from services.common.errors import ResourceExhaustedError
 
 RATIOS = Ratios(0.31, 0.29, 0.08)
-JOB_OPTIONS = [MotionOptions(), MotionOptions(expression_friendly=False, driving_multiplier=1.2),
-               MotionOptions(relative=False, eye_retargeting=True, region="exp")]
+JOB_OPTIONS = [
+    MotionOptions(),
+    MotionOptions(expression_friendly=False, driving_multiplier=1.2),
+    MotionOptions(relative=False, eye_retargeting=True, region="exp"),
+]
 
 
 @pytest.fixture(scope="module")
 def pipe(lp_primary) -> AnimatorPipeline:
-    return AnimatorPipeline.from_weights(lp_primary.checkpoints, input_size=lp_primary.image_size,
-                                         batch_size=4)
+    return AnimatorPipeline.from_weights(
+        lp_primary.checkpoints, input_size=lp_primary.image_size, batch_size=4
+    )
 
 
 @pytest.fixture(scope="module")
 def frames(lp_primary):
     tpl = templates.load_pickle_template(lp_primary.path / "template_3f.pkl")
-    extra = [templates.DrivingFrame(index=3 + i, scale=f.scale, rotation=f.rotation,
-                                    expression=f.expression * (1.1 + 0.1 * i),
-                                    translation=f.translation, eye_ratio=f.eye_ratio,
-                                    lip_ratio=f.lip_ratio) for i, f in enumerate(tpl.frames[1:])]
+    extra = [
+        templates.DrivingFrame(
+            index=3 + i,
+            scale=f.scale,
+            rotation=f.rotation,
+            expression=f.expression * (1.1 + 0.1 * i),
+            translation=f.translation,
+            eye_ratio=f.eye_ratio,
+            lip_ratio=f.lip_ratio,
+        )
+        for i, f in enumerate(tpl.frames[1:])
+    ]
     return tpl.frames + extra  # 5 frames
 
 
@@ -45,7 +57,7 @@ def crops(n: int, side: int = 64) -> list[np.ndarray]:
 def solo(pipe, crop, options, frames, size):
     """The same job alone, through `run_batch`, `size` frames at a time."""
     state = pipe.prepare_source(crop, RATIOS, options)
-    outs = [pipe.run_batch(state, frames[lo:lo + size], lo) for lo in range(0, len(frames), size)]
+    outs = [pipe.run_batch(state, frames[lo : lo + size], lo) for lo in range(0, len(frames), size)]
     return np.concatenate([o.images for o in outs]), torch.cat([o.image for o in outs])
 
 
@@ -60,8 +72,10 @@ def test_cross_job_batches_equal_per_job_results(pipe, frames):
         slot.state = pipe.prepare_source(crop, RATIOS, options)
 
     def job(j: int) -> None:
-        outs = [batcher.submit(slots[j], frames[lo:lo + 2], lo).result(timeout=60)
-                for lo in range(0, len(frames), 2)]
+        outs = [
+            batcher.submit(slots[j], frames[lo : lo + 2], lo).result(timeout=60)
+            for lo in range(0, len(frames), 2)
+        ]
         results[j] = outs
 
     threads = [threading.Thread(target=job, args=(j,)) for j in range(3)]
@@ -74,8 +88,7 @@ def test_cross_job_batches_equal_per_job_results(pipe, frames):
         ref_images, ref_float = solo(pipe, crop, options, frames, 1)
         outs = results[j]
         assert [i for o in outs for i in o.indices] == list(range(len(frames)))
-        torch.testing.assert_close(torch.cat([o.image for o in outs]), ref_float,
-                                   rtol=0, atol=1e-5)
+        torch.testing.assert_close(torch.cat([o.image for o in outs]), ref_float, rtol=0, atol=1e-5)
         images = np.concatenate([o.images for o in outs]).astype(int)
         assert np.abs(images - ref_images).max() <= 1
         assert slots[j].frames == len(frames) and slots[j].device_seconds > 0

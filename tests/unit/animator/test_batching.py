@@ -16,8 +16,9 @@ SOURCE_RATIOS = Ratios(0.31, 0.29, 0.08)
 
 @pytest.fixture(scope="module")
 def pipe(lp_primary) -> AnimatorPipeline:
-    return AnimatorPipeline.from_weights(lp_primary.checkpoints, input_size=lp_primary.image_size,
-                                         batch_size=1)
+    return AnimatorPipeline.from_weights(
+        lp_primary.checkpoints, input_size=lp_primary.image_size, batch_size=1
+    )
 
 
 @pytest.fixture(scope="module")
@@ -31,18 +32,28 @@ def source_crop(lp_primary) -> np.ndarray:
 def frames(lp_primary):
     tpl = templates.load_pickle_template(lp_primary.path / "template_3f.pkl")
     # 5 frames: the 3 template frames and two more with shifted expressions
-    extra = [templates.DrivingFrame(index=3 + i, scale=f.scale, rotation=f.rotation,
-                                    expression=f.expression * (1.1 + 0.1 * i),
-                                    translation=f.translation, eye_ratio=f.eye_ratio,
-                                    lip_ratio=f.lip_ratio) for i, f in enumerate(tpl.frames[1:])]
+    extra = [
+        templates.DrivingFrame(
+            index=3 + i,
+            scale=f.scale,
+            rotation=f.rotation,
+            expression=f.expression * (1.1 + 0.1 * i),
+            translation=f.translation,
+            eye_ratio=f.eye_ratio,
+            lip_ratio=f.lip_ratio,
+        )
+        for i, f in enumerate(tpl.frames[1:])
+    ]
     return tpl.frames + extra
 
 
 def run(pipe, crop, frames, batch_size, options):
     pipe.batch_size = batch_size
     state = pipe.prepare_source(crop, SOURCE_RATIOS, options)
-    outs = [pipe.run_batch(state, frames[lo:lo + batch_size], lo)
-            for lo in range(0, len(frames), batch_size)]
+    outs = [
+        pipe.run_batch(state, frames[lo : lo + batch_size], lo)
+        for lo in range(0, len(frames), batch_size)
+    ]
     images = np.concatenate([o.images for o in outs])
     return images, torch.cat([o.x_d for o in outs]), torch.cat([o.image for o in outs])
 
@@ -76,8 +87,9 @@ def test_keypoints_batch_equals_single(pipe, source_crop, frames, options):
     def recipe(batch: DrivingBatch) -> torch.Tensor:
         x_d = motion.driving_keypoints(state.motion, batch, ref, options)
         x_d = motion.apply_expression_friendly(x_d, state.motion, ref, options)
-        return motion.stitch_and_retarget(x_d, state.motion, batch, options, pipe.retargeters,
-                                          lip_delta=state.lip_delta)
+        return motion.stitch_and_retarget(
+            x_d, state.motion, batch, options, pipe.retargeters, lip_delta=state.lip_delta
+        )
 
     whole = recipe(drv)
     single = torch.cat([recipe(DrivingBatch.from_frames([f])) for f in frames])
@@ -91,8 +103,9 @@ def test_generate_streams_in_order_across_chunks(pipe, source_crop, frames):
     streamed = list(pipe.generate(state, frames[:3]))
     streamed += list(pipe.generate(state, frames[3:]))  # continues at state.frames_done
     pipe.batch_size = 5
-    whole = pipe.run_batch(pipe.prepare_source(source_crop, SOURCE_RATIOS, MotionOptions()),
-                           frames, 0).images
+    whole = pipe.run_batch(
+        pipe.prepare_source(source_crop, SOURCE_RATIOS, MotionOptions()), frames, 0
+    ).images
     assert len(streamed) == len(frames)
     for a, b in zip(streamed, whole, strict=True):
         assert np.abs(a.astype(np.int16) - b.astype(np.int16)).max() <= 1

@@ -16,30 +16,41 @@ def test_defaults(tmp_path):
 
 
 def test_values(tmp_path):
-    cfg = AnimatorConfig.from_env({
-        "ANIMATOR_WEIGHTS_DIR": str(tmp_path), "ANIMATOR_DEVICE": "cpu",
-        "ANIMATOR_MAX_JOBS": "3", "ANIMATOR_MAX_WAIT_MS": "2.5", "ANIMATOR_CHANNELS_LAST": "true",
-        "ANIMATOR_COMPILE_MODE": "reduce-overhead"})
+    cfg = AnimatorConfig.from_env(
+        {
+            "ANIMATOR_WEIGHTS_DIR": str(tmp_path),
+            "ANIMATOR_DEVICE": "cpu",
+            "ANIMATOR_MAX_JOBS": "3",
+            "ANIMATOR_MAX_WAIT_MS": "2.5",
+            "ANIMATOR_CHANNELS_LAST": "true",
+            "ANIMATOR_COMPILE_MODE": "reduce-overhead",
+        }
+    )
     assert (cfg.max_jobs, cfg.max_wait_ms, cfg.channels_last) == (3, 2.5, True)
     assert cfg.compile_mode == "reduce-overhead"
 
 
-@pytest.mark.parametrize("env, name", [
-    ({"ANIMATOR_MAX_JOBS": "0"}, "ANIMATOR_MAX_JOBS"),
-    ({"ANIMATOR_MAX_WAIT_MS": "-1"}, "ANIMATOR_MAX_WAIT_MS"),
-    ({"ANIMATOR_COMPILE_MODE": "fast"}, "ANIMATOR_COMPILE_MODE"),
-])
+@pytest.mark.parametrize(
+    "env, name",
+    [
+        ({"ANIMATOR_MAX_JOBS": "0"}, "ANIMATOR_MAX_JOBS"),
+        ({"ANIMATOR_MAX_WAIT_MS": "-1"}, "ANIMATOR_MAX_WAIT_MS"),
+        ({"ANIMATOR_COMPILE_MODE": "fast"}, "ANIMATOR_COMPILE_MODE"),
+    ],
+)
 def test_errors_name_the_variable(tmp_path, env, name):
     with pytest.raises(ConfigError, match=name):
-        AnimatorConfig.from_env({"ANIMATOR_WEIGHTS_DIR": str(tmp_path), "ANIMATOR_DEVICE": "cpu",
-                                 **env})
+        AnimatorConfig.from_env(
+            {"ANIMATOR_WEIGHTS_DIR": str(tmp_path), "ANIMATOR_DEVICE": "cpu", **env}
+        )
 
 
 def test_servicer_starts_its_batcher_on_attach(lp_primary):
     from services.animator.pipeline import AnimatorPipeline
 
-    pipe = AnimatorPipeline.from_weights(lp_primary.checkpoints, input_size=lp_primary.image_size,
-                                         batch_size=2)
+    pipe = AnimatorPipeline.from_weights(
+        lp_primary.checkpoints, input_size=lp_primary.image_size, batch_size=2
+    )
     servicer = AnimatorServicer(max_jobs=2, max_wait_ms=5.0)
     assert servicer.batcher is None
     servicer.attach(pipe)

@@ -22,17 +22,23 @@ pytestmark = pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no nati
 @pytest.fixture(scope="module")
 def pipes(lp_primary):
     def build(dtype):
-        return AnimatorPipeline.from_weights(lp_primary.checkpoints, device="cpu",
-                                             input_size=lp_primary.image_size, batch_size=3,
-                                             autocast_dtype=dtype)
+        return AnimatorPipeline.from_weights(
+            lp_primary.checkpoints,
+            device="cpu",
+            input_size=lp_primary.image_size,
+            batch_size=3,
+            autocast_dtype=dtype,
+        )
+
     return build(None), build(torch.bfloat16)
 
 
 def _run(pipe, lp_primary):
     ref = lp_primary.npz("e2e_cli_default")
     frames = templates.load_pickle_template(lp_primary.path / "template_3f.pkl").frames
-    state = pipe.prepare_source(torch.from_numpy(ref["prep0.I"]), Ratios(0.3, 0.3, 0.1),
-                                MotionOptions())
+    state = pipe.prepare_source(
+        torch.from_numpy(ref["prep0.I"]), Ratios(0.3, 0.3, 0.1), MotionOptions()
+    )
     return ref, pipe.run_batch(state, frames, 0)
 
 

@@ -43,8 +43,9 @@ def test_fingerprint_is_over_the_bytes_of_all_five_files(weights):
     assert set(models.file_sha256) == set(WEIGHT_KEYS) == set(files)
     for key, path in files.items():
         assert models.file_sha256[key] == hashlib.sha256(path.read_bytes()).hexdigest()
-    assert models.fingerprint == model_fingerprint(models.file_sha256, models.config,
-                                                   models.input_size)
+    assert models.fingerprint == model_fingerprint(
+        models.file_sha256, models.config, models.input_size
+    )
     assert len(models.fingerprint) == FINGERPRINT_HEX
     assert all(c in "0123456789abcdef" for c in models.fingerprint)
 

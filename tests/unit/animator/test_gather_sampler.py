@@ -39,8 +39,9 @@ def test_bit_identical_on_edges_and_exact_corners():
     x = torch.randn(1, 3, 4, 5, 6)
     # grid values hitting voxel centres, the volume's faces (±1) and just beyond, and NaN-free
     # half-voxel offsets: the cases where floor() and the bounds checks decide
-    values = torch.tensor([-1.0, -1.0 - 1e-7, -0.75, -1 / 3, 0.0, 1 / 6, 0.5, 1.0, 1.0 + 1e-7,
-                           -1.2, 1.2, -3.0, 3.0])
+    values = torch.tensor(
+        [-1.0, -1.0 - 1e-7, -0.75, -1 / 3, 0.0, 1 / 6, 0.5, 1.0, 1.0 + 1e-7, -1.2, 1.2, -3.0, 3.0]
+    )
     zz, yy, xx = torch.meshgrid(values, values, values, indexing="ij")
     grid = torch.stack([xx, yy, zz], dim=-1)[None]  # 1×13×13×13×3
     assert torch.equal(grid_sample_3d_gather(x, grid), _reference(x, grid))
@@ -86,9 +87,15 @@ def test_exports_below_opset_20_without_gridsample(tmp_path):
     grid = torch.rand(2, 4, 6, 6, 3) * 3 - 1.5
     batch = torch.export.Dim("batch", min=1, max=64)
     with torch.no_grad(), sampler_for_export(gather=True, keep_fp32=False):
-        program = torch.onnx.export(_Warp().eval(), (x, grid), dynamo=True, opset_version=18,
-                                    input_names=["x", "grid"], output_names=["y"],
-                                    dynamic_shapes={"x": {0: batch}, "grid": {0: batch}})
+        program = torch.onnx.export(
+            _Warp().eval(),
+            (x, grid),
+            dynamo=True,
+            opset_version=18,
+            input_names=["x", "grid"],
+            output_names=["y"],
+            dynamic_shapes={"x": {0: batch}, "grid": {0: batch}},
+        )
     path = tmp_path / "warp.onnx"
     program.save(str(path))
     model = onnx.load(str(path))

@@ -21,11 +21,16 @@ def scenario(lp_set):
 
 def _run(lp_set, scenario, autocast_dtype=None):
     ref, frames = scenario
-    pipe = AnimatorPipeline.from_weights(lp_set.checkpoints, device="cuda",
-                                         input_size=lp_set.image_size, batch_size=3,
-                                         autocast_dtype=autocast_dtype)
-    state = pipe.prepare_source(torch.from_numpy(ref["prep0.I"]), Ratios(0.3, 0.3, 0.1),
-                                MotionOptions())
+    pipe = AnimatorPipeline.from_weights(
+        lp_set.checkpoints,
+        device="cuda",
+        input_size=lp_set.image_size,
+        batch_size=3,
+        autocast_dtype=autocast_dtype,
+    )
+    state = pipe.prepare_source(
+        torch.from_numpy(ref["prep0.I"]), Ratios(0.3, 0.3, 0.1), MotionOptions()
+    )
     return ref, pipe.run_batch(state, frames, 0)
 
 

@@ -47,7 +47,7 @@ class _HubHandler(BaseHTTPRequestHandler):
 
     def _blob(self) -> bytes | None:
         prefix = f"/{REPO}/resolve/{COMMIT}/"
-        name = self.path[len(prefix):] if self.path.startswith(prefix) else None
+        name = self.path[len(prefix) :] if self.path.startswith(prefix) else None
         return self.server.served.get(name)
 
     def _send(self, body: bytes, content_type: str, head: bool = False) -> None:
@@ -69,10 +69,18 @@ class _HubHandler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         if self.path.startswith(f"/api/models/{REPO}/revision/"):
-            siblings = [{"rfilename": name, "size": len(data),
-                         "lfs": {"size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
-                                 "pointerSize": 134}}
-                        for name, data in self.server.blobs.items()]
+            siblings = [
+                {
+                    "rfilename": name,
+                    "size": len(data),
+                    "lfs": {
+                        "size": len(data),
+                        "sha256": hashlib.sha256(data).hexdigest(),
+                        "pointerSize": 134,
+                    },
+                }
+                for name, data in self.server.blobs.items()
+            ]
             body = json.dumps({"id": REPO, "sha": COMMIT, "siblings": siblings}).encode()
             self._send(body, "application/json")
             return
@@ -106,8 +114,10 @@ def test_fetch_downloads_verifies_and_writes_manifest(fake_hub, tmp_path):
     manifest_path = fetch_weights(dest, endpoint=endpoint)
     manifest = json.loads(manifest_path.read_text())
     assert manifest["commit"] == COMMIT and manifest["revision"] == "main"
-    assert manifest["files"][HUB_FILES[1]]["sha256"] == hashlib.sha256(
-        server.blobs[HUB_FILES[1]]).hexdigest()
+    assert (
+        manifest["files"][HUB_FILES[1]]["sha256"]
+        == hashlib.sha256(server.blobs[HUB_FILES[1]]).hexdigest()
+    )
     assert len(server.downloads) == len(HUB_FILES)
     assert (dest / "models.yaml").read_text() == default_config_path().read_text()
     models = load_models(dest, config=named_config_path("reduced"))
@@ -122,8 +132,9 @@ def test_fetch_rejects_content_not_matching_lfs_sha256(fake_hub, tmp_path):
     tampered = bytearray(server.blobs[name])
     tampered[len(tampered) // 2] ^= 0xFF  # same size, one byte flipped
     server.served[name] = bytes(tampered)
-    with pytest.raises(WeightsFetchError, match="warping_module.pth: downloaded file does not "
-                       "match the hub's size"):
+    with pytest.raises(
+        WeightsFetchError, match="warping_module.pth: downloaded file does not match the hub's size"
+    ):
         fetch_weights(tmp_path / "weights", endpoint=endpoint)
     assert not (tmp_path / "weights" / name).exists()
     assert not (tmp_path / "weights" / MANIFEST_FILE).exists()
@@ -159,7 +170,13 @@ def test_cli_fetch_offline_mode(tmp_path, repo_root):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "services.animator.weights_cli", "fetch", str(tmp_path / "w")],
-        cwd=repo_root, env=env, capture_output=True, text=True, timeout=120, check=False)
+        cwd=repo_root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: cannot list KwaiVGI/LivePortrait")
@@ -171,10 +188,8 @@ def manifest_dir(tmp_path) -> Path:
     """Reduced random weights re-labelled as fetched: marker removed, manifest written."""
     folder = write_random_weights(tmp_path / "w", "reduced", seed=3)
     (folder / RANDOM_MARKER).unlink()
-    files = [RemoteFile(p, (folder / p).stat().st_size, file_sha256(folder / p))
-             for p in HUB_FILES]
-    write_manifest(folder, files, repo_id="KwaiVGI/LivePortrait", revision="main",
-                   commit="0" * 40)
+    files = [RemoteFile(p, (folder / p).stat().st_size, file_sha256(folder / p)) for p in HUB_FILES]
+    write_manifest(folder, files, repo_id="KwaiVGI/LivePortrait", revision="main", commit="0" * 40)
     return folder
 
 

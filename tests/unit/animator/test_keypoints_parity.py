@@ -33,8 +33,11 @@ def lp_models(lp_set):
 
 @pytest.fixture(scope="module")
 def kp_info(modules):
-    raw = {k.removeprefix("me.out."): torch.from_numpy(v) for k, v in modules.items()
-           if k.startswith("me.out.")}
+    raw = {
+        k.removeprefix("me.out."): torch.from_numpy(v)
+        for k, v in modules.items()
+        if k.startswith("me.out.")
+    }
     return keypoints.kp_info_from_motion_output(raw)
 
 
@@ -69,8 +72,9 @@ def test_rotation_grid(modules):
 
 
 def test_transformed_keypoints(modules, kp_info):
-    np.testing.assert_allclose(kp_info.transformed().numpy(), modules["kp.transformed"],
-                               rtol=0, atol=KP_TOL)
+    np.testing.assert_allclose(
+        kp_info.transformed().numpy(), modules["kp.transformed"], rtol=0, atol=KP_TOL
+    )
 
 
 def test_transform_ignores_tz(kp_info):
@@ -98,9 +102,11 @@ def test_retargeting_wrappers(modules, lp_models):
     cases = {
         "wrap.stitching.out": retargeting.stitch(lp_models.stitching, x_s, x_d),
         "wrap.retarget_eye.out": retargeting.retarget_eye(
-            lp_models.eye, x_s, torch.from_numpy(modules["wrap.retarget_eye.in.ratio"])),
+            lp_models.eye, x_s, torch.from_numpy(modules["wrap.retarget_eye.in.ratio"])
+        ),
         "wrap.retarget_lip.out": retargeting.retarget_lip(
-            lp_models.lip, x_s, torch.from_numpy(modules["wrap.retarget_lip.in.ratio"])),
+            lp_models.lip, x_s, torch.from_numpy(modules["wrap.retarget_lip.in.ratio"])
+        ),
     }
     for key, got in cases.items():
         np.testing.assert_allclose(got.numpy(), modules[key], rtol=0, atol=KP_TOL, err_msg=key)

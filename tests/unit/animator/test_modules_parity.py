@@ -70,8 +70,9 @@ def test_warping_module(models, ref):
     out = models.W(*args)
     assert_close("wm.out.out", out["out"], ref["wm.out.out"])
     assert_close("wm.out.occlusion_map", out["occlusion_map"], ref["wm.out.occlusion_map"])
-    assert_close("wm.out.deformation", out["deformation"], ref["wm.out.deformation"],
-                 DEFORMATION_TOL)
+    assert_close(
+        "wm.out.deformation", out["deformation"], ref["wm.out.deformation"], DEFORMATION_TOL
+    )
     dense = models.W.dense_motion_network(*args)
     assert_close("wm.dense.mask", dense["mask"], ref["wm.dense.mask"])
 
@@ -91,7 +92,13 @@ def test_stitching_retargeting_mlps(models, ref, name):
 def test_parameter_counts_match_manifest(models, lp_set):
     counts = lp_set.manifest["n_parameters"]
     got = models.param_counts()
-    names = {"F": "appearance_feature_extractor", "M": "motion_extractor", "W": "warping_module",
-             "G": "spade_generator", "stitching": "sr_stitching", "lip": "sr_lip",
-             "eye": "sr_eye"}
+    names = {
+        "F": "appearance_feature_extractor",
+        "M": "motion_extractor",
+        "W": "warping_module",
+        "G": "spade_generator",
+        "stitching": "sr_stitching",
+        "lip": "sr_lip",
+        "eye": "sr_eye",
+    }
     assert {names[k]: v for k, v in got.items()} == counts

@@ -29,17 +29,28 @@ def _source(n: int = 1, seed: int = 0) -> SourceMotion:
     kp, exp = torch.randn(n, K, 3, generator=g), 0.1 * torch.randn(n, K, 3, generator=g)
     scale, t = 1 + 0.1 * torch.rand(n, 1, generator=g), torch.randn(n, 3, generator=g)
     rot = _rot(n, seed)
-    return SourceMotion(kp=kp, rot=rot, exp=exp, scale=scale, t=t,
-                        x_s=transform_keypoints(kp, rot, exp, scale, t),
-                        eye_ratio=torch.full((n, 2), 0.3), lip_ratio=torch.full((n, 1), 0.1))
+    return SourceMotion(
+        kp=kp,
+        rot=rot,
+        exp=exp,
+        scale=scale,
+        t=t,
+        x_s=transform_keypoints(kp, rot, exp, scale, t),
+        eye_ratio=torch.full((n, 2), 0.3),
+        lip_ratio=torch.full((n, 1), 0.1),
+    )
 
 
 def _driving(b: int = 4, seed: int = 1) -> DrivingBatch:
     g = torch.Generator().manual_seed(seed)
-    return DrivingBatch(rot=_rot(b, seed), exp=0.1 * torch.randn(b, K, 3, generator=g),
-                        scale=1 + 0.1 * torch.rand(b, 1, generator=g),
-                        t=torch.randn(b, 3, generator=g), eye_ratio=torch.full((b, 2), 0.25),
-                        lip_ratio=torch.full((b, 1), 0.2))
+    return DrivingBatch(
+        rot=_rot(b, seed),
+        exp=0.1 * torch.randn(b, K, 3, generator=g),
+        scale=1 + 0.1 * torch.rand(b, 1, generator=g),
+        t=torch.randn(b, 3, generator=g),
+        eye_ratio=torch.full((b, 2), 0.25),
+        lip_ratio=torch.full((b, 1), 0.2),
+    )
 
 
 def test_expression_friendly_maps_frame_zero_onto_source():
@@ -81,8 +92,9 @@ def test_driving_image_uses_neutral_lip_and_zero_for_eyes():
     lip = torch.tensor(NEUTRAL_LIP, dtype=torch.float32)
     all_opts = MotionOptions(driving_image=True)
     ref = motion.make_reference(src, drv, all_opts)
-    torch.testing.assert_close(motion.expression_target(src, drv, ref, all_opts),
-                               src.exp + (drv.exp - lip))
+    torch.testing.assert_close(
+        motion.expression_target(src, drv, ref, all_opts), src.exp + (drv.exp - lip)
+    )
     eye_opts = MotionOptions(driving_image=True, region="eyes")
     eyes = motion.expression_target(src, drv, ref, eye_opts)
     mask = torch.from_numpy(region_mask("eyes"))

@@ -44,13 +44,20 @@ def test_fixture_checkpoint_config_is_its_config_json(lp_set):
 def test_real_config_matches_the_real_checkpoint_sizes(repo_root):
     nets = build_networks(load_models_config(default_config_path()))
     ref = json.loads((repo_root / "services/animator/configs/state_dicts.json").read_text())
-    files = {"F": "appearance_feature_extractor.pth", "M": "motion_extractor.pth",
-             "W": "warping_module.pth", "G": "spade_generator.pth"}
+    files = {
+        "F": "appearance_feature_extractor.pth",
+        "M": "motion_extractor.pth",
+        "W": "warping_module.pth",
+        "G": "spade_generator.pth",
+    }
     for name, file in files.items():
         assert sum(p.numel() for p in nets[name].parameters()) == ref[file]["n_parameters"]
     stitching = ref["stitching_retargeting_module.pth"]
-    for name, sub in [("stitching", "retarget_shoulder"), ("lip", "retarget_mouth"),
-                      ("eye", "retarget_eye")]:
+    for name, sub in [
+        ("stitching", "retarget_shoulder"),
+        ("lip", "retarget_mouth"),
+        ("eye", "retarget_eye"),
+    ]:
         assert sum(p.numel() for p in nets[name].parameters()) == stitching[sub]["n_parameters"]
 
 
@@ -65,8 +72,14 @@ def test_shapes(lp_set):
     assert f_s.shape == (3, *lp_set.feature_shape)
     heads = nets["M"](x)
     assert {k: tuple(v.shape) for k, v in heads.items()} == {
-        "kp": (3, 3 * k), "scale": (3, 1), "pitch": (3, 66), "yaw": (3, 66), "roll": (3, 66),
-        "t": (3, 3), "exp": (3, 3 * k)}
+        "kp": (3, 3 * k),
+        "scale": (3, 1),
+        "pitch": (3, 66),
+        "yaw": (3, 66),
+        "roll": (3, 66),
+        "t": (3, 3),
+        "exp": (3, 3 * k),
+    }
     kp_s, kp_d = 0.5 * torch.randn(3, k, 3), 0.5 * torch.randn(3, k, 3)
     warped = nets["W"](f_s, kp_d, kp_s)
     depth = lp_set.feature_shape[1]
@@ -98,21 +111,24 @@ def test_optional_variants(lp_set):
     upscale = lp_set.config["model_params"]["spade_generator_params"]["upscale"]
     k, side = lp_set.num_kp, lp_set.output_size // upscale  # G without its pixel-shuffle upscale
     with torch.no_grad():
-        out = nets["W"](torch.randn(1, *lp_set.feature_shape), torch.zeros(1, k, 3),
-                        torch.zeros(1, k, 3))
+        out = nets["W"](
+            torch.randn(1, *lp_set.feature_shape), torch.zeros(1, k, 3), torch.zeros(1, k, 3)
+        )
         assert set(out) == {"out", "deformation"}
         assert nets["G"](out["out"]).shape == (1, 3, side, side)
     assert not any(k.startswith("dense_motion_network.occlusion") for k in nets["W"].state_dict())
 
 
-@pytest.mark.parametrize("mutate, match", [
-    (lambda p: p.pop("warping_module_params"), "warping_module_params"),
-    (lambda p: p["appearance_feature_extractor_params"].update(reshape_depth=5),
-     "network F"),
-    (lambda p: p["motion_extractor_params"].update(backbone="resnet50"), "backbone"),
-    (lambda p: p["spade_generator_params"].update(colour=3), "network G"),
-    (lambda p: p["stitching_retargeting_module_params"]["eye"].pop("hidden_sizes"), "eye"),
-])
+@pytest.mark.parametrize(
+    "mutate, match",
+    [
+        (lambda p: p.pop("warping_module_params"), "warping_module_params"),
+        (lambda p: p["appearance_feature_extractor_params"].update(reshape_depth=5), "network F"),
+        (lambda p: p["motion_extractor_params"].update(backbone="resnet50"), "backbone"),
+        (lambda p: p["spade_generator_params"].update(colour=3), "network G"),
+        (lambda p: p["stitching_retargeting_module_params"]["eye"].pop("hidden_sizes"), "eye"),
+    ],
+)
 def test_config_errors_are_precise(reduced_cfg, mutate, match):
     cfg = copy.deepcopy(reduced_cfg)
     mutate(cfg["model_params"])

@@ -33,9 +33,13 @@ def export():
 def pipes(lp_primary, export):
     kwargs = {"input_size": lp_primary.image_size, "batch_size": 3}
     torch_pipe = AnimatorPipeline.from_weights(lp_primary.checkpoints, **kwargs)
-    ort_pipe = AnimatorPipeline.from_weights(lp_primary.checkpoints, backend="onnxruntime",
-                                             onnx_dir=export.folder, ort_providers=["cpu"],
-                                             **kwargs)
+    ort_pipe = AnimatorPipeline.from_weights(
+        lp_primary.checkpoints,
+        backend="onnxruntime",
+        onnx_dir=export.folder,
+        ort_providers=["cpu"],
+        **kwargs,
+    )
     return torch_pipe, ort_pipe
 
 
@@ -48,8 +52,10 @@ def test_manifest_records_the_export(export, lp_primary, pipes):
     graph = onnx.load(str(export.path("warp_decode")))
     assert graph.opset_import[0].version == 20
     assert "GridSample" in {n.op_type for n in graph.graph.node}
-    dims = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim]
-            for i in graph.graph.input}
+    dims = {
+        i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim]
+        for i in graph.graph.input
+    }
     assert isinstance(dims["x_d"][0], str) and dims["x_d"][0] == dims["x_s"][0]  # dynamic batch
     assert isinstance(dims["f_s"][0], str) and dims["f_s"][0] != dims["x_d"][0]  # sources
 
@@ -80,8 +86,9 @@ def test_cross_job_batch_matches_each_job_alone(pipes, lp_primary):
     _, ort_pipe = pipes
     tpl = templates.load_pickle_template(lp_primary.path / "template_3f.pkl")
     rng = np.random.default_rng(3)
-    crops = [rng.integers(0, 256, (lp_primary.image_size,) * 2 + (3,), dtype=np.uint8)
-             for _ in range(2)]
+    crops = [
+        rng.integers(0, 256, (lp_primary.image_size,) * 2 + (3,), dtype=np.uint8) for _ in range(2)
+    ]
     alone = []
     for crop in crops:
         state = ort_pipe.prepare_source(crop, Ratios(0.3, 0.3, 0.1), MotionOptions())
@@ -98,8 +105,9 @@ def test_cross_job_batch_matches_each_job_alone(pipes, lp_primary):
     finally:
         batcher.stop()
     after = metrics.BATCH_SIZE.collect()[0].samples
-    count = {s.name: s.value for s in after}["animator_batch_size_sum"] - \
-        {s.name: s.value for s in batches_before}["animator_batch_size_sum"]
+    count = {s.name: s.value for s in after}["animator_batch_size_sum"] - {
+        s.name: s.value for s in batches_before
+    }["animator_batch_size_sum"]
     assert count == 4  # one batch of both jobs' frames
     for out, expected in zip(outs, alone, strict=True):
         assert out.indices == [0, 1]
@@ -114,7 +122,8 @@ def test_get_info_and_metric_name_the_backend(pipes):
     metrics.record_backend(ort_pipe.backend, str(ort_pipe.device))
     samples = metrics.BACKEND_INFO.collect()[0].samples
     assert [(s.labels, s.value) for s in samples] == [
-        ({"backend": "onnxruntime", "provider": "CPUExecutionProvider", "device": "cpu"}, 1.0)]
+        ({"backend": "onnxruntime", "provider": "CPUExecutionProvider", "device": "cpu"}, 1.0)
+    ]
     metrics.record_backend("torch", "cpu")
     assert [s.labels["backend"] for s in metrics.BACKEND_INFO.collect()[0].samples] == ["torch"]
 
@@ -125,9 +134,13 @@ def test_stale_export_is_refused(export, tmp_path, lp_primary):
     assert err.value.reason == "stale_export" and export.fingerprint in err.value.message
     # the same graphs, but the weights loaded at another input size are another model
     with pytest.raises(ExportError, match="stale ONNX export"):
-        AnimatorPipeline.from_weights(lp_primary.checkpoints, backend="onnxruntime",
-                                      onnx_dir=export.folder, ort_providers=["cpu"],
-                                      input_size=lp_primary.image_size * 2)
+        AnimatorPipeline.from_weights(
+            lp_primary.checkpoints,
+            backend="onnxruntime",
+            onnx_dir=export.folder,
+            ort_providers=["cpu"],
+            input_size=lp_primary.image_size * 2,
+        )
     copy = tmp_path / "copy"
     shutil.copytree(export.folder, copy)
     with open(copy / "warp_decode.onnx", "ab") as fh:
@@ -171,8 +184,9 @@ def test_export_refuses_bad_folders_and_opsets(lp_primary, tmp_path):
 
 def test_cli_refuses_a_folder_without_weights(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
-    code = weights_cli.main(["export-onnx", str(tmp_path / "empty"), "--out",
-                             str(tmp_path / "out")])
+    code = weights_cli.main(
+        ["export-onnx", str(tmp_path / "empty"), "--out", str(tmp_path / "out")]
+    )
     err = capsys.readouterr().err
     assert code == 1 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
@@ -206,8 +220,7 @@ def test_real_engine_falls_back_to_cpu_and_logs_it(export, caplog):
 
     assert "CUDAExecutionProvider" not in ort.get_available_providers()  # this CI build
     with caplog.at_level(logging.INFO, logger="services.animator.ort_backend"):
-        engine = ort_backend.OrtEngine(export, providers=("tensorrt", "cuda", "cpu"),
-                                       batch_size=2)
+        engine = ort_backend.OrtEngine(export, providers=("tensorrt", "cuda", "cpu"), batch_size=2)
     assert engine.provider == "CPUExecutionProvider" and engine.device.type == "cpu"
     text = caplog.text
     assert "TensorrtExecutionProvider is not available" in text
@@ -216,13 +229,18 @@ def test_real_engine_falls_back_to_cpu_and_logs_it(export, caplog):
 
 
 def test_trt_profiles_cover_the_batchers_sizes():
-    opts = ort_backend.trt_profiles({"f_s": (8, 4, 2, 8, 8), "x_d": (8, 21, 3)},
-                                    {"f_s": 0, "x_d": 0}, 8)
+    opts = ort_backend.trt_profiles(
+        {"f_s": (8, 4, 2, 8, 8), "x_d": (8, 21, 3)}, {"f_s": 0, "x_d": 0}, 8
+    )
     assert opts["trt_profile_min_shapes"] == "f_s:1x4x2x8x8,x_d:1x21x3"
-    assert opts["trt_profile_opt_shapes"] == opts["trt_profile_max_shapes"] == \
-        "f_s:8x4x2x8x8,x_d:8x21x3"
-    trt = ort_backend._provider_options("TensorrtExecutionProvider", device_id=0,
-                                        trt_cache_dir=None, fp16=True, profiles=opts)
+    assert (
+        opts["trt_profile_opt_shapes"]
+        == opts["trt_profile_max_shapes"]
+        == "f_s:8x4x2x8x8,x_d:8x21x3"
+    )
+    trt = ort_backend._provider_options(
+        "TensorrtExecutionProvider", device_id=0, trt_cache_dir=None, fp16=True, profiles=opts
+    )
     assert trt["trt_fp16_enable"] == "True" and "trt_engine_cache_enable" not in trt
 
 
@@ -230,10 +248,15 @@ def test_config_reads_the_backend_settings(tmp_path):
     env = {"ANIMATOR_WEIGHTS_DIR": str(tmp_path), "ANIMATOR_DEVICE": "cpu"}
     cfg = AnimatorConfig.from_env(env)
     assert cfg.backend == "torch" and cfg.ort_providers == ("tensorrt", "cuda", "cpu")
-    cfg = AnimatorConfig.from_env({**env, "ANIMATOR_BACKEND": "onnxruntime",
-                                   "ANIMATOR_ORT_PROVIDERS": "cuda,cpu",
-                                   "ANIMATOR_ONNX_DIR": str(tmp_path / "x"),
-                                   "ANIMATOR_TRT_CACHE_DIR": str(tmp_path / "trt")})
+    cfg = AnimatorConfig.from_env(
+        {
+            **env,
+            "ANIMATOR_BACKEND": "onnxruntime",
+            "ANIMATOR_ORT_PROVIDERS": "cuda,cpu",
+            "ANIMATOR_ONNX_DIR": str(tmp_path / "x"),
+            "ANIMATOR_TRT_CACHE_DIR": str(tmp_path / "trt"),
+        }
+    )
     assert (cfg.backend, cfg.ort_providers) == ("onnxruntime", ("cuda", "cpu"))
     assert cfg.onnx_dir == tmp_path / "x" and cfg.trt_cache_dir == tmp_path / "trt"
     with pytest.raises(ConfigError, match="ANIMATOR_BACKEND"):
@@ -251,8 +274,9 @@ def test_cuda_graph_mode_marks_each_step_and_clones_graph_outputs(lp_primary, mo
     """reduce-overhead (CUDA graphs) replays write into graph-owned buffers: every batch starts
     a new step, and the frames, deformation and occlusion a batch returns are copies. The flag
     is what a CUDA pipeline compiled in that mode sets; the code path is device independent."""
-    pipe = AnimatorPipeline.from_weights(lp_primary.checkpoints, input_size=lp_primary.image_size,
-                                         batch_size=2)
+    pipe = AnimatorPipeline.from_weights(
+        lp_primary.checkpoints, input_size=lp_primary.image_size, batch_size=2
+    )
     steps = []
     monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: steps.append(1))
     produced = {}
@@ -275,13 +299,15 @@ def test_cuda_graph_mode_marks_each_step_and_clones_graph_outputs(lp_primary, mo
 
 
 def test_fp16_export_keeps_grid_sampling_fp32(lp_primary, export, tmp_path, pipes):
-    half = export_onnx(lp_primary.checkpoints, tmp_path / "fp16", fp16=True,
-                       input_size=lp_primary.image_size)
-    assert (half.manifest["precision"], half.manifest["grid_sample_precision"]) == ("fp16",
-                                                                                   "fp32")
+    half = export_onnx(
+        lp_primary.checkpoints, tmp_path / "fp16", fp16=True, input_size=lp_primary.image_size
+    )
+    assert (half.manifest["precision"], half.manifest["grid_sample_precision"]) == ("fp16", "fp32")
     model = onnx.shape_inference.infer_shapes(onnx.load(str(half.path("warp_decode"))))
-    elem = {v.name: v.type.tensor_type.elem_type
-            for v in [*model.graph.value_info, *model.graph.input, *model.graph.output]}
+    elem = {
+        v.name: v.type.tensor_type.elem_type
+        for v in [*model.graph.value_info, *model.graph.input, *model.graph.output]
+    }
     samplers = [n for n in model.graph.node if n.op_type == "GridSample"]
     assert len(samplers) == 2  # the dense-motion deformation and W's warp
     assert all(elem[n.input[0]] == elem[n.input[1]] == onnx.TensorProto.FLOAT for n in samplers)
@@ -290,8 +316,9 @@ def test_fp16_export_keeps_grid_sampling_fp32(lp_primary, export, tmp_path, pipe
     engine = ort_backend.OrtEngine(half, providers=["cpu"], batch_size=2)
     _, ort_pipe = pipes
     gen = torch.Generator().manual_seed(0)
-    f_s = ort_pipe.appearance(torch.rand(1, 3, lp_primary.image_size, lp_primary.image_size,
-                                         generator=gen))
+    f_s = ort_pipe.appearance(
+        torch.rand(1, 3, lp_primary.image_size, lp_primary.image_size, generator=gen)
+    )
     kp_s, kp_d = (0.2 * torch.randn(2, engine.num_kp, 3, generator=gen) for _ in range(2))
     frame16 = engine.warp_decode(f_s, kp_s, kp_d)
     frame32 = ort_pipe.engine.warp_decode(f_s, kp_s, kp_d)

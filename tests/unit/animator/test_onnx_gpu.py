@@ -25,8 +25,9 @@ def _has(provider: str) -> bool:
 def _frames(pipe, lp_primary):
     ref = lp_primary.npz("e2e_cli_default")
     frames = templates.load_pickle_template(lp_primary.path / "template_3f.pkl").frames
-    state = pipe.prepare_source(torch.from_numpy(ref["prep0.I"]), Ratios(0.3, 0.3, 0.1),
-                                MotionOptions())
+    state = pipe.prepare_source(
+        torch.from_numpy(ref["prep0.I"]), Ratios(0.3, 0.3, 0.1), MotionOptions()
+    )
     return pipe.run_batch(state, frames, 0)
 
 
@@ -38,8 +39,13 @@ def test_gpu_provider_matches_torch_fp32_on_cuda(lp_primary, provider, tmp_path)
     kwargs = {"input_size": lp_primary.image_size, "batch_size": 3, "device": "cuda"}
     torch_pipe = AnimatorPipeline.from_weights(lp_primary.checkpoints, **kwargs)
     ort_pipe = AnimatorPipeline.from_weights(
-        lp_primary.checkpoints, backend="onnxruntime", onnx_dir=primary_export().folder,
-        ort_providers=[provider], trt_cache_dir=tmp_path / "trt", **kwargs)
+        lp_primary.checkpoints,
+        backend="onnxruntime",
+        onnx_dir=primary_export().folder,
+        ort_providers=[provider],
+        trt_cache_dir=tmp_path / "trt",
+        **kwargs,
+    )
     assert ort_pipe.backend == f"onnxruntime/{full}" and ort_pipe.device.type == "cuda"
     want, got = _frames(torch_pipe, lp_primary), _frames(ort_pipe, lp_primary)
     assert got.image.device.type == "cuda"  # IOBinding wrote the frame on the device
@@ -52,8 +58,9 @@ def test_gpu_provider_matches_torch_fp32_on_cuda(lp_primary, provider, tmp_path)
 def test_gridsample_runs_on_the_cuda_provider(tmp_path):
     if not _has("CUDAExecutionProvider"):
         pytest.skip("CUDAExecutionProvider is not in this onnxruntime")
-    engine = ort_backend.OrtEngine(primary_export(), providers=["cuda"], batch_size=2,
-                                   profile_dir=tmp_path)
+    engine = ort_backend.OrtEngine(
+        primary_export(), providers=["cuda"], batch_size=2, profile_dir=tmp_path
+    )
     f_s = torch.zeros(1, *engine.f_s_shape, device="cuda")
     kp = torch.zeros(2, engine.num_kp, 3, device="cuda")
     engine.warp_decode(f_s, kp, kp + 0.01)

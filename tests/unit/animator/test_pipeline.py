@@ -15,8 +15,9 @@ from services.animator.random_weights import write_random_weights
 @pytest.fixture(scope="module")
 def random_pipe(tmp_path_factory, lp_primary) -> AnimatorPipeline:
     """Seeded random weights of the primary fixture set's architecture, fed its image size."""
-    folder = write_random_weights(tmp_path_factory.mktemp("weights"),
-                                  config=lp_primary.checkpoints / "models.yaml", seed=3)
+    folder = write_random_weights(
+        tmp_path_factory.mktemp("weights"), config=lp_primary.checkpoints / "models.yaml", seed=3
+    )
     return AnimatorPipeline.from_weights(folder, input_size=lp_primary.image_size, batch_size=2)
 
 
@@ -35,8 +36,9 @@ def test_fixture_weights_are_not_labelled_random(lp_primary):
     assert not pipe.random_weights
 
 
-def test_warm_up_renders_one_frame_of_a_grey_source_driven_by_itself(random_pipe, lp_primary,
-                                                                      monkeypatch):
+def test_warm_up_renders_one_frame_of_a_grey_source_driven_by_itself(
+    random_pipe, lp_primary, monkeypatch
+):
     """warm_up runs the whole recipe once on CPU: one frame at the output size, and it is the
     frame a plain render gives for a mid-grey crop at the input size driving itself."""
     rendered = []
@@ -57,16 +59,18 @@ def test_warm_up_renders_one_frame_of_a_grey_source_driven_by_itself(random_pipe
     assert seconds >= out.seconds > 0
     size, ratios = random_pipe.input_size, Ratios(0.3, 0.3, 0.1)
     grey = np.full((size, size, 3), 128, np.uint8)
-    expected = random_pipe.run_batch(random_pipe.prepare_source(grey, ratios),
-                                     random_pipe.extract_motion([grey], [ratios]), 0)
+    expected = random_pipe.run_batch(
+        random_pipe.prepare_source(grey, ratios), random_pipe.extract_motion([grey], [ratios]), 0
+    )
     np.testing.assert_array_equal(out.images, expected.images)
     torch.testing.assert_close(out.x_d, expected.x_d, rtol=0, atol=0)
 
 
 def test_extract_motion_matches_kp_info(random_pipe):
     size = random_pipe.input_size
-    crops = [np.random.default_rng(i).integers(0, 256, (size, size, 3), dtype=np.uint8)
-             for i in range(3)]
+    crops = [
+        np.random.default_rng(i).integers(0, 256, (size, size, 3), dtype=np.uint8) for i in range(3)
+    ]
     frames = random_pipe.extract_motion(crops, [Ratios(0.1 * i, 0.2, 0.05) for i in range(3)], 10)
     info = random_pipe.kp_info(random_pipe.prepare_images(crops))
     rot = info.rotation()
@@ -78,8 +82,17 @@ def test_extract_motion_matches_kp_info(random_pipe):
 
 
 def _rebuild(pipe, **kwargs):
-    return AnimatorPipeline(F=pipe.F, M=pipe.M, W=pipe.W, G=pipe.G, stitching=pipe.stitching,
-                            lip=pipe.lip, eye=pipe.eye, input_size=pipe.input_size, **kwargs)
+    return AnimatorPipeline(
+        F=pipe.F,
+        M=pipe.M,
+        W=pipe.W,
+        G=pipe.G,
+        stitching=pipe.stitching,
+        lip=pipe.lip,
+        eye=pipe.eye,
+        input_size=pipe.input_size,
+        **kwargs,
+    )
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU refusals")
@@ -96,8 +109,9 @@ def test_driving_image_uses_single_frame(random_pipe):
     crop = np.random.default_rng(5).integers(0, 256, (size, size, 3), dtype=np.uint8)
     frames = random_pipe.extract_motion([crop], [Ratios(0.3, 0.3, 0.1)])
     video = random_pipe.prepare_source(crop, Ratios(0.3, 0.3, 0.1), MotionOptions())
-    image = random_pipe.prepare_source(crop, Ratios(0.3, 0.3, 0.1),
-                                       MotionOptions(driving_image=True))
+    image = random_pipe.prepare_source(
+        crop, Ratios(0.3, 0.3, 0.1), MotionOptions(driving_image=True)
+    )
     a = random_pipe.run_batch(video, frames, 0).x_d
     b = random_pipe.run_batch(image, frames, 0).x_d
     assert float((a - b).abs().max()) > 1e-6  # neutral lip array L instead of frame 0

@@ -18,12 +18,26 @@ def test_empty_options_are_the_cli_defaults():
 
 
 def test_every_field_maps():
-    msg = Opts(absolute_motion=True, driving_option=Opts.POSE_FRIENDLY, disable_stitching=True,
-               normalize_lip=True, eye_retargeting=True, lip_retargeting=True,
-               driving_multiplier=1.5, region=Opts.LIP)
+    msg = Opts(
+        absolute_motion=True,
+        driving_option=Opts.POSE_FRIENDLY,
+        disable_stitching=True,
+        normalize_lip=True,
+        eye_retargeting=True,
+        lip_retargeting=True,
+        driving_multiplier=1.5,
+        region=Opts.LIP,
+    )
     assert options_from_proto(msg, 10) == MotionOptions(
-        relative=False, expression_friendly=False, stitching=False, normalize_lip=True,
-        eye_retargeting=True, lip_retargeting=True, driving_multiplier=1.5, region="lip")
+        relative=False,
+        expression_friendly=False,
+        stitching=False,
+        normalize_lip=True,
+        eye_retargeting=True,
+        lip_retargeting=True,
+        driving_multiplier=1.5,
+        region="lip",
+    )
     regions = {Opts.ALL: "all", Opts.EXP: "exp", Opts.POSE: "pose", Opts.EYES: "eyes"}
     for value, name in regions.items():
         assert options_from_proto(Opts(region=value), 0).region == name
@@ -33,9 +47,16 @@ def test_single_frame_job_is_image_driven():
     assert options_from_proto(Opts(), total_frames=1).driving_image
 
 
-@pytest.mark.parametrize("msg", [Opts(driving_multiplier=-1.0), Opts(driving_multiplier=50.0),
-                                 Opts(driving_multiplier=float("inf")), Opts(region=17),
-                                 Opts(driving_option=9)])
+@pytest.mark.parametrize(
+    "msg",
+    [
+        Opts(driving_multiplier=-1.0),
+        Opts(driving_multiplier=50.0),
+        Opts(driving_multiplier=float("inf")),
+        Opts(region=17),
+        Opts(driving_option=9),
+    ],
+)
 def test_bad_options_are_invalid_input(msg):
     with pytest.raises(InvalidInputError):
         options_from_proto(msg, 0)

@@ -16,17 +16,25 @@ from services.common.errors import InvalidInputError
 
 def _upstream_dict(n: int = 2, legacy: bool = False) -> dict:
     rng = np.random.default_rng(0)
-    motion = [{
-        ("R_d" if legacy else "R"): rng.normal(size=(1, 3, 3)).astype(np.float32),
-        "scale": np.full((1, 1), 1.5 + i, dtype=np.float32),
-        "exp": rng.normal(size=(1, 21, 3)).astype(np.float32),
-        "t": rng.normal(size=(1, 3)).astype(np.float32),
-    } for i in range(n)]
+    motion = [
+        {
+            ("R_d" if legacy else "R"): rng.normal(size=(1, 3, 3)).astype(np.float32),
+            "scale": np.full((1, 1), 1.5 + i, dtype=np.float32),
+            "exp": rng.normal(size=(1, 21, 3)).astype(np.float32),
+            "t": rng.normal(size=(1, 3)).astype(np.float32),
+        }
+        for i in range(n)
+    ]
     eyes = [np.array([[0.3, 0.25 + i]], dtype=np.float32) for i in range(n)]
     lips = [np.array([[0.1 * i]], dtype=np.float32) for i in range(n)]
     key = "c_d_" if legacy else "c_"
-    return {"n_frames": n, "output_fps": 30, "motion": motion,
-            f"{key}eyes_lst": eyes, f"{key}lip_lst": lips}
+    return {
+        "n_frames": n,
+        "output_fps": 30,
+        "motion": motion,
+        f"{key}eyes_lst": eyes,
+        f"{key}lip_lst": lips,
+    }
 
 
 def test_fixture_template_reads(lp_primary):

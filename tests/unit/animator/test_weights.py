@@ -44,8 +44,13 @@ def _outputs(models) -> list[torch.Tensor]:
     kp_s, kp_d = 0.3 * torch.randn(2, 1, 21, 3, generator=gen)
     f_s = models.F(x)
     out = models.W(f_s, kp_d, kp_s)
-    return [f_s, *models.M(x).values(), out["out"], models.G(out["out"]),
-            models.stitching(torch.randn(1, 126, generator=gen))]
+    return [
+        f_s,
+        *models.M(x).values(),
+        out["out"],
+        models.G(out["out"]),
+        models.stitching(torch.randn(1, 126, generator=gen)),
+    ]
 
 
 def test_random_reduced_round_trip(reduced_dir):
@@ -87,8 +92,9 @@ def test_module_prefix_is_stripped_everywhere(reduced_dir, tmp_path):
     state, _ = read_checkpoint(flat / BASE_FILES["F"])
     torch.save({f"module.{k}": v for k, v in state.items()}, flat / BASE_FILES["F"])
     bundle, _ = read_checkpoint(flat / STITCHING_FILE)
-    bundle["retarget_eye"] = {k.removeprefix("module."): v
-                              for k, v in bundle["retarget_eye"].items()}
+    bundle["retarget_eye"] = {
+        k.removeprefix("module."): v for k, v in bundle["retarget_eye"].items()
+    }
     torch.save(bundle, flat / STITCHING_FILE)
     models = load_models(flat)
     assert torch.equal(models.F.first.conv.weight, state["first.conv.weight"])
@@ -108,22 +114,45 @@ def _break(flat: Path, name: str, edit) -> None:
     torch.save(state, flat / name)
 
 
-@pytest.mark.parametrize("file, edit, match", [
-    (BASE_FILES["W"], lambda s: s.pop("third.norm.running_var"),
-     r"warping_module.pth: key mismatch: missing \['third.norm.running_var'\]"),
-    (BASE_FILES["M"], lambda s: s.update({"detector.head.weight": torch.zeros(2)}),
-     (r"motion_extractor.pth: key mismatch: missing \[\] \(0\), unexpected "
-      r"\['detector.head.weight'\]")),
-    (BASE_FILES["G"], lambda s: s.update({"fc.bias": torch.zeros(9)}),
-     r"spade_generator.pth: 'fc.bias' has shape \(9,\), expected \(8,\)"),
-    (BASE_FILES["F"], lambda s: s["second.weight"].view(-1)[3].fill_(float("nan")),
-     r"appearance_feature_extractor.pth: 'second.weight' contains NaN"),
-    (BASE_FILES["G"], lambda s: s["up_0.conv_1.weight_u"].neg_(),
-     r"spade_generator.pth: spectral norm of 'up_0.conv_1'"),
-    (STITCHING_FILE, lambda s: s["retarget_mouth"].pop("module.mlp.6.bias"),
-     r"stitching_retargeting_module.pth \[retarget_mouth\]: key mismatch: missing \['mlp.6.bias'\]"),
-    (STITCHING_FILE, lambda s: s.pop("retarget_eye"), r"expected a dict with keys"),
-])
+@pytest.mark.parametrize(
+    "file, edit, match",
+    [
+        (
+            BASE_FILES["W"],
+            lambda s: s.pop("third.norm.running_var"),
+            r"warping_module.pth: key mismatch: missing \['third.norm.running_var'\]",
+        ),
+        (
+            BASE_FILES["M"],
+            lambda s: s.update({"detector.head.weight": torch.zeros(2)}),
+            (
+                r"motion_extractor.pth: key mismatch: missing \[\] \(0\), unexpected "
+                r"\['detector.head.weight'\]"
+            ),
+        ),
+        (
+            BASE_FILES["G"],
+            lambda s: s.update({"fc.bias": torch.zeros(9)}),
+            r"spade_generator.pth: 'fc.bias' has shape \(9,\), expected \(8,\)",
+        ),
+        (
+            BASE_FILES["F"],
+            lambda s: s["second.weight"].view(-1)[3].fill_(float("nan")),
+            r"appearance_feature_extractor.pth: 'second.weight' contains NaN",
+        ),
+        (
+            BASE_FILES["G"],
+            lambda s: s["up_0.conv_1.weight_u"].neg_(),
+            r"spade_generator.pth: spectral norm of 'up_0.conv_1'",
+        ),
+        (
+            STITCHING_FILE,
+            lambda s: s["retarget_mouth"].pop("module.mlp.6.bias"),
+            r"stitching_retargeting_module.pth \[retarget_mouth\]: key mismatch: missing \['mlp.6.bias'\]",
+        ),
+        (STITCHING_FILE, lambda s: s.pop("retarget_eye"), r"expected a dict with keys"),
+    ],
+)
 def test_mismatches_name_file_and_key(reduced_dir, tmp_path, file, edit, match):
     flat = _flat_copy(reduced_dir, tmp_path / "flat")
     _break(flat, file, edit)
@@ -161,8 +190,9 @@ def test_malicious_pickle_is_refused(reduced_dir, tmp_path):
     state, _ = read_checkpoint(flat / BASE_FILES["F"])
     state["first.conv.bias"] = _Exploit(marker)
     torch.save(state, flat / BASE_FILES["F"])
-    with pytest.raises(WeightsError, match="appearance_feature_extractor.pth: refused by the "
-                       "weights-only loader"):
+    with pytest.raises(
+        WeightsError, match="appearance_feature_extractor.pth: refused by the weights-only loader"
+    ):
         load_models(flat)
     assert not marker.exists()
 
@@ -178,9 +208,11 @@ def test_real_size_random_weights_load_strictly_and_run_one_frame(tmp_path, repo
     reference = json.loads((repo_root / "services/animator/configs/state_dicts.json").read_text())
     counts = models.param_counts()
     assert counts["G"] == reference["spade_generator.pth"]["n_parameters"]
-    assert sum(counts.values()) == sum(
-        reference[name]["n_parameters"] for name in BASE_FILES.values()) + reference[
-        STITCHING_FILE]["n_parameters_total"]
+    assert (
+        sum(counts.values())
+        == sum(reference[name]["n_parameters"] for name in BASE_FILES.values())
+        + reference[STITCHING_FILE]["n_parameters_total"]
+    )
     x = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(0))
     f_s = models.F(x)
     heads = models.M(x)
@@ -199,6 +231,9 @@ def test_real_config_check_rejects_other_layouts(reduced_dir):
     from services.animator.weights import _check_against_json
 
     state, _ = read_checkpoint(reduced_dir / "liveportrait/base_models" / BASE_FILES["F"])
-    with pytest.raises(WeightsError, match=r"state_dicts.json\); first differing keys: "
-                       r"\['first.conv.weight'"):
+    with pytest.raises(
+        WeightsError,
+        match=r"state_dicts.json\); first differing keys: "
+        r"\['first.conv.weight'",
+    ):
         _check_against_json(state, BASE_FILES["F"], "F.pth")

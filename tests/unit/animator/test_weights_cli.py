@@ -34,8 +34,10 @@ def test_verify_reports_precise_errors(tmp_path):
 
 def test_verify_of_a_missing_or_non_folder_is_usage(tmp_path):
     (tmp_path / "file").write_bytes(b"x")
-    for path, reason in ((tmp_path / "gone", "no such file or folder"),
-                         (tmp_path / "file", "not a folder")):
+    for path, reason in (
+        (tmp_path / "gone", "no such file or folder"),
+        (tmp_path / "file", "not a folder"),
+    ):
         code, out, err = _run(["verify", str(path)])
         assert (code, out) == (2, "") and err == f"error: weights folder {path}: {reason}\n"
 

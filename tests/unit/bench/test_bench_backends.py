@@ -10,8 +10,16 @@ from tests.unit.animator.ort_export_cache import primary_export
 
 def test_backend_rows_measure_torch_and_onnxruntime(lp_primary, tmp_path):
     export = primary_export()  # the bench would export here; the suite's export is reused
-    rows = animator_bench.backend_rows(lp_primary.checkpoints, 2, 2, "cpu", 1, tmp_path,
-                                       onnx_dir=export.folder, input_size=lp_primary.image_size)
+    rows = animator_bench.backend_rows(
+        lp_primary.checkpoints,
+        2,
+        2,
+        "cpu",
+        1,
+        tmp_path,
+        onnx_dir=export.folder,
+        input_size=lp_primary.image_size,
+    )
     expected = [("torch", "fp32")] + ([("torch", "bf16")] if cpu_has_bf16() else [])
     expected.append(("onnxruntime/CPUExecutionProvider", "fp32"))
     assert [(r["backend"], r["precision"]) for r in rows] == expected

@@ -19,8 +19,7 @@ needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs 
 @pytest.fixture(scope="module")
 def tiny_config(tmp_path_factory, lp_primary) -> Path:
     """The primary fixture set's width and input size (its config.json): seconds, not minutes."""
-    data = {"model_params": lp_primary.config["model_params"],
-            "image_size": lp_primary.image_size}
+    data = {"model_params": lp_primary.config["model_params"], "image_size": lp_primary.image_size}
     path = tmp_path_factory.mktemp("bench") / "models.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
@@ -30,13 +29,37 @@ def tiny_config(tmp_path_factory, lp_primary) -> Path:
 @needs_ffmpeg
 @pytest.mark.timeout(300)
 def test_bench_prints_all_tables_and_goals(tiny_config, capsys):
-    code = dynamics_main([
-        "bench", "--config", str(tiny_config), "--seconds", "0.4", "--fps", "10",
-        "--batch-size", "2", "--batch-sizes", "1,2", "--batch-frames", "2",
-        "--concurrency", "2", "--concurrent-seconds", "0.3", "--memory-seconds", "0.3,0.6",
-        "--memory-fps", "10", "--fleet-jobs", "2", "--json",
-        # the services' animator in bf16 where this CPU has it: that path end to end
-        "--dtype", "bf16" if cpu_has_bf16() else "fp32"])
+    code = dynamics_main(
+        [
+            "bench",
+            "--config",
+            str(tiny_config),
+            "--seconds",
+            "0.4",
+            "--fps",
+            "10",
+            "--batch-size",
+            "2",
+            "--batch-sizes",
+            "1,2",
+            "--batch-frames",
+            "2",
+            "--concurrency",
+            "2",
+            "--concurrent-seconds",
+            "0.3",
+            "--memory-seconds",
+            "0.3,0.6",
+            "--memory-fps",
+            "10",
+            "--fleet-jobs",
+            "2",
+            "--json",
+            # the services' animator in bf16 where this CPU has it: that path end to end
+            "--dtype",
+            "bf16" if cpu_has_bf16() else "fp32",
+        ]
+    )
     out = capsys.readouterr().out
     assert code in (0, 1)
     for number in range(1, 9):
@@ -70,8 +93,11 @@ def test_bench_prints_all_tables_and_goals(tiny_config, capsys):
     assert sum(fleet[1]["animate_calls"]) == 2 and all(r["jobs_per_min"] > 0 for r in fleet)
     memory = results["service_memory"]
     assert [(m["clip_seconds"], m["frames"]) for m in memory] == [(0.3, 3), (0.6, 6)]
-    assert all(m[f"{name}_mib"] > 10 for m in memory
-               for name in ("gateway", "encoder", "face_detect", "animator"))
+    assert all(
+        m[f"{name}_mib"] > 10
+        for m in memory
+        for name in ("gateway", "encoder", "face_detect", "animator")
+    )
     assert "Memory" in out
     assert len(results["goals"]) == 3
     assert code == (0 if all(g["result"] == "PASS" for g in results["goals"]) else 1)
@@ -79,9 +105,11 @@ def test_bench_prints_all_tables_and_goals(tiny_config, capsys):
 
 
 def test_goals_from_ratios():
-    jobs = {"pipelined": {"timings": {"total": 11.0, "animate": 10.0}},
-            "sequential": {"timings": {"detect": 3.0, "animate": 9.0}},
-            "repeat": {"timings": {"total": 7.0}}}
+    jobs = {
+        "pipelined": {"timings": {"total": 11.0, "animate": 10.0}},
+        "sequential": {"timings": {"detect": 3.0, "animate": 9.0}},
+        "repeat": {"timings": {"total": 7.0}},
+    }
     goals = tables.goals({"jobs": jobs, "compare": {"plain_fps": 5.0, "batched_fps": 4.0}})
     assert [g["result"] for g in goals] == ["PASS", "FAIL", "FAIL"]
     assert goals[0]["ratio"] == 1.1 and goals[1]["ratio"] == round(7 / 11, 3)

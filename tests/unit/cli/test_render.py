@@ -34,8 +34,9 @@ def inputs(tmp_path: Path) -> tuple[str, str]:
 def test_weights_default_and_missing_weights(tmp_path: Path, inputs, capsys) -> None:
     assert default_weights_dir({}) == Path(".dynamics/weights")
     assert default_weights_dir({"DYNAMICS_WEIGHTS_DIR": "/w"}) == Path("/w")
-    code = main([*inputs, "-o", str(tmp_path / "o.mp4"), "--weights",
-                 str(tmp_path / "none")], environ={})
+    code = main(
+        [*inputs, "-o", str(tmp_path / "o.mp4"), "--weights", str(tmp_path / "none")], environ={}
+    )
     err = capsys.readouterr().err
     assert code == 2 and len(err.splitlines()) == 1
     assert err.startswith(f"dynamics render: weights folder {tmp_path / 'none'}: no such file")
@@ -50,11 +51,13 @@ def test_missing_source_or_hero_is_one_line_before_anything_starts(
     code = main([*args, "-o", str(tmp_path / "o.mp4"), "--weights", str(tmp_path)], environ={})
     assert code == 2
     assert capsys.readouterr().err == (
-        f"dynamics render: {label} {tmp_path / 'gone.bin'}: no such file or folder\n")
+        f"dynamics render: {label} {tmp_path / 'gone.bin'}: no such file or folder\n"
+    )
 
 
-@pytest.mark.parametrize(("output", "reason"), [
-    ("out", "is a folder, not a file"), ("file/o.mp4", "not a folder")])
+@pytest.mark.parametrize(
+    ("output", "reason"), [("out", "is a folder, not a file"), ("file/o.mp4", "not a folder")]
+)
 def test_unwritable_output_is_one_line_before_anything_starts(
     tmp_path: Path, inputs, capsys, output: str, reason: str
 ) -> None:
@@ -76,9 +79,23 @@ def test_unreadable_source_and_weights_folder(tmp_path: Path, inputs) -> None:
     closed.chmod(0)
 
     def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([*unprivileged_prefix(), sys.executable, "-m", "services.cli",
-                               "render", *args, "-o", str(tmp_path / "o.mp4")],
-                              capture_output=True, text=True, cwd=REPO, timeout=120, check=False)
+        return subprocess.run(
+            [
+                *unprivileged_prefix(),
+                sys.executable,
+                "-m",
+                "services.cli",
+                "render",
+                *args,
+                "-o",
+                str(tmp_path / "o.mp4"),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=120,
+            check=False,
+        )
 
     try:
         photo = run(str(locked), inputs[1], "--weights", str(tmp_path))
@@ -106,26 +123,50 @@ def test_a_flag_for_every_option_with_the_models_choices() -> None:
 
 
 def test_flags_become_typed_options() -> None:
-    args = build_parser().parse_args([
-        "a.png", "b.mp4", "-o", "o.mp4", "--no-relative-motion", "--driving-multiplier", "2.5",
-        "--region", "lip", "--lip-retargeting", "--no-paste-back",
-        "--driving-option", "pose-friendly"])
+    args = build_parser().parse_args(
+        [
+            "a.png",
+            "b.mp4",
+            "-o",
+            "o.mp4",
+            "--no-relative-motion",
+            "--driving-multiplier",
+            "2.5",
+            "--region",
+            "lip",
+            "--lip-retargeting",
+            "--no-paste-back",
+            "--driving-option",
+            "pose-friendly",
+        ]
+    )
     assert options_from_args(args) == AnimationOptions(
-        relative_motion=False, driving_multiplier=2.5, region="lip", lip_retargeting=True,
-        paste_back=False, driving_option="pose-friendly")
+        relative_motion=False,
+        driving_multiplier=2.5,
+        region="lip",
+        lip_retargeting=True,
+        paste_back=False,
+        driving_option="pose-friendly",
+    )
     plain = build_parser().parse_args(["a.png", "b.mp4", "-o", "o.mp4"])
     assert options_from_args(plain) == AnimationOptions()
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    (["--driving-multiplier", "0"], "--driving-multiplier: Input should be greater than 0"),
-    (["--driving-multiplier", "11"], "--driving-multiplier: Input should be less than or equal"),
-    (["--driving-multiplier", "nan"], "--driving-multiplier: Input should be a finite number"),
-    (["--region", "nose"], "invalid choice: 'nose'"),
-    (["--crf", "0"], "'0' is not an x264 CRF (1-51)"),
-    (["--preset", "warp"], "invalid choice: 'warp'"),
-    (["--option", "region=lip"], "unrecognized arguments: --option"),
-])
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--driving-multiplier", "0"], "--driving-multiplier: Input should be greater than 0"),
+        (
+            ["--driving-multiplier", "11"],
+            "--driving-multiplier: Input should be less than or equal",
+        ),
+        (["--driving-multiplier", "nan"], "--driving-multiplier: Input should be a finite number"),
+        (["--region", "nose"], "invalid choice: 'nose'"),
+        (["--crf", "0"], "'0' is not an x264 CRF (1-51)"),
+        (["--preset", "warp"], "invalid choice: 'warp'"),
+        (["--option", "region=lip"], "unrecognized arguments: --option"),
+    ],
+)
 def test_bad_flags_are_usage_errors(tmp_path: Path, inputs, capsys, argv, message) -> None:
     with pytest.raises(SystemExit) as info:
         main([*inputs, "-o", "o.mp4", "--weights", str(tmp_path), *argv], environ={})
@@ -133,15 +174,34 @@ def test_bad_flags_are_usage_errors(tmp_path: Path, inputs, capsys, argv, messag
 
 
 def test_run_flags_reach_the_orchestrator_config() -> None:
-    args = build_parser().parse_args([
-        "a.png", "b.mp4", "-o", "o.mp4", "--sequential", "--crop-driving-video", "--crf", "20",
-        "--preset", "medium"])
+    args = build_parser().parse_args(
+        [
+            "a.png",
+            "b.mp4",
+            "-o",
+            "o.mp4",
+            "--sequential",
+            "--crop-driving-video",
+            "--crf",
+            "20",
+            "--preset",
+            "medium",
+        ]
+    )
     config = render_config(args)
-    assert (config.sequential, config.crop_driving_video, config.encoder_crf,
-            config.encoder_preset) == (True, True, 20, "medium")
+    assert (
+        config.sequential,
+        config.crop_driving_video,
+        config.encoder_crf,
+        config.encoder_preset,
+    ) == (True, True, 20, "medium")
     plain = render_config(build_parser().parse_args(["a.png", "b.mp4", "-o", "o.mp4"]))
-    assert (plain.sequential, plain.crop_driving_video, plain.encoder_crf,
-            plain.encoder_preset) == (False, False, 0, "")
+    assert (
+        plain.sequential,
+        plain.crop_driving_video,
+        plain.encoder_crf,
+        plain.encoder_preset,
+    ) == (False, False, 0, "")
 
 
 def test_progress_bar_plain_lines() -> None:

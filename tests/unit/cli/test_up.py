@@ -13,8 +13,10 @@ from services.cli.up import main
 
 def test_missing_or_file_weights_folder_is_one_line_and_exit_2(tmp_path: Path, capsys) -> None:
     (tmp_path / "file").write_bytes(b"x")
-    for weights, reason in ((tmp_path / "none", "no such file or folder"),
-                            (tmp_path / "file", "not a folder")):
+    for weights, reason in (
+        (tmp_path / "none", "no such file or folder"),
+        (tmp_path / "file", "not a folder"),
+    ):
         assert main(["--weights", str(weights), "--port", "0"], environ={}) == 2
         err = capsys.readouterr().err
         assert len(err.splitlines()) == 1

@@ -16,22 +16,48 @@ from services.client import client as client_module
 
 
 def _job(status: str = "running", **extra) -> dict:
-    return {"id": "j1", "status": status, "stage": "animate", "progress": 0.5, "frames_done": 5,
-            "frames_total": 10, "eta_seconds": 4.2, "timings": {"detect": 0.5}, "error": None,
-            "result_url": None, "cache_hit": False, "random_weights": True, "attempts": 1,
-            "created_at": "2026-01-02T03:04:05Z", "started_at": None, "finished_at": None,
-            **extra}
+    return {
+        "id": "j1",
+        "status": status,
+        "stage": "animate",
+        "progress": 0.5,
+        "frames_done": 5,
+        "frames_total": 10,
+        "eta_seconds": 4.2,
+        "timings": {"detect": 0.5},
+        "error": None,
+        "result_url": None,
+        "cache_hit": False,
+        "random_weights": True,
+        "attempts": 1,
+        "created_at": "2026-01-02T03:04:05Z",
+        "started_at": None,
+        "finished_at": None,
+        **extra,
+    }
 
 
 def test_sse_parser_follows_the_spec() -> None:
     lines = [
-        ": heartbeat", "",                      # a comment alone dispatches nothing
-        "retry: 2500", "id: 7", "event: job", "data: {\"a\":", "data:1}", "",
-        "data: no space after colon is fine", "",   # default event type, id persists
-        "id", "data: x", "",                    # a bare `id` resets the last id to ""
-        "id: a\0b", "data: y", "",              # an id with NUL is ignored
-        "event: job", "",                       # no data: dropped
-        "data: unterminated",                   # no blank line at the end: dropped
+        ": heartbeat",
+        "",  # a comment alone dispatches nothing
+        "retry: 2500",
+        "id: 7",
+        "event: job",
+        'data: {"a":',
+        "data:1}",
+        "",
+        "data: no space after colon is fine",
+        "",  # default event type, id persists
+        "id",
+        "data: x",
+        "",  # a bare `id` resets the last id to ""
+        "id: a\0b",
+        "data: y",
+        "",  # an id with NUL is ignored
+        "event: job",
+        "",  # no data: dropped
+        "data: unterminated",  # no blank line at the end: dropped
     ]
     assert list(parse_sse(lines)) == [
         ServerSentEvent("job", '{"a":\n1}', "7", 2500),
@@ -45,8 +71,17 @@ def test_sse_parser_follows_the_spec() -> None:
     ("body", "code", "message"),
     [
         ({"error": {"code": "bad_video", "message": "not a video"}}, "bad_video", "not a video"),
-        ({"type": "about:blank", "title": "Unprocessable", "status": 422, "code": "bad_video",
-          "detail": "not a video"}, "bad_video", "not a video"),
+        (
+            {
+                "type": "about:blank",
+                "title": "Unprocessable",
+                "status": 422,
+                "code": "bad_video",
+                "detail": "not a video",
+            },
+            "bad_video",
+            "not a video",
+        ),
         ({"title": "Unprocessable", "code": "url_refused"}, "url_refused", "Unprocessable"),
         ({"detail": "no code here"}, "http_422", "no code here"),
         ("plain text", "http_422", "Unprocessable Entity"),
@@ -57,20 +92,26 @@ def test_errors_carry_the_code_from_either_body_shape(body, code: str, message: 
         response = httpx.Response(422, text=body, headers={"Retry-After": "7"})
     else:
         media = "application/problem+json" if "title" in body else "application/json"
-        response = httpx.Response(422, json=body, headers={"Retry-After": "7",
-                                                            "Content-Type": media})
+        response = httpx.Response(
+            422, json=body, headers={"Retry-After": "7", "Content-Type": media}
+        )
     error = client_module.error_from_response(response)
-    assert (error.code, error.message, error.status, error.retry_after) == (
-        code, message, 422, 7.0)
+    assert (error.code, error.message, error.status, error.retry_after) == (code, message, 422, 7.0)
     assert error.is_client_error
 
 
 def test_a_job_view_keeps_unknown_fields_and_reads_links() -> None:
-    job = Job.from_json(_job(queue_position=3, links={"self": "/v1/jobs/j1",
-                                                      "events": {"href": "/v1/jobs/j1/events"}},
-                             something_new=[1, 2]))
-    assert job.queue_position == 3 and job.links == {"self": "/v1/jobs/j1",
-                                                     "events": "/v1/jobs/j1/events"}
+    job = Job.from_json(
+        _job(
+            queue_position=3,
+            links={"self": "/v1/jobs/j1", "events": {"href": "/v1/jobs/j1/events"}},
+            something_new=[1, 2],
+        )
+    )
+    assert job.queue_position == 3 and job.links == {
+        "self": "/v1/jobs/j1",
+        "events": "/v1/jobs/j1/events",
+    }
     assert job.raw["something_new"] == [1, 2] and job.created_at.year == 2026
     assert not job.terminal and Job.from_json(_job("cancelled")).terminal
     assert describe(job) == "j1 running animate  50% 5/10 frames ETA 4s"
@@ -88,13 +129,17 @@ def test_events_resume_a_dropped_stream_with_last_event_id(monkeypatch) -> None:
     def gateway(request: httpx.Request) -> httpx.Response:
         seen_ids.append(request.headers.get("last-event-id"))
         if len(seen_ids) == 1:  # two events, then the connection ends before a final state
-            return _stream(f"retry: 250\n: keep-alive\n\nid: 1\nevent: job\ndata: "
-                           f"{json.dumps(_job())}\n\nid: 2\nevent: job\ndata: "
-                           f"{json.dumps(_job(progress=0.9))}\n\n")
+            return _stream(
+                f"retry: 250\n: keep-alive\n\nid: 1\nevent: job\ndata: "
+                f"{json.dumps(_job())}\n\nid: 2\nevent: job\ndata: "
+                f"{json.dumps(_job(progress=0.9))}\n\n"
+            )
         if len(seen_ids) == 2:
             raise httpx.ReadError("connection reset")
-        return _stream(f"id: 3\nevent: job\ndata: {json.dumps(_job('succeeded', progress=1))}"
-                       f"\n\nid: 4\nevent: job\ndata: {json.dumps(_job('succeeded'))}\n\n")
+        return _stream(
+            f"id: 3\nevent: job\ndata: {json.dumps(_job('succeeded', progress=1))}"
+            f"\n\nid: 4\nevent: job\ndata: {json.dumps(_job('succeeded'))}\n\n"
+        )
 
     with Client("http://gw", transport=httpx.MockTransport(gateway)) as client:
         jobs = list(client.events("j1"))
@@ -110,8 +155,10 @@ def test_events_give_up_after_repeated_drops(monkeypatch) -> None:
         calls.append(1)
         return _stream(": nothing but a heartbeat\n\n")
 
-    with Client("http://gw", transport=httpx.MockTransport(gateway)) as client, \
-            pytest.raises(DynamicsError) as caught:
+    with (
+        Client("http://gw", transport=httpx.MockTransport(gateway)) as client,
+        pytest.raises(DynamicsError) as caught,
+    ):
         list(client.events("j1", max_reconnects=2))
     assert caught.value.code == "unreachable" and len(calls) == 3
 
@@ -120,8 +167,10 @@ def test_a_refused_event_stream_raises_its_code() -> None:
     def gateway(request: httpx.Request) -> httpx.Response:
         return httpx.Response(404, json={"code": "not_found", "detail": "no job 'j1'"})
 
-    with Client("http://gw", transport=httpx.MockTransport(gateway)) as client, \
-            pytest.raises(DynamicsError) as caught:
+    with (
+        Client("http://gw", transport=httpx.MockTransport(gateway)) as client,
+        pytest.raises(DynamicsError) as caught,
+    ):
         next(client.events("j1"))
     assert (caught.value.code, caught.value.status) == ("not_found", 404)
 
@@ -145,19 +194,30 @@ def test_submit_uploads_files_and_sends_urls_as_json(tmp_path: Path) -> None:
     assert upload.headers["idempotency-key"] == "k1"
     assert upload.headers["content-type"].startswith("multipart/form-data")
     body = upload.content
-    for part in (b'name="source"; filename="me.png"', b'name="driving"; filename="hero.mp4"',
-                 b"Content-Type: image/png", b'{"stitching": false}', b"PNG", b"MP4"):
+    for part in (
+        b'name="source"; filename="me.png"',
+        b'name="driving"; filename="hero.mp4"',
+        b"Content-Type: image/png",
+        b'{"stitching": false}',
+        b"PNG",
+        b"MP4",
+    ):
         assert part in body, part
-    assert json.loads(urls.content) == {"source_url": "https://a.example/p.png",
-                                        "driving_url": "https://a.example/v.mp4", "seconds": 2}
+    assert json.loads(urls.content) == {
+        "source_url": "https://a.example/p.png",
+        "driving_url": "https://a.example/v.mp4",
+        "seconds": 2,
+    }
 
 
 def test_an_unreachable_gateway_is_an_error_with_a_code() -> None:
     def gateway(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("connection refused")
 
-    with Client("http://gw", transport=httpx.MockTransport(gateway)) as client, \
-            pytest.raises(DynamicsError) as caught:
+    with (
+        Client("http://gw", transport=httpx.MockTransport(gateway)) as client,
+        pytest.raises(DynamicsError) as caught,
+    ):
         client.get("j1")
     assert caught.value.code == "unreachable" and caught.value.status is None
     assert not caught.value.is_client_error

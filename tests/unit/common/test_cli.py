@@ -40,14 +40,26 @@ def test_unreadable_file_and_folder_say_permission_denied(tmp_path: Path) -> Non
     (tmp_path / "locked.png").chmod(0)
     (tmp_path / "closed").mkdir()
     (tmp_path / "closed").chmod(0)
-    code = ("import sys; from pathlib import Path; from services.common.cli import "
-            "file_problem, folder_problem; "
-            "print(file_problem(Path(sys.argv[1])), folder_problem(Path(sys.argv[2])), sep='|')")
+    code = (
+        "import sys; from pathlib import Path; from services.common.cli import "
+        "file_problem, folder_problem; "
+        "print(file_problem(Path(sys.argv[1])), folder_problem(Path(sys.argv[2])), sep='|')"
+    )
     try:
         out = subprocess.run(
-            [*unprivileged_prefix(), sys.executable, "-c", code, str(tmp_path / "locked.png"),
-             str(tmp_path / "closed")], capture_output=True, text=True, check=True,
-            cwd=Path(__file__).resolve().parents[3]).stdout
+            [
+                *unprivileged_prefix(),
+                sys.executable,
+                "-c",
+                code,
+                str(tmp_path / "locked.png"),
+                str(tmp_path / "closed"),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).resolve().parents[3],
+        ).stdout
     finally:
         (tmp_path / "closed").chmod(0o700)
     assert out.strip() == "permission denied|permission denied"
@@ -55,7 +67,8 @@ def test_unreadable_file_and_folder_say_permission_denied(tmp_path: Path) -> Non
 
 def test_reasons_carry_no_errno_number_or_path() -> None:
     assert os_reason(FileNotFoundError(errno.ENOENT, "No such file or directory", "/x")) == (
-        "no such file or folder")
+        "no such file or folder"
+    )
     assert os_reason(OSError(errno.EIO, "Input/output error")) == "input/output error"
 
 

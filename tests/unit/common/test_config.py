@@ -73,8 +73,11 @@ def test_every_service_config_reads_its_bind_host(tmp_path: Path) -> None:
     from services.face_detect.config import FaceDetectConfig
 
     env = {"BIND_HOST": "::", "ANIMATOR_WEIGHTS_DIR": str(tmp_path), "ANIMATOR_DEVICE": "cpu"}
-    configs = {"FACE_DETECT": FaceDetectConfig, "ANIMATOR": AnimatorConfig,
-               "ENCODER": EncoderConfig}
+    configs = {
+        "FACE_DETECT": FaceDetectConfig,
+        "ANIMATOR": AnimatorConfig,
+        "ENCODER": EncoderConfig,
+    }
     for prefix, cls in configs.items():
         assert cls.from_env(env).bind_host == "::"
         own = {**env, f"{prefix}_BIND_HOST": "127.0.0.1"}

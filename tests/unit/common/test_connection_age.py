@@ -52,14 +52,29 @@ def _echo_service(host: str, port: int, *, age_s: float, grace_s: float) -> Grpc
             yield str(index).encode()
 
     def register(server):
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {
-            "Who": grpc.unary_unary_rpc_method_handler(who),
-            "Slow": grpc.unary_stream_rpc_method_handler(slow),
-        }),))
+        server.add_generic_rpc_handlers(
+            (
+                grpc.method_handlers_generic_handler(
+                    SERVICE,
+                    {
+                        "Who": grpc.unary_unary_rpc_method_handler(who),
+                        "Slow": grpc.unary_stream_rpc_method_handler(slow),
+                    },
+                ),
+            )
+        )
 
-    service = GrpcService(name="echo", service_names=[SERVICE], register=register, port=port,
-                          metrics_port=None, host=host, max_connection_age_s=age_s,
-                          max_connection_age_grace_s=grace_s, grace_s=5.0)
+    service = GrpcService(
+        name="echo",
+        service_names=[SERVICE],
+        register=register,
+        port=port,
+        metrics_port=None,
+        host=host,
+        max_connection_age_s=age_s,
+        max_connection_age_grace_s=grace_s,
+        grace_s=5.0,
+    )
     service.start()
     service.set_serving()
     return service
@@ -77,14 +92,20 @@ def dns():
 
 
 def test_connection_age_settings_come_from_the_environment():
-    assert connection_age_s("animator", {}) == (DEFAULT_MAX_CONNECTION_AGE_S,
-                                                 DEFAULT_MAX_CONNECTION_AGE_GRACE_S)
+    assert connection_age_s("animator", {}) == (
+        DEFAULT_MAX_CONNECTION_AGE_S,
+        DEFAULT_MAX_CONNECTION_AGE_GRACE_S,
+    )
     env = {"GRPC_MAX_CONNECTION_AGE_S": "12", "ANIMATOR_MAX_CONNECTION_AGE_GRACE_S": "400"}
     assert connection_age_s("animator", env) == (12.0, 400.0)
     assert connection_age_s("encoder", env) == (12.0, DEFAULT_MAX_CONNECTION_AGE_GRACE_S)
     assert drain_delay_from_env("animator", {}) == 0.0
-    assert drain_delay_from_env("animator", {"GRPC_DRAIN_DELAY_S": "2",
-                                             "ANIMATOR_DRAIN_DELAY_S": "40"}) == 40.0
+    assert (
+        drain_delay_from_env(
+            "animator", {"GRPC_DRAIN_DELAY_S": "2", "ANIMATOR_DRAIN_DELAY_S": "40"}
+        )
+        == 40.0
+    )
     assert drain_delay_from_env("encoder", {"GRPC_DRAIN_DELAY_S": "2"}) == 2.0
     options = dict(resolution_options({"GRPC_DNS_MIN_RESOLUTION_S": "1.5"}))
     assert options["grpc.dns_min_time_between_resolutions_ms"] == 1500
@@ -118,8 +139,11 @@ def test_aged_out_connection_makes_the_client_find_a_new_address_and_keeps_a_run
     port = _shared_port(hosts)
     first = _echo_service(hosts[0], port, age_s=1.0, grace_s=30.0)
     dns.set("echo.fleet", [hosts[0]])
-    channel = make_channel(dns.target("echo.fleet", port), service_names=[SERVICE],
-                           environ={"GRPC_DNS_MIN_RESOLUTION_S": "0.2"})
+    channel = make_channel(
+        dns.target("echo.fleet", port),
+        service_names=[SERVICE],
+        environ={"GRPC_DNS_MIN_RESOLUTION_S": "0.2"},
+    )
     second = None
     try:
         assert _who(channel) == hosts[0]
@@ -146,9 +170,11 @@ def test_aged_out_connection_makes_the_client_find_a_new_address_and_keeps_a_run
             time.sleep(0.05)
         found_after = time.monotonic() - started
         streaming.join(30)
-        print(f"new address reached after {found_after:.1f} s; "
-              f"{dns.queries['echo.fleet'] - queries_before} re-resolutions; "
-              f"stream across the age-out: {len(replies)} replies, errors {errors}")
+        print(
+            f"new address reached after {found_after:.1f} s; "
+            f"{dns.queries['echo.fleet'] - queries_before} re-resolutions; "
+            f"stream across the age-out: {len(replies)} replies, errors {errors}"
+        )
         assert dns.queries["echo.fleet"] > queries_before
         assert not errors and replies == [str(i).encode() for i in range(6)]
     finally:
@@ -163,8 +189,9 @@ def test_a_draining_server_leaves_the_rotation_at_once(dns):
     port = _shared_port(hosts)
     services = [_echo_service(h, port, age_s=30, grace_s=30) for h in hosts]
     dns.set("echo.fleet", hosts)
-    channel = make_channel(dns.target("echo.fleet", port), service_names=[SERVICE],
-                           health_checked=True)
+    channel = make_channel(
+        dns.target("echo.fleet", port), service_names=[SERVICE], health_checked=True
+    )
     try:
         deadline = time.monotonic() + 10
         while {_who(channel) for _ in range(6)} != set(hosts):

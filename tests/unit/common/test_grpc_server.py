@@ -61,8 +61,16 @@ def _register(impl: _Echo):
 @pytest.fixture()
 def served():
     impl = _Echo()
-    svc = GrpcService(name="echo", service_names=[SERVICE], register=_register(impl), port=0,
-                      metrics_port=0, grace_s=5.0, drain_delay_s=1.0, host="127.0.0.1")
+    svc = GrpcService(
+        name="echo",
+        service_names=[SERVICE],
+        register=_register(impl),
+        port=0,
+        metrics_port=0,
+        grace_s=5.0,
+        drain_delay_s=1.0,
+        host="127.0.0.1",
+    )
     svc.start()
     channel = make_channel(f"127.0.0.1:{svc.port}", service_names=[SERVICE])
     yield svc, impl, channel
@@ -77,8 +85,11 @@ def _metrics(svc: GrpcService) -> str:
 
 def _counter(text: str, method: str, code: str) -> float:
     for line in text.splitlines():
-        if (line.startswith("grpc_server_handled_total{") and f'grpc_method="{method}"' in line
-                and f'grpc_code="{code}"' in line):
+        if (
+            line.startswith("grpc_server_handled_total{")
+            and f'grpc_method="{method}"' in line
+            and f'grpc_code="{code}"' in line
+        ):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
 
@@ -109,7 +120,10 @@ def test_calls_are_counted_under_their_real_code(served) -> None:
     assert _counter(text, "Echo", "OK") == 1
     assert _counter(text, "Echo", "INVALID_ARGUMENT") == 1
     assert _counter(text, "Echo", "INTERNAL") == 1
-    assert 'grpc_server_started_total{grpc_method="Echo",grpc_service="dynamics.test.Echo",grpc_type="unary"} 3.0' in text
+    assert (
+        'grpc_server_started_total{grpc_method="Echo",grpc_service="dynamics.test.Echo",grpc_type="unary"} 3.0'
+        in text
+    )
 
 
 def test_drain_lets_in_flight_stream_finish_and_refuses_new_calls(served) -> None:
@@ -126,7 +140,8 @@ def test_drain_lets_in_flight_stream_finish_and_refuses_new_calls(served) -> Non
     time.sleep(0.2)
     # Health flips first: during the drain delay the open server says NOT_SERVING.
     status = health_pb2_grpc.HealthStub(channel).Check(
-        health_pb2.HealthCheckRequest(service=SERVICE), timeout=2)
+        health_pb2.HealthCheckRequest(service=SERVICE), timeout=2
+    )
     assert status.status == health_pb2.HealthCheckResponse.NOT_SERVING
     time.sleep(1.2)  # past the drain delay, the stream still running: new calls are refused
     with pytest.raises(grpc.RpcError) as refused:
@@ -151,14 +166,24 @@ def test_bind_address_brackets_ipv6() -> None:
 
 
 @pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads /proc/net (Linux)")
-@pytest.mark.parametrize(("host", "seen"), [
-    ("127.0.0.1", {"127.0.0.1"}),
-    # gRPC serves an IPv4 wildcard from a dual-stack socket where it can ([::])
-    ("0.0.0.0", {"0.0.0.0", "::"}),
-])
+@pytest.mark.parametrize(
+    ("host", "seen"),
+    [
+        ("127.0.0.1", {"127.0.0.1"}),
+        # gRPC serves an IPv4 wildcard from a dual-stack socket where it can ([::])
+        ("0.0.0.0", {"0.0.0.0", "::"}),
+    ],
+)
 def test_grpc_and_metrics_listen_on_the_given_host_only(host: str, seen: set[str]) -> None:
-    svc = GrpcService(name="echo", service_names=[SERVICE], register=_register(_Echo()), port=0,
-                      metrics_port=0, grace_s=0.0, host=host)
+    svc = GrpcService(
+        name="echo",
+        service_names=[SERVICE],
+        register=_register(_Echo()),
+        port=0,
+        metrics_port=0,
+        grace_s=0.0,
+        host=host,
+    )
     svc.start()
     try:
         bound = listening_sockets(os.getpid())

@@ -89,7 +89,9 @@ def _reference_rgb(img: Image.Image) -> np.ndarray:
         arr = np.zeros_like(arr) if peak <= 0 else arr / peak * 255.0
         return np.repeat(arr.clip(0, 255).astype(np.uint8)[:, :, None], 3, axis=2)
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        img = Image.alpha_composite(Image.new("RGBA", img.size, (0, 0, 0, 255)), img.convert("RGBA"))
+        img = Image.alpha_composite(
+            Image.new("RGBA", img.size, (0, 0, 0, 255)), img.convert("RGBA")
+        )
     return np.asarray(img.convert("RGB"), dtype=np.uint8)
 
 
@@ -109,12 +111,24 @@ def _noise(mode: str, size: tuple[int, int], seed: int = 1) -> Image.Image:
 
 @pytest.mark.parametrize(
     ("mode", "fmt"),
-    [("RGB", "PNG"), ("RGBA", "PNG"), ("LA", "PNG"), ("L", "PNG"), ("P-transparent", "PNG"),
-     ("I;16", "PNG"), ("F", "TIFF"), ("CMYK", "TIFF"), ("RGBA", "WEBP"), ("1", "BMP")],
+    [
+        ("RGB", "PNG"),
+        ("RGBA", "PNG"),
+        ("LA", "PNG"),
+        ("L", "PNG"),
+        ("P-transparent", "PNG"),
+        ("I;16", "PNG"),
+        ("F", "TIFF"),
+        ("CMYK", "TIFF"),
+        ("RGBA", "WEBP"),
+        ("1", "BMP"),
+    ],
 )
 def test_banded_decode_matches_a_whole_image_conversion(mode: str, fmt: str) -> None:
     # 1500 rows of 700 px are several bands: the seams must not show.
-    data = _png(_noise(mode, (700, 1500)), format=fmt, **({"lossless": True} if fmt == "WEBP" else {}))
+    data = _png(
+        _noise(mode, (700, 1500)), format=fmt, **({"lossless": True} if fmt == "WEBP" else {})
+    )
     expected = _reference_rgb(Image.open(io.BytesIO(data)))
     assert np.array_equal(decode_image(data), expected)
 
@@ -147,16 +161,22 @@ def test_max_dim_reduces_while_decoding() -> None:
 
 def test_only_allowed_formats_are_opened(tmp_path) -> None:
     eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 64 64\nshowpage\n"
-    for data in (eps, _png(_noise("RGB", (32, 32)), format="ICO"),
-                 _png(_noise("RGB", (32, 32)), format="PCX"),
-                 _png(_noise("RGB", (32, 32)), format="TGA")):
+    for data in (
+        eps,
+        _png(_noise("RGB", (32, 32)), format="ICO"),
+        _png(_noise("RGB", (32, 32)), format="PCX"),
+        _png(_noise("RGB", (32, 32)), format="TGA"),
+    ):
         with pytest.raises(InvalidInputError, match="not a supported image") as info:
             decode_image(data)
         assert info.value.reason == "bad_image"
     for fmt in ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF"):
         img = _noise("RGB", (40, 40))
         assert decode_image(_png(img if fmt != "GIF" else img.convert("P"), format=fmt)).shape == (
-            40, 40, 3)
+            40,
+            40,
+            3,
+        )
 
 
 def test_check_image_reads_a_path_and_finds_truncation(tmp_path) -> None:

@@ -15,22 +15,46 @@ import pytest
 FFMPEG = shutil.which("ffmpeg")
 FFPROBE = shutil.which("ffprobe")
 
-needs_ffmpeg = pytest.mark.skipif(FFMPEG is None or FFPROBE is None,
-                                  reason="ffmpeg/ffprobe not installed")
+needs_ffmpeg = pytest.mark.skipif(
+    FFMPEG is None or FFPROBE is None, reason="ffmpeg/ffprobe not installed"
+)
 
 
-def make_hero_video(path: Path, *, seconds: float, fps: str = "25", size: str = "64x48",
-                    audio: bool = True, audio_delay: float = 0.0) -> Path:
+def make_hero_video(
+    path: Path,
+    *,
+    seconds: float,
+    fps: str = "25",
+    size: str = "64x48",
+    audio: bool = True,
+    audio_delay: float = 0.0,
+) -> Path:
     """A small test video from lavfi sources (testsrc picture, 440 Hz sine audio).
 
     `audio_delay` starts the audio stream that many seconds after the picture.
     """
-    argv = [FFMPEG, "-hide_banner", "-loglevel", "error", "-y",
-            "-f", "lavfi", "-i", f"testsrc=size={size}:rate={fps}:duration={seconds}"]
+    argv = [
+        FFMPEG,
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-y",
+        "-f",
+        "lavfi",
+        "-i",
+        f"testsrc=size={size}:rate={fps}:duration={seconds}",
+    ]
     if audio:
-        argv += ["-itsoffset", str(audio_delay), "-f", "lavfi",
-                 "-i", f"sine=frequency=440:sample_rate=44100:duration={seconds - audio_delay}",
-                 "-c:a", "aac"]
+        argv += [
+            "-itsoffset",
+            str(audio_delay),
+            "-f",
+            "lavfi",
+            "-i",
+            f"sine=frequency=440:sample_rate=44100:duration={seconds - audio_delay}",
+            "-c:a",
+            "aac",
+        ]
     argv += ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(path)]
     subprocess.run(argv, check=True, timeout=60)
     return path
@@ -39,8 +63,21 @@ def make_hero_video(path: Path, *, seconds: float, fps: str = "25", size: str = 
 def ffprobe(path: Path) -> dict:
     """ffprobe's JSON: {'streams': [...], 'format': {...}} with exact frame counts."""
     done = subprocess.run(
-        [FFPROBE, "-v", "error", "-count_frames", "-show_streams", "-show_format",
-         "-of", "json", str(path)], capture_output=True, check=True, timeout=60)
+        [
+            FFPROBE,
+            "-v",
+            "error",
+            "-count_frames",
+            "-show_streams",
+            "-show_format",
+            "-of",
+            "json",
+            str(path),
+        ],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
     return json.loads(done.stdout)
 
 
@@ -52,9 +89,23 @@ def stream(info: dict, kind: str) -> dict | None:
 def decode_rgb(path: Path, width: int, height: int) -> np.ndarray:
     """Decode every frame of an MP4 into N x H x W x 3 uint8 RGB."""
     done = subprocess.run(
-        [FFMPEG, "-hide_banner", "-loglevel", "error", "-i", str(path),
-         "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"], capture_output=True, check=True,
-        timeout=60)
+        [
+            FFMPEG,
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-i",
+            str(path),
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "pipe:1",
+        ],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
     frames = np.frombuffer(done.stdout, dtype=np.uint8)
     return frames.reshape(-1, height, width, 3)
 
@@ -62,9 +113,27 @@ def decode_rgb(path: Path, width: int, height: int) -> np.ndarray:
 def decode_audio(path: Path, rate: int = 8000) -> np.ndarray:
     """The first audio stream as mono float32 samples at `rate` Hz."""
     done = subprocess.run(
-        [FFMPEG, "-hide_banner", "-loglevel", "error", "-i", str(path), "-map", "0:a:0",
-         "-ac", "1", "-ar", str(rate), "-f", "f32le", "pipe:1"], capture_output=True,
-        check=True, timeout=60)
+        [
+            FFMPEG,
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-i",
+            str(path),
+            "-map",
+            "0:a:0",
+            "-ac",
+            "1",
+            "-ar",
+            str(rate),
+            "-f",
+            "f32le",
+            "pipe:1",
+        ],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
     return np.frombuffer(done.stdout, dtype=np.float32)
 
 
@@ -79,10 +148,10 @@ def top_level_atoms(path: Path) -> list[str]:
     data = path.read_bytes()
     names, offset = [], 0
     while offset + 8 <= len(data):
-        size = int.from_bytes(data[offset:offset + 4], "big")
-        names.append(data[offset + 4:offset + 8].decode("latin-1"))
+        size = int.from_bytes(data[offset : offset + 4], "big")
+        names.append(data[offset + 4 : offset + 8].decode("latin-1"))
         if size == 1:
-            size = int.from_bytes(data[offset + 8:offset + 16], "big")
+            size = int.from_bytes(data[offset + 8 : offset + 16], "big")
         if size < 8:
             break
         offset += size
@@ -103,8 +172,6 @@ def sample_frames(count: int, width: int, height: int, seed: int = 0) -> list[np
         frame = np.stack([r, g, b], axis=2) + noise  # H x W x 3
         frames.append(np.clip(frame, 0, 255).astype(np.uint8))
     return frames
-
-
 
 
 def _settled_cmdline(entry: Path) -> list[bytes] | None:
@@ -132,14 +199,17 @@ def child_ffmpeg_pids() -> list[int]:
             stat = (entry / "stat").read_text()
         except OSError:
             continue
-        comm = stat[stat.index("(") + 1:stat.rindex(")")]
-        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
         if comm == "setpriv":
             argv = _settled_cmdline(entry)
             if argv is None:
                 continue
-            comm = "ffmpeg" if any(Path(a.decode(errors="replace")).name.startswith("ffmpeg")
-                                   for a in argv) else comm
+            comm = (
+                "ffmpeg"
+                if any(Path(a.decode(errors="replace")).name.startswith("ffmpeg") for a in argv)
+                else comm
+            )
         if ppid == me and comm.startswith("ffmpeg"):
             found.append(int(entry.name))
     return found

@@ -50,16 +50,23 @@ def config(tmp_path) -> EncoderConfig:
     return EncoderConfig(ffmpeg=FFMPEG, ffprobe=FFPROBE, tmp_dir=str(tmp_path / "work"))
 
 
-def _encode(config, frames, *, fps=NTSC, audio=b"", chunk=4096, announce=True,
-            **extra) -> tuple[Path, object]:
+def _encode(
+    config, frames, *, fps=NTSC, audio=b"", chunk=4096, announce=True, **extra
+) -> tuple[Path, object]:
     """`announce`: the header gives the frame count (the audio is then encoded while frames
     stream and only copied in at the end); without it the audio is encoded after the frames."""
-    params = EncodeParams(fps=fps, crf=18, preset="veryfast", audio_bytes=len(audio),
-                          total_frames=len(frames) if announce else 0, **extra)
+    params = EncodeParams(
+        fps=fps,
+        crf=18,
+        preset="veryfast",
+        audio_bytes=len(audio),
+        total_frames=len(frames) if announce else 0,
+        **extra,
+    )
     out = Path(config.tmp_dir).parent / "out.mp4"
     with EncodeSession(config, params) as session:
         for start in range(0, len(audio), chunk):
-            session.add_audio(audio[start:start + chunk])
+            session.add_audio(audio[start : start + chunk])
         for i, frame in enumerate(frames):
             session.add_frame(i, frame)
         result = session.finish()
@@ -101,8 +108,9 @@ def test_ntsc_with_longer_audio_is_cut_to_video_length(config, heroes, announce)
 
 @pytest.mark.parametrize("announce", [True, False], ids=["audio-while-streaming", "audio-after"])
 def test_shorter_audio_is_padded_to_video_length(config, heroes, announce):
-    out, result = _encode(config, sample_frames(45, 64, 48), audio=heroes["short"],
-                          announce=announce)
+    out, result = _encode(
+        config, sample_frames(45, 64, 48), audio=heroes["short"], announce=announce
+    )
     info = ffprobe(out)
     video = _check_video(info, frames=45, rate="30000/1001", width=64, height=48)
     audio = stream(info, "audio")
@@ -114,8 +122,13 @@ def test_shorter_audio_is_padded_to_video_length(config, heroes, announce):
 @pytest.mark.parametrize("expected", [45, 30, 60], ids=["right", "fewer", "more"])
 def test_expected_frames_is_a_hint_the_audio_follows_the_real_length(config, heroes, expected):
     """The audio track made early for `expected_frames` is replaced when the count differs."""
-    out, result = _encode(config, sample_frames(45, 64, 48), audio=heroes["long"],
-                          announce=False, expected_frames=expected)
+    out, result = _encode(
+        config,
+        sample_frames(45, 64, 48),
+        audio=heroes["long"],
+        announce=False,
+        expected_frames=expected,
+    )
     info = ffprobe(out)
     video = _check_video(info, frames=45, rate="30000/1001", width=64, height=48)
     audio = stream(info, "audio")
@@ -134,12 +147,13 @@ def test_late_audio_keeps_its_delay_and_the_video_length(config, tmp_path):
     samples = decode_audio(out)  # 8 kHz mono
     assert len(samples) == pytest.approx(2.0 * 8000, abs=8000 / 25)
     assert np.abs(samples[: int(0.25 * 8000)]).max() < 1e-3  # silence where the hero had none
-    assert np.abs(samples[int(0.35 * 8000): int(0.6 * 8000)]).max() > 0.1  # the tone
+    assert np.abs(samples[int(0.35 * 8000) : int(0.6 * 8000)]).max() > 0.1  # the tone
 
 
 def test_hero_without_audio_gives_no_audio_track(config, heroes):
-    out, result = _encode(config, sample_frames(10, 64, 48), fps=Fraction(25),
-                          audio=heroes["silent"])
+    out, result = _encode(
+        config, sample_frames(10, 64, 48), fps=Fraction(25), audio=heroes["silent"]
+    )
     info = ffprobe(out)
     _check_video(info, frames=10, rate="25/1", width=64, height=48)
     assert stream(info, "audio") is None and result.has_audio is False
@@ -207,13 +221,16 @@ def test_abort_kills_ffmpeg_and_removes_files(config, heroes):
         session.add_frame(5, sample_frames(1, 64, 48)[0])
 
 
-@pytest.mark.parametrize("action,error,match", [
-    ("out_of_order", InvalidInputError, "expected frame 1"),
-    ("wrong_size", InvalidInputError, "expected 32x32"),
-    ("audio_after_frame", InvalidInputError, "before the first frame"),
-    ("too_many", ResourceExhaustedError, "more than 2 frames"),
-    ("missing", InvalidInputError, "after 1 of 2 frames"),
-])
+@pytest.mark.parametrize(
+    "action,error,match",
+    [
+        ("out_of_order", InvalidInputError, "expected frame 1"),
+        ("wrong_size", InvalidInputError, "expected 32x32"),
+        ("audio_after_frame", InvalidInputError, "before the first frame"),
+        ("too_many", ResourceExhaustedError, "more than 2 frames"),
+        ("missing", InvalidInputError, "after 1 of 2 frames"),
+    ],
+)
 def test_stream_order_errors(config, action, error, match):
     params = EncodeParams(fps=Fraction(25), crf=18, preset="ultrafast", total_frames=2)
     frame = np.zeros((32, 32, 3), np.uint8)
@@ -248,14 +265,17 @@ def test_audio_errors(config):
             session.add_frame(0, frame)
 
 
-@pytest.mark.parametrize("changes,error,match", [
-    ({"fps": Fraction(0)}, InvalidInputError, "fps"),
-    ({"crf": 60}, InvalidInputError, "crf"),
-    ({"preset": "warp9"}, InvalidInputError, "preset"),
-    ({"total_frames": 10_000}, ResourceExhaustedError, "limit"),
-    ({"expected_frames": -1}, InvalidInputError, "expected_frames"),
-    ({"canvas": np.zeros((8, 8, 3), np.uint8)}, InvalidInputError, "both"),
-])
+@pytest.mark.parametrize(
+    "changes,error,match",
+    [
+        ({"fps": Fraction(0)}, InvalidInputError, "fps"),
+        ({"crf": 60}, InvalidInputError, "crf"),
+        ({"preset": "warp9"}, InvalidInputError, "preset"),
+        ({"total_frames": 10_000}, ResourceExhaustedError, "limit"),
+        ({"expected_frames": -1}, InvalidInputError, "expected_frames"),
+        ({"canvas": np.zeros((8, 8, 3), np.uint8)}, InvalidInputError, "both"),
+    ],
+)
 def test_bad_params(config, changes, error, match):
     params = {"fps": Fraction(25), "crf": 18, "preset": "veryfast"}
     params.update(changes)

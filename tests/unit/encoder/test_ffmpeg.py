@@ -22,8 +22,16 @@ def _pairs(argv: list[str]) -> dict[str, list[str]]:
 
 
 def test_video_argv_exact_rate_and_quality(tmp_path):
-    argv = ff.video_encode_argv("ffmpeg", width=66, height=64, fps=Fraction(30000, 1001), crf=20,
-                                preset="fast", output=tmp_path / "o.mp4", faststart=True)
+    argv = ff.video_encode_argv(
+        "ffmpeg",
+        width=66,
+        height=64,
+        fps=Fraction(30000, 1001),
+        crf=20,
+        preset="fast",
+        output=tmp_path / "o.mp4",
+        faststart=True,
+    )
     assert isinstance(argv, list) and all(isinstance(a, str) for a in argv)
     flags = _pairs(argv)
     assert flags["-framerate"] == ["30000/1001"]
@@ -33,15 +41,28 @@ def test_video_argv_exact_rate_and_quality(tmp_path):
     assert flags["-preset"] == ["fast"]
     assert flags["-movflags"] == ["+faststart"]
     assert "-shortest" not in argv and argv[0] == "ffmpeg" and "-y" in argv
-    no_fs = ff.video_encode_argv("ffmpeg", width=2, height=2, fps=Fraction(25), crf=18,
-                                 preset="veryfast", output=tmp_path / "o.mp4", faststart=False)
+    no_fs = ff.video_encode_argv(
+        "ffmpeg",
+        width=2,
+        height=2,
+        fps=Fraction(25),
+        crf=18,
+        preset="veryfast",
+        output=tmp_path / "o.mp4",
+        faststart=False,
+    )
     assert "-movflags" not in no_fs and _pairs(no_fs)["-framerate"] == ["25/1"]
 
 
 def test_mux_argv_cuts_and_pads_audio_to_video_length(tmp_path):
-    argv = ff.mux_audio_argv("ffmpeg", video=tmp_path / "v.mp4", audio_source=tmp_path / "a.mp4",
-                             duration=Fraction(300 * 1001, 30000), bitrate="96k",
-                             output=tmp_path / "o.mp4")
+    argv = ff.mux_audio_argv(
+        "ffmpeg",
+        video=tmp_path / "v.mp4",
+        audio_source=tmp_path / "a.mp4",
+        duration=Fraction(300 * 1001, 30000),
+        bitrate="96k",
+        output=tmp_path / "o.mp4",
+    )
     flags = _pairs(argv)
     assert flags["-t"] == ["10.010000"]  # on the audio input, before its -i
     assert argv.index("-t") < argv.index(str(tmp_path / "a.mp4"))
@@ -53,13 +74,23 @@ def test_mux_argv_cuts_and_pads_audio_to_video_length(tmp_path):
 
 
 def test_audio_alone_then_copied_in(tmp_path):
-    argv = ff.audio_encode_argv("ffmpeg", audio_source=tmp_path / "a.mp4",
-                                duration=Fraction(10), bitrate="96k", output=tmp_path / "a.m4a")
+    argv = ff.audio_encode_argv(
+        "ffmpeg",
+        audio_source=tmp_path / "a.mp4",
+        duration=Fraction(10),
+        bitrate="96k",
+        output=tmp_path / "a.m4a",
+    )
     flags = _pairs(argv)
     assert flags["-t"] == ["10.000000"] and "atrim=end=10.000000" in flags["-filter_complex"][0]
     assert flags["-acodec"] == ["aac"] and "-vcodec" not in flags
-    mux = ff.mux_copy_argv("ffmpeg", video=tmp_path / "v.mp4", audio=tmp_path / "a.m4a",
-                           output=tmp_path / "o.mp4", comment="random weights")
+    mux = ff.mux_copy_argv(
+        "ffmpeg",
+        video=tmp_path / "v.mp4",
+        audio=tmp_path / "a.m4a",
+        output=tmp_path / "o.mp4",
+        comment="random weights",
+    )
     flags = _pairs(mux)
     assert flags["-vcodec"] == ["copy"] and flags["-acodec"] == ["copy"]
     assert flags["-movflags"] == ["+faststart"] and flags["-metadata"] == ["comment=random weights"]
@@ -74,9 +105,16 @@ def test_seconds_arg_is_exact_to_the_microsecond():
 @pytest.mark.ffmpeg
 @needs_ffmpeg
 def test_failure_logs_stderr_tail_but_keeps_it_out_of_the_message(tmp_path):
-    argv = ff.video_encode_argv(FFMPEG, width=16, height=16, fps=Fraction(25), crf=18,
-                                preset="no-such-preset", output=tmp_path / "o.mp4",
-                                faststart=False)
+    argv = ff.video_encode_argv(
+        FFMPEG,
+        width=16,
+        height=16,
+        fps=Fraction(25),
+        crf=18,
+        preset="no-such-preset",
+        output=tmp_path / "o.mp4",
+        faststart=False,
+    )
     proc = ff.FFmpegProcess(argv, tmp_path / "err.log", stdin=True)
     with pytest.raises(ff.FFmpegError) as info:
         for _ in range(50):
@@ -90,8 +128,16 @@ def test_failure_logs_stderr_tail_but_keeps_it_out_of_the_message(tmp_path):
 @pytest.mark.ffmpeg
 @needs_ffmpeg
 def test_kill_stops_and_reaps(tmp_path):
-    argv = ff.video_encode_argv(FFMPEG, width=16, height=16, fps=Fraction(25), crf=18,
-                                preset="veryfast", output=tmp_path / "o.mp4", faststart=False)
+    argv = ff.video_encode_argv(
+        FFMPEG,
+        width=16,
+        height=16,
+        fps=Fraction(25),
+        crf=18,
+        preset="veryfast",
+        output=tmp_path / "o.mp4",
+        faststart=False,
+    )
     proc = ff.FFmpegProcess(argv, tmp_path / "err.log", stdin=True)
     proc.write(bytes(16 * 16 * 3))
     proc.kill()

@@ -18,9 +18,19 @@ from tests.reliability.indirection_corpus import HostileCase, Sentinel, hostile_
 from tests.unit.encoder.media_tools import FFMPEG, FFPROBE, needs_ffmpeg
 
 pytestmark = [pytest.mark.ffmpeg, needs_ffmpeg]
-REFUSED = ["hls-file-url", "hls-absolute-path", "hls-http", "hls-aes-key-from-file",
-           "hls-master-to-variant", "ffconcat", "ffconcat-file-url", "sdp-rtp", "dash-mpd",
-           "mp4-external-reference", "png-image-as-video"]
+REFUSED = [
+    "hls-file-url",
+    "hls-absolute-path",
+    "hls-http",
+    "hls-aes-key-from-file",
+    "hls-master-to-variant",
+    "ffconcat",
+    "ffconcat-file-url",
+    "sdp-rtp",
+    "dash-mpd",
+    "mp4-external-reference",
+    "png-image-as-video",
+]
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +57,10 @@ def test_probe_refuses_indirect_audio_sources(case_id: str, cases, sentinel) -> 
     assert sentinel.settle()[before:] == []
 
 
-@pytest.mark.parametrize("case_id", ["hls-file-url", "hls-master-to-variant", "ffconcat-file-url",
-                                     "mp4-external-reference"])
+@pytest.mark.parametrize(
+    "case_id",
+    ["hls-file-url", "hls-master-to-variant", "ffconcat-file-url", "mp4-external-reference"],
+)
 def test_encode_session_refuses_them_as_audio(case_id: str, cases, sentinel, tmp_path) -> None:
     audio = cases[case_id].path.read_bytes()
     config = EncoderConfig(ffmpeg=FFMPEG, ffprobe=FFPROBE, tmp_dir=str(tmp_path))
@@ -63,12 +75,18 @@ def test_encode_session_refuses_them_as_audio(case_id: str, cases, sentinel, tmp
 
 
 @pytest.mark.parametrize("audio_format", ["matroska", "mov"])
-def test_forced_demuxer_never_opens_a_playlist(audio_format: str, cases, sentinel,
-                                               tmp_path) -> None:
+def test_forced_demuxer_never_opens_a_playlist(
+    audio_format: str, cases, sentinel, tmp_path
+) -> None:
     """Even past the probe, FFmpeg reads the audio source only with the named demuxer."""
-    argv = ff.audio_encode_argv(FFMPEG, audio_source=cases["hls-file-url"].path,
-                                duration=Fraction(1), bitrate="64k",
-                                output=tmp_path / "a.m4a", audio_format=audio_format)
+    argv = ff.audio_encode_argv(
+        FFMPEG,
+        audio_source=cases["hls-file-url"].path,
+        duration=Fraction(1),
+        bitrate="64k",
+        output=tmp_path / "a.m4a",
+        audio_format=audio_format,
+    )
     before = len(sentinel.hits)
     with pytest.raises(ff.FFmpegError) as err:
         ff.run_ffmpeg(argv, tmp_path / "err.log", 30)
@@ -77,18 +95,37 @@ def test_forced_demuxer_never_opens_a_playlist(audio_format: str, cases, sentine
 
 
 def test_video_pipe_input_names_format_and_protocol(tmp_path) -> None:
-    argv = ff.video_encode_argv("ffmpeg", width=16, height=16, fps=Fraction(25), crf=18,
-                                preset="veryfast", output=tmp_path / "o.mp4", faststart=True)
-    before_input = argv[:argv.index("-i")]
-    for flag, value in (("-f", "rawvideo"), ("-format_whitelist", "rawvideo"),
-                        ("-protocol_whitelist", "pipe")):
+    argv = ff.video_encode_argv(
+        "ffmpeg",
+        width=16,
+        height=16,
+        fps=Fraction(25),
+        crf=18,
+        preset="veryfast",
+        output=tmp_path / "o.mp4",
+        faststart=True,
+    )
+    before_input = argv[: argv.index("-i")]
+    for flag, value in (
+        ("-f", "rawvideo"),
+        ("-format_whitelist", "rawvideo"),
+        ("-protocol_whitelist", "pipe"),
+    ):
         assert before_input[before_input.index(flag) + 1] == value
-    for build in (ff.mux_copy_argv("ffmpeg", video=tmp_path / "v.mp4", audio=tmp_path / "a.m4a",
-                                   output=tmp_path / "o.mp4"),
-                  ff.mux_audio_argv("ffmpeg", video=tmp_path / "v.mp4",
-                                    audio_source=tmp_path / "s", duration=Fraction(1),
-                                    bitrate="64k", output=tmp_path / "o.mp4",
-                                    audio_format="avi")):
+    for build in (
+        ff.mux_copy_argv(
+            "ffmpeg", video=tmp_path / "v.mp4", audio=tmp_path / "a.m4a", output=tmp_path / "o.mp4"
+        ),
+        ff.mux_audio_argv(
+            "ffmpeg",
+            video=tmp_path / "v.mp4",
+            audio_source=tmp_path / "s",
+            duration=Fraction(1),
+            bitrate="64k",
+            output=tmp_path / "o.mp4",
+            audio_format="avi",
+        ),
+    ):
         inputs = [i for i, arg in enumerate(build) if arg == "-i"]
         assert len(inputs) == 2
         for start, end in ((0, inputs[0]), (inputs[0], inputs[1])):

@@ -79,8 +79,11 @@ def test_e2e_pasteback_with_fixture_mask(lp_set):
     side = lp_set.crop_dsize
     for name, i, data, canvas in cases:
         paste = PasteBack(canvas, data[f"frame{i}.M_c2o"], (side, side), data["in.mask_crop"])
-        _assert_close(paste(data[f"frame{i}.I_p_uint8"]), data[f"frame{i}.pasteback_uint8"],
-                      f"{name} frame {i}")
+        _assert_close(
+            paste(data[f"frame{i}.I_p_uint8"]),
+            data[f"frame{i}.pasteback_uint8"],
+            f"{name} frame {i}",
+        )
 
 
 @pytest.mark.parity
@@ -88,8 +91,11 @@ def test_e2e_pasteback_with_generated_mask(lp_set):
     side = lp_set.crop_dsize
     for name, i, data, canvas in _e2e_cases(lp_set):
         paste = PasteBack(canvas, data[f"frame{i}.M_c2o"], (side, side))
-        _assert_close(paste(data[f"frame{i}.I_p_uint8"]), data[f"frame{i}.pasteback_uint8"],
-                      f"{name} frame {i} (generated mask)")
+        _assert_close(
+            paste(data[f"frame{i}.I_p_uint8"]),
+            data[f"frame{i}.pasteback_uint8"],
+            f"{name} frame {i} (generated mask)",
+        )
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -48,21 +48,30 @@ def _reference_canvas(data: bytes, max_dim: int) -> np.ndarray:
 
 def _header(data: bytes, max_dim: int, width: int, height: int) -> encoder_pb2.EncodeHeader:
     return encoder_pb2.EncodeHeader(
-        fps=common_pb2.Rational(num=25, den=1), photo_bytes=len(data), source_max_dim=max_dim,
-        canvas_width=width, canvas_height=height,
-        crop_to_canvas=common_pb2.Matrix3x3(values=M_C2O))
+        fps=common_pb2.Rational(num=25, den=1),
+        photo_bytes=len(data),
+        source_max_dim=max_dim,
+        canvas_width=width,
+        canvas_height=height,
+        crop_to_canvas=common_pb2.Matrix3x3(values=M_C2O),
+    )
 
 
-@pytest.mark.parametrize(("width", "height", "orientation", "max_dim", "expected"), [
-    (641, 479, 6, 500, (500, 372)),   # rotated 90 degrees: 479 x 641 -> 373 x 500 -> even
-    (641, 479, 1, 320, (238, 320)),   # 641 x 479 -> 320 x 239 -> even
-    (333, 201, 3, 1280, (200, 332)),  # smaller than max_dim: only the even crop
-])
+@pytest.mark.parametrize(
+    ("width", "height", "orientation", "max_dim", "expected"),
+    [
+        (641, 479, 6, 500, (500, 372)),  # rotated 90 degrees: 479 x 641 -> 373 x 500 -> even
+        (641, 479, 1, 320, (238, 320)),  # 641 x 479 -> 320 x 239 -> even
+        (333, 201, 3, 1280, (200, 332)),  # smaller than max_dim: only the even crop
+    ],
+)
 def test_rebuilt_canvas_is_the_reference_and_what_face_detect_saw(
-        width, height, orientation, max_dim, expected):
+    width, height, orientation, max_dim, expected
+):
     data = _photo(width, height, orientation=orientation)
-    params = header_to_params(_header(data, max_dim, expected[1], expected[0]), EncoderConfig(),
-                              data)
+    params = header_to_params(
+        _header(data, max_dim, expected[1], expected[0]), EncoderConfig(), data
+    )
     assert params.canvas.shape == (*expected, 3)
     assert np.array_equal(params.canvas, _reference_canvas(data, max_dim))
     # What face_detect cut its crop from (and used to send whole): DetectSource's image
@@ -78,8 +87,9 @@ def test_pasteback_output_equals_the_raw_canvas_path():
     data = _photo(1021, 767, orientation=8)
     max_dim = 900
     sent = _reference_canvas(data, max_dim)  # what DetectSourceResponse.canvas carried
-    params = header_to_params(_header(data, max_dim, sent.shape[1], sent.shape[0]),
-                              EncoderConfig(), data)
+    params = header_to_params(
+        _header(data, max_dim, sent.shape[1], sent.shape[0]), EncoderConfig(), data
+    )
     rng = np.random.default_rng(3)
     crops = rng.integers(0, 256, (3, 512, 512, 3), dtype=np.uint8)
     m_c2o = np.array(M_C2O).reshape(3, 3)

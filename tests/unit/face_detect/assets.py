@@ -60,18 +60,24 @@ def build_scrfd(path: Path) -> Path:
     for s in (8, 16, 32):
         p = f"s{s}_"
         nodes += [
-            helper.make_node("AveragePool", ["gray"], [p + "pool"], kernel_shape=[s, s], strides=[s, s]),
-            _const(p + "thr", 0.9), _const(p + "gain", 40.0), _const(p + "shape", [-1, 1], np.int64),
+            helper.make_node(
+                "AveragePool", ["gray"], [p + "pool"], kernel_shape=[s, s], strides=[s, s]
+            ),
+            _const(p + "thr", 0.9),
+            _const(p + "gain", 40.0),
+            _const(p + "shape", [-1, 1], np.int64),
             helper.make_node("Sub", [p + "pool", p + "thr"], [p + "centred"]),
             helper.make_node("Mul", [p + "centred", p + "gain"], [p + "logit"]),
             helper.make_node("Sigmoid", [p + "logit"], [p + "prob"]),
             helper.make_node("Reshape", [p + "prob", p + "shape"], [p + "cell"]),  # N x 1
             helper.make_node("Concat", [p + "cell", p + "cell"], [p + "pair"], axis=1),  # N x 2
             helper.make_node("Reshape", [p + "pair", p + "shape"], [f"score_{s}"]),  # 2N x 1
-            _const(p + "zero4", np.zeros((1, 4))), _const(p + "box", np.full((1, 4), 2.0)),
+            _const(p + "zero4", np.zeros((1, 4))),
+            _const(p + "box", np.full((1, 4), 2.0)),
             helper.make_node("Mul", [f"score_{s}", p + "zero4"], [p + "z4"]),
             helper.make_node("Add", [p + "z4", p + "box"], [f"bbox_{s}"]),  # 2N x 4
-            _const(p + "zero10", np.zeros((1, 10))), _const(p + "kp", _KPS.reshape(1, 10)),
+            _const(p + "zero10", np.zeros((1, 10))),
+            _const(p + "kp", _KPS.reshape(1, 10)),
             helper.make_node("Mul", [f"score_{s}", p + "zero10"], [p + "z10"]),
             helper.make_node("Add", [p + "z10", p + "kp"], [f"kps_{s}"]),  # 2N x 10
         ]
@@ -79,11 +85,17 @@ def build_scrfd(path: Path) -> Path:
         outs["bbox"].append(f"bbox_{s}")
         outs["kps"].append(f"kps_{s}")
     widths = {"score": 1, "bbox": 4, "kps": 10}
-    outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["n", widths[k]])
-               for k in ("score", "bbox", "kps") for n in outs[k]]
+    outputs = [
+        helper.make_tensor_value_info(n, TensorProto.FLOAT, ["n", widths[k]])
+        for k in ("score", "bbox", "kps")
+        for n in outs[k]
+    ]
     graph = helper.make_graph(
-        nodes, "scrfd_like",
-        [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 3, "h", "w"])], outputs)
+        nodes,
+        "scrfd_like",
+        [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 3, "h", "w"])],
+        outputs,
+    )
     return _save(graph, path)
 
 
@@ -95,14 +107,19 @@ def ring(n: int, radius: float = 0.5) -> np.ndarray:
 
 def _constant_head(name: str, input_name: str, side: int, values: list[np.ndarray]):
     """Nodes mapping a 1x3xSxS input to constant outputs (each 1 x len(v))."""
-    nodes = [helper.make_node("GlobalAveragePool", [input_name], ["gap"]),
-             helper.make_node("Flatten", ["gap"], ["flat"], axis=1)]  # 1 x 3
+    nodes = [
+        helper.make_node("GlobalAveragePool", [input_name], ["gap"]),
+        helper.make_node("Flatten", ["gap"], ["flat"], axis=1),
+    ]  # 1 x 3
     outputs = []
     for i, v in enumerate(values):
         v = np.asarray(v, np.float32).reshape(1, -1)
-        nodes += [_const(f"w{i}", np.zeros((3, v.shape[1]))), _const(f"b{i}", v),
-                  helper.make_node("MatMul", ["flat", f"w{i}"], [f"m{i}"]),
-                  helper.make_node("Add", [f"m{i}", f"b{i}"], [f"out{i}"])]
+        nodes += [
+            _const(f"w{i}", np.zeros((3, v.shape[1]))),
+            _const(f"b{i}", v),
+            helper.make_node("MatMul", ["flat", f"w{i}"], [f"m{i}"]),
+            helper.make_node("Add", [f"m{i}", f"b{i}"], [f"out{i}"]),
+        ]
         outputs.append(helper.make_tensor_value_info(f"out{i}", TensorProto.FLOAT, [1, v.shape[1]]))
     inp = helper.make_tensor_value_info(input_name, TensorProto.FLOAT, [1, 3, side, side])
     return helper.make_graph(nodes, name, [inp], outputs)
@@ -120,9 +137,11 @@ RATIOS_203 = (0.3, 0.25, 0.2)
 def points_203() -> np.ndarray:
     """203 points in [0, 1] crop units of landmark.onnx, face-like enough for the two-point axis."""
     pts = np.tile(np.array([[0.5, 0.6]], np.float32), (203, 1)) + ring(203, 0.3)
+
     def eye(c, w, ratio, corners, lids):
         pts[corners[0]], pts[corners[1]] = (c[0] - w / 2, c[1]), (c[0] + w / 2, c[1])
         pts[lids[0]], pts[lids[1]] = (c[0], c[1] - ratio * w / 2), (c[0], c[1] + ratio * w / 2)
+
     eye((0.38, 0.45), 0.1, RATIOS_203[0], (0, 12), (6, 18))
     eye((0.62, 0.45), 0.1, RATIOS_203[1], (24, 36), (30, 42))
     eye((0.5, 0.72), 0.2, RATIOS_203[2], (48, 66), (90, 102))

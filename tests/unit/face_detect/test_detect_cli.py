@@ -13,13 +13,19 @@ from tests.unit.common.unreadable import unprivileged_prefix
 from tests.unit.face_detect import assets
 
 
-def _run(*args: str, env: dict | None = None, prefix: tuple[str, ...] = ()
-         ) -> subprocess.CompletedProcess:
+def _run(
+    *args: str, env: dict | None = None, prefix: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("FACE_DETECT_")}
     full_env.update(env or {})
-    return subprocess.run([*prefix, sys.executable, "-m", "services.face_detect.detect_cli", *args],
-                          capture_output=True, text=True, timeout=120, env=full_env,
-                          check=False)
+    return subprocess.run(
+        [*prefix, sys.executable, "-m", "services.face_detect.detect_cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=full_env,
+        check=False,
+    )
 
 
 def test_json_on_group_photo():
@@ -51,10 +57,14 @@ def test_corrupt_image_is_a_clear_error(tmp_path):
     assert "broken.jpg" in result.stderr and "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize(("name", "reason"), [
-    ("missing.png", "no such file or folder"), ("folder", "is a folder, not a file"),
-    ("locked.png", "permission denied"),
-])
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("missing.png", "no such file or folder"),
+        ("folder", "is a folder, not a file"),
+        ("locked.png", "permission denied"),
+    ],
+)
 def test_unusable_image_file_is_one_line_and_exit_2(tmp_path, name: str, reason: str) -> None:
     (tmp_path / "folder").mkdir()
     (tmp_path / "locked.png").write_bytes(assets.insightface_image_path("t1.jpg").read_bytes())
@@ -68,7 +78,8 @@ def test_insightface_backend_needs_models(tmp_path, onnx_dir):
     image = str(assets.insightface_image_path("Tom_Hanks_54745.png"))
     missing = _run(image, "--backend", "insightface", "--model-dir", str(tmp_path))
     assert missing.returncode == 3 and "det_10g.onnx" in missing.stderr
-    ok = _run(image, "--backend", "insightface", "--json",
-              env={"FACE_DETECT_MODEL_DIR": str(onnx_dir)})
+    ok = _run(
+        image, "--backend", "insightface", "--json", env={"FACE_DETECT_MODEL_DIR": str(onnx_dir)}
+    )
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["backend"] == "insightface"

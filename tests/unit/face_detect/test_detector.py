@@ -63,7 +63,9 @@ def test_source_max_dim_scales_the_canvas(face_detector, t1_image):
 
 
 def test_no_face_error_names_the_image(face_detector):
-    with pytest.raises(FaceNotFoundError, match=r"no face found in the source image \(320x240 px\)") as info:
+    with pytest.raises(
+        FaceNotFoundError, match=r"no face found in the source image \(320x240 px\)"
+    ) as info:
         face_detector.analyse_source(np.full((240, 320, 3), 90, np.uint8))
     assert info.value.reason == "no_face"
 
@@ -85,7 +87,9 @@ def test_bad_arrays_are_invalid_input(face_detector):
 
 def test_exif_orientation_is_honoured(face_detector, astronaut_image):
     upright = np.ascontiguousarray(astronaut_image[:, 56:456])  # 512 x 400, face upright
-    stored = np.ascontiguousarray(np.rot90(upright, k=1))  # 400 x 512, as a sideways camera saves it
+    stored = np.ascontiguousarray(
+        np.rot90(upright, k=1)
+    )  # 400 x 512, as a sideways camera saves it
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90° clockwise to display"
     buf = io.BytesIO()

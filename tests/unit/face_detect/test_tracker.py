@@ -15,8 +15,15 @@ MAX_CENTRE_ERROR_PX = 4.0
 
 @pytest.fixture(scope="module")
 def clip() -> SyntheticClip:
-    return SyntheticClip(astronaut_face(150), width=480, height=270, n_frames=30,
-                         amplitude=(100.0, 40.0), max_angle=12.0, gap=(12,))
+    return SyntheticClip(
+        astronaut_face(150),
+        width=480,
+        height=270,
+        n_frames=30,
+        amplitude=(100.0, 40.0),
+        max_angle=12.0,
+        gap=(12,),
+    )
 
 
 def _run(tracker: DrivingTracker, frames) -> tuple[list, list[int]]:
@@ -42,8 +49,9 @@ def test_crop_centre_follows_known_motion(per_frame_run, clip):
     out = per_frame_run
     assert [t.index for t in out] == list(range(clip.n_frames))
     start = _centre(out[0].box)
-    errors = [np.linalg.norm(_centre(t.box) - clip.follow(start, 0, t.index))
-              for t in out if t.face_found]
+    errors = [
+        np.linalg.norm(_centre(t.box) - clip.follow(start, 0, t.index)) for t in out if t.face_found
+    ]
     assert len(errors) == clip.n_frames - 1
     assert max(errors) < MAX_CENTRE_ERROR_PX, errors
     # with per_frame boxes the crop itself follows the face: frame i's crop is its own box
@@ -61,8 +69,9 @@ def test_frame_without_face_then_reacquire(per_frame_run):
 
 
 def test_first_k_streams_after_k_frames(face_detector, clip):
-    tracker = DrivingTracker(face_detector, clip.width, clip.height, box_mode="first_k",
-                             box_frames=5)
+    tracker = DrivingTracker(
+        face_detector, clip.width, clip.height, box_mode="first_k", box_frames=5
+    )
     out, ready = _run(tracker, (clip.frame(i) for i in range(10)))
     assert ready[:4] == [0, 0, 0, 0] and ready[4] == 5 and all(n == 1 for n in ready[5:])
     expected_box = g.average_boxes([t.box for t in out[:5]])
@@ -80,8 +89,14 @@ def test_all_mode_is_upstreams_global_mean(face_detector, clip):
 
 def test_announced_frame_count_is_enforced(face_detector, clip):
     with pytest.raises(ResourceExhaustedError, match="250 frames exceed the limit of 100"):
-        DrivingTracker(face_detector, clip.width, clip.height, box_mode="all", max_buffered=100,
-                       total_frames=250)
+        DrivingTracker(
+            face_detector,
+            clip.width,
+            clip.height,
+            box_mode="all",
+            max_buffered=100,
+            total_frames=250,
+        )
     tracker = DrivingTracker(face_detector, clip.width, clip.height, total_frames=2)
     tracker.push(0, clip.frame(0))
     with pytest.raises(InvalidInputError, match="announced 2 frames but ended after 1"):
@@ -92,8 +107,7 @@ def test_announced_frame_count_is_enforced(face_detector, clip):
 
 
 def test_all_mode_buffer_limit(face_detector, clip):
-    tracker = DrivingTracker(face_detector, clip.width, clip.height, box_mode="all",
-                             max_buffered=3)
+    tracker = DrivingTracker(face_detector, clip.width, clip.height, box_mode="all", max_buffered=3)
     with pytest.raises(ResourceExhaustedError, match="limit of 3"):
         _run(tracker, (clip.frame(i) for i in range(5)))
 

@@ -80,7 +80,10 @@ def test_multipart_upload_is_queued_and_readable(client, video_bytes):
     store = client.app.state.gateway.store
     spec = store.get(job["id"]).spec
     assert spec["seconds"] == 5.0 and spec["source_max_dim"] == 512
-    assert spec["options"] == AnimationOptions(relative_motion=False, driving_multiplier=1.5).model_dump()
+    assert (
+        spec["options"]
+        == AnimationOptions(relative_motion=False, driving_multiplier=1.5).model_dump()
+    )
     assert "sequential" not in spec
     assert Path(spec["driving"]["path"]).read_bytes() == video_bytes
 
@@ -365,8 +368,11 @@ def test_readyz_covers_the_database_and_storage_not_the_grpc_services(make_clien
     reads and downloads must stay on the Ingress. A storage outage makes it not ready."""
     down, down_port = _health_server(False)
     try:
-        client = make_client(face_detect_addr="127.0.0.1:1",
-                             animator_addr=f"127.0.0.1:{down_port}", encoder_addr="127.0.0.1:1")
+        client = make_client(
+            face_detect_addr="127.0.0.1:1",
+            animator_addr=f"127.0.0.1:{down_port}",
+            encoder_addr="127.0.0.1:1",
+        )
         answer = client.get("/readyz")
         assert answer.status_code == 200, answer.text
         assert answer.json() == {"status": "ready", "checks": {"database": "ok", "storage": "ok"}}
@@ -441,8 +447,10 @@ def test_bad_list_parameters_are_422(client, query):
 @pytest.mark.parametrize(
     "body",
     [
-        (b'--b\r\nContent-Disposition: form-data; name="seconds"\r\n\r\n5\r\n'
-        b'--b\r\nContent-Disposition: form-data; name="seconds"\r\n\r\n6\r\n--b--\r\n'),
+        (
+            b'--b\r\nContent-Disposition: form-data; name="seconds"\r\n\r\n5\r\n'
+            b'--b\r\nContent-Disposition: form-data; name="seconds"\r\n\r\n6\r\n--b--\r\n'
+        ),
         b'--b\r\nContent-Disposition: form-data; name="source"; filename="x.png"\r\n\r\nabc',
         b"--b\r\nContent-Disposition: attachment\r\n\r\nx\r\n--b--\r\n",
     ],

@@ -26,8 +26,9 @@ class _Refusing(face_detect_pb2_grpc.FaceDetectServiceServicer):
     def TrackDriving(self, request_iterator, context):
         config = next(request_iterator).config
         if config.total_frames > 100:
-            raise ResourceExhaustedError("3000 frames announced; the limit is 100",
-                                         reason="too_many_frames")
+            raise ResourceExhaustedError(
+                "3000 frames announced; the limit is 100", reason="too_many_frames"
+            )
         raise ResourceExhaustedError("too many streams")
         yield  # a generator, like the real servicer
 
@@ -58,8 +59,13 @@ def test_invalid_argument_carries_the_service_reason(clients) -> None:
 
 
 def test_resource_exhausted_without_the_capacity_reason_is_not_retried(clients) -> None:
-    requests = iter([face_detect_pb2.TrackDrivingRequest(
-        config=face_detect_pb2.TrackDrivingConfig(width=8, height=8))])
+    requests = iter(
+        [
+            face_detect_pb2.TrackDrivingRequest(
+                config=face_detect_pb2.TrackDrivingConfig(width=8, height=8)
+            )
+        ]
+    )
     with pytest.raises(grpc.RpcError) as err:
         list(clients.face_detect.track_driving(requests, timeout_s=10))
     failed = job_failed_from_rpc(err.value, "face detection")
@@ -68,8 +74,13 @@ def test_resource_exhausted_without_the_capacity_reason_is_not_retried(clients) 
 
 
 def test_a_job_over_a_size_limit_is_not_retried(clients) -> None:
-    requests = iter([face_detect_pb2.TrackDrivingRequest(
-        config=face_detect_pb2.TrackDrivingConfig(width=8, height=8, total_frames=3000))])
+    requests = iter(
+        [
+            face_detect_pb2.TrackDrivingRequest(
+                config=face_detect_pb2.TrackDrivingConfig(width=8, height=8, total_frames=3000)
+            )
+        ]
+    )
     with pytest.raises(grpc.RpcError) as err:
         list(clients.face_detect.track_driving(requests, timeout_s=10))
     failed = job_failed_from_rpc(err.value, "face detection")
@@ -94,8 +105,11 @@ def test_unreachable_service_is_retryable() -> None:
             future.result()
         failed = job_failed_from_rpc(err.value, "face detection")
         assert failed.code == "service_unavailable" and failed.retryable
-        assert clients.health(timeout_s=1) == {"face_detect": "UNREACHABLE",
-                                               "animator": "UNREACHABLE", "encoder": "UNREACHABLE"}
+        assert clients.health(timeout_s=1) == {
+            "face_detect": "UNREACHABLE",
+            "animator": "UNREACHABLE",
+            "encoder": "UNREACHABLE",
+        }
 
 
 class _Animator(animator_pb2_grpc.AnimatorServiceServicer):
@@ -108,14 +122,16 @@ class _Animator(animator_pb2_grpc.AnimatorServiceServicer):
     @handle_errors
     def GetInfo(self, request, context):
         self.info_calls += 1
-        return animator_pb2.AnimatorInfo(model_fingerprint=self.model, backend="torch",
-                                         device="cpu", dtype="float32")
+        return animator_pb2.AnimatorInfo(
+            model_fingerprint=self.model, backend="torch", device="cpu", dtype="float32"
+        )
 
     @handle_errors
     def Animate(self, request_iterator, context):
         setup = next(request_iterator).setup
-        raise FailedPreconditionError(f"motion by {setup.motion_fingerprint}",
-                                      reason="model_mismatch")
+        raise FailedPreconditionError(
+            f"motion by {setup.motion_fingerprint}", reason="model_mismatch"
+        )
         yield  # a generator, like the real servicer
 
 
@@ -132,7 +148,11 @@ def test_the_animator_fingerprint_is_asked_once_per_channel_until_dropped() -> N
             # The whole kept answer (what a job's result names): no second GetInfo.
             info = clients.animator_info()
             assert (info.model_fingerprint, info.backend, info.device, info.dtype) == (
-                "a" * 32, "torch", "cpu", "float32")
+                "a" * 32,
+                "torch",
+                "cpu",
+                "float32",
+            )
             assert animator.info_calls == 1
             animator.model = "b" * 32
             clients.saw_animator_model("a" * 32)  # the kept answer's model: kept
@@ -142,8 +162,9 @@ def test_the_animator_fingerprint_is_asked_once_per_channel_until_dropped() -> N
             clients.forget_animator_info()
             assert clients.animator_fingerprint() == "b" * 32 and animator.info_calls == 3
             setup = animator_pb2.AnimateSetup(motion_fingerprint="a" * 32)
-            call = clients.animator.animate(iter([animator_pb2.AnimateRequest(setup=setup)]),
-                                            timeout_s=10)
+            call = clients.animator.animate(
+                iter([animator_pb2.AnimateRequest(setup=setup)]), timeout_s=10
+            )
             with pytest.raises(grpc.RpcError) as err:
                 list(call)
     finally:

@@ -141,10 +141,28 @@ def test_plain_http_refused_unless_configured(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "host",
     [
-        "127.0.0.1", "10.1.2.3", "172.16.0.9", "192.168.1.1", "169.254.169.254", "0.0.0.0",
-        "100.64.0.1", "224.0.0.1", "[::1]", "[fe80::1]", "[fd00:ec2::254]", "[::ffff:127.0.0.1]",
-        "[::ffff:10.0.0.1]", "[64:ff9b::a9fe:a9fe]", "[2002:7f00:1::]", "2130706433",
-        "0177.0.0.1", "0x7f.0.0.1", "0x7f000001", "127.1", "127.000.000.001", "017700000001",
+        "127.0.0.1",
+        "10.1.2.3",
+        "172.16.0.9",
+        "192.168.1.1",
+        "169.254.169.254",
+        "0.0.0.0",
+        "100.64.0.1",
+        "224.0.0.1",
+        "[::1]",
+        "[fe80::1]",
+        "[fd00:ec2::254]",
+        "[::ffff:127.0.0.1]",
+        "[::ffff:10.0.0.1]",
+        "[64:ff9b::a9fe:a9fe]",
+        "[2002:7f00:1::]",
+        "2130706433",
+        "0177.0.0.1",
+        "0x7f.0.0.1",
+        "0x7f000001",
+        "127.1",
+        "127.000.000.001",
+        "017700000001",
     ],
 )
 def test_refuses_internal_addresses_in_every_spelling(host: str, tmp_path: Path) -> None:
@@ -154,7 +172,9 @@ def test_refuses_internal_addresses_in_every_spelling(host: str, tmp_path: Path)
     assert err.value.reason == "url_refused"
 
 
-@pytest.mark.parametrize("answer", ["127.0.0.1", "10.0.0.5", "169.254.169.254", "::ffff:192.168.0.1"])
+@pytest.mark.parametrize(
+    "answer", ["127.0.0.1", "10.0.0.5", "169.254.169.254", "::ffff:192.168.0.1"]
+)
 def test_refuses_names_resolving_to_internal_addresses(answer: str, tmp_path: Path) -> None:
     resolver = _Resolver({"evil.example": [["93.184.216.34", answer]]})
     with pytest.raises(FetchError, match="resolves to"):
@@ -262,8 +282,11 @@ def _self_signed(tmp_path: Path, name: str) -> tuple[Path, Path]:
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     now = datetime.datetime.now(datetime.timezone.utc)
     cert = (
-        x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(hours=1))
         .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
@@ -274,7 +297,8 @@ def _self_signed(tmp_path: Path, name: str) -> tuple[Path, Path]:
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(
         key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
     )

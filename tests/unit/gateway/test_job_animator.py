@@ -18,9 +18,13 @@ from services.gateway.pipeline.motion_cache import NullMotionCache
 from services.gateway.pipeline.orchestrator import Orchestrator
 
 MODEL, OTHER = "a" * 32, "b" * 32
-ORT_INFO = animator_pb2.AnimatorInfo(model_fingerprint=MODEL,
-                                     backend="onnxruntime/CPUExecutionProvider", device="cpu",
-                                     dtype="float32", batch_size=8)
+ORT_INFO = animator_pb2.AnimatorInfo(
+    model_fingerprint=MODEL,
+    backend="onnxruntime/CPUExecutionProvider",
+    device="cpu",
+    dtype="float32",
+    batch_size=8,
+)
 SPEC = {"source": {"url": "x"}, "driving": {"url": "y"}}
 
 
@@ -48,15 +52,24 @@ def _summary(info, model: str) -> dict[str, str]:
 
 
 def test_the_result_names_the_model_and_the_backend_of_getinfo() -> None:
-    full = {"model": MODEL, "backend": "onnxruntime/CPUExecutionProvider", "device": "cpu",
-            "dtype": "float32"}
+    full = {
+        "model": MODEL,
+        "backend": "onnxruntime/CPUExecutionProvider",
+        "device": "cpu",
+        "dtype": "float32",
+    }
     assert _summary(ORT_INFO, MODEL) == full
     # Animate named no model (an animator that predates it): GetInfo's model stands.
     assert _summary(ORT_INFO, "") == full
-    torch_info = animator_pb2.AnimatorInfo(model_fingerprint=MODEL, backend="torch",
-                                           device="cuda:0", dtype="float16")
-    assert _summary(torch_info, MODEL) == {"model": MODEL, "backend": "torch",
-                                           "device": "cuda:0", "dtype": "float16"}
+    torch_info = animator_pb2.AnimatorInfo(
+        model_fingerprint=MODEL, backend="torch", device="cuda:0", dtype="float16"
+    )
+    assert _summary(torch_info, MODEL) == {
+        "model": MODEL,
+        "backend": "torch",
+        "device": "cuda:0",
+        "dtype": "float16",
+    }
 
 
 def test_getinfo_of_another_model_or_a_failed_one_leaves_the_backend_out(caplog) -> None:
@@ -84,10 +97,22 @@ def test_the_store_keeps_it_with_the_job_and_the_view_shows_it(database_url) -> 
         assert claimed is not None and claimed.id == done.id
         assert store.get(done.id).animator == {}
         assert job_view(store.get(done.id), links).animator is None  # running: not yet
-        animator = {"model": MODEL, "backend": "onnxruntime/CPUExecutionProvider",
-                    "device": "cpu", "dtype": "float32"}
-        assert store.finish(done.id, claimed.lease_token, result_key="r", timings={"total": 1.0},
-                            cache_hit=False, random_weights=True, frames=5, animator=animator)
+        animator = {
+            "model": MODEL,
+            "backend": "onnxruntime/CPUExecutionProvider",
+            "device": "cpu",
+            "dtype": "float32",
+        }
+        assert store.finish(
+            done.id,
+            claimed.lease_token,
+            result_key="r",
+            timings={"total": 1.0},
+            cache_hit=False,
+            random_weights=True,
+            frames=5,
+            animator=animator,
+        )
         reopened = JobStore(Database(database_url))  # a restarted gateway reads it back
         try:
             job = reopened.get(done.id)
@@ -112,9 +137,16 @@ def test_an_older_job_table_gains_the_column(tmp_path) -> None:
     try:
         assert store.get(job.id).animator == {}
         claimed = store.claim("w", 60.0, 3)
-        assert store.finish(job.id, claimed.lease_token, result_key="r", timings={},
-                            cache_hit=True, random_weights=False, frames=1,
-                            animator={"model": MODEL, "backend": "torch"})
+        assert store.finish(
+            job.id,
+            claimed.lease_token,
+            result_key="r",
+            timings={},
+            cache_hit=True,
+            random_weights=False,
+            frames=1,
+            animator={"model": MODEL, "backend": "torch"},
+        )
         view = job_view(store.get(job.id), ResultLinks("http://gw", "s", ttl_s=60))
         assert view.animator is not None and view.animator.backend == "torch"
         assert view.animator.device is None

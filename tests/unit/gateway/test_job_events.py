@@ -26,8 +26,15 @@ async def _follow_while_progressing(store: JobStore, hub: JobEvents, watchers: i
     before, reads = store.db.transactions, hub.reads
     for done in range(1, 6):
         # The test's writes use the same Database object: count them apart.
-        store.progress(job.id, claimed.lease_token, stage="animate", frames_done=done,
-                       frames_total=5, eta_seconds=None, timings={})
+        store.progress(
+            job.id,
+            claimed.lease_token,
+            stage="animate",
+            frames_done=done,
+            frames_total=5,
+            eta_seconds=None,
+            timings={},
+        )
         await asyncio.sleep(0.2)
     await asyncio.sleep(0.3)
     hub_transactions = store.db.transactions - before - 5
@@ -75,8 +82,15 @@ def test_postgresql_notify_reaches_the_listener_once_per_change(postgres_url, tm
         while any(s.latest is None or s.latest.status != "running" for s in subs):
             assert time.monotonic() < deadline, "NOTIFY did not arrive"
             await asyncio.sleep(0.02)
-        writer.finish(job.id, claimed.lease_token, result_key="r", timings={}, cache_hit=False,
-                      random_weights=True, frames=1)
+        writer.finish(
+            job.id,
+            claimed.lease_token,
+            result_key="r",
+            timings={},
+            cache_hit=False,
+            random_weights=True,
+            frames=1,
+        )
         while any(s.latest.status != "succeeded" for s in subs):
             assert time.monotonic() < deadline, "NOTIFY did not arrive"
             await asyncio.sleep(0.02)

@@ -15,7 +15,8 @@ from tests.unit.gateway.gateway_harness import StandInOrchestrator
 def _shape(function) -> list[tuple[str, object, object]]:
     signature = inspect.signature(function)
     return [(p.name, p.kind, p.annotation) for p in signature.parameters.values()] + [
-        ("return", None, signature.return_annotation)]
+        ("return", None, signature.return_annotation)
+    ]
 
 
 @pytest.mark.parametrize("runner", [Orchestrator, StandInOrchestrator])

@@ -71,9 +71,7 @@ def _uploads_on_disk(gateway) -> set[str]:
     return {p.name for p in folder.iterdir()} if folder.exists() else set()
 
 
-def test_reused_idempotency_key_with_another_body_is_422_and_a_retry_replays(
-    tmp_path, video_bytes
-):
+def test_reused_idempotency_key_with_another_body_is_422_and_a_retry_replays(tmp_path, video_bytes):
     with live_gateway(tmp_path, workers=0) as (client, gateway):
         photo = png_bytes()
         first = _upload(client, photo, video_bytes, "upload-1", seconds="5")
@@ -88,24 +86,34 @@ def test_reused_idempotency_key_with_another_body_is_422_and_a_retry_replays(
         other_photo = _upload(client, png_bytes((97, 80)), video_bytes, "upload-1", seconds="5")
         problem = problem_of(other_photo, 422, "idempotency_key_reused")
         assert "'upload-1'" in problem["detail"] and job_id in problem["detail"]
-        problem_of(_upload(client, photo, video_bytes, "upload-1", seconds="4"), 422,
-                   "idempotency_key_reused")
+        problem_of(
+            _upload(client, photo, video_bytes, "upload-1", seconds="4"),
+            422,
+            "idempotency_key_reused",
+        )
         assert _uploads_on_disk(gateway) == kept  # refused and replayed requests kept nothing
 
-        created = client.post("/v1/jobs", json={**URLS, "seconds": 10},
-                              headers={"Idempotency-Key": "json-1"})
+        created = client.post(
+            "/v1/jobs", json={**URLS, "seconds": 10}, headers={"Idempotency-Key": "json-1"}
+        )
         assert created.status_code == 202, created.text
         # The same job spelled differently (a default left out, keys reordered) is a retry.
-        same = client.post("/v1/jobs", content=json.dumps(dict(reversed(URLS.items()))),
-                           headers={"Idempotency-Key": "json-1",
-                                    "Content-Type": "application/json"})
+        same = client.post(
+            "/v1/jobs",
+            content=json.dumps(dict(reversed(URLS.items()))),
+            headers={"Idempotency-Key": "json-1", "Content-Type": "application/json"},
+        )
         assert same.status_code == 202 and same.json()["id"] == created.json()["id"], same.text
-        changed = client.post("/v1/jobs", json={**URLS, "options": {"relative_motion": False}},
-                              headers={"Idempotency-Key": "json-1"})
+        changed = client.post(
+            "/v1/jobs",
+            json={**URLS, "options": {"relative_motion": False}},
+            headers={"Idempotency-Key": "json-1"},
+        )
         problem_of(changed, 422, "idempotency_key_reused")
         # Another user's key space is separate; a new key makes a new job.
-        fresh = client.post("/v1/jobs", json={**URLS, "seconds": 4},
-                            headers={"Idempotency-Key": "json-2"})
+        fresh = client.post(
+            "/v1/jobs", json={**URLS, "seconds": 4}, headers={"Idempotency-Key": "json-2"}
+        )
         assert fresh.status_code == 202 and fresh.json()["id"] != created.json()["id"]
         assert len(client.get("/v1/jobs").json()["jobs"]) == 3
 
@@ -165,14 +173,20 @@ def test_every_job_body_has_links_that_work(tmp_path, video_bytes):
         base = str(client.base_url).rstrip("/")
         created = client.post(
             "/v1/jobs",
-            files={"source": ("me.png", png_bytes(), "image/png"),
-                   "driving": ("v.mp4", video_bytes, "video/mp4")},
+            files={
+                "source": ("me.png", png_bytes(), "image/png"),
+                "driving": ("v.mp4", video_bytes, "video/mp4"),
+            },
         )
         assert created.status_code == 202, created.text
         job = created.json()
         here = f"{base}/v1/jobs/{job['id']}"
-        assert job["links"] == {"self": here, "events": f"{here}/events", "cancel": here,
-                                "result": None}
+        assert job["links"] == {
+            "self": here,
+            "events": f"{here}/events",
+            "cancel": here,
+            "result": None,
+        }
         assert client.get(job["links"]["self"]).json()["id"] == job["id"]
         wait_for(lambda: client.get(here).json()["status"] == "running")
         assert client.get(here).json()["links"]["result"] is None

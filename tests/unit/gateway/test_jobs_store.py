@@ -255,7 +255,12 @@ def test_requeue_delay_and_uncounted_attempts(store, clock):
     job = store.create("a", SPEC)[0]
     lease = store.claim("w", 10, 3)
     assert store.requeue(
-        job.id, lease.lease_token, code="animator_busy", message="full", delay_s=30, count_attempt=False
+        job.id,
+        lease.lease_token,
+        code="animator_busy",
+        message="full",
+        delay_s=30,
+        count_attempt=False,
     )
     assert store.claim("w", 10, 3) is None  # not before the delay
     clock.advance(31)

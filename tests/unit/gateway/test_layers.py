@@ -43,7 +43,9 @@ def module_name(path: Path) -> str:
 
 def read_modules(root: Path = SERVICES) -> dict[str, tuple[Path, ast.Module]]:
     """Every module under `root`: dotted name -> (file, parsed source)."""
-    return {module_name(p): (p, ast.parse(p.read_text(), str(p))) for p in sorted(root.rglob("*.py"))}
+    return {
+        module_name(p): (p, ast.parse(p.read_text(), str(p))) for p in sorted(root.rglob("*.py"))
+    }
 
 
 def imports(name: str, path: Path, tree: ast.Module, known: set[str]) -> list[tuple[int, str]]:
@@ -93,8 +95,10 @@ def violations(modules: dict[str, tuple[Path, ast.Module]]) -> list[str]:
             if own_service == "client" and service_of(target) is None:
                 top = target.partition(".")[0]
                 if top not in sys.stdlib_module_names and top not in CLIENT_THIRD_PARTY:
-                    found.append(f"{where}:{line}: {name} -> {target} "
-                                 "(the client imports only the standard library and httpx)")
+                    found.append(
+                        f"{where}:{line}: {name} -> {target} "
+                        "(the client imports only the standard library and httpx)"
+                    )
                 continue
             if service_of(target) is None:
                 continue  # third-party, standard library, generated stubs
@@ -108,10 +112,17 @@ def violations(modules: dict[str, tuple[Path, ast.Module]]) -> list[str]:
                 found.append(f"{edge} (services/common imports no service)")
             elif _within(target, LOCAL_TOOLS) and own_service != "cli":
                 found.append(f"{edge} (no service imports the local tools)")
-            elif (own_service in SERVICE_NAMES and target_service in SERVICE_NAMES
-                  and target_service != own_service):
+            elif (
+                own_service in SERVICE_NAMES
+                and target_service in SERVICE_NAMES
+                and target_service != own_service
+            ):
                 found.append(f"{edge} (a service imports only itself and services/common)")
-            elif own_service == "gateway" and target_service == "gateway" and name != "services.gateway":
+            elif (
+                own_service == "gateway"
+                and target_service == "gateway"
+                and name != "services.gateway"
+            ):
                 mine, theirs = gateway_layer(name), gateway_layer(target)
                 if theirs is None:
                     found.append(f"{edge} (imports a gateway module that is in no layer)")
@@ -134,16 +145,21 @@ def test_imports_run_one_way(modules) -> None:
 
 
 def test_every_gateway_module_is_in_a_layer(modules) -> None:
-    unplaced = [name for name in modules
-                if _within(name, "services.gateway") and name != "services.gateway"
-                and gateway_layer(name) is None]
+    unplaced = [
+        name
+        for name in modules
+        if _within(name, "services.gateway")
+        and name != "services.gateway"
+        and gateway_layer(name) is None
+    ]
     assert not unplaced, f"add these to GATEWAY_LAYERS: {unplaced}"
 
 
 def test_the_gateway_package_root_imports_nothing_of_its_own(modules) -> None:
     path, tree = modules["services.gateway"]
-    assert not [t for _, t in imports("services.gateway", path, tree, set(modules))
-                if service_of(t)], "services/gateway/__init__.py should only describe the layers"
+    assert not [
+        t for _, t in imports("services.gateway", path, tree, set(modules)) if service_of(t)
+    ], "services/gateway/__init__.py should only describe the layers"
 
 
 def test_every_layer_package_says_what_it_is(modules) -> None:
@@ -157,7 +173,11 @@ def test_every_layer_package_says_what_it_is(modules) -> None:
 @pytest.mark.parametrize(
     ("importer", "line", "why"),
     [
-        ("services.gateway.domain", "from services.gateway.api.errors import ApiError", "layer above"),
+        (
+            "services.gateway.domain",
+            "from services.gateway.api.errors import ApiError",
+            "layer above",
+        ),
         ("services.gateway.net.fetch", "import services.gateway.runtime", "layer above"),
         ("services.gateway.pipeline.stages", "from services.gateway import runtime", "layer above"),
         ("services.gateway.config", "from services.gateway.metrics import GatewayMetrics", None),

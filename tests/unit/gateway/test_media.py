@@ -31,8 +31,15 @@ def _ffmpeg(*args: str) -> None:
     subprocess.run(["ffmpeg", "-v", "error", "-y", "-nostdin", *args], check=True)
 
 
-def _make_video(path: Path, *, seconds: float = 2.0, size: str = "64x48", rate: str = "25",
-                audio: bool = True, extra: tuple[str, ...] = ()) -> Path:
+def _make_video(
+    path: Path,
+    *,
+    seconds: float = 2.0,
+    size: str = "64x48",
+    rate: str = "25",
+    audio: bool = True,
+    extra: tuple[str, ...] = (),
+) -> Path:
     inputs = ["-f", "lavfi", "-i", f"testsrc=size={size}:rate={rate}:d={seconds}"]
     if audio:
         inputs += ["-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}"]
@@ -45,9 +52,22 @@ def _make_video(path: Path, *, seconds: float = 2.0, size: str = "64x48", rate: 
 def _decode_all(path: Path) -> np.ndarray:
     """Reference decode of the whole file with FFmpeg's own autorotation."""
     out = subprocess.run(
-        ["ffmpeg", "-v", "error", "-i", str(path), "-fps_mode", "passthrough", "-f", "rawvideo",
-         "-pix_fmt", "rgb24", "-"],
-        check=True, capture_output=True,
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-i",
+            str(path),
+            "-fps_mode",
+            "passthrough",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "-",
+        ],
+        check=True,
+        capture_output=True,
     ).stdout
     return np.frombuffer(out, np.uint8)
 
@@ -81,7 +101,9 @@ def test_decoder_streams_every_frame_like_ffmpeg(clip: Path, tmp_path: Path) -> 
         frames = list(decoder)
     assert len(frames) == info.frames == 25
     assert frames[0].shape == (48, 64, 3) and frames[0].dtype == np.uint8
-    np.testing.assert_array_equal(np.concatenate([f.ravel() for f in frames]), _decode_all(tmp_path / "t.mkv"))
+    np.testing.assert_array_equal(
+        np.concatenate([f.ravel() for f in frames]), _decode_all(tmp_path / "t.mkv")
+    )
 
 
 def test_rotation_metadata_survives_the_trim(clip: Path, tmp_path: Path) -> None:
@@ -154,9 +176,29 @@ def test_limits_on_duration_size_and_bytes(clip: Path, tmp_path: Path) -> None:
 
 def test_zero_frame_video_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "zero.mp4"
-    _ffmpeg("-f", "lavfi", "-i", "testsrc=size=32x32:rate=25", "-f", "lavfi", "-i",
-            "sine=duration=1", "-map", "0:v", "-map", "1:a", "-frames:v", "0", "-t", "1",
-            "-c:v", "libx264", "-c:a", "aac", str(path))
+    _ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=32x32:rate=25",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=duration=1",
+        "-map",
+        "0:v",
+        "-map",
+        "1:a",
+        "-frames:v",
+        "0",
+        "-t",
+        "1",
+        "-c:v",
+        "libx264",
+        "-c:a",
+        "aac",
+        str(path),
+    )
     with pytest.raises(MediaError) as err:
         trim_video(path, tmp_path / "z.mkv", 1.0)
     assert err.value.reason in ("no_frames", "no_video_stream", "bad_video")
@@ -183,11 +225,36 @@ def test_read_image_file_checks_size(tmp_path: Path) -> None:
     ("name", "build", "frames"),
     [
         ("odd", ("-f", "lavfi", "-i", "testsrc=size=65x47:rate=10:d=1", "-c:v", "mpeg4"), 10),
-        ("one", ("-f", "lavfi", "-i", "testsrc=size=32x32:rate=25", "-frames:v", "1",
-                 "-c:v", "libx264"), 1),
-        ("vfr", ("-f", "lavfi", "-i", "testsrc=size=32x32:rate=20:d=1",
-                 "-vf", "setpts='N/20/TB+if(gt(N,9),0.3/TB,0)'", "-fps_mode", "vfr",
-                 "-c:v", "libx264"), 20),
+        (
+            "one",
+            (
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc=size=32x32:rate=25",
+                "-frames:v",
+                "1",
+                "-c:v",
+                "libx264",
+            ),
+            1,
+        ),
+        (
+            "vfr",
+            (
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc=size=32x32:rate=20:d=1",
+                "-vf",
+                "setpts='N/20/TB+if(gt(N,9),0.3/TB,0)'",
+                "-fps_mode",
+                "vfr",
+                "-c:v",
+                "libx264",
+            ),
+            20,
+        ),
     ],
 )
 def test_odd_single_frame_and_variable_rate_videos_decode(

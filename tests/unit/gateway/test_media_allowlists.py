@@ -71,8 +71,13 @@ def test_every_media_call_names_demuxers_and_protocols(recorded, tmp_path) -> No
     config = EncoderConfig(ffmpeg=FFMPEG, ffprobe=FFPROBE, tmp_dir=str(tmp_path))
     audio = (tmp_path / "a.mka").read_bytes()
     for expected in (len(frames), 0):  # audio made while frames stream, and after them
-        params = EncodeParams(fps=Fraction(25), crf=23, preset="ultrafast",
-                              audio_bytes=len(audio), expected_frames=expected)
+        params = EncodeParams(
+            fps=Fraction(25),
+            crf=23,
+            preset="ultrafast",
+            audio_bytes=len(audio),
+            expected_frames=expected,
+        )
         with EncodeSession(config, params) as session:
             session.add_audio(audio)
             for index, frame in enumerate(frames):
@@ -99,8 +104,10 @@ def test_every_media_call_names_demuxers_and_protocols(recorded, tmp_path) -> No
 
 
 def test_no_service_starts_ffmpeg_another_way() -> None:
-    starts = re.compile(r"subprocess\.(run|Popen|call|check_call|check_output)\(|"
-                        r"\bffmpeg\.run(_async)?\(|\.run_async\(|os\.(system|popen|exec\w*)\(")
+    starts = re.compile(
+        r"subprocess\.(run|Popen|call|check_call|check_output)\(|"
+        r"\bffmpeg\.run(_async)?\(|\.run_async\(|os\.(system|popen|exec\w*)\("
+    )
     offenders = []
     for path in SERVICES.rglob("*.py"):
         if path.name == "ffmpeg_safety.py":
@@ -119,8 +126,10 @@ def test_demuxer_names_and_refusals() -> None:
             ffmpeg_safety.demuxer_of(name)
     with pytest.raises(ffmpeg_safety.UnsafeMediaError):
         ffmpeg_safety.input_options("hls")
-    assert ffmpeg_safety.refused_demuxer(
-        b"[hls @ 0x55] Format not on whitelist 'mov,matroska,avi'\n") == "hls"
+    assert (
+        ffmpeg_safety.refused_demuxer(b"[hls @ 0x55] Format not on whitelist 'mov,matroska,avi'\n")
+        == "hls"
+    )
     assert ffmpeg_safety.refused_demuxer(b"moov atom not found") is None
 
 

@@ -37,11 +37,24 @@ def cases(sentinel) -> dict[str, HostileCase]:
     return {case.id: case for case in hostile_cases(sentinel)}
 
 
-CASE_IDS = ["hls-file-url", "hls-absolute-path", "hls-http", "hls-crypto-protocol",
-            "hls-aes-key-from-file", "hls-concat-protocol", "hls-subfile-protocol",
-            "hls-data-uri", "hls-master-to-variant", "ffconcat", "ffconcat-file-url",
-            "ffconcat-http", "sdp-rtp", "dash-mpd", "mp4-external-reference",
-            "png-image-as-video"]
+CASE_IDS = [
+    "hls-file-url",
+    "hls-absolute-path",
+    "hls-http",
+    "hls-crypto-protocol",
+    "hls-aes-key-from-file",
+    "hls-concat-protocol",
+    "hls-subfile-protocol",
+    "hls-data-uri",
+    "hls-master-to-variant",
+    "ffconcat",
+    "ffconcat-file-url",
+    "ffconcat-http",
+    "sdp-rtp",
+    "dash-mpd",
+    "mp4-external-reference",
+    "png-image-as-video",
+]
 
 
 def _assert_clean(error: MediaError, *folders: Path) -> None:
@@ -56,14 +69,17 @@ def _assert_clean(error: MediaError, *folders: Path) -> None:
 def test_control_plain_ffmpeg_opens_the_secret(make: str, cases, sentinel) -> None:
     """Without the allow-lists FFmpeg follows the playlist, list and reference: the sentinel
     sees it (so the refusals below are meaningful)."""
-    for case_id in ("hls-file-url", "hls-master-to-variant", "ffconcat",
-                    "mp4-external-reference"):
+    for case_id in ("hls-file-url", "hls-master-to-variant", "ffconcat", "mp4-external-reference"):
         if (case_id == "mp4-external-reference") != (make == "drefs-on"):
             continue
         before = len(sentinel.hits)
         extra = ["-enable_drefs", "1"] if make == "drefs-on" else []
-        subprocess.run(["ffmpeg", "-v", "error", *extra, "-i", str(cases[case_id].path),
-                        "-f", "null", "-"], capture_output=True, timeout=30, check=False)
+        subprocess.run(
+            ["ffmpeg", "-v", "error", *extra, "-i", str(cases[case_id].path), "-f", "null", "-"],
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
         assert sentinel.settle()[before:], case_id
 
 
@@ -90,8 +106,20 @@ def test_mkv_with_a_playlist_attachment_is_inert(cases, sentinel, tmp_path) -> N
     before = len(sentinel.hits)
     info = trim_video(case.path, tmp_path / "t.mkv", 1.0)
     streams = subprocess.run(
-        ["ffprobe", "-v", "error", "-show_entries", "stream=codec_type", "-of", "csv=p=0",
-         str(tmp_path / "t.mkv")], capture_output=True, text=True, check=True).stdout.split()
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_type",
+            "-of",
+            "csv=p=0",
+            str(tmp_path / "t.mkv"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     assert streams == ["video"]
     with FrameDecoder(tmp_path / "t.mkv", info) as decoder:
         frames = list(decoder)
@@ -107,10 +135,25 @@ def test_image_pattern_name_is_not_expanded(tmp_path) -> None:
     watcher = Sentinel(tmp_path, "img001.png")
     try:
         pattern = tmp_path / "img%03d.png"
-        ffmpeg("-f", "lavfi", "-i", "color=c=blue:size=32x32", "-frames:v", "1",
-               "-f", "image2", "-update", "1", str(pattern))
-        subprocess.run(["ffmpeg", "-v", "error", "-i", str(pattern), "-f", "null", "-"],
-                       capture_output=True, timeout=30, check=False)
+        ffmpeg(
+            "-f",
+            "lavfi",
+            "-i",
+            "color=c=blue:size=32x32",
+            "-frames:v",
+            "1",
+            "-f",
+            "image2",
+            "-update",
+            "1",
+            str(pattern),
+        )
+        subprocess.run(
+            ["ffmpeg", "-v", "error", "-i", str(pattern), "-f", "null", "-"],
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
         assert watcher.settle(), "control: plain FFmpeg expands the pattern"
         before = len(watcher.hits)
         with pytest.raises(MediaError) as err:
@@ -130,8 +173,9 @@ def test_concat_protocol_in_a_file_name_is_a_file_name(tmp_path, monkeypatch) ->
         monkeypatch.chdir(tmp_path)
         name = "concat:secret.mkv|secret.mkv"
         colour_clip(tmp_path / name, "blue", size="32x32")
-        subprocess.run(["ffprobe", "-v", "error", name], capture_output=True, timeout=30,
-                       check=False)
+        subprocess.run(
+            ["ffprobe", "-v", "error", name], capture_output=True, timeout=30, check=False
+        )
         assert watcher.settle(), "control: plain ffprobe opens the concat protocol"
         before = len(watcher.hits)
         info = probe_video(Path(name))

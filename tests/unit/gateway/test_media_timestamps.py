@@ -26,16 +26,31 @@ pytestmark = [pytest.mark.ffmpeg, needs_ffmpeg]
 
 def _packets(path: Path) -> list[tuple[str, str]]:
     done = subprocess.run(
-        ["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "packet=pts,dts",
-         "-of", "json", str(path)], capture_output=True, check=True, timeout=60)
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "packet=pts,dts",
+            "-of",
+            "json",
+            str(path),
+        ],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
     return [(p.get("pts"), p.get("dts")) for p in json.loads(done.stdout)["packets"]]
 
 
 def _retimed(tmp_path: Path, name: str, expr: str, frames: int = 100) -> Path:
     """A 25 fps H.264 clip of `frames` frames remuxed into Matroska with its packet
     timestamps rewritten by the `setts` bitstream filter (`expr` in a 1/1000 time base)."""
-    src = colour_clip(tmp_path / f"{name}-src.mp4", "green", seconds=frames / 25, rate=25,
-                      extra=("-bf", "0"))
+    src = colour_clip(
+        tmp_path / f"{name}-src.mp4", "green", seconds=frames / 25, rate=25, extra=("-bf", "0")
+    )
     out = tmp_path / f"{name}.mkv"
     ffmpeg("-i", str(src), "-c", "copy", "-bsf:v", f"setts=ts={expr}", str(out))
     return out
@@ -45,8 +60,10 @@ def test_all_zero_timestamps_are_refused(tmp_path: Path) -> None:
     hostile = _retimed(tmp_path, "zero", "0")
     packets = _packets(hostile)
     assert len(packets) == 100 and set(packets) == {(0, 0)}  # really all at 0
-    for call in (lambda: probe_video(hostile),
-                 lambda: trim_video(hostile, tmp_path / "t.mkv", 1.0)):
+    for call in (
+        lambda: probe_video(hostile),
+        lambda: trim_video(hostile, tmp_path / "t.mkv", 1.0),
+    ):
         with pytest.raises(MediaError) as err:
             call()
         assert err.value.reason == "bad_timestamps", err.value.message
@@ -74,8 +91,9 @@ def test_fast_timestamps_are_cut_at_seconds_times_fps(tmp_path: Path) -> None:
         assert sum(1 for _ in decoder) == 25
 
 
-@pytest.mark.parametrize(("seconds", "rate", "expected"),
-                         [(1.0, 25, 25), (0.5, 25, 13), (2.0, 30, 60), (0.5, 10, 5)])
+@pytest.mark.parametrize(
+    ("seconds", "rate", "expected"), [(1.0, 25, 25), (0.5, 25, 13), (2.0, 30, 60), (0.5, 10, 5)]
+)
 def test_legit_clips_keep_the_frames_their_length_allows(
     seconds: float, rate: int, expected: int, tmp_path: Path
 ) -> None:

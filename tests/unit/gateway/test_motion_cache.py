@@ -23,8 +23,11 @@ def _template(frames: int = 3, num_kp: int = 21) -> common_pb2.MotionTemplate:
     template.fps.num, template.fps.den = 30000, 1001
     for i in range(frames):
         template.frames.add(
-            index=i, scale=1.0 + i, rotation=[float(v) for v in range(9)],
-            expression=[0.01 * i] * num_kp * 3, translation=[0.0, 0.1, 0.2],
+            index=i,
+            scale=1.0 + i,
+            rotation=[float(v) for v in range(9)],
+            expression=[0.01 * i] * num_kp * 3,
+            translation=[0.0, 0.1, 0.2],
             ratios=common_pb2.FaceRatios(eye_left=0.3, eye_right=0.31, lip=0.05),
         )
     return template
@@ -87,7 +90,9 @@ def test_keys_cannot_escape_the_folder(key: str, tmp_path: Path) -> None:
 def test_concurrent_writers_leave_one_whole_entry(tmp_path: Path) -> None:
     cache = FolderMotionCache(tmp_path)
     key = motion_cache_key("e" * 64, SETTINGS, "m1")
-    threads = [threading.Thread(target=cache.put, args=(key, _template(frames=20))) for _ in range(8)]
+    threads = [
+        threading.Thread(target=cache.put, args=(key, _template(frames=20))) for _ in range(8)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:

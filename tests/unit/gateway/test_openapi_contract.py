@@ -138,75 +138,114 @@ def _spec() -> dict:
             "/v1/things": {
                 "get": {
                     "parameters": [
-                        {"name": "limit", "in": "query", "required": False,
-                         "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 100},
+                        },
                     ],
-                    "responses": {"200": {"content": {"application/json": {
-                        "schema": {"$ref": "#/components/schemas/Page"}}}}},
+                    "responses": {
+                        "200": {
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/Page"}
+                                }
+                            }
+                        }
+                    },
                 },
                 "post": {
-                    "requestBody": {"required": True, "content": {"application/json": {
-                        "schema": {"$ref": "#/components/schemas/Create"}}}},
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/Create"}}
+                        },
+                    },
                     "responses": {
-                        "202": {"content": {"application/json": {
-                            "schema": {"$ref": "#/components/schemas/Thing"}}}},
-                        "422": {"content": {"application/problem+json": {
-                            "schema": {"$ref": "#/components/schemas/Problem"}}}},
+                        "202": {
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/Thing"}
+                                }
+                            }
+                        },
+                        "422": {
+                            "content": {
+                                "application/problem+json": {
+                                    "schema": {"$ref": "#/components/schemas/Problem"}
+                                }
+                            }
+                        },
                     },
                 },
             },
             "/v1/things/{id}": {
                 "get": {
-                    "parameters": [{"name": "id", "in": "path", "required": True,
-                                    "schema": {"type": "string"}}],
-                    "responses": {"200": {"content": {"application/json": {
-                        "schema": {"$ref": "#/components/schemas/Thing"}}}}},
+                    "parameters": [
+                        {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+                    ],
+                    "responses": {
+                        "200": {
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/Thing"}
+                                }
+                            }
+                        }
+                    },
                 },
                 "delete": {"responses": {"200": {"description": "gone"}}},
             },
         },
-        "components": {"schemas": {
-            "Create": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["url"],
-                "properties": {
-                    "url": {"type": "string", "maxLength": 2048},
-                    "seconds": {"type": "number", "exclusiveMinimum": 0, "maximum": 10},
-                    "mode": {"type": "string", "enum": ["a", "b"]},
-                    "note": {"anyOf": [{"type": "string"}, {"type": "null"}]},
-                    "options": {"$ref": "#/components/schemas/Options"},
+        "components": {
+            "schemas": {
+                "Create": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["url"],
+                    "properties": {
+                        "url": {"type": "string", "maxLength": 2048},
+                        "seconds": {"type": "number", "exclusiveMinimum": 0, "maximum": 10},
+                        "mode": {"type": "string", "enum": ["a", "b"]},
+                        "note": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+                        "options": {"$ref": "#/components/schemas/Options"},
+                    },
                 },
-            },
-            "Options": {
-                "type": "object",
-                "additionalProperties": False,
-                "properties": {"scale": {"type": "number", "minimum": 0}},
-            },
-            "Thing": {
-                "type": "object",
-                "required": ["id", "status", "progress"],
-                "properties": {
-                    "id": {"type": "string"},
-                    "status": {"type": "string", "enum": ["queued", "done"]},
-                    "progress": {"type": "number", "minimum": 0, "maximum": 1},
-                    "eta": {"anyOf": [{"type": "number"}, {"type": "null"}]},
-                    "tags": {"type": "array", "items": {"type": "string"}},
+                "Options": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {"scale": {"type": "number", "minimum": 0}},
                 },
-            },
-            "Page": {
-                "type": "object",
-                "required": ["items"],
-                "properties": {"items": {"type": "array",
-                                         "items": {"$ref": "#/components/schemas/Thing"}}},
-            },
-            "Problem": {
-                "type": "object",
-                "required": ["code", "detail"],
-                "properties": {"code": {"type": "string"}, "detail": {"type": "string"},
-                               "error": {"type": "object"}},
-            },
-        }},
+                "Thing": {
+                    "type": "object",
+                    "required": ["id", "status", "progress"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "status": {"type": "string", "enum": ["queued", "done"]},
+                        "progress": {"type": "number", "minimum": 0, "maximum": 1},
+                        "eta": {"anyOf": [{"type": "number"}, {"type": "null"}]},
+                        "tags": {"type": "array", "items": {"type": "string"}},
+                    },
+                },
+                "Page": {
+                    "type": "object",
+                    "required": ["items"],
+                    "properties": {
+                        "items": {"type": "array", "items": {"$ref": "#/components/schemas/Thing"}}
+                    },
+                },
+                "Problem": {
+                    "type": "object",
+                    "required": ["code", "detail"],
+                    "properties": {
+                        "code": {"type": "string"},
+                        "detail": {"type": "string"},
+                        "error": {"type": "object"},
+                    },
+                },
+            }
+        },
     }
 
 
@@ -219,60 +258,84 @@ BREAKING = {
     "operation removed": lambda s: s["paths"]["/v1/things/{id}"].pop("delete"),
     "success response removed": lambda s: s["paths"]["/v1/things"]["post"]["responses"].pop("202"),
     "response field removed": lambda s: _schemas(s)["Thing"]["properties"].pop("eta"),
-    "response field removed deep (array of refs)": lambda s: _schemas(s)["Thing"][
-        "properties"].pop("tags"),
+    "response field removed deep (array of refs)": lambda s: _schemas(s)["Thing"]["properties"].pop(
+        "tags"
+    ),
     "error body field removed": lambda s: _schemas(s)["Problem"]["properties"].pop("error"),
     "response field no longer always present": lambda s: _schemas(s)["Thing"]["required"].remove(
-        "progress"),
+        "progress"
+    ),
     "response field may now be null": lambda s: _schemas(s)["Thing"]["properties"].update(
-        id={"anyOf": [{"type": "string"}, {"type": "null"}]}),
-    "response enum widened": lambda s: _schemas(s)["Thing"]["properties"]["status"][
-        "enum"].append("failed"),
+        id={"anyOf": [{"type": "string"}, {"type": "null"}]}
+    ),
+    "response enum widened": lambda s: _schemas(s)["Thing"]["properties"]["status"]["enum"].append(
+        "failed"
+    ),
     "response bound widened": lambda s: _schemas(s)["Thing"]["properties"]["progress"].update(
-        maximum=100),
+        maximum=100
+    ),
     "request field made required": lambda s: _schemas(s)["Create"]["required"].append("mode"),
     "new required request field": lambda s: (
         _schemas(s)["Create"]["properties"].update(kind={"type": "string"}),
-        _schemas(s)["Create"]["required"].append("kind")),
-    "request field removed from a closed object": lambda s: _schemas(s)["Create"][
-        "properties"].pop("mode"),
+        _schemas(s)["Create"]["required"].append("kind"),
+    ),
+    "request field removed from a closed object": lambda s: _schemas(s)["Create"]["properties"].pop(
+        "mode"
+    ),
     "request enum narrowed": lambda s: _schemas(s)["Create"]["properties"]["mode"].update(
-        enum=["a"]),
+        enum=["a"]
+    ),
     "request enum added": lambda s: _schemas(s)["Create"]["properties"]["note"].update(
-        anyOf=[{"type": "string", "enum": ["x"]}, {"type": "null"}]),
+        anyOf=[{"type": "string", "enum": ["x"]}, {"type": "null"}]
+    ),
     "request type narrowed": lambda s: _schemas(s)["Create"]["properties"]["seconds"].update(
-        type="integer"),
+        type="integer"
+    ),
     "request null no longer accepted": lambda s: _schemas(s)["Create"]["properties"].update(
-        note={"type": "string"}),
+        note={"type": "string"}
+    ),
     "request maximum lowered": lambda s: _schemas(s)["Create"]["properties"]["seconds"].update(
-        maximum=5),
+        maximum=5
+    ),
     "request exclusive bound at the same value": lambda s: _schemas(s)["Options"]["properties"][
-        "scale"].update(minimum=None, exclusiveMinimum=0),
+        "scale"
+    ].update(minimum=None, exclusiveMinimum=0),
     "request maxLength lowered": lambda s: _schemas(s)["Create"]["properties"]["url"].update(
-        maxLength=100),
+        maxLength=100
+    ),
     "request pattern added": lambda s: _schemas(s)["Create"]["properties"]["url"].update(
-        pattern="^https://"),
+        pattern="^https://"
+    ),
     "nested request bound (through a $ref)": lambda s: _schemas(s)["Options"]["properties"][
-        "scale"].update(minimum=1),
-    "query parameter now required": lambda s: s["paths"]["/v1/things"]["get"]["parameters"][0]
-    .update(required=True),
+        "scale"
+    ].update(minimum=1),
+    "query parameter now required": lambda s: s["paths"]["/v1/things"]["get"]["parameters"][
+        0
+    ].update(required=True),
     "new required header": lambda s: s["paths"]["/v1/things"]["get"]["parameters"].append(
-        {"name": "X-Tenant", "in": "header", "required": True, "schema": {"type": "string"}}),
+        {"name": "X-Tenant", "in": "header", "required": True, "schema": {"type": "string"}}
+    ),
     "query bound narrowed": lambda s: s["paths"]["/v1/things"]["get"]["parameters"][0][
-        "schema"].update(maximum=50),
+        "schema"
+    ].update(maximum=50),
     "parameter removed": lambda s: s["paths"]["/v1/things"]["get"].pop("parameters"),
-    "request media type removed": lambda s: s["paths"]["/v1/things"]["post"]["requestBody"][
-        "content"].update({"multipart/form-data": {}}) or s["paths"]["/v1/things"]["post"][
-        "requestBody"]["content"].pop("application/json"),
+    "request media type removed": lambda s: (
+        s["paths"]["/v1/things"]["post"]["requestBody"]["content"].update(
+            {"multipart/form-data": {}}
+        )
+        or s["paths"]["/v1/things"]["post"]["requestBody"]["content"].pop("application/json")
+    ),
     "response media type removed": lambda s: s["paths"]["/v1/things/{id}"]["get"]["responses"][
-        "200"].update(content={"text/plain": {"schema": {"type": "string"}}}),
+        "200"
+    ].update(content={"text/plain": {"schema": {"type": "string"}}}),
 }
 
 
 def _refuse_extras(s: dict) -> None:
     s["components"]["schemas"]["Open"] = {"type": "object", "properties": {}}
-    s["paths"]["/v1/things/{id}"]["delete"]["requestBody"] = {"content": {"application/json": {
-        "schema": {"$ref": "#/components/schemas/Open"}}}}
+    s["paths"]["/v1/things/{id}"]["delete"]["requestBody"] = {
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Open"}}}
+    }
 
 
 def _clean(value):
@@ -305,43 +368,57 @@ COMPATIBLE = {
     "nothing changed": lambda s: None,
     "path added": lambda s: s["paths"].update({"/v1/other": {"get": {"responses": {}}}}),
     "operation added": lambda s: s["paths"]["/v1/things/{id}"].update(
-        patch={"responses": {"200": {"description": "ok"}}}),
+        patch={"responses": {"200": {"description": "ok"}}}
+    ),
     "response field added": lambda s: (
         _schemas(s)["Thing"]["properties"].update(links={"type": "object"}),
-        _schemas(s)["Thing"]["required"].append("links")),
+        _schemas(s)["Thing"]["required"].append("links"),
+    ),
     "optional request field added": lambda s: _schemas(s)["Create"]["properties"].update(
-        extra={"type": "boolean"}),
+        extra={"type": "boolean"}
+    ),
     "request field made optional": lambda s: _schemas(s)["Create"].update(required=[]),
-    "request enum widened": lambda s: _schemas(s)["Create"]["properties"]["mode"][
-        "enum"].append("c"),
+    "request enum widened": lambda s: _schemas(s)["Create"]["properties"]["mode"]["enum"].append(
+        "c"
+    ),
     "request bound relaxed": lambda s: _schemas(s)["Create"]["properties"]["seconds"].update(
-        maximum=20),
-    "request integer widened to number": lambda s: s["paths"]["/v1/things"]["get"][
-        "parameters"][0]["schema"].update(type="number"),
+        maximum=20
+    ),
+    "request integer widened to number": lambda s: s["paths"]["/v1/things"]["get"]["parameters"][0][
+        "schema"
+    ].update(type="number"),
     "request may now be null": lambda s: _schemas(s)["Create"]["properties"].update(
-        seconds={"anyOf": [{"type": "number", "exclusiveMinimum": 0, "maximum": 10},
-                           {"type": "null"}]}),
+        seconds={
+            "anyOf": [{"type": "number", "exclusiveMinimum": 0, "maximum": 10}, {"type": "null"}]
+        }
+    ),
     "response enum narrowed": lambda s: _schemas(s)["Thing"]["properties"]["status"].update(
-        enum=["done"]),
+        enum=["done"]
+    ),
     "response no longer null": lambda s: _schemas(s)["Thing"]["properties"].update(
-        eta={"type": "number"}),
+        eta={"type": "number"}
+    ),
     "response bound tightened": lambda s: _schemas(s)["Thing"]["properties"]["progress"].update(
-        maximum=0.99),
-    "response field made always present": lambda s: _schemas(s)["Thing"]["required"].append(
-        "eta"),
-    "error response removed": lambda s: s["paths"]["/v1/things"]["post"]["responses"].pop(
-        "422"),
+        maximum=0.99
+    ),
+    "response field made always present": lambda s: _schemas(s)["Thing"]["required"].append("eta"),
+    "error response removed": lambda s: s["paths"]["/v1/things"]["post"]["responses"].pop("422"),
     "error response added": lambda s: s["paths"]["/v1/things/{id}"]["get"]["responses"].update(
-        {"404": {"description": "none"}}),
+        {"404": {"description": "none"}}
+    ),
     "descriptions and titles changed": lambda s: _schemas(s)["Thing"].update(
-        description="a thing", title="Thing!"),
+        description="a thing", title="Thing!"
+    ),
     "request media type added": lambda s: s["paths"]["/v1/things"]["post"]["requestBody"][
-        "content"].update({"multipart/form-data": {"schema": {"type": "object"}}}),
+        "content"
+    ].update({"multipart/form-data": {"schema": {"type": "object"}}}),
     "optional query parameter added": lambda s: s["paths"]["/v1/things"]["get"][
-        "parameters"].append({"name": "cursor", "in": "query", "schema": {"type": "string"}}),
+        "parameters"
+    ].append({"name": "cursor", "in": "query", "schema": {"type": "string"}}),
     "schema moved behind a $ref": lambda s: (
         _schemas(s).update(Tags={"type": "array", "items": {"type": "string"}}),
-        _schemas(s)["Thing"]["properties"].update(tags={"$ref": "#/components/schemas/Tags"})),
+        _schemas(s)["Thing"]["properties"].update(tags={"$ref": "#/components/schemas/Tags"}),
+    ),
     "keys reordered": lambda s: s["paths"].update(dict(reversed(list(s["paths"].items())))),
 }
 
@@ -357,7 +434,9 @@ def test_compatible_changes_are_not_flagged(name):
 def test_a_recursive_schema_terminates():
     old = _spec()
     _schemas(old)["Thing"]["properties"]["children"] = {
-        "type": "array", "items": {"$ref": "#/components/schemas/Thing"}}
+        "type": "array",
+        "items": {"$ref": "#/components/schemas/Thing"},
+    }
     new = copy.deepcopy(old)
     _schemas(new)["Thing"]["properties"].pop("eta")
     found = breaking_changes(old, new)

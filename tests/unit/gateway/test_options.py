@@ -26,9 +26,16 @@ def test_defaults_are_upstream_defaults() -> None:
 
 def test_every_option_maps_to_the_contract() -> None:
     options = AnimationOptions(
-        relative_motion=False, driving_option="pose-friendly", driving_multiplier=1.25,
-        stitching=False, paste_back=False, normalize_lip=True, eye_retargeting=True,
-        lip_retargeting=True, region="lip")
+        relative_motion=False,
+        driving_option="pose-friendly",
+        driving_multiplier=1.25,
+        stitching=False,
+        paste_back=False,
+        normalize_lip=True,
+        eye_retargeting=True,
+        lip_retargeting=True,
+        region="lip",
+    )
     proto = animation_proto(options)
     assert proto.absolute_motion and proto.disable_stitching
     assert proto.driving_option == Opts.POSE_FRIENDLY and proto.region == Opts.LIP
@@ -36,19 +43,36 @@ def test_every_option_maps_to_the_contract() -> None:
     assert proto.driving_multiplier == pytest.approx(1.25)
 
 
-@pytest.mark.parametrize(("region", "value"), [
-    ("all", Opts.ALL), ("exp", Opts.EXP), ("pose", Opts.POSE), ("lip", Opts.LIP),
-    ("eyes", Opts.EYES)])
+@pytest.mark.parametrize(
+    ("region", "value"),
+    [
+        ("all", Opts.ALL),
+        ("exp", Opts.EXP),
+        ("pose", Opts.POSE),
+        ("lip", Opts.LIP),
+        ("eyes", Opts.EYES),
+    ],
+)
 def test_each_region_has_its_enum(region: str, value: int) -> None:
     assert animation_proto(AnimationOptions(region=region)).region == value
 
 
-@pytest.mark.parametrize("bad", [
-    {"bogus": 1}, {"region": "nose"}, {"driving_option": "fast"}, {"driving_multiplier": 0},
-    {"driving_multiplier": 10.5}, {"driving_multiplier": float("nan")},
-    {"driving_multiplier": float("inf")}, {"driving_multiplier": True},
-    {"driving_multiplier": "1.5"}, {"stitching": "false"}, {"paste_back": 1},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"bogus": 1},
+        {"region": "nose"},
+        {"driving_option": "fast"},
+        {"driving_multiplier": 0},
+        {"driving_multiplier": 10.5},
+        {"driving_multiplier": float("nan")},
+        {"driving_multiplier": float("inf")},
+        {"driving_multiplier": True},
+        {"driving_multiplier": "1.5"},
+        {"stitching": "false"},
+        {"paste_back": 1},
+    ],
+)
 def test_bad_values_are_refused_when_built(bad: dict) -> None:
     with pytest.raises(ValidationError):
         AnimationOptions.model_validate(bad)
@@ -80,7 +104,10 @@ def test_field_list_is_read_from_the_declaration() -> None:
     assert list(fields) == list(AnimationOptions.model_fields)
     multiplier = fields["driving_multiplier"]
     assert multiplier.kind is float and multiplier.default == 1.0
-    assert (multiplier.above, multiplier.at_most) == (0.0, 10.0) and multiplier.bounds() == "(0, 10]"
+    assert (multiplier.above, multiplier.at_most) == (
+        0.0,
+        10.0,
+    ) and multiplier.bounds() == "(0, 10]"
     assert fields["region"].choices == ("all", "exp", "pose", "lip", "eyes")
     assert fields["driving_option"].choices == ("expression-friendly", "pose-friendly")
     assert fields["stitching"].kind is bool and fields["stitching"].default is True

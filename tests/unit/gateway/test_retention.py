@@ -167,7 +167,10 @@ def test_delete_on_a_finished_job_erases_its_media(emulator, firebase_app, tmp_p
             client.app.state.gateway.pool.stop(0)  # the next job stays queued
             queued = client.post(
                 "/v1/jobs",
-                json={"source_url": "http://127.0.0.1:9/a.png", "driving_url": "http://127.0.0.1:9/v.mp4"},
+                json={
+                    "source_url": "http://127.0.0.1:9/a.png",
+                    "driving_url": "http://127.0.0.1:9/v.mp4",
+                },
             ).json()["id"]
             cancelled = client.delete(f"/v1/jobs/{queued}").json()
             assert cancelled["erased"] is False and cancelled["status"] == "cancelled"
@@ -199,8 +202,15 @@ def test_two_sweepers_on_postgresql_never_sweep_a_row_twice(postgres_url, tmp_pa
         assert claimed is not None
         (tmp_path / "out.mp4").write_bytes(b"mp4")
         storage.put(f"results/{claimed.id}.mp4", tmp_path / "out.mp4")
-        store.finish(claimed.id, claimed.lease_token, result_key=f"results/{claimed.id}.mp4",
-                     timings={}, cache_hit=False, random_weights=True, frames=1)
+        store.finish(
+            claimed.id,
+            claimed.lease_token,
+            result_key=f"results/{claimed.id}.mp4",
+            timings={},
+            cache_hit=False,
+            random_weights=True,
+            frames=1,
+        )
         ids.append(job.id)
     clock.now += 31 * DAY
     config = gateway_config(tmp_path)

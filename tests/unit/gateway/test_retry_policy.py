@@ -39,18 +39,19 @@ class _Servicer(face_detect_pb2_grpc.FaceDetectServiceServicer):
             size = 2 * BIG if request.face_index == 0 else BIG - 4096
             return face_detect_pb2.DetectSourceResponse(crop=common_pb2.RawImage(data=bytes(size)))
         if request.face_index == 1:
-            raise ResourceExhaustedError("the animator is running 8 jobs; retry later",
-                                         reason="animator_busy")
+            raise ResourceExhaustedError(
+                "the animator is running 8 jobs; retry later", reason="animator_busy"
+            )
         if request.face_index == 2:
-            raise ResourceExhaustedError("3000 frames; the limit is 1800",
-                                         reason="too_many_frames")
+            raise ResourceExhaustedError("3000 frames; the limit is 1800", reason="too_many_frames")
         raise ResourceExhaustedError("out of something")
 
 
 @pytest.fixture(scope="module")
 def target():
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2),
-                         options=[("grpc.max_send_message_length", BIG)])
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=2), options=[("grpc.max_send_message_length", BIG)]
+    )
     face_detect_pb2_grpc.add_FaceDetectServiceServicer_to_server(_Servicer(), server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
@@ -58,14 +59,16 @@ def target():
     server.stop(0)
 
 
-def _failure(target: str, face_index: int, *, max_message_bytes: int | None = None,
-             photo_bytes: int = 100) -> JobFailed:
+def _failure(
+    target: str, face_index: int, *, max_message_bytes: int | None = None, photo_bytes: int = 100
+) -> JobFailed:
     kwargs = {} if max_message_bytes is None else {"max_message_bytes": max_message_bytes}
     with make_channel(target, **kwargs) as channel:
         stub = face_detect_pb2_grpc.FaceDetectServiceStub(channel)
         request = face_detect_pb2.DetectSourceRequest(
             image=common_pb2.Image(encoded=common_pb2.EncodedImage(data=b"x" * photo_bytes)),
-            face_index=face_index)
+            face_index=face_index,
+        )
         with pytest.raises(grpc.RpcError) as err:
             stub.DetectSource(request, timeout=10)
     assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -73,8 +76,15 @@ def _failure(target: str, face_index: int, *, max_message_bytes: int | None = No
 
 
 def _plan(failed: JobFailed, attempts: int = 1, age_s: float = 10.0) -> RetryPlan | None:
-    return plan_retry(failed.code, failed.retryable, attempts=attempts, max_attempts=3,
-                      age_s=age_s, base_delay_s=5.0, max_queue_s=1800.0)
+    return plan_retry(
+        failed.code,
+        failed.retryable,
+        attempts=attempts,
+        max_attempts=3,
+        age_s=age_s,
+        base_delay_s=5.0,
+        max_queue_s=1800.0,
+    )
 
 
 def test_reply_over_the_servers_send_limit_fails_the_job(target):
@@ -82,8 +92,10 @@ def test_reply_over_the_servers_send_limit_fails_the_job(target):
     assert "Sent message larger than max" in failed.message
     assert failed.code == "message_too_large" and not failed.retryable
     assert _plan(failed) is None
-    assert final_failure(failed.code, failed.message, failed.retryable,
-                         max_queue_s=1800.0) == (failed.code, failed.message)
+    assert final_failure(failed.code, failed.message, failed.retryable, max_queue_s=1800.0) == (
+        failed.code,
+        failed.message,
+    )
 
 
 def test_reply_over_the_clients_receive_limit_fails_the_job(target):
@@ -140,15 +152,30 @@ def test_gateway_side_errors_follow_the_same_rule():
     ],
 )
 def test_retry_plan(code, attempts, age, expected):
-    plan = plan_retry(code, code != "no_face", attempts=attempts, max_attempts=3, age_s=age,
-                      base_delay_s=5.0, max_queue_s=1800.0)
+    plan = plan_retry(
+        code,
+        code != "no_face",
+        attempts=attempts,
+        max_attempts=3,
+        age_s=age,
+        base_delay_s=5.0,
+        max_queue_s=1800.0,
+    )
     assert plan == expected
 
 
 def test_capacity_backoff_grows_from_the_first_try_not_from_creation():
     # queued 600 s before its first try, busy 2 s later: the wait starts at the base delay
-    plan = plan_retry("animator_busy", True, attempts=1, max_attempts=3, age_s=602.0,
-                      base_delay_s=5.0, max_queue_s=1800.0, waited_s=2.0)
+    plan = plan_retry(
+        "animator_busy",
+        True,
+        attempts=1,
+        max_attempts=3,
+        age_s=602.0,
+        base_delay_s=5.0,
+        max_queue_s=1800.0,
+        waited_s=2.0,
+    )
     assert plan == RetryPlan(5.0, count_attempt=False)
 
 
@@ -158,8 +185,16 @@ def test_a_job_busy_for_its_whole_queue_time_is_tried_a_few_times_then_failed():
     age, delays = 0.0, []
     while True:
         age += 3.0
-        plan = plan_retry("animator_busy", True, attempts=1, max_attempts=3, age_s=age,
-                          base_delay_s=5.0, max_queue_s=1800.0, waited_s=age)
+        plan = plan_retry(
+            "animator_busy",
+            True,
+            attempts=1,
+            max_attempts=3,
+            age_s=age,
+            base_delay_s=5.0,
+            max_queue_s=1800.0,
+            waited_s=age,
+        )
         if plan is None:
             break
         assert not plan.count_attempt
@@ -168,8 +203,9 @@ def test_a_job_busy_for_its_whole_queue_time_is_tried_a_few_times_then_failed():
     assert delays == sorted(delays) and delays[-1] == MAX_DELAY_S
     assert 10 <= len(delays) <= 30, delays
     assert 1800.0 - MAX_DELAY_S - 3.0 <= age < 1800.0 + 3.0
-    code, message = final_failure("animator_busy", "the animator service is at capacity", True,
-                                  max_queue_s=1800.0)
+    code, message = final_failure(
+        "animator_busy", "the animator service is at capacity", True, max_queue_s=1800.0
+    )
     assert code == CAPACITY_TIMEOUT
     assert message.startswith("No capacity became free within 1800 s")
     assert message.endswith("(last answer: the animator service is at capacity)")

@@ -64,9 +64,14 @@ class CountingProxy:
                     proxy.seen[(self.command, path)] += 1
                     status = proxy._injected(self.command, path)
                 if status is not None:
-                    payload = json.dumps({"error": {
-                        "code": status, "message": f"injected {status}",
-                        "errors": [{"message": f"injected {status}", "reason": "injected"}]}}
+                    payload = json.dumps(
+                        {
+                            "error": {
+                                "code": status,
+                                "message": f"injected {status}",
+                                "errors": [{"message": f"injected {status}", "reason": "injected"}],
+                            }
+                        }
                     ).encode()
                     self.send_response(status)
                     self.send_header("Content-Type", "application/json")
@@ -76,8 +81,9 @@ class CountingProxy:
                     return
                 upstream = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=30)
                 try:
-                    headers = {k: v for k, v in self.headers.items()
-                               if k.lower() not in _HOP_HEADERS}
+                    headers = {
+                        k: v for k, v in self.headers.items() if k.lower() not in _HOP_HEADERS
+                    }
                     upstream.request(self.command, self.path, body=body, headers=headers)
                     reply = upstream.getresponse()
                     data = reply.read()
@@ -113,7 +119,9 @@ class CountingProxy:
 
     def count(self, method: str, pattern: str) -> int:
         with self.lock:
-            return sum(n for (m, p), n in self.seen.items() if m == method and re.search(pattern, p))
+            return sum(
+                n for (m, p), n in self.seen.items() if m == method and re.search(pattern, p)
+            )
 
     def __enter__(self) -> Self:
         self.thread.start()
@@ -127,8 +135,9 @@ class CountingProxy:
 @pytest.fixture
 def proxy(monkeypatch):
     port = _free_port()
-    emulator = emulator_server.create_server("127.0.0.1", port, in_memory=True,
-                                             default_bucket=BUCKET)
+    emulator = emulator_server.create_server(
+        "127.0.0.1", port, in_memory=True, default_bucket=BUCKET
+    )
     emulator.start()
     with CountingProxy(port) as counting:
         # google-cloud-storage reads this variable itself (as it does in production pods).
@@ -141,9 +150,11 @@ def proxy(monkeypatch):
 def app():
     """A Firebase app with anonymous credentials; its storage client reads
     STORAGE_EMULATOR_HOST when first used."""
-    firebase = make_firebase_app(GatewayConfig(firebase_project_id=PROJECT,
-                                               firebase_credentials="anonymous",
-                                               storage_bucket=BUCKET))
+    firebase = make_firebase_app(
+        GatewayConfig(
+            firebase_project_id=PROJECT, firebase_credentials="anonymous", storage_bucket=BUCKET
+        )
+    )
     yield firebase
     delete_firebase_app(firebase)
 
@@ -214,9 +225,11 @@ def test_an_outage_uses_every_attempt(proxy, storage, tmp_path):
 
 def test_refused_connections_are_transient(tmp_path, monkeypatch):
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{_free_port()}")
-    app = make_firebase_app(GatewayConfig(firebase_project_id=PROJECT,
-                                          firebase_credentials="anonymous",
-                                          storage_bucket=BUCKET))
+    app = make_firebase_app(
+        GatewayConfig(
+            firebase_project_id=PROJECT, firebase_credentials="anonymous", storage_bucket=BUCKET
+        )
+    )
     storage = FirebaseStorage(app, BUCKET, attempts=4, backoff_s=0.01)
     with pytest.raises(StorageError, match="after 4 attempts") as err:
         storage.download("results/x.mp4", tmp_path / "x.mp4")
@@ -225,9 +238,14 @@ def test_refused_connections_are_transient(tmp_path, monkeypatch):
 
 
 def test_a_refused_result_fails_the_job_once_without_a_retry(proxy, tmp_path):
-    gateway = build_gateway(tmp_path, StandInOrchestrator(), storage_backend="firebase",
-                            storage_bucket=BUCKET, firebase_project_id=PROJECT,
-                            firebase_credentials="anonymous")
+    gateway = build_gateway(
+        tmp_path,
+        StandInOrchestrator(),
+        storage_backend="firebase",
+        storage_bucket=BUCKET,
+        firebase_project_id=PROJECT,
+        firebase_credentials="anonymous",
+    )
     proxy.answer("POST", UPLOAD, 403)
     body = {"source_url": "http://127.0.0.1:9/a.png", "driving_url": "http://127.0.0.1:9/v.mp4"}
     try:

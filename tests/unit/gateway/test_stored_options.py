@@ -24,9 +24,14 @@ EARLIER_SPEC = """{"source": {"path": "%(source)s", "url": null},
   "driving_multiplier": 1.5, "stitching": true, "paste_back": false, "normalize_lip": false,
   "eye_retargeting": false, "lip_retargeting": true, "region": "lip"},
  "sequential": true}"""
-EXPECTED = AnimationOptions(relative_motion=False, driving_option="pose-friendly",
-                            driving_multiplier=1.5, paste_back=False, lip_retargeting=True,
-                            region="lip")
+EXPECTED = AnimationOptions(
+    relative_motion=False,
+    driving_option="pose-friendly",
+    driving_multiplier=1.5,
+    paste_back=False,
+    lip_retargeting=True,
+    region="lip",
+)
 
 
 @dataclass
@@ -41,13 +46,21 @@ class Recording(StandInOrchestrator):
 def _earlier_spec(tmp_path: Path) -> dict:
     (tmp_path / "me.png").write_bytes(b"photo")
     (tmp_path / "hero.mp4").write_bytes(b"video")
-    return json.loads(EARLIER_SPEC % {"source": tmp_path / "me.png",
-                                      "driving": tmp_path / "hero.mp4"})
+    return json.loads(
+        EARLIER_SPEC % {"source": tmp_path / "me.png", "driving": tmp_path / "hero.mp4"}
+    )
 
 
 def _job(spec: dict) -> Job:
-    return Job(id="j1", owner="o", status="running", stage="queued", spec=spec,
-               created_at=0.0, updated_at=0.0)
+    return Job(
+        id="j1",
+        owner="o",
+        status="running",
+        stage="queued",
+        spec=spec,
+        created_at=0.0,
+        updated_at=0.0,
+    )
 
 
 def test_an_earlier_spec_reads_as_typed_options(tmp_path: Path) -> None:
@@ -85,8 +98,9 @@ def test_a_job_queued_by_an_earlier_gateway_runs(tmp_path: Path) -> None:
             job, created = store.create("someone", _earlier_spec(tmp_path))
             assert created
             done = wait_for(lambda: (j := store.get(job.id)) and j.terminal and j)
-            bad, _ = store.create("someone", {**_earlier_spec(tmp_path),
-                                              "options": {"region": "nose"}})
+            bad, _ = store.create(
+                "someone", {**_earlier_spec(tmp_path), "options": {"region": "nose"}}
+            )
             failed = wait_for(lambda: (j := store.get(bad.id)) and j.terminal and j)
     finally:
         gateway.close()

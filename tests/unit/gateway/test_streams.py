@@ -64,8 +64,13 @@ def test_cancel_event_aborts_the_run() -> None:
 
 def test_spool_round_trip(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "crops.spool", animator_pb2.DrivingCrop)
-    crops = [animator_pb2.DrivingCrop(index=i, image=common_pb2.RawImage(
-        width=2, height=1, channels=3, data=bytes(range(i, i + 6)))) for i in range(5)]
+    crops = [
+        animator_pb2.DrivingCrop(
+            index=i,
+            image=common_pb2.RawImage(width=2, height=1, channels=3, data=bytes(range(i, i + 6))),
+        )
+        for i in range(5)
+    ]
     for crop in crops:
         spool.write(crop)
     spool.finish()

@@ -50,7 +50,7 @@ def test_the_page_and_every_file_it_names_are_served(make_client) -> None:
     for path in sorted(named):
         reply = client.get(path)
         assert reply.status_code == 200, path
-        assert kinds[path[path.rfind("."):]] in reply.headers["content-type"], path
+        assert kinds[path[path.rfind(".") :]] in reply.headers["content-type"], path
         assert reply.content == (WEB_DIR / path.removeprefix("/web/")).read_bytes()
     assert client.get("/web/../config.py").status_code == 404
     assert client.get("/web/nope.js").status_code == 404

@@ -111,7 +111,12 @@ def test_without_a_secret_no_webhook_is_ever_sent():
 
 @pytest.mark.parametrize(
     "value",
-    ["plain-old-secret", "whsec_", "whsec_not*base64", "whsec_" + base64.b64encode(b"k" * 8).decode()],
+    [
+        "plain-old-secret",
+        "whsec_",
+        "whsec_not*base64",
+        "whsec_" + base64.b64encode(b"k" * 8).decode(),
+    ],
 )
 def test_a_malformed_secret_is_a_config_error_that_does_not_echo_it(value):
     with pytest.raises(ConfigError, match="WEBHOOK_SECRET") as caught:
@@ -147,7 +152,9 @@ def _run_job(tmp_path, hook: LocalEndpoint, **fields) -> str:
     )
     try:
         with TestClient(gateway.app, raise_server_exceptions=False) as client:
-            answer = client.post("/v1/jobs", json={**URLS, "webhook_url": f"{hook.url}/h", **fields})
+            answer = client.post(
+                "/v1/jobs", json={**URLS, "webhook_url": f"{hook.url}/h", **fields}
+            )
             assert answer.status_code == 202, answer.text
             job_id = answer.json()["id"]
             wait_for(lambda: client.get(f"/v1/jobs/{job_id}").json()["status"] == "succeeded")

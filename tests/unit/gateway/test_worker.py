@@ -266,16 +266,19 @@ def test_shutdown_requeues_a_job_that_did_not_finish_in_the_drain_time(run_gatew
 
 
 def test_capacity_waits_do_not_use_up_attempts(run_gateway, video_bytes):
-    busy = [JobFailed("animator_busy", "The animator is at capacity.", retryable=True)
-            for _ in range(5)]
+    busy = [
+        JobFailed("animator_busy", "The animator is at capacity.", retryable=True) for _ in range(5)
+    ]
     client = run_gateway(StandInOrchestrator(failures=busy), max_attempts=2)
     view = final(client, submit(client, video_bytes))
     assert view["status"] == "succeeded" and view["attempts"] == 1
 
 
 def test_capacity_waits_back_off_and_end_at_the_queue_ceiling(run_gateway, video_bytes):
-    busy = [JobFailed("animator_busy", "the animator service is at capacity", retryable=True)
-            for _ in range(200)]
+    busy = [
+        JobFailed("animator_busy", "the animator service is at capacity", retryable=True)
+        for _ in range(200)
+    ]
     orchestrator = StandInOrchestrator(failures=busy)
     client = run_gateway(orchestrator, max_attempts=2, retry_base_s=0.05, max_queue_s=2.0)
     view = final(client, submit(client, video_bytes))
