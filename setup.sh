@@ -83,6 +83,9 @@ case "$MODE" in
     log "done: out/demo.mp4"
     ;;
   test)
+    log "ruff: lint and format check"
+    "$VENV/bin/ruff" check .
+    "$VENV/bin/ruff" format --check .
     log "running the test suite"
     exec "$VENV/bin/python" -m pytest "$@"
     ;;
