@@ -7,21 +7,18 @@ usage; 1: an unreachable gateway)."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from services.cli.demo_media import write_hero_clip, write_source_photo
 from services.cli.local_stack import free_port
 from services.client import Client, DynamicsError
-from tests.fixture_set import DEFAULT_SET
+from tests.integration.up_process import running_up
 
 pytestmark = [
     pytest.mark.ffmpeg,
@@ -33,55 +30,11 @@ pytestmark = [
 def stack(tmp_path_factory):
     """`dynamics up` on a free port with the fixture weights; yields (base URL, media folder)."""
     tmp = tmp_path_factory.mktemp("client-e2e")
-    port = free_port()
-    log = tmp / "up.log"
-    env = {**os.environ, "ANIMATOR_BATCH_SIZE": "2", "OMP_NUM_THREADS": "1"}
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "services.cli",
-                "up",
-                "--port",
-                str(port),
-                "--weights",
-                str(DEFAULT_SET.checkpoints),
-                "--data-dir",
-                str(tmp / "data"),
-                "--device",
-                "cpu",
-                "--workers",
-                "1",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    base = f"http://127.0.0.1:{port}"
     write_source_photo(tmp / "source.png", side=224)
     write_hero_clip(tmp / "hero.mp4", seconds=1.0, fps=5, size=192)
     write_hero_clip(tmp / "long.mp4", seconds=4.0, fps=10, size=192)
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert proc.poll() is None, log.read_text()[-3000:]
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "not ready:\n" + log.read_text()[-3000:]
-            time.sleep(0.5)
+    with running_up(tmp, free_port(), "--workers", "1") as base:
         yield base, tmp
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(90)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def dynamics(*args: str, timeout: float = 480, **popen) -> subprocess.CompletedProcess:

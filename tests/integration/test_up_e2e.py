@@ -12,7 +12,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from services.animator.weights import load_models
 from services.cli.demo_media import write_hero_clip, write_source_photo
 from services.cli.local_stack import free_port
 from tests.fixture_set import DEFAULT_SET
+from tests.integration.up_process import start_up, stop, wait_ready
 from tests.unit.common.listening import listening_sockets
 
 pytestmark = [
@@ -33,35 +33,6 @@ pytestmark = [
 FIXTURE_WEIGHTS = DEFAULT_SET.checkpoints  # the services run on the default fixture set
 SERVICES = ("face_detect", "animator", "encoder")
 needs_proc = pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads /proc (Linux)")
-
-
-def _start_up(
-    tmp_path: Path, port: int, weights: Path = FIXTURE_WEIGHTS, *extra: str
-) -> tuple[subprocess.Popen, Path]:
-    log = tmp_path / "up.log"
-    env = {**os.environ, "ANIMATOR_BATCH_SIZE": "2", "OMP_NUM_THREADS": "1"}
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "services.cli",
-                "up",
-                "--port",
-                str(port),
-                "--weights",
-                str(weights),
-                "--data-dir",
-                str(tmp_path / "data"),
-                "--device",
-                "cpu",
-                *extra,
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    return proc, log
 
 
 def _children(pid: int) -> dict[int, str]:
@@ -103,30 +74,6 @@ def _wait_for(condition, timeout_s: float, what: str, log: Path) -> None:
     raise AssertionError(f"timed out waiting for {what}:\n" + log.read_text()[-3000:])
 
 
-def _stop(proc: subprocess.Popen, timeout_s: float = 90) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        return proc.wait(timeout_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        raise
-
-
-def _wait_healthy(base: str, proc: subprocess.Popen, log: Path, timeout_s: float = 180) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, log.read_text()[-3000:]
-        try:
-            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError("dynamics up did not become ready:\n" + log.read_text()[-3000:])
-
-
 def _submit_and_wait(base: str, source: Path, hero: Path, timeout_s: float = 180) -> dict:
     with open(source, "rb") as photo, open(hero, "rb") as video:
         reply = httpx.post(
@@ -154,30 +101,9 @@ def test_dynamics_up_serves_a_job_end_to_end(tmp_path: Path) -> None:
     hero = write_hero_clip(tmp_path / "hero.mp4", seconds=1.0, fps=5, size=192)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    log = tmp_path / "up.log"
-    env = {**os.environ, "ANIMATOR_BATCH_SIZE": "2", "OMP_NUM_THREADS": "1"}
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "services.cli",
-                "up",
-                "--port",
-                str(port),
-                "--weights",
-                str(FIXTURE_WEIGHTS),
-                "--data-dir",
-                str(tmp_path / "data"),
-                "--device",
-                "cpu",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
+    proc, log = start_up(tmp_path, port)
     try:
-        _wait_healthy(base, proc, log)
+        wait_ready(proc, log, base)
         job = _submit_and_wait(base, source, hero)
         assert job["status"] == "succeeded", job
         assert job["frames_total"] == job["frames_done"] == 5 and job["cache_hit"] is False
@@ -224,9 +150,9 @@ def test_up_binds_loopback_restarts_a_killed_service_and_serves_the_next_job(
     hero = write_hero_clip(tmp_path / "hero.mp4", seconds=1.0, fps=5, size=192)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    proc, log = _start_up(tmp_path, port)
+    proc, log = start_up(tmp_path, port)
     try:
-        _wait_healthy(base, proc, log)
+        wait_ready(proc, log, base)
         pids = _service_pids(proc.pid)
         assert set(pids) == set(SERVICES), _children(proc.pid)
         # every listening socket of the stack: gateway HTTP, each service's gRPC and metrics
@@ -246,8 +172,10 @@ def test_up_binds_loopback_restarts_a_killed_service_and_serves_the_next_job(
             "a new animator process",
             log,
         )
-        _wait_healthy(base, proc, log)
         new_pid = _service_pids(proc.pid)["animator"]
+        # /readyz covers only the gateway's own dependencies, so wait for the new animator's
+        # gRPC and metrics sockets themselves.
+        _wait_for(lambda: len(listening_sockets(new_pid)) >= 2, 60, "the new animator", log)
         again = listening_sockets(new_pid)
         assert {address for address, _ in again} == {"127.0.0.1"}, again
         # the gRPC port is the same (the gateway's target); metrics ports are ephemeral
@@ -259,7 +187,7 @@ def test_up_binds_loopback_restarts_a_killed_service_and_serves_the_next_job(
         assert job["status"] == "succeeded", job
         assert proc.poll() is None
     finally:
-        code = _stop(proc)
+        code = stop(proc)
     assert code == 0, log.read_text()[-3000:]
     assert all(_gone(pid) for pid in [*pids.values(), new_pid]), _children(proc.pid)
 
@@ -269,9 +197,9 @@ def test_up_exits_naming_a_service_that_keeps_dying(tmp_path: Path) -> None:
     weights = tmp_path / "weights"
     shutil.copytree(FIXTURE_WEIGHTS, weights)
     port = free_port()
-    proc, log = _start_up(tmp_path, port, weights, "--max-restarts", "1")
+    proc, log = start_up(tmp_path, port, weights, "--max-restarts", "1")
     try:
-        _wait_healthy(f"http://127.0.0.1:{port}", proc, log)
+        wait_ready(proc, log, f"http://127.0.0.1:{port}")
         pids = _service_pids(proc.pid)
         assert set(pids) == set(SERVICES), _children(proc.pid)
         shutil.rmtree(weights)  # every restart of the animator now fails its config check
@@ -279,7 +207,7 @@ def test_up_exits_naming_a_service_that_keeps_dying(tmp_path: Path) -> None:
         code = proc.wait(120)
     finally:
         if proc.poll() is None:
-            _stop(proc)
+            stop(proc)
     text = log.read_text()
     assert code == 1, text[-3000:]
     last = text.rsplit("dynamics up: giving up: ", 1)
@@ -294,7 +222,7 @@ def test_up_refuses_a_busy_port_before_starting_anything(tmp_path: Path) -> None
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        proc, log = _start_up(tmp_path, port)
+        proc, log = start_up(tmp_path, port)
         code = proc.wait(60)
     text = log.read_text()
     assert code == 2, text
