@@ -10,7 +10,7 @@ from dynamics.v1 import animator_pb2, animator_pb2_grpc
 from services.cli.local_stack import LocalStack, StackConfig
 from services.cli.up import build_parser, gateway_environ
 from services.common.grpc_client import make_channel
-from services.gateway.api.state import ANIMATOR_SERVICE
+from services.gateway.pipeline.clients import ANIMATOR_SERVICE
 from tests.fixture_set import DEFAULT_SET
 from tests.fleet.fleet import counter
 

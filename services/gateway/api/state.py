@@ -17,10 +17,6 @@ from services.gateway.jobs.store import JobStore
 from services.gateway.jobs.worker import WorkerPool
 from services.gateway.metrics import GatewayMetrics
 
-FACE_DETECT_SERVICE = "dynamics.v1.FaceDetectService"
-ANIMATOR_SERVICE = "dynamics.v1.AnimatorService"
-ENCODER_SERVICE = "dynamics.v1.EncoderService"
-
 
 @dataclass
 class GatewayState:

@@ -13,9 +13,9 @@ import pytest
 from fastapi.testclient import TestClient
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from services.gateway.api.state import ANIMATOR_SERVICE, ENCODER_SERVICE, FACE_DETECT_SERVICE
 from services.gateway.delivery.storage import StorageError
 from services.gateway.domain import AnimationOptions, option_fields
+from services.gateway.pipeline.clients import ANIMATOR_SERVICE, ENCODER_SERVICE, FACE_DETECT_SERVICE
 from tests.unit.gateway.gateway_harness import build_gateway, make_video, png_bytes
 from tests.unit.gateway.problem_shape import problem_of
 
