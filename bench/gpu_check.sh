@@ -5,9 +5,9 @@
 #   bench/gpu_check.sh OUT_DIR --dry-run  # on any CPU: the same steps with the project's
 #                                         # .venv, reduced width, < 2 minutes, no install
 #
-# Real run: a fresh venv (GPU_CHECK_VENV, default /tmp/dynamics-gpu-venv) gets the locked
-# animator requirements (torch's PyPI wheel is the CUDA build), onnxruntime-gpu and tensorrt
-# from requirements/animator-gpu.txt, onnx/onnxscript/pytest; then the `gpu` tests run and
+# Real run: a fresh venv (GPU_CHECK_VENV, default /tmp/dynamics-gpu-venv) gets the CUDA image's
+# hash-locked requirements (requirements/animator-gpu.txt: torch's CUDA wheels, onnxruntime-gpu,
+# TensorRT 10), then onnx/onnxscript/pytest; then the `gpu` tests run and
 # `python -m bench.gpu_check` measures (torch fp16/bf16 eager/compile/CUDA graphs at batch
 # 1-32, ORT CUDA EP, TensorRT EP fp16, GridSample placement, one 10 s job pipelined) and writes
 # OUT_DIR/gpu_check.json and OUT_DIR/gpu_check.md; the pytest log goes to OUT_DIR/gpu_tests.txt.
@@ -38,14 +38,17 @@ else
   VENV=${GPU_CHECK_VENV:-/tmp/dynamics-gpu-venv}
   python3 -m venv "$VENV"
   PY="$VENV/bin/python"
-  # install phase: at most 4 minutes (wheels: torch+CUDA libs ~3 GB, tensorrt ~1 GB)
-  timeout 240 "$PY" -m pip install -q --disable-pip-version-check \
-    -r requirements/animator.txt
+  # install phase: at most 4 minutes (wheels: torch + CUDA libraries ~3 GB, TensorRT ~1 GB).
+  # The image's own hash-locked files (docker/Dockerfile.gpu), then the check's tools.
+  timeout 240 bash -c "
+    '$PY' -m pip install -q --disable-pip-version-check --require-hashes --no-deps \
+      -r requirements/animator-gpu-build.txt &&
+    '$PY' -m pip install -q --disable-pip-version-check --require-hashes --no-deps \
+      --no-build-isolation -r requirements/animator-gpu.txt"
   timeout $(( $(left) - 280 > 60 ? $(left) - 280 : 60 )) bash -c "
-    '$PY' -m pip uninstall -q -y onnxruntime &&
-    '$PY' -m pip install -q --disable-pip-version-check -r requirements/animator-gpu.txt \
-      onnx onnxscript pytest pytest-timeout &&
-    '$PY' -m pip install -q --no-deps -e ."
+    '$PY' -m pip install -q --disable-pip-version-check onnx onnxscript pytest pytest-timeout &&
+    '$PY' -m pip install -q --no-deps --no-build-isolation -e . &&
+    '$PY' -m pip check"
   BUDGET=$(( $(left) - 120 ))
 fi
 

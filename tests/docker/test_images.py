@@ -87,5 +87,12 @@ def test_images_install_every_lock_they_need() -> None:
     cpu = DOCKERFILES["cpu"].read_text()
     for lock in ("face-detect.txt", "encoder.txt", "gateway.txt", "no-deps.txt"):
         assert f"requirements/{lock}" in cpu, lock
-    assert "requirements/animator.txt" in DOCKERFILES["cuda"].read_text()
     assert "==2.13.0\n" in (LOCK_DIR / "animator.txt").read_text()  # CUDA build, no +cpu tag
+    # the CUDA image installs only hash-locked files, without dependency resolution
+    installs = [a for w, a in _instructions(DOCKERFILES["cuda"]) if w == "RUN" and "pip" in a]
+    text = " ".join(installs)
+    for lock in ("animator-gpu-build.txt", "animator-gpu.txt"):
+        assert f"--require-hashes --no-deps -r /src/requirements/{lock}" in " ".join(
+            text.replace("--no-build-isolation ", "").split()
+        ), lock
+    assert "requirements/animator.txt" not in text
