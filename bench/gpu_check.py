@@ -6,8 +6,9 @@ Real run (CUDA): seeded random weights at the real config (input 256, frames 512
 - torch W+G at batch 1..32 in fp16 and bf16 (autocast), each eager, torch.compile (default)
   and CUDA graphs (compile mode reduce-overhead): frames/s, peak CUDA memory;
 - ONNX Runtime on the CUDA EP (fp32 export: its 5-D GridSample kernel is fp32) and on the
-  TensorRT EP (fp16 export, GridSample kept fp32), frames/s and device memory in use;
-- which provider ran each GridSample node (ORT profiling of the CUDA session);
+  TensorRT EP with CUDA behind it (fp16 export, GridSample kept fp32; TensorRT 10 cannot
+  build the 5-D GridSample, so the CUDA EP runs it), frames/s and device memory in use;
+- where GridSample ran for each of those rows (ORT profiling of one W+G call): never the CPU;
 - one 10 s job (250 frames) pipelined: M on the driving crops in one thread while the
   cross-job batcher runs W+G on what is ready, frames/s and wall time.
 Every row that cannot run (no provider, out of time, an error) is recorded with its reason;
@@ -114,6 +115,26 @@ def gridsample_placement(profile_files: list[str]) -> dict[str, int]:
                 provider = args.get("provider", "?")
                 counts[provider] = counts.get(provider, 0) + 1
     return counts
+
+
+def placement_verdict(session_provider: str, counts: dict[str, int]) -> dict:
+    """Where W+G's GridSample ran, from `gridsample_placement` counts of one session whose
+    first provider is `session_provider`. On a GPU it must never be the CPU provider: either
+    every GridSample node ran on CUDA, or (TensorRT first) none ran as an onnxruntime node
+    because TensorRT built it into its engine."""
+    if counts:
+        where = ", ".join(f"{k} x{v}" for k, v in sorted(counts.items()))
+        on_gpu = set(counts) == {"CUDAExecutionProvider"}
+    elif session_provider == "TensorrtExecutionProvider":
+        where, on_gpu = "inside the TensorRT engine (no onnxruntime GridSample node ran)", True
+    else:
+        where, on_gpu = "no GridSample node in the profile", False
+    return {
+        "session_provider": session_provider,
+        "runs_by_provider": counts,
+        "where": where,
+        "on_gpu": on_gpu,
+    }
 
 
 def pipelined_job(pipe, frames_total: int) -> dict:
@@ -275,7 +296,11 @@ def run(out_dir: Path, dry_run: bool, budget_s: float) -> dict:
             result["notes"].append(f"{precision} export: {time.perf_counter() - t0:.1f} s")
         except Exception as exc:  # noqa: BLE001
             result["notes"].append(f"{precision} export failed: {type(exc).__name__}: {exc}"[:300])
+    # TensorRT rows keep the CUDA provider behind it: nodes TensorRT cannot build (the 5-D
+    # GridSample before TensorRT 11.2.1; onnxruntime-gpu 1.31.1 links TensorRT 10) run there,
+    # not on the CPU provider that onnxruntime appends to every list.
     plan = [("cuda", "fp32"), ("tensorrt", "fp16")] if cuda else [("cpu", "fp32")]
+    chains = {"cuda": ["cuda"], "tensorrt": ["tensorrt", "cuda"], "cpu": ["cpu"]}
     if not cuda:
         for provider in ("cuda", "tensorrt"):
             result["ort_rows"].append({"provider": provider, "skipped": "needs CUDA"})
@@ -301,7 +326,7 @@ def run(out_dir: Path, dry_run: bool, budget_s: float) -> dict:
                 input_size=input_size,
                 backend="onnxruntime",
                 onnx_dir=exports[precision].folder,
-                ort_providers=[provider],
+                ort_providers=chains[provider],
                 trt_cache_dir=trt_cache,
                 device=device,
             )
@@ -323,29 +348,33 @@ def run(out_dir: Path, dry_run: bool, budget_s: float) -> dict:
                 60.0 if provider == "tensorrt" else 5.0,
             )
         del pipe
-    # where GridSample runs: profile the first planned provider's session
-    provider, precision = plan[0]
-    if precision in exports and budget.left() > 10:
+    # where GridSample runs: profile one W+G call on each planned row's providers
+    result["gridsample"] = []
+    for provider, precision in plan:
+        if precision not in exports or budget.left() < 10:
+            continue
+        row = {"row": provider, "providers": chains[provider]}
         try:
             from services.animator.ort_backend import OrtEngine
 
-            prof = work / "profile"
+            prof = work / f"profile-{provider}"
             prof.mkdir()
             engine = OrtEngine(
-                exports[precision], providers=[provider], batch_size=2, profile_dir=prof
+                exports[precision],
+                providers=chains[provider],
+                batch_size=2,
+                profile_dir=prof,
+                trt_cache_dir=trt_cache,
             )
             f_s = torch.zeros(1, *engine.f_s_shape, device=engine.device)
             kp = torch.zeros(2, engine.num_kp, 3, device=engine.device)
             engine.warp_decode(f_s, kp, kp + 0.01)
-            counts = gridsample_placement(engine.end_profiling())
-            result["gridsample"] = {
-                "provider_requested": provider,
-                "runs_by_provider": counts,
-                "on_gpu": counts.get("CUDAExecutionProvider", 0) > 0
-                and set(counts) == {"CUDAExecutionProvider"},
-            }
+            row.update(
+                placement_verdict(engine.provider, gridsample_placement(engine.end_profiling()))
+            )
         except Exception as exc:  # noqa: BLE001
-            result["gridsample"] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+            row["error"] = f"{type(exc).__name__}: {exc}"[:300]
+        result["gridsample"].append(row)
     # one whole job, pipelined, on the best torch configuration measured
     if budget.left() > 15:
         try:
@@ -415,12 +444,19 @@ def markdown(result: dict) -> str:
             f"{_cell(r.get('ms_per_frame'))} | {_cell(r.get('device_used_mib'))} | "
             f"{note} |"
         )
-    gs = result.get("gridsample", {})
     lines += [
         "",
-        "## GridSample placement (ORT profiling)",
+        "## GridSample placement (ORT profiling of one W+G call)",
         "",
-        f"`{json.dumps(gs)}`",
+        "| row | providers | session provider | GridSample ran | on the GPU |",
+        "|---|---|---|---|---|",
+    ]
+    for g in result.get("gridsample", []):
+        lines.append(
+            f"| {g['row']} | {', '.join(g['providers'])} | {_cell(g.get('session_provider'))} "
+            f"| {g.get('where') or g.get('error')} | {_cell(g.get('on_gpu'))} |"
+        )
+    lines += [
         "",
         "## One job, pipelined (M in a thread, W+G through the batcher)",
         "",

@@ -82,6 +82,12 @@ def select_providers(requested: Sequence[str], available: Sequence[str] | None =
                 name,
                 ", ".join(available),
             )
+    if "TensorrtExecutionProvider" in chosen and "CUDAExecutionProvider" not in chosen:
+        logger.warning(
+            "TensorrtExecutionProvider without CUDAExecutionProvider behind it: nodes TensorRT "
+            "cannot build (the 5-D GridSample before TensorRT 11.2.1) will run on the CPU; "
+            "list cuda after tensorrt"
+        )
     if not chosen:
         raise ValueError(
             f"none of the requested ONNX Runtime providers "
@@ -89,6 +95,26 @@ def select_providers(requested: Sequence[str], available: Sequence[str] | None =
             f"{', '.join(available)}"
         )
     return chosen
+
+
+def preload_tensorrt() -> str | None:
+    """Import TensorRT's Python package, which loads its libnvinfer, and return its version.
+
+    onnxruntime's TensorRT provider library names libnvinfer.so.<major> as a dependency, and
+    pip's TensorRT wheels keep that library in their own folder, off the loader's path. Once
+    the package has loaded it, the provider finds it among the loaded libraries by soname.
+    None (and a warning) when it cannot be imported: the provider then fails to start and
+    the session falls back to the next provider, which OrtEngine logs."""
+    try:
+        import tensorrt
+    except (ImportError, OSError) as exc:
+        logger.warning(
+            "TensorRT's Python package cannot be imported (%s); onnxruntime's TensorRT "
+            "provider will not find libnvinfer",
+            exc,
+        )
+        return None
+    return str(tensorrt.__version__)
 
 
 def device_of(provider: str, device_id: int = 0) -> torch.device:
@@ -234,6 +260,9 @@ class OrtEngine:
                 "install the CUDA torch wheel or set ANIMATOR_ORT_PROVIDERS=cpu",
                 reason="bad_backend",
             )
+        self.tensorrt = preload_tensorrt() if "TensorrtExecutionProvider" in chosen else None
+        if self.tensorrt:
+            logger.info("TensorRT %s loaded for onnxruntime's TensorRT provider", self.tensorrt)
         fp16 = export.precision == "fp16"
         cache = Path(trt_cache_dir) if trt_cache_dir else None
         profile = Path(profile_dir) if profile_dir else None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import sys
 
 import numpy as np
 import onnx
@@ -209,6 +210,13 @@ def test_provider_selection_keeps_order_and_logs_each_fallback(caplog):
     assert [r.message.split()[3] for r in caplog.records] == ["TensorrtExecutionProvider"]
     with pytest.raises(ValueError, match="none of the requested"):
         ort_backend.select_providers(("tensorrt",), ["CPUExecutionProvider"])
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="services.animator.ort_backend"):
+        trt_alone = ort_backend.select_providers(
+            ("tensorrt", "cpu"), available + ["TensorrtExecutionProvider"]
+        )
+    assert trt_alone == ["TensorrtExecutionProvider", "CPUExecutionProvider"]
+    assert "without CUDAExecutionProvider behind it" in caplog.text
     assert ort_backend.parse_providers("") == ("tensorrt", "cuda", "cpu")
     assert ort_backend.parse_providers("CUDAExecutionProvider, cpu") == ("cuda", "cpu")
     with pytest.raises(ValueError, match="unknown ONNX Runtime provider"):
@@ -226,6 +234,32 @@ def test_real_engine_falls_back_to_cpu_and_logs_it(export, caplog):
     assert "TensorrtExecutionProvider is not available" in text
     assert "CUDAExecutionProvider is not available" in text
     assert "provider CPUExecutionProvider" in text
+
+
+@pytest.mark.parametrize(
+    ("init", "expected"),
+    [
+        ('__version__ = "10.16.1.11"\n', "10.16.1.11"),
+        ('raise OSError("libnvinfer.so.10: cannot open shared object file")\n', None),
+        ('raise ImportError("No module named tensorrt_bindings")\n', None),
+    ],
+    ids=["loads", "library-missing", "bindings-missing"],
+)
+def test_tensorrt_is_preloaded_or_its_absence_is_said(
+    tmp_path, monkeypatch, caplog, init, expected
+):
+    # a real package on sys.path, standing in for pip's tensorrt (its import loads libnvinfer)
+    (tmp_path / "tensorrt").mkdir()
+    (tmp_path / "tensorrt" / "__init__.py").write_text(init)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "tensorrt", raising=False)
+    with caplog.at_level(logging.WARNING, logger="services.animator.ort_backend"):
+        assert ort_backend.preload_tensorrt() == expected
+    if expected is None:
+        assert "will not find libnvinfer" in caplog.text
+        assert init.split('"')[1] in caplog.text  # the import error is named
+    else:
+        assert not caplog.records
 
 
 def test_trt_profiles_cover_the_batchers_sizes():

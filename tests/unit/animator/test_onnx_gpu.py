@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.gpu_check import gridsample_placement
+from bench.gpu_check import gridsample_placement, placement_verdict
 from services.animator import ort_backend, templates
 from services.animator.motion_types import MotionOptions
 from services.animator.pipeline import AnimatorPipeline, Ratios
@@ -42,7 +42,7 @@ def test_gpu_provider_matches_torch_fp32_on_cuda(lp_primary, provider, tmp_path)
         lp_primary.checkpoints,
         backend="onnxruntime",
         onnx_dir=primary_export().folder,
-        ort_providers=[provider],
+        ort_providers=[provider, "cuda"] if provider == "tensorrt" else [provider],
         trt_cache_dir=tmp_path / "trt",
         **kwargs,
     )
@@ -55,14 +55,22 @@ def test_gpu_provider_matches_torch_fp32_on_cuda(lp_primary, provider, tmp_path)
         assert any((tmp_path / "trt").iterdir())  # the engine cache was written
 
 
-def test_gridsample_runs_on_the_cuda_provider(tmp_path):
-    if not _has("CUDAExecutionProvider"):
-        pytest.skip("CUDAExecutionProvider is not in this onnxruntime")
+@pytest.mark.parametrize("provider", ["cuda", "tensorrt"])
+def test_gridsample_never_runs_on_the_cpu_provider(tmp_path, provider):
+    full = ort_backend.PROVIDER_NAMES[provider]
+    if not _has(full):
+        pytest.skip(f"{full} is not in this onnxruntime")
+    chain = ["tensorrt", "cuda"] if provider == "tensorrt" else ["cuda"]
     engine = ort_backend.OrtEngine(
-        primary_export(), providers=["cuda"], batch_size=2, profile_dir=tmp_path
+        primary_export(),
+        providers=chain,
+        batch_size=2,
+        profile_dir=tmp_path,
+        trt_cache_dir=tmp_path / "trt",
     )
+    assert engine.provider == full  # the provider really started (TensorRT: libnvinfer found)
     f_s = torch.zeros(1, *engine.f_s_shape, device="cuda")
     kp = torch.zeros(2, engine.num_kp, 3, device="cuda")
     engine.warp_decode(f_s, kp, kp + 0.01)
-    counts = gridsample_placement(engine.end_profiling())
-    assert counts and set(counts) == {"CUDAExecutionProvider"}, counts
+    verdict = placement_verdict(engine.provider, gridsample_placement(engine.end_profiling()))
+    assert verdict["on_gpu"], verdict

@@ -7,7 +7,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from bench.gpu_check import gridsample_placement, markdown
+from bench.gpu_check import gridsample_placement, markdown, placement_verdict
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -35,8 +35,11 @@ def test_dry_run_writes_both_reports(tmp_path):
     }
     ort_cpu = [r for r in result["ort_rows"] if r.get("provider") == "cpu"]
     assert [r["batch"] for r in ort_cpu] == [1, 2] and all(r["fps"] > 0 for r in ort_cpu)
-    assert result["gridsample"]["runs_by_provider"] == {"CPUExecutionProvider": 2}
-    assert result["gridsample"]["on_gpu"] is False
+    (placement,) = result["gridsample"]
+    assert placement["row"] == "cpu" and placement["runs_by_provider"] == {
+        "CPUExecutionProvider": 2
+    }
+    assert placement["on_gpu"] is False
     assert result["job"]["frames"] == 25 and result["job"]["fps"] > 0
     text = (tmp_path / "gpu_check.md").read_text()
     assert text.startswith("# GPU check: DRY RUN") and "needs CUDA" in text
@@ -85,3 +88,33 @@ def test_markdown_marks_a_dry_run_and_every_reason():
         }
     )
     assert "DRY RUN" in text and "needs CUDA" in text and "boom" in text
+
+
+def test_placement_verdict_never_calls_the_cpu_provider_a_gpu_run():
+    cuda = placement_verdict("CUDAExecutionProvider", {"CUDAExecutionProvider": 2})
+    assert cuda["on_gpu"] is True and cuda["where"] == "CUDAExecutionProvider x2"
+    # a TensorRT session that let one GridSample fall through to the CPU provider
+    split = placement_verdict(
+        "TensorrtExecutionProvider", {"CUDAExecutionProvider": 1, "CPUExecutionProvider": 1}
+    )
+    assert split["on_gpu"] is False
+    # TensorRT built GridSample into its engine: no onnxruntime node ran it
+    fused = placement_verdict("TensorrtExecutionProvider", {})
+    assert fused["on_gpu"] is True and "TensorRT engine" in fused["where"]
+    # a CUDA session whose profile shows no GridSample at all proves nothing
+    assert placement_verdict("CUDAExecutionProvider", {})["on_gpu"] is False
+    text = markdown(
+        {
+            "dry_run": False,
+            "device": "x",
+            "torch": "x",
+            "cuda": "13.0",
+            "config": "real",
+            "input_size": 256,
+            "notes": [],
+            "torch_rows": [],
+            "ort_rows": [],
+            "gridsample": [{"row": "tensorrt", "providers": ["tensorrt", "cuda"], **fused}],
+        }
+    )
+    assert "| tensorrt | tensorrt, cuda | TensorrtExecutionProvider | inside the TensorRT" in text
