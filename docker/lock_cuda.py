@@ -42,6 +42,7 @@ import re
 import struct
 import sys
 import tarfile
+import urllib.parse
 import urllib.request
 import zlib
 from dataclasses import dataclass, field
@@ -203,8 +204,12 @@ class Index:
     def files(self, name: str) -> list[dict]:
         key = canonicalize_name(name)
         if key not in self._pages:
-            body = _get(f"{self.base}/{key}/", {"Accept": "application/vnd.pypi.simple.v1+json"})
-            self._pages[key] = json.loads(body)["files"]
+            page = f"{self.base}/{key}/"
+            body = _get(page, {"Accept": "application/vnd.pypi.simple.v1+json"})
+            files = json.loads(body)["files"]
+            for f in files:  # PEP 691 allows URLs relative to the page
+                f["url"] = urllib.parse.urljoin(page, f["url"])
+            self._pages[key] = files
         return self._pages[key]
 
     def versions(self, name: str) -> list[Version]:
@@ -249,6 +254,7 @@ class Index:
         return rel
 
     def _wheel_metadata(self, rel: Release, f: dict) -> tuple[list[Requirement], dict]:
+        wheel = None
         if f.get("core-metadata") or f.get("data-dist-info-metadata"):
             text = _get(f["url"] + ".metadata").decode()
         else:
@@ -260,7 +266,7 @@ class Index:
         sonames = {}
         pattern = INSPECT.get(rel.name)
         if pattern:
-            wheel = RemoteWheel(f["url"], int(f["size"]))
+            wheel = wheel or RemoteWheel(f["url"], int(f["size"]))
             for member in wheel.members:
                 if re.search(pattern, member):
                     head = wheel.read(member, limit=1 << 20)
@@ -487,7 +493,8 @@ def main(argv: list[str] | None = None) -> int:
                 stale.append(name)
         else:
             path.write_text(text)
-            print(f"wrote {path.relative_to(REPO_ROOT)}")
+            shown = path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path
+            print(f"wrote {shown}")
     if stale:
         print(f"stale lock files: {', '.join(stale)}", file=sys.stderr)
         return 1
