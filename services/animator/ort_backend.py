@@ -256,8 +256,9 @@ class OrtEngine:
         self.device = device_of(chosen[0], device_id)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ExportError(
-                f"{chosen[0]} is available to onnxruntime but torch has no CUDA; "
-                "install the CUDA torch wheel or set ANIMATOR_ORT_PROVIDERS=cpu",
+                f"{chosen[0]} is in this onnxruntime build but torch sees no CUDA device "
+                "(no GPU, no driver, or a CPU torch wheel); run on a GPU node or set "
+                "ANIMATOR_ORT_PROVIDERS=cpu",
                 reason="bad_backend",
             )
         self.tensorrt = preload_tensorrt() if "TensorrtExecutionProvider" in chosen else None

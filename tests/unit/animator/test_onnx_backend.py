@@ -226,7 +226,14 @@ def test_provider_selection_keeps_order_and_logs_each_fallback(caplog):
 def test_real_engine_falls_back_to_cpu_and_logs_it(export, caplog):
     import onnxruntime as ort
 
-    assert "CUDAExecutionProvider" not in ort.get_available_providers()  # this CI build
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        # onnxruntime-gpu (the CUDA image's lock) on a machine without a GPU: a GPU provider
+        # that cannot run is a refusal that says so, never a silent CPU animator
+        assert not torch.cuda.is_available()
+        with pytest.raises(ExportError, match="torch sees no CUDA device") as err:
+            ort_backend.OrtEngine(export, providers=("tensorrt", "cuda", "cpu"), batch_size=2)
+        assert err.value.reason == "bad_backend"
+        return
     with caplog.at_level(logging.INFO, logger="services.animator.ort_backend"):
         engine = ort_backend.OrtEngine(export, providers=("tensorrt", "cuda", "cpu"), batch_size=2)
     assert engine.provider == "CPUExecutionProvider" and engine.device.type == "cpu"
