@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TypeVar
@@ -27,6 +28,10 @@ class ConfigError(ValueError):
         super().__init__(f"configuration error: {name}={shown}: expected {expected}")
         self.name = name
         self.value = value
+
+
+_ASCII_INT = re.compile(r"[+-]?[0-9]+", re.ASCII)
+_ASCII_FLOAT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
 
 
 def _raw(environ: Mapping[str, str], name: str) -> str | None:
@@ -65,10 +70,9 @@ def env_int(
         if default is None:
             raise ConfigError(name, None, "an integer (this setting is required)")
         return default
-    try:
-        number = int(value, 10)
-    except ValueError:
-        raise ConfigError(name, value, "an integer") from None
+    if not _ASCII_INT.fullmatch(value):  # int() would take "١٢" and "1_000"
+        raise ConfigError(name, value, "an integer (ASCII digits)")
+    number = int(value, 10)
     _check_range(name, value, number, minimum, maximum)
     return number
 
@@ -87,11 +91,10 @@ def env_float(
         if default is None:
             raise ConfigError(name, None, "a number (this setting is required)")
         return default
-    try:
-        number = float(value)
-    except ValueError:
-        raise ConfigError(name, value, "a number") from None
-    if not math.isfinite(number):
+    if not _ASCII_FLOAT.fullmatch(value):  # float() would take "١.٥", "1_0" and "nan"
+        raise ConfigError(name, value, "a finite number (ASCII digits)")
+    number = float(value)
+    if not math.isfinite(number):  # 1e999
         raise ConfigError(name, value, "a finite number")
     _check_range(name, value, number, minimum, maximum)
     return number

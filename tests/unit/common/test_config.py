@@ -21,7 +21,10 @@ from services.common.config import (
 
 def test_values_parse_and_defaults_apply() -> None:
     env = {"A": "7", "B": " yes ", "C": "2.5", "D": "CUDA", "E": ""}
+    env |= {"NEG": "-3", "PLUS": "+4", "F1": ".5", "F2": "3.", "F3": "-1e-3", "F4": "2E2"}
     assert env_int(env, "A", 1, minimum=0) == 7
+    assert (env_int(env, "NEG", 0), env_int(env, "PLUS", 0)) == (-3, 4)
+    assert [env_float(env, k, 0.0) for k in ("F1", "F2", "F3", "F4")] == [0.5, 3.0, -0.001, 200.0]
     assert env_bool(env, "B", False) is True
     assert env_float(env, "C", 0.0) == 2.5
     assert env_choice(env, "D", ("cpu", "cuda", "auto"), "auto") == "cuda"
@@ -40,10 +43,17 @@ def test_values_parse_and_defaults_apply() -> None:
         (lambda e: env_float(e, "NAN", 1.0), "NAN='nan': expected a finite number"),
         (lambda e: env_float(e, "INF", 1.0), "INF='inf': expected a finite number"),
         (lambda e: env_port(e, "P", 1), "P='70000': expected a value <= 65535"),
+        (lambda e: env_int(e, "ARABIC", 1), "ARABIC='١٢': expected an integer (ASCII digits)"),
+        (lambda e: env_int(e, "UNDER", 1), "UNDER='1_000': expected an integer"),
+        (lambda e: env_port(e, "WIDE", 1), "WIDE='８０': expected an integer"),
+        (lambda e: env_float(e, "FA", 1.0), "FA='١.٥': expected a finite number"),
+        (lambda e: env_float(e, "FU", 1.0), "FU='1_0.5': expected a finite number"),
+        (lambda e: env_float(e, "BIG", 1.0), "BIG='1e999': expected a finite number"),
     ],
 )
 def test_bad_values_name_the_variable(call, fragment) -> None:
-    env = {"X": "abc", "N": "0", "NAN": "nan", "INF": "inf", "P": "70000"}
+    env = {"X": "abc", "N": "0", "NAN": "nan", "INF": "inf", "P": "70000", "ARABIC": "١٢"}
+    env |= {"UNDER": "1_000", "WIDE": "８０", "FA": "١.٥", "FU": "1_0.5", "BIG": "1e999"}
     with pytest.raises(ConfigError) as info:
         call(env)
     assert fragment in str(info.value)
