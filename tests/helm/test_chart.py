@@ -626,6 +626,25 @@ def test_gateway_database_option() -> None:
     }
 
 
+def test_try_it_page_is_one_value_and_off_by_default(tmp_path: Path) -> None:
+    from services.gateway.config import GatewayConfig
+
+    for values, want in (({}, False), ({"gateway": {"webUI": True}}, True)):
+        env = _env(_container(_deployments(_render(values))["gateway"]))
+        assert env["GATEWAY_WEB_UI"] == str(want).lower()
+        # the gateway reads exactly what the chart writes
+        local = {"GATEWAY_DATA_DIR": str(tmp_path), "FIREBASE_PROJECT_ID": "demo"}
+        cfg = GatewayConfig.from_env({**env_strings(env), **local})
+        assert cfg.web_ui is want
+    with pytest.raises(helm_python.HelmValuesError):
+        _render({"gateway": {"webUI": "yes"}})
+
+
+def env_strings(env: dict[str, Any]) -> dict[str, str]:
+    """The literal values of a container's env (secret references left out)."""
+    return {k: v for k, v in env.items() if isinstance(v, str)}
+
+
 def test_values_schema_rejects_mistakes() -> None:
     for bad in (
         {"animator": {"replicas": 2}},
