@@ -242,13 +242,30 @@ def create_app(state: GatewayState) -> FastAPI:
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["ops"], summary="The job database and the result storage answer")
+    @app.get(
+        "/readyz",
+        tags=["ops"],
+        summary="The job database and the result storage answer",
+        responses={
+            503: {
+                "description": (
+                    "`dependencies_unavailable`: the detail names each failing dependency "
+                    "(`database`, `storage`) and its state"
+                )
+            }
+        },
+    )
     def readyz(request: Request) -> JSONResponse:
         checks = _readiness(get_state(request))
-        ready = all(value == "ok" for value in checks.values())
-        return JSONResponse(
-            {"status": "ready" if ready else "not_ready", "checks": checks},
-            status_code=200 if ready else 503,
+        if all(value == "ok" for value in checks.values()):
+            return JSONResponse({"status": "ready", "checks": checks})
+        failing = ", ".join(f"{name} {value}" for name, value in checks.items() if value != "ok")
+        return problem_response(
+            503,
+            "dependencies_unavailable",
+            f"not ready: {failing}",
+            {"Retry-After": "5"},
+            scope=request.scope,
         )
 
     @app.get("/metrics", tags=["ops"], summary="Prometheus metrics", include_in_schema=False)

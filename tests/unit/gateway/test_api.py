@@ -378,8 +378,9 @@ def test_readyz_covers_the_database_and_storage_not_the_grpc_services(make_clien
         assert answer.json() == {"status": "ready", "checks": {"database": "ok", "storage": "ok"}}
         client.app.state.gateway.storage = _DownStorage()
         answer = client.get("/readyz")
-        assert answer.status_code == 503
-        assert answer.json()["checks"] == {"database": "ok", "storage": "unreachable"}
+        assert_error(answer, 503, "dependencies_unavailable")  # a problem document
+        assert answer.json()["detail"] == "not ready: storage unreachable"
+        assert answer.headers["Retry-After"] == "5"
     finally:
         down.stop(0)
 
