@@ -105,7 +105,11 @@ def submit_parser() -> argparse.ArgumentParser:
 
 
 def status_parser() -> argparse.ArgumentParser:
-    p = _parser("status", "Print a job as JSON (status, stage, progress, ETA, timings, error).")
+    p = _parser(
+        "status",
+        "Print a job as JSON (status, stage, progress, ETA, timings, error); while it waits "
+        "or runs again after a failed attempt, the reason also goes to stderr.",
+    )
     p.add_argument("job", help="job id")
     return p
 
@@ -148,6 +152,8 @@ def describe(job: Job) -> str:
         parts.append(f"queue position {job.queue_position}")
     if job.eta_seconds is not None and not job.terminal:
         parts.append(f"ETA {job.eta_seconds:.0f}s")
+    if job.retrying is not None and not job.terminal:
+        parts.append(f"retrying after: {job.retrying.code}: {job.retrying.message}")
     if job.error is not None:
         parts.append(f"{job.error.code}: {job.error.message}")
     return " ".join(parts)
@@ -255,9 +261,15 @@ def status_main(argv: list[str] | None = None, environ: Mapping[str, str] = os.e
     args = status_parser().parse_args(argv)
     try:
         with _client(args, environ) as client:
-            print(job_json(client.get(args.job)))
+            job = client.get(args.job)
     except DynamicsError as exc:
         return _fail("status", exc)
+    print(job_json(job))
+    if job.retrying is not None and not job.terminal:  # stdout stays one JSON document
+        print(
+            f"dynamics status: retrying after: {job.retrying.code}: {job.retrying.message}",
+            file=sys.stderr,
+        )
     return EXIT_OK
 
 

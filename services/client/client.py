@@ -96,6 +96,12 @@ def _when(value: object) -> datetime | None:
         return None
 
 
+def _job_error(value: object) -> JobError | None:
+    if not isinstance(value, Mapping):
+        return None
+    return JobError(str(value.get("code", "")), str(value.get("message", "")))
+
+
 @dataclass(frozen=True)
 class Job:
     """A job as the gateway shows it (`GET /v1/jobs/{id}`). Fields the gateway adds later are
@@ -110,6 +116,8 @@ class Job:
     eta_seconds: float | None = None
     timings: dict[str, float] = field(default_factory=dict)
     error: JobError | None = None
+    # while queued or running again: the code and message of the latest failed attempt
+    retrying: JobError | None = None
     result_url: str | None = None
     cache_hit: bool | None = None
     random_weights: bool | None = None
@@ -127,7 +135,6 @@ class Job:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Job:
-        error = data.get("error")
         links = data.get("links")
         if isinstance(links, Mapping):  # plain URLs, or {"href": URL} objects
             links = {
@@ -145,11 +152,8 @@ class Job:
             frames_total=int(data.get("frames_total") or 0),
             eta_seconds=None if data.get("eta_seconds") is None else float(data["eta_seconds"]),
             timings={str(k): float(v) for k, v in (data.get("timings") or {}).items()},
-            error=(
-                JobError(str(error.get("code", "")), str(error.get("message", "")))
-                if isinstance(error, Mapping)
-                else None
-            ),
+            error=_job_error(data.get("error")),
+            retrying=_job_error(data.get("retrying")),
             result_url=data.get("result_url"),
             cache_hit=data.get("cache_hit"),
             random_weights=data.get("random_weights"),

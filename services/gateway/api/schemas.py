@@ -154,7 +154,16 @@ class JobView(BaseModel):
         "running, from the measured frame throughput"
     )
     timings: dict[str, float]
-    error: JobError | None
+    error: JobError | None = Field(
+        description="once the job failed or was cancelled: why (`cancelled` when cancelled); "
+        "null otherwise"
+    )
+    retrying: JobError | None = Field(
+        description="while the job is queued or running again after a failed attempt: the code "
+        "and message of the latest failed attempt (e.g. `service_unavailable`, `animator_busy` "
+        "while a service is at capacity, `interrupted` when the gateway restarted); null before "
+        "any attempt failed and once the job is final (see `error`)"
+    )
     result_url: str | None
     cache_hit: bool | None
     random_weights: bool | None
@@ -208,6 +217,11 @@ def job_view(job: Job, links: ResultLinks, queue: QueueEstimate | None = None) -
         error = JobError(code=job.error_code or "failed", message=job.error_message or "")
     elif job.status == "cancelled":
         error = JobError(code="cancelled", message="The job was cancelled.")
+    # The store keeps a requeued attempt's error_code on the row until the job ends (a claim
+    # does not clear it, nor does success), so it is only a retry reason while not final.
+    retrying = None
+    if not job.terminal and job.error_code:
+        retrying = JobError(code=job.error_code, message=job.error_message or "")
     return JobView(
         id=job.id,
         status=job.status,  # type: ignore[arg-type]
@@ -219,6 +233,7 @@ def job_view(job: Job, links: ResultLinks, queue: QueueEstimate | None = None) -
         eta_seconds=queue.eta_seconds if queue is not None else job.eta_seconds,
         timings=job.timings,
         error=error,
+        retrying=retrying,
         result_url=(
             links.url(job.id) if job.status == "succeeded" and job.media_erased_at is None else None
         ),

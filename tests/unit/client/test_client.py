@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from services.cli.gateway_client import Progress, describe
-from services.client import Client, DynamicsError, Job, ServerSentEvent, parse_sse
+from services.client import Client, DynamicsError, Job, JobError, ServerSentEvent, parse_sse
 from services.client import client as client_module
 
 
@@ -238,3 +238,34 @@ def test_progress_bar_and_lines(capsys) -> None:
     for job in (_job(), _job(), _job(progress=0.6)):
         plain(Job.from_json(job))
     assert lines.getvalue().count("\n") == 2 and "\r" not in lines.getvalue()
+
+
+def test_a_job_view_reads_why_it_is_retrying(monkeypatch, capsys) -> None:
+    from services.cli import gateway_client
+
+    reason = {"code": "service_unavailable", "message": "The animator did not answer."}
+    job = Job.from_json(_job("queued", retrying=reason, queue_position=0))
+    assert job.retrying == JobError("service_unavailable", "The animator did not answer.")
+    assert job.error is None
+    assert Job.from_json(_job()).retrying is None  # an older gateway sends no `retrying`
+    assert Job.from_json(_job(retrying=None)).retrying is None
+    assert describe(job).endswith(
+        "queue position 0 ETA 4s retrying after: service_unavailable: The animator did not answer."
+    )
+    failed = Job.from_json(_job("failed", retrying=reason, error={"code": "x", "message": "y"}))
+    assert "retrying" not in describe(failed) and describe(failed).endswith("x: y")
+
+    def gateway(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=_job("running", retrying=reason))
+
+    monkeypatch.setattr(
+        gateway_client,
+        "_client",
+        lambda args, environ: Client("http://gw", transport=httpx.MockTransport(gateway)),
+    )
+    assert gateway_client.status_main(["j1"], environ={}) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["retrying"] == reason  # stdout stays one JSON document
+    assert err == (
+        "dynamics status: retrying after: service_unavailable: The animator did not answer.\n"
+    )

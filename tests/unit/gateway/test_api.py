@@ -304,6 +304,61 @@ def test_result_before_success_is_409_and_cancel_of_queued_job(client):
     assert cancelled["status"] == "cancelled" and cancelled["error"]["code"] == "cancelled"
 
 
+def test_a_job_shows_why_it_is_retrying_until_it_is_final(make_client):
+    client = make_client(workers=0)  # the test claims through the real store itself
+    store = client.app.state.gateway.store
+    body = {"source_url": "http://127.0.0.1:9/a", "driving_url": "http://127.0.0.1:9/b"}
+    job_id = client.post("/v1/jobs", json=body).json()["id"]
+    assert client.get(f"/v1/jobs/{job_id}").json()["retrying"] is None
+
+    claimed = store.claim("w1", lease_s=60.0, max_attempts=3)
+    assert claimed is not None and claimed.id == job_id
+    running = client.get(f"/v1/jobs/{job_id}").json()
+    assert running["status"] == "running" and running["retrying"] is None
+    reason = {"code": "service_unavailable", "message": "The animator did not answer."}
+    assert store.requeue(job_id, claimed.lease_token, **reason)
+
+    queued = client.get(f"/v1/jobs/{job_id}").json()
+    assert queued["status"] == "queued" and queued["error"] is None
+    assert queued["retrying"] == reason
+
+    again = store.claim("w2", lease_s=60.0, max_attempts=3)
+    assert again is not None and again.id == job_id
+    running = client.get(f"/v1/jobs/{job_id}").json()
+    assert running["status"] == "running" and running["error"] is None
+    assert running["retrying"] == reason
+
+    final = {"code": "no_face", "message": "No face in the photo."}
+    assert store.fail(job_id, again.lease_token, **final, timings={})
+    failed = client.get(f"/v1/jobs/{job_id}").json()
+    assert failed["status"] == "failed" and failed["retrying"] is None
+    assert failed["error"] == final
+
+    # A job that succeeds on a later try keeps the old code in its row but shows no reason.
+    other = client.post("/v1/jobs", json=body).json()["id"]
+    first = store.claim("w1", lease_s=60.0, max_attempts=3)
+    assert first is not None and first.id == other
+    assert store.requeue(other, first.lease_token, code="animator_busy", message="busy")
+    listed = client.get("/v1/jobs").json()["jobs"]
+    assert [j["retrying"] for j in listed if j["id"] == other] == [
+        {"code": "animator_busy", "message": "busy"}
+    ]
+    second = store.claim("w1", lease_s=60.0, max_attempts=3)
+    assert second is not None and second.id == other
+    assert store.finish(
+        other,
+        second.lease_token,
+        result_key="r.mp4",
+        timings={},
+        cache_hit=False,
+        random_weights=True,
+        frames=1,
+    )
+    assert store.get(other).error_code == "animator_busy"  # stale, and not shown
+    done = client.get(f"/v1/jobs/{other}").json()
+    assert done["status"] == "succeeded" and done["retrying"] is None and done["error"] is None
+
+
 def test_openapi_health_and_metrics(client):
     spec = client.get("/openapi.json").json()
     assert {

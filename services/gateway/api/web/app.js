@@ -99,6 +99,12 @@ function render(job) {
   error.hidden = !job.error;
   if (job.error) error.textContent = `${job.error.code}: ${job.error.message}`;
 
+  // While queued or running again after a failed attempt: why that attempt failed.
+  const retrying = $("retrying");
+  const retry = TERMINAL.has(job.status) ? null : job.retrying;
+  retrying.hidden = !retry;
+  if (retry) retrying.textContent = `retrying after: ${retry.code}: ${retry.message}`;
+
   const timings = Object.entries(job.timings || {});
   $("timings").hidden = timings.length === 0;
   const body = $("timings").querySelector("tbody");
