@@ -54,8 +54,9 @@ from packaging.tags import Tag, compatible_tags, cpython_tags
 from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
 from packaging.version import Version
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-OUT_DIR = REPO_ROOT / "requirements"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from lock_requirements import OUT_DIR, write_locks
+
 INDEX = "https://pypi.org/simple"
 # onnxruntime-gpu trails the CPU wheel by a release on PyPI (1.32.0 CPU, 1.31.1 GPU).
 ORT_GPU = "onnxruntime-gpu[cuda,cudnn]==1.31.1"
@@ -485,20 +486,7 @@ def main(argv: list[str] | None = None) -> int:
     except LockError as exc:
         print(f"lock_cuda: {exc}", file=sys.stderr)
         return 1
-    stale = []
-    for name, text in texts.items():
-        path = OUT_DIR / name
-        if args.check:
-            if not path.is_file() or path.read_text() != text:
-                stale.append(name)
-        else:
-            path.write_text(text)
-            shown = path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path
-            print(f"wrote {shown}")
-    if stale:
-        print(f"stale lock files: {', '.join(stale)}", file=sys.stderr)
-        return 1
-    return 0
+    return write_locks(texts, OUT_DIR, check=args.check)
 
 
 if __name__ == "__main__":

@@ -88,24 +88,32 @@ def build_locks(pyproject: Path = REPO_ROOT / "pyproject.toml") -> dict[str, str
     return locks
 
 
+def write_locks(texts: dict[str, str], out_dir: Path, *, check: bool) -> int:
+    """Write file name -> text into `out_dir`, or (check) only compare: exit status 1 and the
+    stale names on stderr when a file differs. Shared with lock_cuda.py."""
+    stale = []
+    for name, text in texts.items():
+        path = out_dir / name
+        if check:
+            if not path.is_file() or path.read_text() != text:
+                stale.append(name)
+            continue
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        shown = path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path
+        print(f"wrote {shown}")
+    if stale:
+        print(f"stale lock files: {', '.join(stale)}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Write the lock files, or with --check report which are out of date."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="compare only; exit 1 on drift")
     args = parser.parse_args(argv)
-    stale = []
-    for name, text in build_locks().items():
-        path = OUT_DIR / name
-        if args.check:
-            if not path.is_file() or path.read_text() != text:
-                stale.append(name)
-            continue
-        OUT_DIR.mkdir(exist_ok=True)
-        path.write_text(text)
-    if stale:
-        print(f"stale lock files: {', '.join(stale)}", file=sys.stderr)
-        return 1
-    return 0
+    return write_locks(build_locks(), OUT_DIR, check=args.check)
 
 
 if __name__ == "__main__":
