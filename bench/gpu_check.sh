@@ -28,6 +28,12 @@ OUT=$(cd "$OUT" && pwd)
 START=$(date +%s)
 left() { echo $(( 540 - ($(date +%s) - START) )); }
 
+# The CUDA lock split in two (TensorRT apart, see the install phase); a dry run splits it too,
+# so CI checks the split.
+awk -v main="$OUT/lock-main.txt" -v trt="$OUT/lock-tensorrt.txt" \
+  '/^#/ {next} /^[A-Za-z0-9]/ {t = ($0 ~ /^tensorrt/)} {print > (t ? trt : main)}' \
+  requirements/animator-gpu.txt
+
 if [ "$DRY" = 1 ]; then
   PY="$ROOT/.venv/bin/python"
   [ -x "$PY" ] || PY=python3
@@ -43,15 +49,12 @@ else
   # TensorRT goes last and on its own: its libraries come from pypi.nvidia.com (a wheel-stub on
   # PyPI), and a machine that reaches only PyPI still measures everything else; the TensorRT
   # rows then say onnxruntime fell back, and OUT_DIR/tensorrt_install.txt says why.
-  awk -v main="$VENV/lock-main.txt" -v trt="$VENV/lock-tensorrt.txt" \
-    '/^#/ {next} /^[A-Za-z0-9]/ {t = ($0 ~ /^tensorrt/)} {print > (t ? trt : main)}' \
-    requirements/animator-gpu.txt
   PIPI=("$PY" -m pip install -q --disable-pip-version-check --require-hashes --no-deps)
   timeout 60 "${PIPI[@]}" -r requirements/animator-gpu-build.txt
-  timeout $(( $(left) - 300 )) "${PIPI[@]}" --no-build-isolation -r "$VENV/lock-main.txt"
+  timeout $(( $(left) - 300 )) "${PIPI[@]}" --no-build-isolation -r "$OUT/lock-main.txt"
   set +e
   timeout $(( $(left) - 280 > 120 ? 120 : $(left) - 280 > 10 ? $(left) - 280 : 10 )) \
-    "${PIPI[@]}" --no-build-isolation -r "$VENV/lock-tensorrt.txt" \
+    "${PIPI[@]}" --no-build-isolation -r "$OUT/lock-tensorrt.txt" \
     > "$OUT/tensorrt_install.txt" 2>&1
   echo "tensorrt install: exit $? (log: $OUT/tensorrt_install.txt)"
   set -e

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -44,6 +45,20 @@ def test_dry_run_writes_both_reports(tmp_path):
     text = (tmp_path / "gpu_check.md").read_text()
     assert text.startswith("# GPU check: DRY RUN") and "needs CUDA" in text
     assert "skipped" in (tmp_path / "gpu_tests.txt").read_text()  # gpu tests ran, and skipped
+    # the install's split of the CUDA lock: every entry once, TensorRT's apart, hashes kept
+    lock = (ROOT / "requirements" / "animator-gpu.txt").read_text()
+    parts = {n: (tmp_path / f"lock-{n}.txt").read_text() for n in ("main", "tensorrt")}
+    names = {n: re.findall(r"^([a-z0-9-]+)==", t, re.MULTILINE) for n, t in parts.items()}
+    assert sorted(names["main"] + names["tensorrt"]) == re.findall(
+        r"^([a-z0-9-]+)==", lock, re.MULTILINE
+    )
+    assert names["tensorrt"] and all(n.startswith("tensorrt") for n in names["tensorrt"])
+    assert not any(n.startswith("tensorrt") for n in names["main"])
+    assert "torch" in names["main"] and "onnxruntime-gpu" in names["main"]
+    hashes = re.findall(r"--hash=sha256:[0-9a-f]{64}", lock)
+    assert sorted(re.findall(r"--hash=sha256:[0-9a-f]{64}", "".join(parts.values()))) == sorted(
+        hashes
+    )
 
 
 def test_gridsample_placement_reads_ort_profiles(tmp_path):
