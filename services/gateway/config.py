@@ -116,6 +116,7 @@ class GatewayConfig:
     face_detect_addr: str = "localhost:50051"
     animator_addr: str = "localhost:50052"
     encoder_addr: str = "localhost:50053"
+    motion_cache_backend: str = "folder"  # folder (per replica) | storage (shared, result storage)
     motion_cache_dir: Path | None = None  # None: <data_dir>/motion-cache
     sse_poll_s: float = 0.5  # SQLite: how often the one shared poller reads watched jobs
     sse_heartbeat_s: float = 15.0  # SSE comment line after this long without an event
@@ -213,6 +214,9 @@ class GatewayConfig:
             face_detect_addr=env_str(environ, "FACE_DETECT_ADDR", "localhost:50051"),
             animator_addr=env_str(environ, "ANIMATOR_ADDR", "localhost:50052"),
             encoder_addr=env_str(environ, "ENCODER_ADDR", "localhost:50053"),
+            motion_cache_backend=env_choice(
+                environ, "MOTION_CACHE_BACKEND", ("folder", "storage"), "folder"
+            ),
             motion_cache_dir=_optional_path(environ, "MOTION_CACHE_DIR"),
             sse_poll_s=env_float(environ, "SSE_POLL_S", 0.5, minimum=0.05),
             sse_heartbeat_s=env_float(environ, "SSE_HEARTBEAT_S", 15.0, minimum=0.1),

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 
@@ -33,6 +33,9 @@ from services.gateway.jobs.worker import WorkerPool
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.net.fetch import FetchPolicy, MediaFetcher
 
+if TYPE_CHECKING:
+    from services.gateway.pipeline.motion_cache import MotionCache
+
 logger = logging.getLogger(__name__)
 
 
@@ -46,11 +49,38 @@ def fetch_policy(config: GatewayConfig) -> FetchPolicy:
     )
 
 
+def result_storage(
+    config: GatewayConfig, firebase_app: Any | None, **firebase: Any
+) -> ResultStorage:
+    """The configured result storage: the bucket (STORAGE_BACKEND=firebase, through
+    `firebase_app`; `firebase` tunes FirebaseStorage) or the local results folder."""
+    if config.storage_backend == "firebase":
+        return FirebaseStorage(firebase_app, config.storage_bucket, **firebase)
+    return LocalStorage(config.data_dir / "results")
+
+
+def motion_cache(config: GatewayConfig) -> tuple[MotionCache, Callable[[], None]]:
+    """The motion-template cache MOTION_CACHE_BACKEND names, bounded by MOTION_CACHE_MAX_BYTES,
+    and its closer: a folder of this replica, or objects in the result storage that every
+    replica shares. The storage-backed one has its own firebase App (closed by the closer) and
+    gives up sooner than result uploads do: a slow cache is only a miss."""
+    from services.gateway.pipeline.motion_cache import BucketMotionCache, FolderMotionCache
+
+    if config.motion_cache_backend == "folder":
+        cache = FolderMotionCache(config.motion_cache_root, max_bytes=config.motion_cache_max_bytes)
+        logger.info("motion cache: folder %s", config.motion_cache_root)
+        return cache, lambda: None
+    app = make_firebase_app(config) if config.storage_backend == "firebase" else None
+    store = result_storage(config, app, attempts=2, timeout_s=15.0)
+    logger.info("motion cache: %s result storage, motion-templates/", config.storage_backend)
+    closer = partial(delete_firebase_app, app) if app is not None else lambda: None
+    return BucketMotionCache(store, max_bytes=config.motion_cache_max_bytes), closer
+
+
 def real_orchestrator(config: GatewayConfig) -> tuple[JobRunner, Callable[[], None]]:
     """The orchestrator over the three services at the configured addresses, and its closer."""
     from services.gateway.pipeline.clients import ServiceClients, ServiceTargets
     from services.gateway.pipeline.media import MediaLimits
-    from services.gateway.pipeline.motion_cache import FolderMotionCache
     from services.gateway.pipeline.orchestrator import Orchestrator, OrchestratorConfig
 
     clients = ServiceClients(
@@ -60,16 +90,22 @@ def real_orchestrator(config: GatewayConfig) -> tuple[JobRunner, Callable[[], No
             encoder=config.encoder_addr,
         )
     )
+    cache, close_cache = motion_cache(config)
     orchestrator = Orchestrator(
         clients,
-        FolderMotionCache(config.motion_cache_root, max_bytes=config.motion_cache_max_bytes),
+        cache,
         MediaFetcher(fetch_policy(config)),
         OrchestratorConfig(
             max_image_bytes=config.max_image_bytes,
             media_limits=MediaLimits(max_bytes=config.max_video_bytes),
         ),
     )
-    return orchestrator, clients.close
+
+    def close() -> None:
+        clients.close()
+        close_cache()
+
+    return orchestrator, close
 
 
 def _needs_firebase(config: GatewayConfig) -> bool:
@@ -118,11 +154,7 @@ class Gateway:
             if config.auth_mode == "firebase"
             else NoAuth()
         )
-        storage: ResultStorage = (
-            FirebaseStorage(firebase_app, config.storage_bucket)
-            if config.storage_backend == "firebase"
-            else LocalStorage(config.data_dir / "results")
-        )
+        storage = result_storage(config, firebase_app)
         store.on_abandoned = partial(release_inputs, store, storage, config)
         notifier = Notifier(
             firebase_app=firebase_app,

@@ -640,6 +640,24 @@ def test_try_it_page_is_one_value_and_off_by_default(tmp_path: Path) -> None:
         _render({"gateway": {"webUI": "yes"}})
 
 
+def test_motion_cache_backend_is_one_value_and_folder_by_default(tmp_path: Path) -> None:
+    from services.gateway.config import GatewayConfig
+
+    for values, want in (
+        ({}, "folder"),
+        ({"gateway": {"motionCache": {"backend": "storage"}}}, "storage"),
+    ):
+        env = _env(_container(_deployments(_render(values))["gateway"]))
+        assert env["MOTION_CACHE_BACKEND"] == want
+        # the gateway reads exactly what the chart writes
+        local = {"GATEWAY_DATA_DIR": str(tmp_path), "FIREBASE_PROJECT_ID": "demo"}
+        cfg = GatewayConfig.from_env({**env_strings(env), **local})
+        assert cfg.motion_cache_backend == want
+    for bad in ({"backend": "bucket"}, {"backend": "storage", "maxBytes": 1}):
+        with pytest.raises(helm_python.HelmValuesError):
+            _render({"gateway": {"motionCache": bad}})
+
+
 def env_strings(env: dict[str, Any]) -> dict[str, str]:
     """The literal values of a container's env (secret references left out)."""
     return {k: v for k, v in env.items() if isinstance(v, str)}

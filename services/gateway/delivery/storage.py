@@ -7,15 +7,23 @@ signed URL when the credentials can sign one.
 Firebase Storage calls are tried again only after a transient error (`is_transient`: HTTP 408,
 429 and 5xx answers, connection failures, timeouts); a refusal such as 403 or 404 fails at once
 with a `StorageError` whose `transient` is False.
+
+Besides results, the storage keeps other objects under their own prefixes (the shared motion
+cache's `motion-templates/`): `list_objects(prefix)` lists them with their size and when they
+were last used, and `mark_used(key)` records a use (LocalStorage: the file's mtime; Firebase
+Storage: the object's `dynamics-used-at` metadata, else its `updated` time).
 """
 
 from __future__ import annotations
 
 import http.client
 import logging
+import os
 import shutil
+import stat as stat_mode
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TypeVar
 
@@ -27,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 CHUNK = 1024 * 1024
+# Firebase Storage: custom metadata field with the epoch seconds of an object's last use.
+USED_AT_METADATA = "dynamics-used-at"
 
 
 class StorageError(RuntimeError):
@@ -64,6 +74,15 @@ def is_transient(exc: BaseException) -> bool:
     return status in TRANSIENT_STATUSES  # google-resumable-media's InvalidResponse
 
 
+@dataclass(frozen=True)
+class StoredObject:
+    """One object: its key, its size in bytes and when it was last used (epoch seconds)."""
+
+    key: str
+    size: int
+    used_at: float
+
+
 class ResultStorage(Protocol):
     """What the workers and the result route need from a storage backend."""
 
@@ -82,6 +101,12 @@ class ResultStorage(Protocol):
     def download(self, key: str, dest: Path) -> None: ...
 
     def delete(self, key: str) -> None: ...
+
+    def stat(self, key: str) -> StoredObject | None: ...
+
+    def list_objects(self, prefix: str) -> list[StoredObject]: ...
+
+    def mark_used(self, key: str, at: float | None = None) -> None: ...
 
 
 def result_key(job_id: str) -> str:
@@ -165,6 +190,41 @@ class LocalStorage:
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
+
+    def stat(self, key: str) -> StoredObject | None:
+        """The object's size and last use (its mtime), or None when there is none."""
+        try:
+            info = self._path(key).stat()
+        except FileNotFoundError:
+            return None
+        if not stat_mode.S_ISREG(info.st_mode):
+            return None
+        return StoredObject(key, info.st_size, info.st_mtime)
+
+    def list_objects(self, prefix: str) -> list[StoredObject]:
+        """Every object whose key starts with `prefix` (files being written are left out)."""
+        folder = prefix.rpartition("/")[0]
+        base = self._path(folder) if folder else self.root.resolve()
+        found = []
+        for path in base.rglob("*"):
+            key = path.relative_to(self.root.resolve()).as_posix()
+            if not key.startswith(prefix) or key.endswith(".partial"):
+                continue
+            try:
+                info = path.stat()
+            except FileNotFoundError:  # deleted meanwhile
+                continue
+            if stat_mode.S_ISREG(info.st_mode):
+                found.append(StoredObject(key, info.st_size, info.st_mtime))
+        return found
+
+    def mark_used(self, key: str, at: float | None = None) -> None:
+        """Record a use at `at` (now by default) as the file's mtime; a missing file is fine."""
+        when = time.time() if at is None else at
+        try:
+            os.utime(self._path(key), (when, when))
+        except FileNotFoundError:
+            pass
 
 
 class FirebaseStorage:
@@ -258,3 +318,48 @@ class FirebaseStorage:
             self.bucket.blob(key).delete(**self._call)
         except NotFound:
             pass
+
+    @staticmethod
+    def _stored(blob) -> StoredObject:
+        """A listed or fetched blob as a StoredObject: last use from the `dynamics-used-at`
+        metadata, else the object's `updated` time (upload or last metadata change)."""
+        used_at = None
+        raw = (blob.metadata or {}).get(USED_AT_METADATA)
+        if raw is not None:
+            try:
+                used_at = float(raw)
+            except ValueError:
+                used_at = None
+        if used_at is None:
+            used_at = blob.updated.timestamp() if blob.updated is not None else 0.0
+        return StoredObject(blob.name, int(blob.size or 0), used_at)
+
+    def stat(self, key: str) -> StoredObject | None:
+        blob = self._retry(lambda: self.bucket.get_blob(key, **self._call), f"lookup of {key}")
+        return None if blob is None else self._stored(blob)
+
+    def list_objects(self, prefix: str) -> list[StoredObject]:
+        """Every object whose name starts with `prefix`, all pages (the whole listing is
+        retried after a transient error)."""
+        blobs = self._retry(
+            lambda: list(self.bucket.list_blobs(prefix=prefix, **self._call)),
+            f"listing of {prefix}",
+        )
+        return [self._stored(blob) for blob in blobs]
+
+    def mark_used(self, key: str, at: float | None = None) -> None:
+        """Record a use at `at` (now by default) in the object's metadata (one PATCH); an
+        object that is gone meanwhile is fine."""
+        from google.api_core.exceptions import NotFound
+
+        when = time.time() if at is None else at
+
+        def patch() -> None:
+            blob = self.bucket.blob(key)
+            blob.metadata = {USED_AT_METADATA: f"{when:.3f}"}
+            try:
+                blob.patch(**self._call)
+            except NotFound:
+                pass
+
+        self._retry(patch, f"metadata update of {key}")
