@@ -1,6 +1,6 @@
 """SIGTERM on any service, or on the gateway, while a job is in flight: the in-flight work is
-drained within the grace period (the job finishes on its first attempt) and the process then
-exits by itself."""
+drained within the grace period (the attempt in flight at the signal is the one that finishes
+the job) and the process then exits by itself."""
 
 from __future__ import annotations
 
@@ -89,6 +89,11 @@ def test_sigterm_drains_a_service(
         while "DetectSource" not in _handled_methods(service.metrics()):
             assert time.monotonic() < deadline
             time.sleep(0.02)
+    # The attempt whose call is in flight now is the one that must succeed. An earlier attempt
+    # may have failed before the signal: the service restarted by the previous case can still
+    # be in the gateway channel's reconnect backoff, and a fail-fast call then gets UNAVAILABLE
+    # and is retried. That is the retry policy at work, not a drain that cut a call.
+    in_flight = gateway.view(job)["attempts"]
     started = time.monotonic()
     service.proc.send_signal(signal.SIGTERM)
     code = service.proc.wait(GRACE_S + 10)
@@ -100,7 +105,7 @@ def test_sigterm_drains_a_service(
     assert view["status"] == "succeeded", view
     # the in-flight call was finished, not cut; otherwise say everything the gateway said about
     # this job and every warning, and how the drained service ended
-    assert view["attempts"] == 1, _story(gateway.process.lines, job, service.lines)
+    assert view["attempts"] == in_flight, _story(gateway.process.lines, job, service.lines)
 
 
 def test_sigterm_drains_the_gateway(stack, media, tmp_path) -> None:  # noqa: F811
