@@ -205,6 +205,30 @@ def mp4_with_external_reference(dest: Path, donor: Path, name: str) -> Path:
 # -- the corpus --------------------------------------------------------------------------------
 
 
+# Every case `hostile_cases` writes (dash-mpd only where FFmpeg has that demuxer);
+# the last one is a fine video carrying an inert playlist attachment, not a refused input.
+CASE_IDS = (
+    "hls-file-url",
+    "hls-absolute-path",
+    "hls-http",
+    "hls-crypto-protocol",
+    "hls-aes-key-from-file",
+    "hls-concat-protocol",
+    "hls-subfile-protocol",
+    "hls-data-uri",
+    "hls-master-to-variant",
+    "ffconcat",
+    "ffconcat-file-url",
+    "ffconcat-http",
+    "sdp-rtp",
+    "dash-mpd",
+    "mp4-external-reference",
+    "png-image-as-video",
+    "mkv-playlist-attachment",
+)
+INERT_CASE_IDS = ("mkv-playlist-attachment",)
+
+
 def has_demuxer(name: str) -> bool:
     done = subprocess.run(
         ["ffmpeg", "-hide_banner", "-demuxers"],
@@ -291,4 +315,6 @@ def hostile_cases(sentinel: Sentinel) -> list[HostileCase]:
         str(png),
     )
     cases.append(HostileCase("png-image-as-video", png, UNSUPPORTED))
+    written = [case.id for case in cases]
+    assert set(written) <= set(CASE_IDS), written  # CASE_IDS names every case
     return cases

@@ -21,6 +21,7 @@ import pytest
 from services.cli.demo_media import write_hero_clip, write_source_photo
 from tests.reliability.conftest import assert_rest_error, needs_ffmpeg, start_gateway
 from tests.reliability.indirection_corpus import (
+    CASE_IDS,
     HostileCase,
     Sentinel,
     colour_clip,
@@ -29,25 +30,6 @@ from tests.reliability.indirection_corpus import (
 )
 
 pytestmark = [pytest.mark.ffmpeg, needs_ffmpeg]
-CASE_IDS = [
-    "hls-file-url",
-    "hls-absolute-path",
-    "hls-http",
-    "hls-crypto-protocol",
-    "hls-aes-key-from-file",
-    "hls-concat-protocol",
-    "hls-subfile-protocol",
-    "hls-data-uri",
-    "hls-master-to-variant",
-    "ffconcat",
-    "ffconcat-file-url",
-    "ffconcat-http",
-    "sdp-rtp",
-    "dash-mpd",
-    "mp4-external-reference",
-    "png-image-as-video",
-    "mkv-playlist-attachment",
-]
 FFMPEG_WORDS = ("Invalid data", "whitelist", "@ 0x", "EBML", "moov", "file:", "ffprobe")
 
 
