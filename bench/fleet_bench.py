@@ -10,7 +10,6 @@ says how much of the device the second one finds idle, not what a second GPU add
 
 from __future__ import annotations
 
-import os
 import queue
 import tempfile
 import threading
@@ -19,7 +18,8 @@ import urllib.request
 from pathlib import Path
 
 from bench.gateway_job import run_job
-from services.cli.local_stack import LocalService, LocalStack, StackConfig
+from bench.job_bench import bench_stack
+from services.cli.local_stack import LocalService
 from services.gateway.pipeline.clients import ServiceClients, ServiceTargets
 from services.gateway.pipeline.motion_cache import FolderMotionCache
 
@@ -88,18 +88,7 @@ def animator_scaling(
     device: str = "cpu",
 ) -> list[dict]:
     """One row per animator count (1, 2): jobs, wall, jobs/min, Animate calls per animator."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANIMATOR_", "ENCODER_"))}
-    env["LOG_LEVEL"] = "INFO"
-    stack = LocalStack(
-        StackConfig(
-            weights_dir=weights,
-            env=env,
-            animator_device=device,
-            animator_batch_size=batch_size,
-            extra_env=extra_env or {},
-            animators=2,
-        )
-    )
+    stack = bench_stack(weights, batch_size, extra_env, device, animators=2)
     targets = stack.start()
     rows = []
     try:

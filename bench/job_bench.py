@@ -88,22 +88,34 @@ def process_cpu_seconds(pid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-@contextmanager
-def open_stack(
-    weights: Path, batch_size: int, extra_env: dict[str, str] | None = None, device: str = "cpu"
-) -> Iterator[BenchStack]:
-    """Start the three services on loopback and yield a BenchStack."""
+def bench_stack(
+    weights: Path,
+    batch_size: int,
+    extra_env: dict[str, str] | None = None,
+    device: str = "cpu",
+    animators: int = 1,
+) -> LocalStack:
+    """The loopback stack a benchmark runs: this environment without its service settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ANIMATOR_", "ENCODER_"))}
     env["LOG_LEVEL"] = "INFO"
-    stack = LocalStack(
+    return LocalStack(
         StackConfig(
             weights_dir=weights,
             env=env,
             animator_device=device,
             animator_batch_size=batch_size,
             extra_env=extra_env or {},
+            animators=animators,
         )
     )
+
+
+@contextmanager
+def open_stack(
+    weights: Path, batch_size: int, extra_env: dict[str, str] | None = None, device: str = "cpu"
+) -> Iterator[BenchStack]:
+    """Start the three services on loopback and yield a BenchStack."""
+    stack = bench_stack(weights, batch_size, extra_env, device)
     targets = stack.start()
     try:
         with ServiceClients(targets) as clients:
